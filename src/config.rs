@@ -1,0 +1,86 @@
+//! `fleetgate serve` settings. Every limit the server enforces is here, with its default and what
+//! happens when it is hit (see the doc comment of each field, and `README.md` for the flag table).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum IoMode {
+    /// io_uring when the kernel and seccomp allow it, else epoll.
+    Auto,
+    Uring,
+    Epoll,
+}
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct ServeConfig {
+    /// Address every shard listens on (SO_REUSEPORT; port 0 picks one free port for all shards).
+    #[arg(long, env = "FLEETGATE_LISTEN", default_value = "0.0.0.0:3000")]
+    pub listen: SocketAddr,
+    /// RocksDB directory.
+    #[arg(long, env = "FLEETGATE_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Shard threads, one per core by default; each is pinned to a core and owns the sessions it accepts.
+    #[arg(long, env = "FLEETGATE_SHARDS")]
+    pub shards: Option<usize>,
+    /// I/O driver.
+    #[arg(long, value_enum, env = "FLEETGATE_IO", default_value = "auto")]
+    pub io: IoMode,
+    /// Largest WebSocket message (bytes). Bigger: close 1009.
+    #[arg(long, env = "FLEETGATE_MAX_MESSAGE", default_value_t = 1 << 20)]
+    pub max_message: usize,
+    /// Largest HTTP request body (bytes). Bigger: 413.
+    #[arg(long, env = "FLEETGATE_MAX_BODY", default_value_t = 1 << 20)]
+    pub max_body: usize,
+    /// fsync the WAL at every group commit. `false` risks the last milliseconds of acked data on power loss.
+    #[arg(long, env = "FLEETGATE_SYNC_WRITES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub sync_writes: bool,
+    /// Written with the bound address (`IP:PORT`) once every shard listens.
+    #[arg(long)]
+    pub ready_file: Option<PathBuf>,
+    /// Seconds a WebSocket may take to send its register/subscribe frame. Then: close 1008.
+    #[arg(long, env = "FLEETGATE_REGISTER_TIMEOUT", default_value_t = 10)]
+    pub register_timeout: u64,
+    /// Seconds a WebSocket session may stay silent. Then: close 1001 and the device goes offline.
+    #[arg(long, env = "FLEETGATE_WS_IDLE_TIMEOUT", default_value_t = 90)]
+    pub ws_idle_timeout: u64,
+    /// Seconds to receive a complete HTTP request head once its first byte arrived (slowloris). Then: 408 and close.
+    #[arg(long, default_value_t = 10)]
+    pub header_timeout: u64,
+    /// Seconds an idle keep-alive HTTP connection is kept. Then: closed.
+    #[arg(long, default_value_t = 60)]
+    pub keepalive_timeout: u64,
+    /// Commands queued per device (not yet delivered). More: 429 `queue_full`.
+    #[arg(long, env = "FLEETGATE_COMMAND_QUEUE_LIMIT", default_value_t = 100)]
+    pub command_queue_limit: u32,
+    /// Default command time-to-live in seconds; undelivered commands then become `expired`.
+    #[arg(long, default_value_t = 86_400)]
+    pub command_ttl: u64,
+    /// Open connections per process (all shards). More: accepted and closed at once (503 / no upgrade).
+    #[arg(long, env = "FLEETGATE_MAX_CONNECTIONS", default_value_t = 19_900)]
+    pub max_connections: usize,
+    /// Messages queued toward one connection (acks, commands, broadcasts). A device connection that
+    /// overflows is closed (1008); an admin subscriber that overflows is cut off (1013, "too slow").
+    #[arg(long, default_value_t = 1024)]
+    pub outbox_limit: usize,
+    /// Telemetry/event frames per session waiting for their group commit. More: the session stops
+    /// reading (TCP backpressure) until commits catch up.
+    #[arg(long, default_value_t = 256)]
+    pub inflight_limit: usize,
+    /// Hours a msg_id is remembered for de-duplication.
+    #[arg(long, default_value_t = 24)]
+    pub msg_id_retention_hours: u64,
+}
+
+impl ServeConfig {
+    pub fn shard_count(&self) -> usize {
+        self.shards
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .clamp(1, 256)
+    }
+
+    pub fn register_timeout(&self) -> Duration {
+        Duration::from_secs(self.register_timeout)
+    }
+}

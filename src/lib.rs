@@ -1,0 +1,19 @@
+//! fleetgate: a thread-per-core gateway for device fleets. See ARCHITECTURE.md for the map.
+
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod client;
+pub mod commands;
+pub mod config;
+pub mod generic;
+pub mod http;
+pub mod hub;
+pub mod json;
+pub mod registry;
+pub mod serve;
+pub mod shard;
+pub mod store;
+pub mod time;
+pub mod timer_wheel;
+pub mod ws;

@@ -1,0 +1,209 @@
+//! `fleetgate serve`: open the store, load the registry, bind one SO_REUSEPORT listener per shard,
+//! start the shards, and wait for SIGINT/SIGTERM to shut down in order.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
+
+use crate::auth::{self, TokenHash};
+use crate::config::{IoMode, ServeConfig};
+use crate::hub::Hub;
+use crate::registry::Registry;
+use crate::shard::{self, Shared};
+use crate::store::commit::spawn_committer;
+use crate::store::Store;
+
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Listen backlog per shard.
+const BACKLOG: i32 = 4096;
+
+pub fn run(config: ServeConfig) -> Result<(), Error> {
+    // Block the shutdown signals in every thread (threads inherit the mask); the main thread then
+    // takes them synchronously with sigwait, so no handler runs in the middle of a shard's work.
+    let signals = block_shutdown_signals()?;
+    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(&[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0])?
+        .install_recorder()?;
+
+    std::fs::create_dir_all(&config.data_dir)?;
+    let admin_token = admin_token(&config.data_dir)?;
+    let store = Arc::new(Store::open(
+        &config.data_dir,
+        config.sync_writes,
+        Duration::from_secs(config.msg_id_retention_hours * 3600),
+    )?);
+    let registry = Registry::load(&store)?;
+    metrics::gauge!("fleetgate_devices").set(registry.len() as f64);
+    tracing::info!(devices = registry.len(), dir = %config.data_dir.display(), "store open");
+
+    let uring = match config.io {
+        IoMode::Epoll => false,
+        IoMode::Uring => {
+            crate::shard::io::uring_available().map_err(|e| format!("--io uring: io_uring is unavailable here: {e}"))?;
+            true
+        }
+        IoMode::Auto => match crate::shard::io::uring_available() {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "io_uring is unavailable (kernel or seccomp); falling back to epoll");
+                false
+            }
+        },
+    };
+    let shards = config.shard_count();
+    let listeners = bind_all(config.listen, shards)?;
+    let bound = listeners[0].local_addr()?;
+    tracing::info!(driver = if uring { "io_uring" } else { "epoll" }, shards, addr = %bound, "I/O driver selected");
+
+    let (hub, inboxes) = Hub::new(shards);
+    let ready_file = config.ready_file.clone();
+    let shared = Arc::new(Shared {
+        config,
+        store: store.clone(),
+        registry,
+        hub,
+        admin_token,
+        prometheus,
+        connections: AtomicUsize::new(0),
+        started: Instant::now(),
+    });
+
+    let cores = core_ids();
+    let mut threads = Vec::new();
+    let mut committers = Vec::new();
+    for (i, (listener, inbox)) in listeners.into_iter().zip(inboxes).enumerate() {
+        let (committer, cthread) = spawn_committer(store.clone(), format!("fg-commit-{i}"))?;
+        committers.push(cthread);
+        let shared = shared.clone();
+        let core = cores.get(i % cores.len().max(1)).copied();
+        threads.push(std::thread::Builder::new().name(format!("fg-shard-{i}")).spawn(move || {
+            if let Some(c) = core {
+                pin_to_core(c);
+            }
+            if let Err(e) = shard::run(i, shared, inbox, committer, listener, uring) {
+                tracing::error!(shard = i, error = %e, "shard failed");
+            }
+        })?);
+    }
+    tracing::info!(addr = %bound, "fleetgate listening");
+    if let Some(path) = ready_file {
+        write_atomically(&path, format!("{bound}\n").as_bytes(), 0o644)?;
+    }
+
+    let sig = wait_for_signal(&signals);
+    tracing::info!(signal = sig, "shutting down: closing sessions and flushing batches");
+    shared.hub.shutdown_all();
+    for t in threads {
+        let _ = t.join();
+    }
+    for t in committers {
+        let _ = t.join();
+    }
+    store.db().flush_wal(true)?;
+    tracing::info!("store closed; bye");
+    Ok(())
+}
+
+/// `FLEETGATE_ADMIN_TOKEN` if set; otherwise the token in `<data-dir>/admin-token`, created (mode
+/// 0600) and logged once on first start. Only its hash stays in memory.
+fn admin_token(dir: &Path) -> Result<TokenHash, Error> {
+    if let Ok(t) = std::env::var("FLEETGATE_ADMIN_TOKEN") {
+        let t = t.trim();
+        if t.len() < 16 {
+            return Err("FLEETGATE_ADMIN_TOKEN must be at least 16 characters".into());
+        }
+        return Ok(auth::hash_token(t));
+    }
+    let path = dir.join("admin-token");
+    match std::fs::read_to_string(&path) {
+        Ok(t) => Ok(auth::hash_token(t.trim())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let t = auth::generate_token()?;
+            write_atomically(&path, format!("{t}\n").as_bytes(), 0o600)?;
+            tracing::info!(path = %path.display(), token = %t, "generated the admin token (shown once; it is also in this file)");
+            Ok(auth::hash_token(&t))
+        }
+        Err(e) => Err(format!("reading {}: {e}", path.display()).into()),
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// One listener per shard on the same address. With port 0 the first picks a port and the rest
+/// join it, so every shard serves the same port.
+fn bind_all(addr: SocketAddr, n: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let mut out = Vec::with_capacity(n);
+    let mut addr = addr;
+    for _ in 0..n {
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(SockProtocol::TCP))?;
+        s.set_reuse_address(true)?;
+        s.set_reuse_port(true)?;
+        s.set_nonblocking(true)?;
+        s.bind(&addr.into())?;
+        s.listen(BACKLOG)?;
+        let l: std::net::TcpListener = s.into();
+        addr = l.local_addr()?;
+        out.push(l);
+    }
+    Ok(out)
+}
+
+fn core_ids() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it for this process.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect()
+    }
+}
+
+fn pin_to_core(core: usize) {
+    // SAFETY: as above; pinning the calling thread only.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            tracing::warn!(core, "could not pin shard thread to its core");
+        }
+    }
+}
+
+fn block_shutdown_signals() -> std::io::Result<libc::sigset_t> {
+    // SAFETY: sigset manipulation on a local set, then masking the calling thread.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        if rc != 0 {
+            return Err(std::io::Error::from_raw_os_error(rc));
+        }
+        Ok(set)
+    }
+}
+
+fn wait_for_signal(set: &libc::sigset_t) -> i32 {
+    let mut sig: libc::c_int = 0;
+    loop {
+        // SAFETY: `set` holds only blocked signals; sigwait writes the one taken into `sig`.
+        if unsafe { libc::sigwait(set, &mut sig) } == 0 {
+            return sig;
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! One TCP connection from accept to close: HTTP/1.1 requests with keep-alive, until the connection
+//! asks for a WebSocket upgrade on `/ws`, which hands it to `ws_session`.
+
+use std::rc::Rc;
+
+use super::io::Transport;
+use super::{flush, out_buf, ConnCtl, Deadline, Local};
+use crate::http::request::{self, Limits, Parse};
+use crate::http::response::Response;
+use crate::time::now_ms;
+
+pub async fn serve<T: Transport>(local: &Rc<Local>, ctl: &Rc<ConnCtl>, io: T) {
+    let cfg = local.config();
+    let limits = Limits {
+        max_body: cfg.max_body,
+        ..Limits::default()
+    };
+    let keepalive_ms = cfg.keepalive_timeout * 1000;
+    let header_ms = cfg.header_timeout * 1000;
+    let mut inbuf: Vec<u8> = Vec::new();
+    let mut out: Vec<u8> = Vec::new();
+    let mut sent_continue = false;
+    local.set_deadline(ctl, now_ms() + keepalive_ms, Deadline::KeepAlive);
+    loop {
+        if let Some((_, reason)) = ctl.close.get() {
+            let answer = match (reason, inbuf.is_empty()) {
+                ("server at connection limit", _) => Some(Response::error(503, "overloaded", "the server is at its connection limit; retry later")),
+                ("timeout", false) => Some(Response::error(408, "request_timeout", "the request head did not arrive in time")),
+                _ => None,
+            };
+            if let Some(r) = answer {
+                r.write_to(out_buf(local, &mut out), false, false);
+                let _ = flush(&io, local, &mut out).await;
+            }
+            break;
+        }
+        tokio::select! {
+            biased;
+            _ = ctl.wake.notified() => continue,
+            r = io.readable() => if r.is_err() { break },
+        }
+        if inbuf.capacity() == 0 {
+            inbuf = local.take_buf();
+        }
+        let (res, buf) = io.read(inbuf).await;
+        inbuf = buf;
+        match res {
+            Ok(0) | Err(_) => break,
+            Ok(n) => local.metrics.bytes_in.increment(n as u64),
+        }
+        loop {
+            match request::parse(&inbuf, &limits) {
+                Ok(Parse::Partial { expect_continue }) => {
+                    if expect_continue && !sent_continue {
+                        sent_continue = true;
+                        out_buf(local, &mut out).extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                    }
+                    if ctl.deadline().1 != Deadline::Header {
+                        local.set_deadline(ctl, now_ms() + header_ms, Deadline::Header);
+                    }
+                    break;
+                }
+                Ok(Parse::Complete { request, consumed }) => {
+                    inbuf.drain(..consumed);
+                    sent_continue = false;
+                    local.metrics.http_requests.increment(1);
+                    if request.path == "/ws" && request.is_websocket_upgrade() {
+                        if flush(&io, local, &mut out).await.is_err() {
+                            return;
+                        }
+                        super::ws_session::upgrade(local, ctl, io, request, inbuf).await;
+                        return;
+                    }
+                    let head_only = matches!(request.method, crate::http::request::Method::Head);
+                    let keep_alive = request.keep_alive && !local.shutting_down.get();
+                    let response = crate::api::route(local, &request).await;
+                    response.write_to(out_buf(local, &mut out), keep_alive, head_only);
+                    if !keep_alive {
+                        let _ = flush(&io, local, &mut out).await;
+                        return;
+                    }
+                    local.set_deadline(ctl, now_ms() + keepalive_ms, Deadline::KeepAlive);
+                }
+                Err(e) => {
+                    Response::error(e.status, e.code, &e.message).write_to(out_buf(local, &mut out), false, false);
+                    let _ = flush(&io, local, &mut out).await;
+                    return;
+                }
+            }
+        }
+        if flush(&io, local, &mut out).await.is_err() {
+            break;
+        }
+        if inbuf.is_empty() {
+            local.give_buf(std::mem::take(&mut inbuf));
+        }
+    }
+    if inbuf.capacity() > 0 {
+        local.give_buf(inbuf);
+    }
+}

@@ -1,0 +1,140 @@
+//! The shard's I/O seam: what session code needs from a socket, with two drivers behind it.
+//!
+//! Session code waits for readability *without* holding a buffer, then borrows one from the shard's
+//! pool for the read: an idle session holds no read buffer whatever the driver. Both drivers run on a
+//! current-thread tokio runtime (tokio-uring is built on one), so readiness comes from the runtime's
+//! reactor in both; the uring driver then moves the bytes with io_uring operations on owned buffers.
+
+use std::cell::Cell;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+/// Space a read asks for at least; the pool's buffers are larger.
+const MIN_READ: usize = 4096;
+
+// Shards are single-threaded, so the futures of this trait are never sent across threads.
+#[allow(async_fn_in_trait)]
+pub trait Transport: 'static {
+    /// Resolves once a read would find data (or EOF/error).
+    async fn readable(&self) -> io::Result<()>;
+    /// Appends what the socket has to `buf` (growing it if it has little spare room). 0 means EOF.
+    async fn read(&self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>);
+    /// Writes all of `buf` and hands it back for reuse.
+    async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>);
+}
+
+fn ensure_spare(buf: &mut Vec<u8>) {
+    if buf.capacity() - buf.len() < MIN_READ {
+        buf.reserve(MIN_READ);
+    }
+}
+
+/// The epoll driver: tokio's reactor for readiness, non-blocking syscalls for the bytes.
+pub struct EpollStream(pub tokio::net::TcpStream);
+
+impl Transport for EpollStream {
+    async fn readable(&self) -> io::Result<()> {
+        self.0.readable().await
+    }
+
+    async fn read(&self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        ensure_spare(&mut buf);
+        loop {
+            match self.0.try_read_buf(&mut buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if let Err(e) = self.0.readable().await {
+                        return (Err(e), buf);
+                    }
+                }
+                r => return (r, buf),
+            }
+        }
+    }
+
+    async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        let mut off = 0;
+        while off < buf.len() {
+            match self.0.try_write(&buf[off..]) {
+                Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),
+                Ok(n) => off += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if let Err(e) = self.0.writable().await {
+                        return (Err(e), buf);
+                    }
+                }
+                Err(e) => return (Err(e), buf),
+            }
+        }
+        (Ok(()), buf)
+    }
+}
+
+/// A borrowed descriptor for readiness registration; the `tokio_uring` stream owns and closes it.
+struct Fd(RawFd);
+
+impl AsRawFd for Fd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+/// The io_uring driver. Field order matters: `ready` deregisters from the reactor on drop, before
+/// `stream` closes the descriptor.
+pub struct UringStream {
+    ready: AsyncFd<Fd>,
+    stream: tokio_uring::net::TcpStream,
+    /// The last read filled all the room it was given, so more may be waiting: the reactor will not
+    /// report an edge for data that was already there.
+    more: Cell<bool>,
+}
+
+impl UringStream {
+    pub fn new(stream: tokio_uring::net::TcpStream) -> io::Result<Self> {
+        let fd = stream.as_raw_fd();
+        // SAFETY: `stream` owns `fd` and outlives `ready` in this struct (field order), so the
+        // descriptor stays open and unchanged for as long as it is registered.
+        let ready = unsafe { AsyncFd::register_with_interest(Fd(fd), Interest::READABLE) }
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(UringStream {
+            ready,
+            stream,
+            more: Cell::new(false),
+        })
+    }
+}
+
+impl Transport for UringStream {
+    async fn readable(&self) -> io::Result<()> {
+        if self.more.get() {
+            return Ok(());
+        }
+        let mut guard = self.ready.readable().await?;
+        // Cleared before the read, so data arriving after it raises a fresh edge.
+        guard.clear_ready();
+        Ok(())
+    }
+
+    async fn read(&self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        use tokio_uring::buf::BoundedBuf;
+        ensure_spare(&mut buf);
+        let (start, end) = (buf.len(), buf.capacity());
+        let (res, slice) = self.stream.read(buf.slice(start..end)).await;
+        let buf = slice.into_inner();
+        if let Ok(n) = res {
+            self.more.set(n == end - start);
+        }
+        (res, buf)
+    }
+
+    async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        self.stream.write_all(buf).await
+    }
+}
+
+/// Whether this kernel (and its seccomp policy) lets us set up an io_uring.
+pub fn uring_available() -> Result<(), io::Error> {
+    tokio_uring::uring_builder().build(8).map(drop)
+}

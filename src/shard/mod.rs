@@ -1,0 +1,437 @@
+//! A shard: one OS thread pinned to one core, running a current-thread runtime (io_uring or epoll)
+//! with its own SO_REUSEPORT listener. It owns every connection it accepts, for that connection's
+//! whole life; other threads reach its connections only through its `hub` inbox.
+
+pub mod http_conn;
+pub mod io;
+pub mod ws_session;
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::Notify;
+
+use crate::auth::TokenHash;
+use crate::config::ServeConfig;
+use crate::hub::{Hub, InboxReceiver, ShardMsg};
+use crate::registry::Registry;
+use crate::store::commit::{Batcher, Committer};
+use crate::store::Store;
+use crate::time::now_ms;
+use crate::timer_wheel::TimerWheel;
+use io::Transport;
+
+/// Read buffers the pool keeps per shard; more are allocated under load and freed after.
+const POOL_KEEP: usize = 256;
+/// Size of a pooled read buffer.
+pub const POOL_BUF: usize = 16 * 1024;
+/// The open batch of a shard is committed at the latest when it holds this much.
+const BATCH_MAX_BYTES: usize = 4 << 20;
+/// Timer resolution: deadlines fire within this of their time.
+const TICK: Duration = Duration::from_millis(250);
+
+/// What every shard shares.
+pub struct Shared {
+    pub config: ServeConfig,
+    pub store: Arc<Store>,
+    pub registry: Registry,
+    pub hub: Hub,
+    pub admin_token: TokenHash,
+    pub prometheus: PrometheusHandle,
+    pub connections: AtomicUsize,
+    pub started: Instant,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deadline {
+    None,
+    /// Idle keep-alive HTTP connection.
+    KeepAlive,
+    /// An HTTP request head is arriving too slowly.
+    Header,
+    /// A WebSocket has not registered yet.
+    Register,
+    /// A registered WebSocket has been silent too long.
+    Idle,
+}
+
+/// Something queued toward one connection.
+pub enum Out {
+    Text(String),
+    Shared(Arc<str>),
+    CommandsPending,
+}
+
+/// A connection's control block: how the rest of the shard talks to its task.
+pub struct ConnCtl {
+    pub id: u64,
+    pub peer: SocketAddr,
+    pub outbox: RefCell<VecDeque<Out>>,
+    pub wake: Notify,
+    pub close: Cell<Option<(u16, &'static str)>>,
+    deadline: Cell<(u64, Deadline)>,
+    scheduled: Cell<u64>,
+}
+
+impl ConnCtl {
+    /// Queues a message unless the outbox is at `limit`; false means the receiver is too slow.
+    pub fn push(&self, msg: Out, limit: usize) -> bool {
+        let mut q = self.outbox.borrow_mut();
+        if q.len() >= limit {
+            return false;
+        }
+        q.push_back(msg);
+        drop(q);
+        self.wake.notify_one();
+        true
+    }
+
+    pub fn request_close(&self, code: u16, reason: &'static str) {
+        if self.close.get().is_none() {
+            self.close.set(Some((code, reason)));
+        }
+        self.wake.notify_one();
+    }
+
+    pub fn deadline(&self) -> (u64, Deadline) {
+        self.deadline.get()
+    }
+}
+
+pub struct ShardMetrics {
+    pub bytes_in: metrics::Counter,
+    pub bytes_out: metrics::Counter,
+    pub msg_telemetry: metrics::Counter,
+    pub msg_event: metrics::Counter,
+    pub msg_ping: metrics::Counter,
+    pub msg_command_result: metrics::Counter,
+    pub msg_other: metrics::Counter,
+    pub protocol_errors: metrics::Counter,
+    pub auth_failures: metrics::Counter,
+    pub http_requests: metrics::Counter,
+}
+
+impl ShardMetrics {
+    fn new() -> Self {
+        let msg = |t: &'static str| metrics::counter!("fleetgate_messages_total", "type" => t);
+        ShardMetrics {
+            bytes_in: metrics::counter!("fleetgate_bytes_received_total"),
+            bytes_out: metrics::counter!("fleetgate_bytes_sent_total"),
+            msg_telemetry: msg("telemetry"),
+            msg_event: msg("event"),
+            msg_ping: msg("ping"),
+            msg_command_result: msg("command_result"),
+            msg_other: msg("other"),
+            protocol_errors: metrics::counter!("fleetgate_protocol_errors_total"),
+            auth_failures: metrics::counter!("fleetgate_auth_failures_total"),
+            http_requests: metrics::counter!("fleetgate_http_requests_total"),
+        }
+    }
+}
+
+/// The shard's own state; only its thread touches it.
+pub struct Local {
+    pub index: usize,
+    pub shared: Arc<Shared>,
+    pub conns: RefCell<HashMap<u64, Rc<ConnCtl>>>,
+    pub admins: RefCell<Vec<u64>>,
+    pub batcher: Batcher,
+    pub metrics: ShardMetrics,
+    wheel: RefCell<TimerWheel>,
+    pool: RefCell<Vec<Vec<u8>>>,
+    next_conn: Cell<u64>,
+    pub shutting_down: Cell<bool>,
+    conns_gone: Notify,
+}
+
+impl Local {
+    pub fn config(&self) -> &ServeConfig {
+        &self.shared.config
+    }
+
+    /// A read buffer from the pool (empty, with `POOL_BUF` capacity).
+    pub fn take_buf(&self) -> Vec<u8> {
+        self.pool.borrow_mut().pop().unwrap_or_else(|| Vec::with_capacity(POOL_BUF))
+    }
+
+    /// Returns a buffer; oversized ones (a large frame grew them) are freed instead of kept.
+    pub fn give_buf(&self, mut buf: Vec<u8>) {
+        let mut pool = self.pool.borrow_mut();
+        if buf.capacity() == POOL_BUF && pool.len() < POOL_KEEP {
+            buf.clear();
+            pool.push(buf);
+        }
+    }
+
+    fn open_conn(&self, peer: SocketAddr) -> Rc<ConnCtl> {
+        // Globally unique: the shard index in the top bits.
+        let n = self.next_conn.get() + 1;
+        self.next_conn.set(n);
+        let id = ((self.index as u64) << 48) | n;
+        let ctl = Rc::new(ConnCtl {
+            id,
+            peer,
+            outbox: RefCell::new(VecDeque::new()),
+            wake: Notify::new(),
+            close: Cell::new(None),
+            deadline: Cell::new((0, Deadline::None)),
+            scheduled: Cell::new(u64::MAX),
+        });
+        self.conns.borrow_mut().insert(id, ctl.clone());
+        ctl
+    }
+
+    fn close_conn(&self, ctl: &ConnCtl) {
+        self.conns.borrow_mut().remove(&ctl.id);
+        self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+        if self.conns.borrow().is_empty() {
+            self.conns_gone.notify_waiters();
+        }
+    }
+
+    /// Sets when `ctl` expires and why. Moving a deadline later is free (the wheel entry re-checks
+    /// when it fires); moving it earlier adds an entry.
+    pub fn set_deadline(&self, ctl: &ConnCtl, at_ms: u64, kind: Deadline) {
+        ctl.deadline.set((at_ms, kind));
+        if kind != Deadline::None && at_ms < ctl.scheduled.get() {
+            ctl.scheduled.set(at_ms);
+            self.wheel.borrow_mut().schedule(ctl.id, at_ms);
+        }
+    }
+
+    fn tick(&self) {
+        let now = now_ms();
+        let mut fired = Vec::new();
+        self.wheel.borrow_mut().advance(now, &mut fired);
+        for id in fired {
+            let Some(ctl) = self.conns.borrow().get(&id).cloned() else { continue };
+            ctl.scheduled.set(u64::MAX);
+            let (at, kind) = ctl.deadline.get();
+            match kind {
+                Deadline::None => {}
+                _ if at > now => self.set_deadline(&ctl, at, kind),
+                Deadline::KeepAlive | Deadline::Header => ctl.request_close(1001, "timeout"),
+                Deadline::Register => ctl.request_close(1008, "register timeout"),
+                Deadline::Idle => ctl.request_close(1001, "idle timeout"),
+            }
+        }
+    }
+
+    fn on_inbox(&self, msg: ShardMsg) -> bool {
+        match msg {
+            ShardMsg::Close { conn, code, reason } => {
+                if let Some(c) = self.conns.borrow().get(&conn) {
+                    c.request_close(code, reason);
+                }
+            }
+            ShardMsg::Commands { conn } => {
+                if let Some(c) = self.conns.borrow().get(&conn) {
+                    // Never dropped for a full outbox: one pending nudge is enough.
+                    if !c.outbox.borrow().iter().any(|o| matches!(o, Out::CommandsPending)) {
+                        c.outbox.borrow_mut().push_back(Out::CommandsPending);
+                    }
+                    c.wake.notify_one();
+                }
+            }
+            ShardMsg::Broadcast(frame) => self.deliver_broadcast(&frame),
+            ShardMsg::Shutdown => return false,
+        }
+        true
+    }
+
+    /// Delivers to local admin subscribers; one that cannot keep up is cut off, never buffered
+    /// without bound.
+    pub fn deliver_broadcast(&self, frame: &Arc<str>) {
+        let limit = self.config().outbox_limit;
+        let admins = self.admins.borrow();
+        for id in admins.iter() {
+            if let Some(c) = self.conns.borrow().get(id) {
+                if !c.push(Out::Shared(frame.clone()), limit) {
+                    metrics::counter!("fleetgate_slow_subscribers_total").increment(1);
+                    c.request_close(1013, "subscriber too slow");
+                }
+            }
+        }
+    }
+
+    /// Sends a frame to every admin subscriber on every shard (only built when there are any).
+    pub fn broadcast(&self, frame: String) {
+        let frame: Arc<str> = frame.into();
+        self.shared.hub.broadcast(frame);
+    }
+}
+
+/// Accepted sockets, per driver.
+pub enum Listener {
+    Uring(tokio_uring::net::TcpListener),
+    Epoll(tokio::net::TcpListener),
+}
+
+/// Runs a shard to completion on the current thread. `uring` picks the driver.
+pub fn run(
+    index: usize,
+    shared: Arc<Shared>,
+    inbox: InboxReceiver,
+    committer: Committer,
+    listener: std::net::TcpListener,
+    uring: bool,
+) -> std::io::Result<()> {
+    let store = shared.store.clone();
+    let local = Rc::new(Local {
+        index,
+        shared,
+        conns: RefCell::new(HashMap::new()),
+        admins: RefCell::new(Vec::new()),
+        batcher: Batcher::new(store, committer, BATCH_MAX_BYTES),
+        metrics: ShardMetrics::new(),
+        wheel: RefCell::new(TimerWheel::new(TICK.as_millis() as u64, 4096, now_ms())),
+        pool: RefCell::new(Vec::new()),
+        next_conn: Cell::new(0),
+        shutting_down: Cell::new(false),
+        conns_gone: Notify::new(),
+    });
+    if uring {
+        let rt = tokio_uring::Runtime::new(tokio_uring::builder().entries(4096))?;
+        rt.block_on(async move {
+            let l = tokio_uring::net::TcpListener::from_std(listener);
+            shard_main(local, Listener::Uring(l), inbox).await
+        });
+    } else {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let set = tokio::task::LocalSet::new();
+        set.block_on(&rt, async move {
+            listener.set_nonblocking(true)?;
+            let l = tokio::net::TcpListener::from_std(listener)?;
+            shard_main(local, Listener::Epoll(l), inbox).await;
+            Ok::<_, std::io::Error>(())
+        })?;
+    }
+    Ok(())
+}
+
+async fn shard_main(local: Rc<Local>, listener: Listener, inbox: InboxReceiver) {
+    let batcher = tokio::task::spawn_local({
+        let l = local.clone();
+        async move { l.batcher.run().await }
+    });
+    let acceptor = tokio::task::spawn_local(accept_loop(local.clone(), listener));
+    let ticker = tokio::task::spawn_local({
+        let l = local.clone();
+        async move {
+            let mut iv = tokio::time::interval(TICK);
+            iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                iv.tick().await;
+                l.tick();
+            }
+        }
+    });
+    // The inbox: drain everything queued, then sleep until the next wake-up.
+    'inbox: loop {
+        let woken = inbox.wake.notified();
+        while let Ok(msg) = inbox.rx.try_recv() {
+            if !local.on_inbox(msg) {
+                break 'inbox;
+            }
+        }
+        woken.await;
+    }
+    // Shutdown: stop accepting, close every connection with 1001, wait (bounded) for them to finish
+    // their pending acks, then commit what is staged and stop the committer.
+    local.shutting_down.set(true);
+    acceptor.abort();
+    let conns: Vec<_> = local.conns.borrow().values().cloned().collect();
+    for c in conns {
+        c.request_close(1001, "server shutting down");
+    }
+    let deadline = tokio::time::sleep(Duration::from_secs(5));
+    tokio::pin!(deadline);
+    loop {
+        let gone = local.conns_gone.notified();
+        if local.conns.borrow().is_empty() {
+            break;
+        }
+        tokio::select! {
+            _ = gone => {}
+            _ = &mut deadline => {
+                tracing::warn!(shard = local.index, left = local.conns.borrow().len(), "connections still open at shutdown deadline");
+                break;
+            }
+        }
+    }
+    local.batcher.flush().await;
+    local.batcher.close();
+    let _ = batcher.await;
+    ticker.abort();
+}
+
+async fn accept_loop(local: Rc<Local>, listener: Listener) {
+    loop {
+        let accepted = match &listener {
+            Listener::Uring(l) => l.accept().await.and_then(|(s, peer)| {
+                s.set_nodelay(true)?;
+                Ok((Conn::Uring(io::UringStream::new(s)?), peer))
+            }),
+            Listener::Epoll(l) => l.accept().await.and_then(|(s, peer)| {
+                s.set_nodelay(true)?;
+                Ok((Conn::Epoll(io::EpollStream(s)), peer))
+            }),
+        };
+        match accepted {
+            Ok((conn, peer)) => {
+                let n = local.shared.connections.fetch_add(1, Ordering::Relaxed) + 1;
+                let ctl = local.open_conn(peer);
+                if n > local.config().max_connections {
+                    metrics::counter!("fleetgate_connections_refused_total").increment(1);
+                    ctl.request_close(1013, "server at connection limit");
+                }
+                let l = local.clone();
+                tokio::task::spawn_local(async move {
+                    match conn {
+                        Conn::Uring(s) => http_conn::serve(&l, &ctl, s).await,
+                        Conn::Epoll(s) => http_conn::serve(&l, &ctl, s).await,
+                    }
+                    l.close_conn(&ctl);
+                });
+            }
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                metrics::counter!("fleetgate_accept_errors_total").increment(1);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+enum Conn {
+    Uring(io::UringStream),
+    Epoll(io::EpollStream),
+}
+
+/// Writes `out` (if non-empty) and returns its buffer to the pool, so a connection holds no write
+/// buffer between bursts.
+pub async fn flush<T: Transport>(io: &T, local: &Local, out: &mut Vec<u8>) -> std::io::Result<()> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    let n = out.len();
+    let (res, buf) = io.write_all(std::mem::take(out)).await;
+    local.give_buf(buf);
+    local.metrics.bytes_out.increment(n as u64);
+    res
+}
+
+/// Makes sure `out` has a pooled buffer before frames are appended to it.
+pub fn out_buf<'a>(local: &Local, out: &'a mut Vec<u8>) -> &'a mut Vec<u8> {
+    if out.capacity() == 0 {
+        *out = local.take_buf();
+    }
+    out
+}

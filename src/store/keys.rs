@@ -1,0 +1,75 @@
+//! Key layouts. Every key starts with what queries filter on, so each API list is one prefix scan:
+//! big-endian integers make byte order equal time order, and newest-first is a reverse scan.
+
+use uuid::Uuid;
+
+pub const DEVICE_LEN: usize = 16;
+
+pub fn device(id: &Uuid) -> [u8; 16] {
+    *id.as_bytes()
+}
+
+/// `telemetry`: device ‖ receive-id (µs hybrid clock).
+pub fn telemetry(dev: &Uuid, id: u64) -> [u8; 24] {
+    join(dev, id)
+}
+
+/// `events`: event id alone, for the global stream.
+pub fn event(id: u64) -> [u8; 8] {
+    id.to_be_bytes()
+}
+
+/// `events_by_device`: device ‖ event id (an index; the value is empty).
+pub fn event_by_device(dev: &Uuid, id: u64) -> [u8; 24] {
+    join(dev, id)
+}
+
+/// `msg_ids`: device ‖ the msg_id's JSON text, so `7` and `"7"` stay distinct as the device sent them.
+pub fn msg_id(dev: &Uuid, msg_id_json: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(16 + msg_id_json.len());
+    k.extend_from_slice(dev.as_bytes());
+    k.extend_from_slice(msg_id_json.as_bytes());
+    k
+}
+
+/// `commands`: device ‖ per-device sequence, so delivery order is key order.
+pub fn command(dev: &Uuid, seq: u64) -> [u8; 24] {
+    join(dev, seq)
+}
+
+/// `command_ids`: command UUID → `commands` key.
+pub fn command_id(id: &Uuid) -> [u8; 16] {
+    *id.as_bytes()
+}
+
+pub fn suffix_u64(key: &[u8]) -> Option<u64> {
+    let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
+    Some(u64::from_be_bytes(tail))
+}
+
+pub fn uuid_prefix(key: &[u8]) -> Option<Uuid> {
+    Uuid::from_slice(key.get(..16)?).ok()
+}
+
+fn join(dev: &Uuid, n: u64) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[..16].copy_from_slice(dev.as_bytes());
+    k[16..].copy_from_slice(&n.to_be_bytes());
+    k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_sort_by_device_then_time() {
+        let a = Uuid::from_u128(1);
+        let b = Uuid::from_u128(2);
+        assert!(telemetry(&a, 5) < telemetry(&a, 6));
+        assert!(telemetry(&a, u64::MAX) < telemetry(&b, 0));
+        assert_eq!(suffix_u64(&telemetry(&a, 42)), Some(42));
+        assert_eq!(uuid_prefix(&command(&b, 1)), Some(b));
+        assert_eq!(suffix_u64(b"short"), None);
+    }
+}

@@ -1,0 +1,309 @@
+//! RocksDB storage: one column family per kind of record, keys laid out for the API's queries
+//! (see `keys`), and writes staged per shard and committed as a group (see `commit`).
+//!
+//! The commit of a batch is the acknowledgement point: nothing is acked to a device before the batch
+//! holding its record has been written with the WAL synced (unless the operator chose
+//! `--sync-writes false`).
+
+pub mod commit;
+pub mod keys;
+pub mod records;
+
+use std::path::Path;
+use std::time::Duration;
+
+use rocksdb::compaction_filter::Decision;
+use rocksdb::{
+    BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options,
+    WriteBatch, WriteOptions, DB,
+};
+
+use crate::time::{now_us, IdClock};
+
+/// Bumped whenever a key layout or record encoding changes; `open` refuses a newer store and
+/// migrates older ones (there are none yet: version 1 is the first).
+pub const SCHEMA_VERSION: u32 = 1;
+const SCHEMA_KEY: &[u8] = b"schema_version";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cf {
+    Meta,
+    Devices,
+    Telemetry,
+    Events,
+    EventsByDevice,
+    MsgIds,
+    Commands,
+    CommandIds,
+}
+
+impl Cf {
+    pub const ALL: [Cf; 8] = [
+        Cf::Meta,
+        Cf::Devices,
+        Cf::Telemetry,
+        Cf::Events,
+        Cf::EventsByDevice,
+        Cf::MsgIds,
+        Cf::Commands,
+        Cf::CommandIds,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Cf::Meta => "meta",
+            Cf::Devices => "devices",
+            Cf::Telemetry => "telemetry",
+            Cf::Events => "events",
+            Cf::EventsByDevice => "events_by_device",
+            Cf::MsgIds => "msg_ids",
+            Cf::Commands => "commands",
+            Cf::CommandIds => "command_ids",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum StoreError {
+    Db(rocksdb::Error),
+    MissingCf(&'static str),
+    Schema(String),
+    Corrupt(String),
+    /// The batch holding the record did not commit (its error is logged by the committer).
+    CommitFailed,
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::Db(e) => write!(f, "rocksdb: {e}"),
+            StoreError::MissingCf(n) => write!(f, "column family {n} is missing"),
+            StoreError::Schema(m) => write!(f, "schema: {m}"),
+            StoreError::Corrupt(m) => write!(f, "corrupt record: {m}"),
+            StoreError::CommitFailed => write!(f, "the group commit failed"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<rocksdb::Error> for StoreError {
+    fn from(e: rocksdb::Error) -> Self {
+        StoreError::Db(e)
+    }
+}
+
+pub struct Store {
+    db: DB,
+    write_opts: WriteOptions,
+    /// Issues record ids (receive time in µs, strictly increasing); see `IdClock`.
+    pub ids: IdClock,
+}
+
+impl Store {
+    pub fn open(dir: &Path, sync_writes: bool, msg_id_retention: Duration) -> Result<Store, StoreError> {
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        // Two background jobs: this box has two cores and the shards need them.
+        db_opts.increase_parallelism(2);
+        db_opts.set_max_background_jobs(2);
+        // Concurrent writers from every shard's committer share one WAL write and one fsync.
+        db_opts.set_enable_pipelined_write(true);
+        db_opts.set_max_total_wal_size(256 << 20);
+
+        let descriptors = Cf::ALL.iter().map(|&cf| {
+            let mut o = Options::default();
+            o.set_compression_type(DBCompressionType::Lz4);
+            let mut block = BlockBasedOptions::default();
+            block.set_bloom_filter(10.0, false);
+            o.set_block_based_table_factory(&block);
+            if cf == Cf::MsgIds {
+                // De-duplication memory is bounded in time: ids older than the retention are dropped
+                // at compaction. The value is the receive time in µs.
+                let keep_us = msg_id_retention.as_micros() as u64;
+                o.set_compaction_filter("msg-id-retention", move |_level, _key, value: &[u8]| {
+                    match <[u8; 8]>::try_from(value) {
+                        Ok(b) if now_us().saturating_sub(u64::from_be_bytes(b)) > keep_us => {
+                            Decision::Remove
+                        }
+                        _ => Decision::Keep,
+                    }
+                });
+            }
+            ColumnFamilyDescriptor::new(cf.name(), o)
+        });
+        let db = DB::open_cf_descriptors(&db_opts, dir, descriptors)?;
+        let mut write_opts = WriteOptions::default();
+        write_opts.set_sync(sync_writes);
+        let store = Store {
+            db,
+            write_opts,
+            ids: IdClock::new(),
+        };
+        store.check_schema()?;
+        store.seed_id_clock()?;
+        Ok(store)
+    }
+
+    fn check_schema(&self) -> Result<(), StoreError> {
+        let meta = self.cf(Cf::Meta)?;
+        match self.db.get_cf(meta, SCHEMA_KEY)? {
+            None => {
+                let mut b = WriteBatch::default();
+                b.put_cf(meta, SCHEMA_KEY, SCHEMA_VERSION.to_be_bytes());
+                self.write(b)
+            }
+            Some(v) => {
+                let found = <[u8; 4]>::try_from(v.as_slice())
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| StoreError::Schema("unreadable schema version".into()))?;
+                if found > SCHEMA_VERSION {
+                    return Err(StoreError::Schema(format!(
+                        "data was written by a newer fleetgate (schema {found}, this build knows {SCHEMA_VERSION})"
+                    )));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Ids must keep increasing across restarts even if the clock stepped back: start above every
+    /// id already stored.
+    fn seed_id_clock(&self) -> Result<(), StoreError> {
+        let mut it = self.db.raw_iterator_cf(self.cf(Cf::Events)?);
+        it.seek_to_last();
+        if let Some(id) = it.key().and_then(keys::suffix_u64) {
+            self.ids.observe(id);
+        }
+        it.status()?;
+        // Telemetry keys are per device; the newest overall needs a scan of device prefixes, which
+        // the events floor already bounds in practice (every session start writes an event).
+        Ok(())
+    }
+
+    pub fn cf(&self, cf: Cf) -> Result<&ColumnFamily, StoreError> {
+        self.db.cf_handle(cf.name()).ok_or(StoreError::MissingCf(cf.name()))
+    }
+
+    pub fn db(&self) -> &DB {
+        &self.db
+    }
+
+    /// One durable write (WAL synced unless `--sync-writes false`). Called by committer threads;
+    /// RocksDB joins concurrent callers into one write group with one fsync.
+    pub fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        Ok(self.db.write_opt(batch, &self.write_opts)?)
+    }
+
+    pub fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_cf(self.cf(cf)?, key)?)
+    }
+
+    pub fn exists(&self, cf: Cf, key: &[u8]) -> Result<bool, StoreError> {
+        Ok(self.db.get_pinned_cf(self.cf(cf)?, key)?.is_some())
+    }
+
+    /// Visits keys that start with `prefix`, newest (largest) first, strictly below `before` when
+    /// given. `visit` returns whether it took the row; the scan stops after `limit` taken rows or
+    /// `budget` visited rows, and returns the key to continue from (exclusive) if rows may remain.
+    pub fn scan_reverse(
+        &self,
+        cf: Cf,
+        prefix: &[u8],
+        before: Option<&[u8]>,
+        limit: usize,
+        budget: usize,
+        mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut it = self.db.raw_iterator_cf(self.cf(cf)?);
+        match before {
+            Some(b) => {
+                it.seek_for_prev(b);
+                if it.key() == Some(b) {
+                    it.prev();
+                }
+            }
+            None => {
+                let mut upper = prefix.to_vec();
+                upper.extend_from_slice(&[0xff; 32]);
+                it.seek_for_prev(&upper);
+            }
+        }
+        let (mut taken, mut seen) = (0usize, 0usize);
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if !k.starts_with(prefix) {
+                break;
+            }
+            if taken == limit || seen == budget {
+                return Ok(Some(k_after(k)));
+            }
+            seen += 1;
+            if visit(k, v)? {
+                taken += 1;
+            }
+            it.prev();
+        }
+        it.status()?;
+        Ok(None)
+    }
+
+    /// Like `scan_reverse`, oldest first, strictly above `after` when given.
+    pub fn scan_forward(
+        &self,
+        cf: Cf,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+        mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut it = self.db.raw_iterator_cf(self.cf(cf)?);
+        match after {
+            Some(a) => {
+                it.seek(a);
+                if it.key() == Some(a) {
+                    it.next();
+                }
+            }
+            None => it.seek(prefix),
+        }
+        let mut taken = 0usize;
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if !k.starts_with(prefix) {
+                break;
+            }
+            if taken == limit {
+                return Ok(Some(k_before(k)));
+            }
+            if visit(k, v)? {
+                taken += 1;
+            }
+            it.next();
+        }
+        it.status()?;
+        Ok(None)
+    }
+}
+
+/// The cursor of a reverse scan is exclusive, so a page that stopped *at* key `k` (not yet visited)
+/// continues "before" the key just above it: `k` followed by a zero byte sorts right after `k`.
+fn k_after(k: &[u8]) -> Vec<u8> {
+    let mut c = k.to_vec();
+    c.push(0);
+    c
+}
+
+/// The forward counterpart: continue "after" a key just below `k`. Keys here are fixed-length
+/// big-endian, so decrementing the last byte sequence gives the predecessor of the same length.
+fn k_before(k: &[u8]) -> Vec<u8> {
+    let mut c = k.to_vec();
+    for b in c.iter_mut().rev() {
+        if *b == 0 {
+            *b = 0xff;
+        } else {
+            *b -= 1;
+            break;
+        }
+    }
+    c
+}

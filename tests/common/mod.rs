@@ -1,0 +1,1063 @@
+//! Shared fixtures for fleetgate's integration tests.
+//!
+//! Every test talks to a real `fleetgate serve` process through real clients:
+//! the library's blocking HTTP [`Client`] for the admin API, tungstenite (client
+//! side, over a plain `std::net::TcpStream` with read timeouts) for WebSocket
+//! sessions, and raw TCP for the malformed-input cases.
+//!
+//! Rules the tests follow: every wait is bounded (a deadline, then a failure
+//! that says what was awaited and shows the server's log); state is polled,
+//! never assumed after a sleep; durations are never asserted.
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+pub use simd_json::OwnedValue as Value;
+pub use simd_json::json;
+pub use simd_json::prelude::*;
+
+use fleetgate::client::Client;
+use tungstenite::protocol::WebSocket;
+use tungstenite::{Message, client};
+
+/// Both I/O drivers; every scenario runs under each.
+pub const DRIVERS: [&str; 2] = ["uring", "epoll"];
+
+/// Generates one `#[test]` per scenario and I/O driver: `uring::name` and
+/// `epoll::name`, each calling `name("uring")` / `name("epoll")`.
+#[macro_export]
+macro_rules! for_both_drivers {
+    ($($name:ident),* $(,)?) => {
+        mod uring {
+            $( #[test] fn $name() { super::$name("uring") } )*
+        }
+        mod epoll {
+            $( #[test] fn $name() { super::$name("epoll") } )*
+        }
+    };
+}
+
+// ---------------------------------------------------------------------------
+// JSON helpers (simd-json)
+
+/// Parses JSON bytes; panics with the text on failure.
+pub fn parse(bytes: &[u8]) -> Value {
+    let mut buf = bytes.to_vec();
+    simd_json::to_owned_value(&mut buf)
+        .unwrap_or_else(|e| panic!("invalid JSON ({e}): {}", String::from_utf8_lossy(bytes)))
+}
+
+/// Encodes a value as JSON text.
+pub fn enc(v: &Value) -> String {
+    simd_json::to_string(v).expect("encode JSON")
+}
+
+/// Field `key` of an object as a string, or a panic that shows the value.
+pub fn s<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key)
+        .and_then(|x| x.as_str())
+        .unwrap_or_else(|| panic!("expected string field {key:?} in {}", enc(v)))
+}
+
+/// Field `key` of an object as a string, if present and a string.
+pub fn opt_s<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(|x| x.as_str())
+}
+
+/// Field `key` of an object; panics when absent.
+pub fn field<'a>(v: &'a Value, key: &str) -> &'a Value {
+    v.get(key)
+        .unwrap_or_else(|| panic!("expected field {key:?} in {}", enc(v)))
+}
+
+/// Field `key` as an array; panics otherwise.
+pub fn arr<'a>(v: &'a Value, key: &str) -> &'a Vec<Value> {
+    v.get(key)
+        .and_then(|x| x.as_array())
+        .unwrap_or_else(|| panic!("expected array field {key:?} in {}", enc(v)))
+}
+
+/// Field `key` as an unsigned integer; panics otherwise.
+pub fn u(v: &Value, key: &str) -> u64 {
+    v.get(key)
+        .and_then(|x| x.as_u64())
+        .unwrap_or_else(|| panic!("expected integer field {key:?} in {}", enc(v)))
+}
+
+/// Asserts the error body shape `{"error":{"code":"...","message":"..."}}` and
+/// returns the code.
+pub fn error_code(body: &Value) -> String {
+    let err = body
+        .get("error")
+        .unwrap_or_else(|| panic!("expected an error object, got {}", enc(body)));
+    let code = s(err, "code").to_string();
+    assert!(!code.is_empty(), "empty error code in {}", enc(body));
+    let _ = s(err, "message");
+    code
+}
+
+/// Asserts `ts` is an RFC 3339 timestamp.
+pub fn assert_rfc3339(ts: &str) {
+    ts.parse::<jiff::Timestamp>()
+        .unwrap_or_else(|e| panic!("not an RFC 3339 timestamp: {ts:?} ({e})"));
+}
+
+// ---------------------------------------------------------------------------
+// Waiting
+
+/// Polls `cond` until it is true or `timeout` passes, then panics with `what`.
+pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Generous default deadline for state that should appear "soon".
+pub const SOON: Duration = Duration::from_secs(20);
+
+// ---------------------------------------------------------------------------
+// Random data and unique names
+
+pub fn random_bytes(n: usize) -> Vec<u8> {
+    let mut b = vec![0u8; n];
+    getrandom::fill(&mut b).expect("getrandom");
+    b
+}
+
+pub fn random_u64() -> u64 {
+    let b = random_bytes(8);
+    u64::from_le_bytes(b.try_into().unwrap())
+}
+
+pub fn random_token() -> String {
+    random_bytes(24).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unique_dir(tag: &str) -> PathBuf {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!(
+        "fleetgate-test-{tag}-{}-{n}-{:08x}",
+        std::process::id(),
+        random_u64() as u32
+    ))
+}
+
+// ---------------------------------------------------------------------------
+// Server fixture
+
+/// A `fleetgate serve` child process with its own data directory.
+///
+/// Dropping it kills the process and removes the data directory (kept, and
+/// its path printed, when the test is panicking).
+pub struct Server {
+    child: Option<Child>,
+    io: String,
+    extra: Vec<String>,
+    dir: PathBuf,
+    data_dir: PathBuf,
+    addr: String,
+    admin_token: String,
+    starts: u32,
+}
+
+pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+impl Server {
+    /// Starts a server with `--io <io> --shards 2` and default limits.
+    pub fn start(io: &str) -> Server {
+        Self::start_with(io, &[])
+    }
+
+    /// Starts a server with extra command-line arguments.
+    pub fn start_with(io: &str, extra: &[&str]) -> Server {
+        let dir = unique_dir(io);
+        fs::create_dir_all(&dir).expect("create test dir");
+        let data_dir = dir.join("data");
+        let mut s = Server {
+            child: None,
+            io: io.to_string(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            dir,
+            data_dir,
+            addr: String::new(),
+            admin_token: format!("adm_{}", random_token()),
+            starts: 0,
+        };
+        s.spawn();
+        s
+    }
+
+    fn log_path(&self, n: u32) -> PathBuf {
+        self.dir.join(format!("server-{n}.log"))
+    }
+
+    /// The server's stderr/stdout of the current run (and earlier runs).
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for n in 1..=self.starts {
+            if let Ok(t) = fs::read_to_string(self.log_path(n)) {
+                out.push_str(&format!("----- server run {n} (log) -----\n"));
+                // Keep failures readable: the tail matters most.
+                let tail: String = if t.len() > 20_000 {
+                    let mut cut = t.len() - 20_000;
+                    while !t.is_char_boundary(cut) {
+                        cut += 1;
+                    }
+                    format!("[... {cut} bytes cut ...]\n{}", &t[cut..])
+                } else {
+                    t
+                };
+                out.push_str(&tail);
+            }
+        }
+        out
+    }
+
+    fn spawn(&mut self) {
+        assert!(self.child.is_none(), "server already running");
+        self.starts += 1;
+        let ready = self.dir.join("ready");
+        let _ = fs::remove_file(&ready);
+        let log = fs::File::create(self.log_path(self.starts)).expect("create log file");
+        let log2 = log.try_clone().expect("dup log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fleetgate"));
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--ready-file")
+            .arg(&ready)
+            .arg("--io")
+            .arg(&self.io)
+            .arg("--shards")
+            .arg("2")
+            .args(&self.extra)
+            .env("FLEETGATE_ADMIN_TOKEN", &self.admin_token)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log2));
+        let child = cmd.spawn().expect("spawn fleetgate serve");
+        self.child = Some(child);
+
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Ok(text) = fs::read_to_string(&ready) {
+                if let Some(line) = text.strip_suffix('\n') {
+                    let line = line.trim();
+                    assert!(
+                        line.starts_with("127.0.0.1:"),
+                        "ready file holds {text:?}, expected 127.0.0.1:PORT\n{}",
+                        self.logs()
+                    );
+                    self.addr = line.to_string();
+                    break;
+                }
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().expect("try_wait") {
+                self.child = None;
+                panic!(
+                    "fleetgate serve --io {} exited with {status} before it was ready\n{}",
+                    self.io,
+                    self.logs()
+                );
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "fleetgate serve --io {} wrote no ready file within {READY_TIMEOUT:?}\n{}",
+                    self.io,
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `127.0.0.1:PORT`
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+    pub fn admin_token(&self) -> &str {
+        &self.admin_token
+    }
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server not running").id()
+    }
+
+    /// An HTTP client with the admin bearer token.
+    pub fn admin(&self) -> Client {
+        Client::new(&self.url())
+            .expect("build HTTP client")
+            .with_token(self.admin_token.as_str())
+    }
+
+    /// An HTTP client without a token.
+    pub fn anonymous(&self) -> Client {
+        Client::new(&self.url()).expect("build HTTP client")
+    }
+
+    /// SIGTERM and wait (bounded) for a clean exit; returns the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("server not running");
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = child.try_wait().expect("try_wait") {
+                return st;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "server did not exit within 30 s of SIGTERM\n{}",
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL, no chance to flush anything.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("server not running");
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+    }
+
+    /// Graceful stop, then start again on the same data directory (the port
+    /// changes: use `url()`/`ws_url()` afterwards).
+    pub fn restart(&mut self) {
+        let st = self.stop();
+        assert!(
+            st.success(),
+            "server exited with {st} on SIGTERM (expected success)\n{}",
+            self.logs()
+        );
+        self.spawn();
+    }
+
+    /// Start again after `kill9()`/`stop()`.
+    pub fn start_again(&mut self) {
+        self.spawn();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => c.try_wait().expect("try_wait").is_none(),
+            None => false,
+        }
+    }
+
+    // ---- admin API helpers -------------------------------------------------
+
+    pub fn get(&self, path: &str) -> Resp {
+        Resp::from_client(self.admin().get(path), "GET", path, self)
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> Resp {
+        let b = enc(body);
+        Resp::from_client(self.admin().post_json(path, b.as_bytes()), "POST", path, self)
+    }
+
+    pub fn patch(&self, path: &str, body: &Value) -> Resp {
+        let b = enc(body);
+        Resp::from_client(self.admin().patch_json(path, b.as_bytes()), "PATCH", path, self)
+    }
+
+    pub fn delete(&self, path: &str) -> Resp {
+        Resp::from_client(self.admin().delete(path), "DELETE", path, self)
+    }
+
+    /// Creates a generic device; asserts 201.
+    pub fn create_device(&self, name: &str) -> Device {
+        let r = self.post("/api/devices", &json!({ "name": name }));
+        assert_eq!(r.status, 201, "POST /api/devices: {}", r.text());
+        let v = r.json();
+        Device {
+            id: s(&v, "device_id").to_string(),
+            token: s(&v, "token").to_string(),
+            name: name.to_string(),
+        }
+    }
+
+    /// All items of a paginated list (follows `next_cursor`, bounded).
+    pub fn list_all(&self, path: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..10_000 {
+            let sep = if path.contains('?') { '&' } else { '?' };
+            let p = match &cursor {
+                Some(c) => format!("{path}{sep}cursor={}", pct(c)),
+                None => path.to_string(),
+            };
+            let r = self.get(&p);
+            assert_eq!(r.status, 200, "GET {p}: {}", r.text());
+            let v = r.json();
+            out.extend(arr(&v, "items").iter().cloned());
+            match v.get("next_cursor") {
+                Some(c) if c.is_null() => return out,
+                Some(c) => {
+                    let c = c
+                        .as_str()
+                        .unwrap_or_else(|| panic!("next_cursor not a string: {}", enc(&v)));
+                    cursor = Some(c.to_string());
+                }
+                None => panic!("list without next_cursor: {}", enc(&v)),
+            }
+        }
+        panic!("pagination of {path} did not end after 10000 pages");
+    }
+
+    /// The device as listed by `GET /api/devices` (None when not listed).
+    pub fn listed_device(&self, id: &str) -> Option<Value> {
+        self.list_all("/api/devices?limit=100")
+            .into_iter()
+            .find(|d| opt_s(d, "device_id") == Some(id))
+    }
+
+    /// The `status` the device list shows for `id`.
+    pub fn listed_status(&self, id: &str) -> String {
+        let d = self
+            .listed_device(id)
+            .unwrap_or_else(|| panic!("device {id} not in GET /api/devices"));
+        s(&d, "status").to_string()
+    }
+
+    pub fn wait_status(&self, id: &str, status: &str) {
+        let deadline = Instant::now() + SOON;
+        loop {
+            let last = self.listed_status(id);
+            if last == status {
+                return;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "device {id} still listed {last:?} after {SOON:?}, expected {status:?}\n{}",
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// All telemetry items of a device (newest first).
+    pub fn telemetry(&self, id: &str) -> Vec<Value> {
+        self.list_all(&format!("/api/devices/{id}/telemetry?limit=500"))
+    }
+
+    /// Events matching a query string such as `device_id=..&type=..`.
+    pub fn events(&self, query: &str) -> Vec<Value> {
+        self.list_all(&format!("/api/events?{query}&limit=200"))
+    }
+
+    /// Waits until at least one event of `type` exists for the device; returns them.
+    pub fn wait_event(&self, device_id: &str, ty: &str) -> Vec<Value> {
+        let mut found = Vec::new();
+        wait_until(SOON, &format!("event {ty} for device {device_id}"), || {
+            found = self
+                .events(&format!("device_id={device_id}&type={ty}"))
+                .into_iter()
+                .filter(|e| opt_s(e, "type") == Some(ty))
+                .collect();
+            !found.is_empty()
+        });
+        found
+    }
+
+    pub fn commands(&self, id: &str) -> Vec<Value> {
+        self.list_all(&format!("/api/devices/{id}/commands?limit=200"))
+    }
+
+    pub fn command_status(&self, device: &str, command_id: &str) -> Value {
+        self.commands(device)
+            .into_iter()
+            .find(|c| opt_s(c, "command_id") == Some(command_id))
+            .unwrap_or_else(|| panic!("command {command_id} not listed for device {device}"))
+    }
+
+    pub fn wait_command_status(&self, device: &str, command_id: &str, status: &str) -> Value {
+        let deadline = Instant::now() + SOON;
+        loop {
+            let c = self.command_status(device, command_id);
+            if opt_s(&c, "status") == Some(status) {
+                return c;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "command {command_id} is {} after {SOON:?}, expected status {status:?}\n{}",
+                    enc(&c),
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// POST a command; asserts 202; returns the command_id.
+    pub fn send_command(&self, device: &str, command: &str, payload: Value) -> String {
+        let r = self.post(
+            &format!("/api/devices/{device}/commands"),
+            &json!({ "command": command, "payload": payload }),
+        );
+        assert_eq!(r.status, 202, "POST commands: {}", r.text());
+        let v = r.json();
+        let st = s(&v, "status");
+        assert!(
+            ["queued", "sent"].contains(&st),
+            "new command status {st:?}"
+        );
+        s(&v, "command_id").to_string()
+    }
+
+    /// Connects a WebSocket to `/ws`.
+    pub fn ws(&self) -> Ws {
+        Ws::connect(&self.addr)
+    }
+
+    /// Connects and registers `dev`; returns the session.
+    pub fn device_session(&self, dev: &Device) -> Ws {
+        let mut ws = self.ws();
+        let reg = ws.register(dev);
+        assert_eq!(s(&reg, "device_id"), dev.id);
+        ws
+    }
+
+    /// Connects and subscribes as admin; returns the session.
+    pub fn admin_session(&self) -> Ws {
+        let mut ws = self.ws();
+        ws.send_json(&json!({"type":"subscribe","role":"admin","token": self.admin_token.as_str()}));
+        let m = ws.recv_json(SOON);
+        assert_eq!(s(&m, "type"), "subscribed", "subscribe answer: {}", enc(&m));
+        ws
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("test failed: server files kept in {}", self.dir.display());
+            eprintln!("{}", self.logs());
+        } else {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Percent-encodes a query-string value (cursors are opaque).
+pub fn pct(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// An HTTP answer from the admin API.
+pub struct Resp {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    fn from_client<E: std::fmt::Debug>(
+        r: Result<fleetgate::client::ClientResponse, E>,
+        method: &str,
+        path: &str,
+        server: &Server,
+    ) -> Resp {
+        match r {
+            Ok(r) => Resp {
+                status: r.status,
+                body: r.body,
+            },
+            Err(e) => panic!("{method} {path} failed: {e:?}\n{}", server.logs()),
+        }
+    }
+    pub fn text(&self) -> String {
+        format!("{} {}", self.status, String::from_utf8_lossy(&self.body))
+    }
+    pub fn json(&self) -> Value {
+        parse(&self.body)
+    }
+}
+
+/// A device as created through the API.
+#[derive(Clone, Debug)]
+pub struct Device {
+    pub id: String,
+    pub token: String,
+    pub name: String,
+}
+
+// ---------------------------------------------------------------------------
+// WebSocket client (tungstenite over std TcpStream)
+
+/// What a bounded read produced.
+#[derive(Debug)]
+pub enum WsEvent {
+    /// A text frame holding JSON (non-JSON text panics: the server only sends JSON).
+    Json(Value),
+    /// Binary data (unexpected from this server).
+    Binary(Vec<u8>),
+    /// WebSocket-level pong.
+    Pong(Vec<u8>),
+    /// A close frame from the server: code (None if no status) and reason.
+    Close(Option<u16>, String),
+    /// The TCP connection ended without a close frame (EOF or reset).
+    Gone(String),
+    /// Nothing arrived before the deadline.
+    Timeout,
+}
+
+pub struct Ws {
+    pub ws: WebSocket<TcpStream>,
+    /// Set once a close frame has been seen.
+    pub closed: Option<(Option<u16>, String)>,
+}
+
+/// Read slice: reads wake up this often to check their deadline.
+const READ_SLICE: Duration = Duration::from_millis(100);
+
+impl Ws {
+    pub fn connect(addr: &str) -> Ws {
+        Self::try_connect(addr).unwrap_or_else(|e| panic!("WebSocket connect to {addr}: {e}"))
+    }
+
+    pub fn try_connect(addr: &str) -> Result<Ws, String> {
+        let stream = TcpStream::connect(addr).map_err(|e| format!("tcp connect: {e}"))?;
+        stream.set_nodelay(true).ok();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .map_err(|e| e.to_string())?;
+        stream
+            .set_write_timeout(Some(Duration::from_secs(20)))
+            .map_err(|e| e.to_string())?;
+        let (ws, resp) = client(format!("ws://{addr}/ws"), stream)
+            .map_err(|e| format!("WebSocket handshake: {e}"))?;
+        if resp.status().as_u16() != 101 {
+            return Err(format!("handshake status {}", resp.status()));
+        }
+        ws.get_ref()
+            .set_read_timeout(Some(READ_SLICE))
+            .map_err(|e| e.to_string())?;
+        Ok(Ws { ws, closed: None })
+    }
+
+    /// A second handle on the socket, for raw frame writes.
+    pub fn raw(&self) -> TcpStream {
+        self.ws.get_ref().try_clone().expect("clone socket")
+    }
+
+    pub fn send_text(&mut self, text: &str) {
+        self.ws
+            .send(Message::text(text.to_string()))
+            .unwrap_or_else(|e| panic!("send {text:?}: {e}"));
+    }
+
+    pub fn try_send_text(&mut self, text: &str) -> Result<(), String> {
+        self.ws
+            .send(Message::text(text.to_string()))
+            .map_err(|e| e.to_string())
+    }
+
+    pub fn send_json(&mut self, v: &Value) {
+        self.send_text(&enc(v));
+    }
+
+    /// Next event within `timeout`. WebSocket pings are answered by tungstenite.
+    pub fn recv(&mut self, timeout: Duration) -> WsEvent {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.ws.read() {
+                Ok(Message::Text(t)) => return WsEvent::Json(parse(t.as_bytes())),
+                Ok(Message::Binary(b)) => return WsEvent::Binary(b.to_vec()),
+                Ok(Message::Pong(p)) => return WsEvent::Pong(p.to_vec()),
+                Ok(Message::Ping(_)) | Ok(Message::Frame(_)) => continue,
+                Ok(Message::Close(cf)) => {
+                    let (code, reason) = match cf {
+                        Some(f) => (Some(u16::from(f.code)), f.reason.to_string()),
+                        None => (None, String::new()),
+                    };
+                    self.closed = Some((code, reason.clone()));
+                    return WsEvent::Close(code, reason);
+                }
+                Err(tungstenite::Error::Io(e))
+                    if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
+                {
+                    if Instant::now() >= deadline {
+                        return WsEvent::Timeout;
+                    }
+                }
+                Err(e) => return WsEvent::Gone(e.to_string()),
+            }
+        }
+    }
+
+    /// Next JSON message; panics on anything else.
+    pub fn recv_json(&mut self, timeout: Duration) -> Value {
+        match self.recv(timeout) {
+            WsEvent::Json(v) => v,
+            other => panic!("expected a JSON message, got {other:?}"),
+        }
+    }
+
+    /// Next JSON message of `type`; other messages are skipped (and returned
+    /// in the panic message if none matches before the deadline).
+    pub fn recv_type(&mut self, ty: &str, timeout: Duration) -> Value {
+        self.recv_matching(timeout, &format!("type {ty}"), |m| opt_s(m, "type") == Some(ty))
+    }
+
+    /// Next JSON message for which `pred` holds, skipping others.
+    pub fn recv_matching(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        mut pred: impl FnMut(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + timeout;
+        let mut skipped = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.recv(left) {
+                WsEvent::Json(v) if pred(&v) => return v,
+                WsEvent::Json(v) => {
+                    if skipped.len() < 50 {
+                        skipped.push(enc(&v));
+                    }
+                }
+                WsEvent::Pong(_) | WsEvent::Binary(_) => {}
+                other => panic!(
+                    "waiting for a message with {what}: got {other:?}; skipped before: {skipped:?}"
+                ),
+            }
+        }
+    }
+
+    /// Expects a close frame (skipping any messages before it); returns its code.
+    pub fn expect_close(&mut self, timeout: Duration) -> Option<u16> {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.recv(left) {
+                WsEvent::Close(code, _) => return code,
+                WsEvent::Timeout => {
+                    panic!("no close frame within {timeout:?}; messages before: {seen:?}")
+                }
+                WsEvent::Gone(e) => {
+                    panic!("connection ended without a close frame ({e}); messages before: {seen:?}")
+                }
+                WsEvent::Json(v) => seen.push(enc(&v)),
+                other => seen.push(format!("{other:?}")),
+            }
+        }
+    }
+
+    /// Expects the session to end: a close frame or the TCP connection ending.
+    /// Returns the close code if there was a close frame.
+    pub fn expect_end(&mut self, timeout: Duration) -> Option<u16> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.recv(left) {
+                WsEvent::Close(code, _) => return code,
+                WsEvent::Gone(_) => return None,
+                WsEvent::Timeout => panic!("session still open after {timeout:?}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// Sends a register frame and returns the `registered` answer.
+    pub fn register(&mut self, dev: &Device) -> Value {
+        self.send_json(&json!({"type":"register","device_id": dev.id.as_str(),"token": dev.token.as_str()}));
+        let m = self.recv_json(SOON);
+        assert_eq!(
+            s(&m, "type"),
+            "registered",
+            "register answer: {}",
+            enc(&m)
+        );
+        m
+    }
+
+    /// ping → pong round trip (the generic protocol's JSON ping).
+    pub fn ping_pong(&mut self) {
+        self.send_json(&json!({"type":"ping"}));
+        let m = self.recv_type("pong", SOON);
+        assert_eq!(s(&m, "type"), "pong");
+    }
+
+    /// Clean close handshake from the client side (bounded).
+    pub fn close(mut self) {
+        let _ = self.ws.close(None);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            match self.ws.read() {
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e))
+                    if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+                Err(_) => break,
+            }
+        }
+        let _ = self.ws.get_ref().shutdown(Shutdown::Both);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Raw WebSocket frames and raw HTTP
+
+/// Encodes one client frame. `mask` selects a random masking key (clients
+/// must mask; unmasked frames are a protocol violation).
+pub fn frame(fin: bool, opcode: u8, payload: &[u8], mask: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 14);
+    out.push(if fin { 0x80 } else { 0 } | (opcode & 0x0f));
+    let m = if mask { 0x80 } else { 0 };
+    let n = payload.len();
+    if n < 126 {
+        out.push(m | n as u8);
+    } else if n <= 0xffff {
+        out.push(m | 126);
+        out.extend_from_slice(&(n as u16).to_be_bytes());
+    } else {
+        out.push(m | 127);
+        out.extend_from_slice(&(n as u64).to_be_bytes());
+    }
+    if mask {
+        let key: [u8; 4] = random_bytes(4).try_into().unwrap();
+        out.extend_from_slice(&key);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    } else {
+        out.extend_from_slice(payload);
+    }
+    out
+}
+
+/// A parsed HTTP response read from a raw socket.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn json(&self) -> Value {
+        parse(&self.body)
+    }
+}
+
+/// Reads one HTTP/1.1 response (Content-Length framed) from `stream`,
+/// carrying over extra bytes in `buf`. Bounded by `timeout`.
+pub fn read_response(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    timeout: Duration,
+) -> Result<RawResponse, String> {
+    let deadline = Instant::now() + timeout;
+    stream.set_read_timeout(Some(READ_SLICE)).ok();
+    let mut chunk = [0u8; 16384];
+    let head_end = loop {
+        if let Some(p) = find(buf, b"\r\n\r\n") {
+            break p + 4;
+        }
+        if buf.len() > 1 << 20 {
+            return Err("response head over 1 MiB".into());
+        }
+        fill(stream, buf, &mut chunk, deadline)?;
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let mut parts = status_line.splitn(3, ' ');
+    let version = parts.next().unwrap_or_default();
+    if !version.starts_with("HTTP/1.") {
+        return Err(format!("bad status line {status_line:?}"));
+    }
+    let status: u16 = parts
+        .next()
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .map(|(_, v)| v.parse().map_err(|_| format!("bad content-length {v:?}")))
+        .transpose()?
+        .unwrap_or(0);
+    if headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"))
+    {
+        return Err("chunked responses are not expected from fleetgate".into());
+    }
+    while buf.len() < head_end + len {
+        fill(stream, buf, &mut chunk, deadline)?;
+    }
+    let body = buf[head_end..head_end + len].to_vec();
+    buf.drain(..head_end + len);
+    Ok(RawResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn fill(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    chunk: &mut [u8],
+    deadline: Instant,
+) -> Result<(), String> {
+    loop {
+        match stream.read(chunk) {
+            Ok(0) => return Err(format!("EOF after {} bytes: {:?}", buf.len(), String::from_utf8_lossy(buf))),
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                return Ok(());
+            }
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                if Instant::now() >= deadline {
+                    return Err(format!(
+                        "timeout; {} bytes so far: {:?}",
+                        buf.len(),
+                        String::from_utf8_lossy(buf)
+                    ));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("read error: {e}")),
+        }
+    }
+}
+
+pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Sends `req` on a fresh connection and reads one response.
+pub fn raw_http(addr: &str, req: &[u8]) -> RawResponse {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_write_timeout(Some(Duration::from_secs(20))).ok();
+    s.write_all(req).expect("write request");
+    let mut buf = Vec::new();
+    read_response(&mut s, &mut buf, SOON).unwrap_or_else(|e| {
+        panic!(
+            "no response to {:?}: {e}",
+            String::from_utf8_lossy(&req[..req.len().min(300)])
+        )
+    })
+}
+
+/// How a raw connection ended.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum Ending {
+    /// Orderly EOF.
+    Eof,
+    /// Connection reset / other read error.
+    Reset,
+    /// Still open at the deadline.
+    Open,
+}
+
+/// Reads until the peer closes or `timeout`; returns the bytes and the ending.
+pub fn read_to_end_bounded(stream: &mut TcpStream, timeout: Duration) -> (Vec<u8>, Ending) {
+    let deadline = Instant::now() + timeout;
+    stream.set_read_timeout(Some(READ_SLICE)).ok();
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 16384];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => return (out, Ending::Eof),
+            Ok(n) => {
+                if out.len() < 1 << 20 {
+                    out.extend_from_slice(&chunk[..n]);
+                }
+            }
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                if Instant::now() >= deadline {
+                    return (out, Ending::Open);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return (out, Ending::Reset),
+        }
+    }
+}
+
+/// Parses the first server frame in `bytes` (servers never mask):
+/// returns (opcode, payload) if complete.
+pub fn parse_server_frame(bytes: &[u8]) -> Option<(u8, Vec<u8>)> {
+    if bytes.len() < 2 {
+        return None;
+    }
+    let op = bytes[0] & 0x0f;
+    let (len, off) = match bytes[1] & 0x7f {
+        126 if bytes.len() >= 4 => (u16::from_be_bytes([bytes[2], bytes[3]]) as usize, 4),
+        127 if bytes.len() >= 10 => (u64::from_be_bytes(bytes[2..10].try_into().unwrap()) as usize, 10),
+        126 | 127 => return None,
+        n => (n as usize, 2),
+    };
+    if bytes.len() < off + len {
+        return None;
+    }
+    Some((op, bytes[off..off + len].to_vec()))
+}
+
+/// Set of strings, for dedup checks.
+pub fn counts<'a>(items: impl IntoIterator<Item = &'a str>) -> std::collections::HashMap<String, usize> {
+    let mut m = std::collections::HashMap::new();
+    for i in items {
+        *m.entry(i.to_string()).or_insert(0) += 1;
+    }
+    m
+}
+
+pub fn set<T: std::hash::Hash + Eq>(items: impl IntoIterator<Item = T>) -> HashSet<T> {
+    items.into_iter().collect()
+}
