@@ -125,7 +125,7 @@ fn telemetry_stored_and_listed(io: &str) {
         assert_rfc3339(s(i, "ts"));
     }
     assert_eq!(
-        field(&items[2], "payload").get("temperature").and_then(|t| t.as_f64()),
+        field(&items[2], "payload").get("temperature").and_then(|t| t.cast_f64()),
         Some(22.5)
     );
     let dts = field(&items[0], "device_ts");
@@ -873,7 +873,7 @@ fn admin_subscribe_receives_broadcasts(io: &str) {
     ws.send_json(&json!({"type":"telemetry","payload":{"temperature":19.5}}));
     let t = admin.recv_type("telemetry", T);
     assert_eq!(s(&t, "device_id"), dev.id);
-    assert_eq!(field(&t, "payload").get("temperature").and_then(|x| x.as_f64()), Some(19.5));
+    assert_eq!(field(&t, "payload").get("temperature").and_then(|x| x.cast_f64()), Some(19.5));
 
     ws.send_json(&json!({"type":"event","event_type":"door_opened","payload":{"door":3}}));
     let e = admin.recv_type("event", T);
@@ -889,7 +889,7 @@ fn admin_subscribe_receives_broadcasts(io: &str) {
     ws.send_json(&json!({"type":"telemetry","payload":{"temperature":20.0}}));
     for a in [&mut admin, &mut admin2] {
         let t = a.recv_type("telemetry", T);
-        assert_eq!(field(&t, "payload").get("temperature").and_then(|x| x.as_f64()), Some(20.0));
+        assert_eq!(field(&t, "payload").get("temperature").and_then(|x| x.cast_f64()), Some(20.0));
     }
 
     ws.close();

@@ -210,8 +210,8 @@ fn connect_guide_node_example(io: &str) {
     wait(&mut node, "telemetry {temperature: 21.5, humidity: 40} stored", &mut || {
         srv.telemetry(&dev.id).iter().any(|t| {
             let p = field(t, "payload");
-            p.get("temperature").and_then(|v| v.as_f64()) == Some(21.5)
-                && p.get("humidity").and_then(|v| v.as_f64()) == Some(40.0)
+            p.get("temperature").and_then(|v| v.cast_f64()) == Some(21.5)
+                && p.get("humidity").and_then(|v| v.cast_f64()) == Some(40.0)
         })
     });
     // A command sent with POST .../commands reaches it.

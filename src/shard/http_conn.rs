@@ -45,6 +45,12 @@ pub async fn serve<T: Transport>(local: &Rc<Local>, ctl: &Rc<ConnCtl>, io: T) {
         let (res, buf) = io.read(inbuf).await;
         inbuf = buf;
         match res {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if inbuf.is_empty() {
+                    local.give_buf(std::mem::take(&mut inbuf));
+                }
+                continue;
+            }
             Ok(0) | Err(_) => break,
             Ok(n) => local.metrics.bytes_in.increment(n as u64),
         }

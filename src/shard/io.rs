@@ -5,7 +5,6 @@
 //! current-thread tokio runtime (tokio-uring is built on one), so readiness comes from the runtime's
 //! reactor in both; the uring driver then moves the bytes with io_uring operations on owned buffers.
 
-use std::cell::Cell;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
@@ -18,9 +17,13 @@ const MIN_READ: usize = 4096;
 // Shards are single-threaded, so the futures of this trait are never sent across threads.
 #[allow(async_fn_in_trait)]
 pub trait Transport: 'static {
-    /// Resolves once a read would find data (or EOF/error).
+    /// Resolves once a read would find data (or EOF/error). This is the only place a session waits
+    /// for its peer, so it sits inside the session's `select!` next to the outbox and commit waits.
     async fn readable(&self) -> io::Result<()>;
-    /// Appends what the socket has to `buf` (growing it if it has little spare room). 0 means EOF.
+    /// Appends what the socket has to `buf` (growing it if it has little spare room); 0 means EOF.
+    /// Never waits for the peer: after a spurious readiness it returns `WouldBlock`, and the caller
+    /// goes back to waiting on `readable` (a read that waited would stop the session from seeing
+    /// its commits and outbox, and a client waiting for acks would never send again).
     async fn read(&self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>);
     /// Writes all of `buf` and hands it back for reuse.
     async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>);
@@ -42,16 +45,8 @@ impl Transport for EpollStream {
 
     async fn read(&self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
         ensure_spare(&mut buf);
-        loop {
-            match self.0.try_read_buf(&mut buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if let Err(e) = self.0.readable().await {
-                        return (Err(e), buf);
-                    }
-                }
-                r => return (r, buf),
-            }
-        }
+        let r = self.0.try_read_buf(&mut buf);
+        (r, buf)
     }
 
     async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
@@ -83,12 +78,14 @@ impl AsRawFd for Fd {
 
 /// The io_uring driver. Field order matters: `ready` deregisters from the reactor on drop, before
 /// `stream` closes the descriptor.
+///
+/// An io_uring read of an empty socket waits in the kernel until data comes, so `readable` must be
+/// exact: it clears the reactor's readiness, then confirms with a non-blocking `MSG_PEEK` that a
+/// byte (or EOF) is really there. Data arriving after the clear raises a fresh edge, so nothing is
+/// missed; readiness left over from data an earlier read already took is filtered out.
 pub struct UringStream {
     ready: AsyncFd<Fd>,
     stream: tokio_uring::net::TcpStream,
-    /// The last read filled all the room it was given, so more may be waiting: the reactor will not
-    /// report an edge for data that was already there.
-    more: Cell<bool>,
 }
 
 impl UringStream {
@@ -98,23 +95,34 @@ impl UringStream {
         // descriptor stays open and unchanged for as long as it is registered.
         let ready = unsafe { AsyncFd::register_with_interest(Fd(fd), Interest::READABLE) }
             .map_err(|e| std::io::Error::other(e.to_string()))?;
-        Ok(UringStream {
-            ready,
-            stream,
-            more: Cell::new(false),
-        })
+        Ok(UringStream { ready, stream })
+    }
+
+    /// Whether a read would return at once: data, EOF, or an error to report.
+    fn has_input(&self) -> bool {
+        let mut byte = 0u8;
+        // SAFETY: a one-byte peek into a local; the descriptor is open (owned by `stream`).
+        let n = unsafe {
+            libc::recv(
+                self.ready.get_ref().0,
+                (&mut byte as *mut u8).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        n >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock
     }
 }
 
 impl Transport for UringStream {
     async fn readable(&self) -> io::Result<()> {
-        if self.more.get() {
-            return Ok(());
+        loop {
+            let mut guard = self.ready.readable().await?;
+            guard.clear_ready();
+            if self.has_input() {
+                return Ok(());
+            }
         }
-        let mut guard = self.ready.readable().await?;
-        // Cleared before the read, so data arriving after it raises a fresh edge.
-        guard.clear_ready();
-        Ok(())
     }
 
     async fn read(&self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
@@ -122,11 +130,7 @@ impl Transport for UringStream {
         ensure_spare(&mut buf);
         let (start, end) = (buf.len(), buf.capacity());
         let (res, slice) = self.stream.read(buf.slice(start..end)).await;
-        let buf = slice.into_inner();
-        if let Ok(n) = res {
-            self.more.set(n == end - start);
-        }
-        (res, buf)
+        (res, slice.into_inner())
     }
 
     async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {

@@ -159,6 +159,12 @@ impl Session<'_> {
             let (res, buf) = io.read(inbuf).await;
             inbuf = buf;
             match res {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if inbuf.is_empty() {
+                        self.local.give_buf(std::mem::take(&mut inbuf));
+                    }
+                    continue;
+                }
                 Ok(0) => {
                     self.end_reason.get_or_insert("connection closed");
                     break;
