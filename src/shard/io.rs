@@ -80,9 +80,8 @@ impl AsRawFd for Fd {
 /// `stream` closes the descriptor.
 ///
 /// An io_uring read of an empty socket waits in the kernel until data comes, so `readable` must be
-/// exact: it clears the reactor's readiness, then confirms with a non-blocking `MSG_PEEK` that a
-/// byte (or EOF) is really there. Data arriving after the clear raises a fresh edge, so nothing is
-/// missed; readiness left over from data an earlier read already took is filtered out.
+/// exact: it confirms with a non-blocking `MSG_PEEK` that a byte (or EOF) is really there before it
+/// reports the socket readable.
 pub struct UringStream {
     ready: AsyncFd<Fd>,
     stream: tokio_uring::net::TcpStream,
@@ -116,12 +115,15 @@ impl UringStream {
 
 impl Transport for UringStream {
     async fn readable(&self) -> io::Result<()> {
+        // Input first: a read smaller than what the socket holds leaves data that no new edge will
+        // announce. Only when the peek finds nothing is the reactor asked, after clearing its stale
+        // readiness; data arriving after that clear raises a fresh edge.
         loop {
-            let mut guard = self.ready.readable().await?;
-            guard.clear_ready();
             if self.has_input() {
                 return Ok(());
             }
+            let mut guard = self.ready.readable().await?;
+            guard.clear_ready();
         }
     }
 
