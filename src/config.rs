@@ -68,6 +68,13 @@ pub struct ServeConfig {
     /// reading (TCP backpressure) until commits catch up.
     #[arg(long, default_value_t = 256)]
     pub inflight_limit: usize,
+    /// Seconds after its last request that an HTTP device goes offline (`device_disconnected`,
+    /// reason `timeout`).
+    #[arg(long, env = "FLEETGATE_HTTP_OFFLINE_AFTER", default_value_t = 300)]
+    pub http_offline_after: u64,
+    /// Accept every unknown serial as a new device (for labs); otherwise it waits in the pending list.
+    #[arg(long, env = "FLEETGATE_AUTO_APPROVE")]
+    pub auto_approve: bool,
     /// Hours a msg_id is remembered for de-duplication.
     #[arg(long, default_value_t = 24)]
     pub msg_id_retention_hours: u64,

@@ -30,6 +30,8 @@ pub struct Device {
     token: RwLock<TokenHash>,
     pub last_seen_ms: AtomicU64,
     session: Mutex<Option<SessionRef>>,
+    /// Online by HTTP requests (legacy devices), until `--http-offline-after` of silence.
+    pub http_online: AtomicBool,
     /// Signalled whenever the session slot is released.
     pub released: Notify,
     next_command_seq: AtomicU64,
@@ -49,6 +51,7 @@ impl Device {
             record: RwLock::new(rec),
             token: RwLock::new(token),
             session: Mutex::new(None),
+            http_online: AtomicBool::new(false),
             released: Notify::new(),
             next_command_seq: AtomicU64::new(1),
             queued_commands: AtomicU32::new(0),
@@ -84,7 +87,7 @@ impl Device {
     }
 
     pub fn is_online(&self) -> bool {
-        self.session().is_some()
+        self.session().is_some() || self.http_online.load(Ordering::Acquire)
     }
 
     /// Takes the session slot if it is free; otherwise returns its holder, which the caller asks to

@@ -40,6 +40,7 @@ pub fn run(config: ServeConfig) -> Result<(), Error> {
         Duration::from_secs(config.msg_id_retention_hours * 3600),
     )?);
     let registry = Registry::load(&store)?;
+    let pending = crate::pending::Pending::load(&store)?;
     metrics::gauge!("fleetgate_devices").set(registry.len() as f64);
     tracing::info!(devices = registry.len(), dir = %config.data_dir.display(), "store open");
 
@@ -68,6 +69,7 @@ pub fn run(config: ServeConfig) -> Result<(), Error> {
         config,
         store: store.clone(),
         registry,
+        pending,
         hub,
         admin_token,
         prometheus,

@@ -3,17 +3,18 @@
 //! Sans-IO: callers pass `now` in milliseconds. Deadlines are re-checked by the caller when they fire
 //! (the wheel never holds a reference to a connection, only its id), so pushing a deadline later costs
 //! nothing: the entry fires, the caller sees the deadline has moved and schedules it again. That keeps
-//! the per-message cost of "this session is alive" at one store to a `Cell`.
+//! the per-message cost of "this session is alive" at one store to a `Cell`. The wheel is generic
+//! over the id: connection ids for connection deadlines, device ids for HTTP-device liveness.
 
-pub struct TimerWheel {
-    slots: Vec<Vec<(u64, u64)>>,
+pub struct TimerWheel<T> {
+    slots: Vec<Vec<(T, u64)>>,
     tick_ms: u64,
     /// The tick that `advance` has processed up to (exclusive).
     cursor: u64,
     len: usize,
 }
 
-impl TimerWheel {
+impl<T: Copy> TimerWheel<T> {
     /// `tick_ms` is the resolution; `slots` × `tick_ms` is one rotation (longer deadlines wait in
     /// their slot across rotations).
     pub fn new(tick_ms: u64, slots: usize, now_ms: u64) -> Self {
@@ -35,7 +36,7 @@ impl TimerWheel {
     }
 
     /// Schedules `id` to fire at the first `advance` whose `now` is at or past `deadline_ms`.
-    pub fn schedule(&mut self, id: u64, deadline_ms: u64) {
+    pub fn schedule(&mut self, id: T, deadline_ms: u64) {
         // Round up so an entry never fires early; never place it behind the cursor.
         let tick = deadline_ms.div_ceil(self.tick_ms).max(self.cursor);
         let n = self.slots.len() as u64;
@@ -44,7 +45,7 @@ impl TimerWheel {
     }
 
     /// Moves time to `now_ms`, appending every id whose deadline has passed to `expired`.
-    pub fn advance(&mut self, now_ms: u64, expired: &mut Vec<u64>) {
+    pub fn advance(&mut self, now_ms: u64, expired: &mut Vec<T>) {
         let target = now_ms / self.tick_ms + 1;
         if target <= self.cursor {
             return;
@@ -74,7 +75,7 @@ impl TimerWheel {
 mod tests {
     use super::*;
 
-    fn fire(w: &mut TimerWheel, now: u64) -> Vec<u64> {
+    fn fire(w: &mut TimerWheel<u64>, now: u64) -> Vec<u64> {
         let mut v = Vec::new();
         w.advance(now, &mut v);
         v.sort();

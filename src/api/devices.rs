@@ -24,7 +24,7 @@ const MAX_SERIAL: usize = 64;
 const MAX_SETTINGS: usize = 32;
 const MAX_SETTING_LEN: usize = 256;
 
-fn device_json(dev: &Device, latest: Option<&str>) -> String {
+pub fn device_json(dev: &Device, latest: Option<&str>) -> String {
     let r = dev.record();
     let mut s = String::with_capacity(256);
     s.push_str("{\"device_id\":\"");
@@ -63,6 +63,8 @@ fn device_json(dev: &Device, latest: Option<&str>) -> String {
         json::push_str(&mut s, v);
     }
     s.push('}');
+    s.push_str(",\"info\":");
+    s.push_str(r.info.as_deref().unwrap_or("null"));
     if let Some(l) = latest {
         s.push_str(",\"latest_telemetry\":");
         s.push_str(l);
@@ -173,6 +175,7 @@ pub async fn create(local: &Local, req: &Request) -> Response {
         created_at: now_ms(),
         last_seen: None,
         settings,
+        info: None,
     };
     if let Err(e) = local.batcher.commit(|st| records::stage_device(st, &rec)).await {
         return store_error(e);
@@ -188,7 +191,7 @@ pub async fn create(local: &Local, req: &Request) -> Response {
     Response::json(201, body.into_bytes())
 }
 
-fn settings_from(v: &simd_json::BorrowedValue<'_>) -> Result<std::collections::BTreeMap<String, String>, Response> {
+pub fn settings_from(v: &simd_json::BorrowedValue<'_>) -> Result<std::collections::BTreeMap<String, String>, Response> {
     let bad = || {
         Response::error(
             400,

@@ -3,8 +3,10 @@
 //! Every `/api/*` route and `/metrics` require `Authorization: Bearer <admin token>`. Errors are
 //! `{"error":{"code","message"}}` with the matching status. Lists are `{"items":[...],"next_cursor"}`.
 
+pub mod attendance;
 mod devices;
 mod events;
+mod pending;
 
 use std::rc::Rc;
 
@@ -22,26 +24,67 @@ use crate::shard::Local;
 pub const DEFAULT_LIMIT: usize = 100;
 pub const MAX_LIMIT: usize = 1000;
 
-pub async fn route(local: &Rc<Local>, req: &Request) -> Response {
+/// What a route answers: a whole response, or a CSV export the connection streams in chunks.
+pub enum Reply {
+    Full(Response),
+    Csv(attendance::CsvExport),
+}
+
+impl From<Response> for Reply {
+    fn from(r: Response) -> Self {
+        Reply::Full(r)
+    }
+}
+
+pub async fn route(local: &Rc<Local>, req: &Request, remote: &str) -> Reply {
     let path = req.path.trim_end_matches('/');
     let segs: Vec<&str> = path.split('/').skip(1).collect();
-    if segs.as_slice() == ["healthz"] {
-        return match req.method {
-            Method::Get | Method::Head => Response::json(200, b"{\"status\":\"ok\"}".to_vec()),
-            _ => method_not_allowed(),
+    match segs.as_slice() {
+        ["healthz"] => {
+            return match req.method {
+                Method::Get | Method::Head => Response::json(200, b"{\"status\":\"ok\"}".to_vec()),
+                _ => method_not_allowed(),
+            }
+            .into();
+        }
+        // Devices authenticate by serial on this route, not with the admin token.
+        ["api", "device-http"] => {
+            return match req.method {
+                Method::Post => crate::device_http::handle(local, req, remote).await,
+                _ => method_not_allowed(),
+            }
+            .into();
+        }
+        _ => {}
+    }
+    if matches!((&req.method, segs.as_slice()), (Method::Get, ["api", "attendance.csv"])) {
+        if !authorized(local, req) {
+            return unauthorized(local).into();
+        }
+        return match attendance::csv(&query::parse(&req.query)) {
+            Ok(export) => Reply::Csv(export),
+            Err(r) => r.into(),
         };
     }
+    admin(local, req, &segs).await.into()
+}
+
+fn unauthorized(local: &Local) -> Response {
+    local.metrics.auth_failures.increment(1);
+    Response::error(401, "unauthorized", "send Authorization: Bearer <admin token>")
+        .with_header("WWW-Authenticate", "Bearer".to_string())
+}
+
+async fn admin(local: &Rc<Local>, req: &Request, segs: &[&str]) -> Response {
     let protected = segs.first().is_some_and(|s| *s == "api" || *s == "metrics");
     if !protected {
         return Response::error(404, "not_found", "no such route");
     }
     if !authorized(local, req) {
-        local.metrics.auth_failures.increment(1);
-        return Response::error(401, "unauthorized", "send Authorization: Bearer <admin token>")
-            .with_header("WWW-Authenticate", "Bearer".to_string());
+        return unauthorized(local);
     }
     let q = query::parse(&req.query);
-    match (&req.method, segs.as_slice()) {
+    match (&req.method, segs) {
         (Method::Get, ["metrics"]) => {
             Response::text(200, "text/plain; version=0.0.4", local.shared.prometheus.render().into_bytes())
         }
@@ -67,9 +110,23 @@ pub async fn route(local: &Rc<Local>, req: &Request) -> Response {
             Err(r) => r,
         },
         (Method::Get, ["api", "events"]) => events::list(local, &q),
-        (_, ["metrics"] | ["api", "devices"] | ["api", "devices", _] | ["api", "devices", _, "token" | "telemetry" | "commands"] | ["api", "events"]) => {
-            method_not_allowed()
+        (Method::Get, ["api", "attendance"]) => attendance::list(local, &q),
+        (Method::Get, ["api", "attendance", id, "photo"]) => attendance::photo(local, id),
+        (Method::Get, ["api", "pending-devices"]) => pending::list(local),
+        (Method::Post, ["api", "pending-devices", serial, "approve"]) => pending::approve(local, serial, req).await,
+        (Method::Post, ["api", "pending-devices", serial, "dismiss"]) | (Method::Delete, ["api", "pending-devices", serial]) => {
+            pending::dismiss(local, serial).await
         }
+        (
+            _,
+            ["metrics"]
+            | ["api", "devices" | "events" | "attendance" | "attendance.csv" | "pending-devices"]
+            | ["api", "devices", _]
+            | ["api", "devices", _, "token" | "telemetry" | "commands"]
+            | ["api", "pending-devices", _]
+            | ["api", "pending-devices", _, "approve" | "dismiss"]
+            | ["api", "attendance", _, "photo"],
+        ) => method_not_allowed(),
         _ => Response::error(404, "not_found", "no such route"),
     }
 }

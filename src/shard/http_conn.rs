@@ -6,6 +6,8 @@ use std::rc::Rc;
 use super::io::Transport;
 use super::{flush, out_buf, ConnCtl, Deadline, Local};
 use crate::http::request::{self, Limits, Parse};
+use crate::api::attendance::{CsvExport, CSV_HEADER};
+use crate::api::Reply;
 use crate::http::response::Response;
 use crate::time::now_ms;
 
@@ -79,8 +81,15 @@ pub async fn serve<T: Transport>(local: &Rc<Local>, ctl: &Rc<ConnCtl>, io: T) {
                     }
                     let head_only = matches!(request.method, crate::http::request::Method::Head);
                     let keep_alive = request.keep_alive && !local.shutting_down.get();
-                    let response = crate::api::route(local, &request).await;
-                    response.write_to(out_buf(local, &mut out), keep_alive, head_only);
+                    let remote = ctl.peer.to_string();
+                    match crate::api::route(local, &request, &remote).await {
+                        Reply::Full(response) => response.write_to(out_buf(local, &mut out), keep_alive, head_only),
+                        Reply::Csv(export) => {
+                            if stream_csv(local, &io, &mut out, export, keep_alive, head_only).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
                     if !keep_alive {
                         let _ = flush(&io, local, &mut out).await;
                         return;
@@ -104,4 +113,50 @@ pub async fn serve<T: Transport>(local: &Rc<Local>, ctl: &Rc<ConnCtl>, io: T) {
     if inbuf.capacity() > 0 {
         local.give_buf(inbuf);
     }
+}
+
+/// Streams a CSV export with chunked transfer encoding: one chunk of rows in memory at a time,
+/// each written before the next is read from the store.
+async fn stream_csv<T: Transport>(
+    local: &Local,
+    io: &T,
+    out: &mut Vec<u8>,
+    mut export: CsvExport,
+    keep_alive: bool,
+    head_only: bool,
+) -> std::io::Result<()> {
+    let conn = if keep_alive { "keep-alive" } else { "close" };
+    out_buf(local, out).extend_from_slice(
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/csv; charset=utf-8\r\nContent-Disposition: attachment; filename=\"attendance.csv\"\r\nTransfer-Encoding: chunked\r\nConnection: {conn}\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    if head_only {
+        return flush(io, local, out).await;
+    }
+    let mut chunk = CSV_HEADER.as_bytes().to_vec();
+    loop {
+        let more = match export.next_chunk(&local.shared.store, &mut chunk) {
+            Ok(m) => m,
+            Err(e) => {
+                // Headers are gone already: end the stream early; the client sees a short body.
+                tracing::error!(error = %e, "CSV export failed mid-stream");
+                return Err(std::io::Error::other(e.to_string()));
+            }
+        };
+        if !chunk.is_empty() {
+            let o = out_buf(local, out);
+            o.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+            o.extend_from_slice(&chunk);
+            o.extend_from_slice(b"\r\n");
+            chunk.clear();
+            flush(io, local, out).await?;
+        }
+        if !more {
+            break;
+        }
+    }
+    out_buf(local, out).extend_from_slice(b"0\r\n\r\n");
+    flush(io, local, out).await
 }

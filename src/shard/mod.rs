@@ -41,6 +41,7 @@ pub struct Shared {
     pub config: ServeConfig,
     pub store: Arc<Store>,
     pub registry: Registry,
+    pub pending: crate::pending::Pending,
     pub hub: Hub,
     pub admin_token: TokenHash,
     pub prometheus: PrometheusHandle,
@@ -143,7 +144,9 @@ pub struct Local {
     pub admins: RefCell<Vec<u64>>,
     pub batcher: Batcher,
     pub metrics: ShardMetrics,
-    wheel: RefCell<TimerWheel>,
+    wheel: RefCell<TimerWheel<u64>>,
+    /// HTTP devices this shard saw come online, checked for silence.
+    liveness: RefCell<TimerWheel<uuid::Uuid>>,
     pool: RefCell<Vec<Vec<u8>>>,
     next_conn: Cell<u64>,
     pub shutting_down: Cell<bool>,
@@ -205,8 +208,33 @@ impl Local {
         }
     }
 
+    /// A request from an HTTP device: it is online now, and goes offline after
+    /// `--http-offline-after` without another. The liveness entry is scheduled on the transition
+    /// only; later requests just move `last_seen`, which the entry re-checks when it fires.
+    pub fn http_seen(&self, dev: &std::sync::Arc<crate::registry::Device>, remote: &str) {
+        let now = now_ms();
+        dev.touch(now);
+        if !dev.http_online.swap(true, Ordering::AcqRel) {
+            crate::presence::record(self, dev, true, "http request", Some(remote));
+            let after = self.config().http_offline_after * 1000;
+            self.liveness.borrow_mut().schedule(dev.id, now + after);
+        }
+    }
+
     fn tick(&self) {
         let now = now_ms();
+        let mut silent = Vec::new();
+        self.liveness.borrow_mut().advance(now, &mut silent);
+        let after = self.config().http_offline_after * 1000;
+        for id in silent {
+            let Some(dev) = self.shared.registry.get(&id) else { continue };
+            let due = dev.last_seen_ms.load(Ordering::Acquire) + after;
+            if now < due {
+                self.liveness.borrow_mut().schedule(id, due);
+            } else if dev.http_online.swap(false, Ordering::AcqRel) {
+                crate::presence::record(self, &dev, false, "timeout", None);
+            }
+        }
         let mut fired = Vec::new();
         self.wheel.borrow_mut().advance(now, &mut fired);
         for id in fired {
@@ -291,6 +319,7 @@ pub fn run(
         batcher: Batcher::new(store, committer, BATCH_MAX_BYTES),
         metrics: ShardMetrics::new(),
         wheel: RefCell::new(TimerWheel::new(TICK.as_millis() as u64, 4096, now_ms())),
+        liveness: RefCell::new(TimerWheel::new(TICK.as_millis() as u64, 4096, now_ms())),
         pool: RefCell::new(Vec::new()),
         next_conn: Cell::new(0),
         shutting_down: Cell::new(false),

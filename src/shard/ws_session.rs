@@ -424,7 +424,7 @@ impl Session<'_> {
         self.touch();
         metrics::gauge!("fleetgate_sessions", "protocol" => "generic").increment(1.0);
         self.send_text(&generic::registered(&dev.id.to_string(), &rfc3339_ms(now)));
-        self.presence(&dev, true, "registered");
+        crate::presence::record(self.local, &dev, true, "registered", Some(&self.ctl.peer.to_string()));
         self.deliver_commands(&dev);
     }
 
@@ -443,34 +443,6 @@ impl Session<'_> {
         self.local.shared.hub.admin_joined();
         metrics::gauge!("fleetgate_sessions", "protocol" => "admin").increment(1.0);
         self.send_text(&generic::subscribed(&rfc3339_ms(now_ms())));
-    }
-
-    /// Records a session start or end as a server event and tells admin subscribers.
-    fn presence(&mut self, dev: &Device, online: bool, reason: &str) {
-        let kind = if online { "device_connected" } else { "device_disconnected" };
-        let mut payload = String::from("{\"reason\":");
-        json::push_str(&mut payload, reason);
-        payload.push_str(",\"remote\":");
-        json::push_str(&mut payload, &self.ctl.peer.to_string());
-        payload.push('}');
-        let id = self.local.shared.store.ids.next(now_us());
-        let rec = dev.record();
-        let staged = self.local.batcher.stage(|st| {
-            records::stage_event(st, id, Some(&dev.id), kind, Source::Server, &payload, None)?;
-            if !online && !dev.deleted.load(Ordering::Acquire) {
-                records::stage_device(st, &rec)?;
-            }
-            Ok(())
-        });
-        if let Err(e) = staged {
-            tracing::error!(error = %e, "recording a presence event failed");
-        }
-        if self.local.shared.hub.has_admins() {
-            let ts = rfc3339_ms(id / 1000);
-            let d = dev.id.to_string();
-            self.local.broadcast(generic::device_status(&d, online, &ts));
-            self.local.broadcast(generic::event_broadcast(&d, kind, &ts, &payload));
-        }
     }
 
     /// Sends queued commands in order, marking them sent (or expired) in the store.
@@ -591,7 +563,7 @@ impl Session<'_> {
             Role::Device(dev) => {
                 metrics::gauge!("fleetgate_sessions", "protocol" => "generic").decrement(1.0);
                 let reason = self.end_reason.unwrap_or("closed");
-                self.presence(&dev, false, reason);
+                crate::presence::record(self.local, &dev, false, reason, Some(&self.ctl.peer.to_string()));
                 dev.release(self.me());
             }
             Role::Admin => {

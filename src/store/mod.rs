@@ -35,10 +35,15 @@ pub enum Cf {
     MsgIds,
     Commands,
     CommandIds,
+    Attendance,
+    AttendanceByTime,
+    AttendanceDedup,
+    Photos,
+    Pending,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 8] = [
+    pub const ALL: [Cf; 13] = [
         Cf::Meta,
         Cf::Devices,
         Cf::Telemetry,
@@ -47,6 +52,11 @@ impl Cf {
         Cf::MsgIds,
         Cf::Commands,
         Cf::CommandIds,
+        Cf::Attendance,
+        Cf::AttendanceByTime,
+        Cf::AttendanceDedup,
+        Cf::Photos,
+        Cf::Pending,
     ];
 
     pub fn name(self) -> &'static str {
@@ -59,6 +69,11 @@ impl Cf {
             Cf::MsgIds => "msg_ids",
             Cf::Commands => "commands",
             Cf::CommandIds => "command_ids",
+            Cf::Attendance => "attendance",
+            Cf::AttendanceByTime => "attendance_by_time",
+            Cf::AttendanceDedup => "attendance_dedup",
+            Cf::Photos => "photos",
+            Cf::Pending => "pending",
         }
     }
 }

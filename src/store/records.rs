@@ -54,6 +54,9 @@ pub struct DeviceRecord {
     pub last_seen: Option<u64>,
     #[serde(default)]
     pub settings: BTreeMap<String, String>,
+    /// What the device reported about itself (`devinfo`: model, firmware, …), JSON text.
+    #[serde(default)]
+    pub info: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

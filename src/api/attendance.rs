@@ -1,0 +1,206 @@
+//! `GET /api/attendance` (JSON pages), `GET /api/attendance.csv` (streamed), and photos.
+
+use simd_json::prelude::*;
+use uuid::Uuid;
+
+use super::{limit, page, store_error};
+use crate::attendance::{self, csv_field};
+use crate::auth;
+use crate::http::query;
+use crate::http::response::Response;
+use crate::shard::Local;
+use crate::store::{Cf, Store, StoreError};
+
+/// Rows a filtered page may examine before returning with a cursor.
+const SCAN_BUDGET: usize = 20_000;
+/// Rows per chunk of a CSV export: the export holds one chunk in memory at a time.
+pub const CSV_CHUNK: usize = 1000;
+
+pub const CSV_HEADER: &str =
+    "device_id,serial,enrollid,local_time,utc_time,received_at,mode,inout,event,temp,verifymode,name,photo_url\r\n";
+
+/// The filters of both the JSON list and the CSV export.
+#[derive(Clone, Debug)]
+pub struct Filter {
+    device: Option<Uuid>,
+    enrollid: Option<u64>,
+    from_us: Option<u64>,
+    to_us: Option<u64>,
+}
+
+impl Filter {
+    pub fn parse(q: &[(String, String)]) -> Result<Filter, Response> {
+        let bad = |m: &str| Response::error(400, "invalid_query", m);
+        let device = match query::get(q, "device_id").filter(|s| !s.is_empty()) {
+            None => None,
+            Some(d) => Some(Uuid::parse_str(d).map_err(|_| bad("device_id must be a UUID"))?),
+        };
+        let enrollid = match query::get(q, "enrollid").filter(|s| !s.is_empty()) {
+            None => None,
+            Some(e) => Some(e.parse().map_err(|_| bad("enrollid must be a number"))?),
+        };
+        let time = |name: &str| -> Result<Option<u64>, Response> {
+            match query::get(q, name).filter(|s| !s.is_empty()) {
+                None => Ok(None),
+                Some(s) => s
+                    .parse::<jiff::Timestamp>()
+                    .map(|t| Some(t.as_microsecond().max(0) as u64))
+                    .map_err(|_| bad(&format!("{name} must be an RFC 3339 time such as 2026-06-12T00:00:00Z"))),
+            }
+        };
+        Ok(Filter { device, enrollid, from_us: time("from")?, to_us: time("to")? })
+    }
+
+    fn prefix(&self) -> Vec<u8> {
+        self.device.map(|d| d.as_bytes().to_vec()).unwrap_or_default()
+    }
+
+    pub fn cursor(&self, q: &[(String, String)]) -> Result<Option<Vec<u8>>, Response> {
+        super::cursor(q, &self.prefix())
+    }
+}
+
+/// One page, newest first: the items' JSON and the key to continue from.
+pub fn scan(store: &Store, f: &Filter, before: Option<&[u8]>, limit: usize) -> Result<(Vec<String>, Option<Vec<u8>>), StoreError> {
+    let mut items = Vec::new();
+    let mut past_from = false;
+    let want_enrollid = f.enrollid.map(|e| format!("\"enrollid\":{e},"));
+    let mut keep = |utc_us: u64, v: &[u8]| -> bool {
+        if f.from_us.is_some_and(|from| utc_us < from) {
+            past_from = true;
+            return false;
+        }
+        if let Some(w) = &want_enrollid {
+            if !v.windows(w.len()).any(|x| x == w.as_bytes()) {
+                return false;
+            }
+        }
+        items.push(String::from_utf8_lossy(v).into_owned());
+        true
+    };
+    let next = match f.device {
+        Some(d) => {
+            let upper = f.to_us.map(|t| attendance::key(&d, t.saturating_add(1), &[0; 16]).to_vec());
+            let before = lower_of(before, upper.as_deref());
+            store.scan_reverse(Cf::Attendance, d.as_bytes(), before.as_deref(), limit, SCAN_BUDGET, |k, v| {
+                let utc = crate::store::keys::suffix_u64(&k[..24]).unwrap_or(0);
+                Ok(keep(utc, v))
+            })?
+        }
+        None => {
+            let upper = f.to_us.map(|t| t.saturating_add(1).to_be_bytes().to_vec());
+            let before = lower_of(before, upper.as_deref());
+            store.scan_reverse(Cf::AttendanceByTime, &[], before.as_deref(), limit, SCAN_BUDGET, |k, _| {
+                let Some(primary) = attendance::primary_from_time_key(k) else { return Ok(false) };
+                let utc = crate::store::keys::suffix_u64(&primary[..24]).unwrap_or(0);
+                match store.get(Cf::Attendance, &primary)? {
+                    Some(v) => Ok(keep(utc, &v)),
+                    None => Ok(false),
+                }
+            })?
+        }
+    };
+    Ok((items, if past_from { None } else { next }))
+}
+
+fn lower_of(a: Option<&[u8]>, b: Option<&[u8]>) -> Option<Vec<u8>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b).to_vec()),
+        (Some(x), None) | (None, Some(x)) => Some(x.to_vec()),
+        (None, None) => None,
+    }
+}
+
+pub fn list(local: &Local, q: &[(String, String)]) -> Response {
+    let (f, limit) = match (Filter::parse(q), limit(q)) {
+        (Ok(f), Ok(l)) => (f, l),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    let before = match f.cursor(q) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match scan(&local.shared.store, &f, before.as_deref(), limit) {
+        Ok((items, next)) => page(&items, next.map(|k| auth::hex(&k))),
+        Err(e) => store_error(e),
+    }
+}
+
+/// A CSV export in progress: the filter and where the next chunk starts.
+pub struct CsvExport {
+    pub filter: Filter,
+    pub next: Option<Vec<u8>>,
+    pub done: bool,
+}
+
+impl CsvExport {
+    /// Appends the next chunk of rows to `out`; `Ok(false)` once the export is complete.
+    pub fn next_chunk(&mut self, store: &Store, out: &mut Vec<u8>) -> Result<bool, StoreError> {
+        if self.done {
+            return Ok(false);
+        }
+        let (items, next) = scan(store, &self.filter, self.next.as_deref(), CSV_CHUNK)?;
+        let mut s = String::with_capacity(items.len() * 160);
+        for it in items {
+            let mut b = it.into_bytes();
+            let Ok(v) = simd_json::to_borrowed_value(&mut b) else { continue };
+            let field = |k: &str| -> String {
+                match v.get(k) {
+                    None => String::new(),
+                    Some(x) if x.is_str() => x.as_str().unwrap_or("").to_string(),
+                    Some(x) if x.is_null() => String::new(),
+                    Some(x) => crate::json::encode(x),
+                }
+            };
+            let dev_field = |k: &str| -> String {
+                match v.get("fields").and_then(|f| f.get(k)) {
+                    None => String::new(),
+                    Some(x) if x.is_str() => x.as_str().unwrap_or("").to_string(),
+                    Some(x) => crate::json::encode(x),
+                }
+            };
+            let cols = [
+                field("device_id"),
+                field("serial"),
+                field("enrollid"),
+                field("local_time"),
+                field("utc_time"),
+                field("received_at"),
+                dev_field("mode"),
+                dev_field("inout"),
+                dev_field("event"),
+                dev_field("temp"),
+                dev_field("verifymode"),
+                dev_field("name"),
+                field("photo_url"),
+            ];
+            for (i, c) in cols.iter().enumerate() {
+                if i > 0 {
+                    s.push(',');
+                }
+                csv_field(&mut s, c);
+            }
+            s.push_str("\r\n");
+        }
+        out.extend_from_slice(s.as_bytes());
+        self.done = next.is_none();
+        self.next = next;
+        Ok(true)
+    }
+}
+
+pub fn csv(q: &[(String, String)]) -> Result<CsvExport, Response> {
+    let filter = Filter::parse(q)?;
+    Ok(CsvExport { filter, next: None, done: false })
+}
+
+pub fn photo(local: &Local, id: &str) -> Response {
+    let Some(key) = auth::unhex(id).filter(|k| k.len() == 32) else {
+        return Response::error(404, "not_found", "no such photo");
+    };
+    match local.shared.store.get(Cf::Photos, &key) {
+        Ok(Some(b)) => Response::text(200, "image/jpeg", b),
+        Ok(None) => Response::error(404, "not_found", "no such photo"),
+        Err(e) => store_error(e),
+    }
+}

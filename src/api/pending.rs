@@ -1,0 +1,122 @@
+//! Pending devices: serials that tried to connect, waiting for an admin's decision.
+
+use simd_json::prelude::*;
+use uuid::Uuid;
+
+use super::{json_body, page, parse_object, store_error};
+use crate::auth;
+use crate::http::request::Request;
+use crate::http::response::Response;
+use crate::json;
+use crate::pending::PendingDevice;
+use crate::shard::Local;
+use crate::store::records::{self, DeviceRecord};
+use crate::store::Cf;
+use crate::time::{now_ms, rfc3339_ms};
+
+fn item(p: &PendingDevice) -> String {
+    let mut s = String::from("{\"serial\":");
+    json::push_str(&mut s, &p.serial);
+    s.push_str(",\"protocol\":\"");
+    s.push_str(p.protocol.as_str());
+    s.push_str("\",\"first_seen\":\"");
+    s.push_str(&rfc3339_ms(p.first_seen));
+    s.push_str("\",\"last_seen\":\"");
+    s.push_str(&rfc3339_ms(p.last_seen));
+    s.push_str("\",\"model\":");
+    match &p.model {
+        Some(m) => json::push_str(&mut s, m),
+        None => s.push_str("null"),
+    }
+    s.push_str(",\"firmware\":");
+    match &p.firmware {
+        Some(m) => json::push_str(&mut s, m),
+        None => s.push_str("null"),
+    }
+    s.push_str(",\"remote\":");
+    json::push_str(&mut s, &p.remote);
+    s.push_str(",\"requests\":");
+    s.push_str(&p.requests.to_string());
+    s.push('}');
+    s
+}
+
+pub fn list(local: &Local) -> Response {
+    let items: Vec<String> = local.shared.pending.list().iter().map(item).collect();
+    page(&items, None)
+}
+
+pub async fn approve(local: &Local, serial: &str, req: &Request) -> Response {
+    let Some(p) = local.shared.pending.get(serial) else {
+        return Response::error(404, "not_found", "no pending device with this serial");
+    };
+    let mut body = match json_body(req) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let v = match parse_object(&mut body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let name = match v.get("name").and_then(|n| n.as_str()).map(str::trim) {
+        Some(n) if !n.is_empty() && n.len() <= 128 => n.to_string(),
+        _ => return Response::error(400, "invalid_field", "`name` is required: 1 to 128 characters"),
+    };
+    let settings = match v.get("settings") {
+        None => Default::default(),
+        Some(s) => match super::devices::settings_from(s) {
+            Ok(m) => m,
+            Err(r) => return r,
+        },
+    };
+    if local.shared.registry.serial_taken(serial) {
+        return Response::error(409, "serial_taken", "a device with this serial already exists");
+    }
+    let token = match auth::generate_token() {
+        Ok(t) => t,
+        Err(e) => return store_error(e),
+    };
+    let hash = auth::hash_token(&token);
+    let rec = DeviceRecord {
+        device_id: Uuid::new_v4(),
+        name,
+        protocol: p.protocol,
+        serial: Some(p.serial.clone()),
+        token_hash: auth::hex(&hash),
+        created_at: now_ms(),
+        last_seen: None,
+        settings,
+        info: None,
+    };
+    let committed = local
+        .batcher
+        .commit(|st| {
+            records::stage_device(st, &rec)?;
+            st.delete(Cf::Pending, serial.as_bytes())
+        })
+        .await;
+    if let Err(e) = committed {
+        return store_error(e);
+    }
+    local.shared.pending.remove(serial);
+    let dev = local.shared.registry.add(rec, hash);
+    let mut body = super::devices::device_json(&dev, None);
+    body.pop();
+    body.push_str(",\"token\":");
+    json::push_str(&mut body, &token);
+    body.push('}');
+    Response::json(201, body.into_bytes())
+}
+
+pub async fn dismiss(local: &Local, serial: &str) -> Response {
+    if local.shared.pending.remove(serial).is_none() {
+        return Response::error(404, "not_found", "no pending device with this serial");
+    }
+    if let Err(e) = local.batcher.commit(|st| st.delete(Cf::Pending, serial.as_bytes())).await {
+        return store_error(e);
+    }
+    let mut s = String::from("{\"serial\":");
+    json::push_str(&mut s, serial);
+    s.push_str(",\"dismissed\":true}");
+    Response::json(200, s.into_bytes())
+}

@@ -1,0 +1,363 @@
+//! Attendance punches: normalising the records terminals send (sans-IO), their idempotency key,
+//! and how they are stored.
+//!
+//! A punch is payroll data: it is stored exactly once however often the terminal re-sends it, and
+//! acknowledged only after the batch holding it commits. Identity is (device, user id, device local
+//! time, event): the same punch re-sent is recognised even if the device's time zone setting has
+//! changed since, because the key uses the local time as sent, not the derived UTC instant.
+
+use base64::Engine;
+use jiff::civil::DateTime;
+use jiff::tz::TimeZone;
+use sha2::{Digest, Sha256};
+use simd_json::prelude::*;
+use simd_json::BorrowedValue as Value;
+use uuid::Uuid;
+
+use crate::json;
+use crate::store::commit::Staging;
+use crate::store::{Cf, StoreError};
+use crate::time::rfc3339_ms;
+
+/// The user id terminals send for a face they did not recognise.
+pub const UNKNOWN_FACE: u64 = 99_999_999;
+/// Largest photo kept (decoded bytes). Larger ones are dropped and the record says so.
+pub const MAX_PHOTO: usize = 512 * 1024;
+/// Records accepted in one `sendlog`.
+pub const MAX_RECORDS: usize = 1000;
+
+/// What one record of a `sendlog` is.
+#[derive(Debug, PartialEq)]
+pub enum Kind {
+    /// A person's punch: attendance.
+    Punch,
+    /// `enrollid` 0: a door or system event.
+    Door,
+    /// `enrollid` 99999999: an unrecognised face.
+    UnknownFace,
+}
+
+/// A record as the terminal sent it, normalised.
+#[derive(Debug)]
+pub struct Punch {
+    pub kind: Kind,
+    pub enrollid: u64,
+    /// The local time exactly as sent.
+    pub local_raw: String,
+    pub local: DateTime,
+    /// An explicit offset or `Z` in the time, if the device sent one.
+    pub explicit_utc: Option<jiff::Timestamp>,
+    pub event: Option<i64>,
+    /// Every field the device sent except the photo, as JSON text.
+    pub fields: String,
+    /// The decoded photo, if one was sent and fits `MAX_PHOTO`.
+    pub photo: Option<Vec<u8>>,
+    pub photo_dropped: bool,
+}
+
+#[derive(Debug, PartialEq)]
+pub struct RecordError(pub String);
+
+/// Parses the time forms terminals send: `2026-06-12T09:15:30`, `2026-06-12T09:15:30.123456`,
+/// `2026-06-12 09:15:30`, unpadded parts (`2026-9-6 8:55:20`), and an optional `Z` or offset.
+pub fn parse_time(s: &str) -> Option<(DateTime, Option<jiff::Timestamp>)> {
+    let s = s.trim();
+    if let Ok(ts) = s.parse::<jiff::Timestamp>() {
+        // Carries its own offset: the instant is known; keep the wall time as written too.
+        let local = s.get(..19).and_then(|p| parse_civil(p)).unwrap_or_else(|| ts.to_zoned(TimeZone::UTC).datetime());
+        return Some((local, Some(ts)));
+    }
+    parse_civil(s).map(|d| (d, None))
+}
+
+fn parse_civil(s: &str) -> Option<DateTime> {
+    let (date, time) = s.split_once(['T', ' '])?;
+    let mut d = date.split('-').map(|p| p.trim().parse::<i64>().ok());
+    let (y, mo, da) = (d.next()??, d.next()??, d.next()??);
+    if d.next().is_some() {
+        return None;
+    }
+    let time = time.trim_end_matches('Z');
+    let (hms, frac) = match time.split_once('.') {
+        Some((a, f)) => (a, Some(f)),
+        None => (time, None),
+    };
+    let mut t = hms.split(':').map(|p| p.trim().parse::<i64>().ok());
+    let (h, mi, se) = (t.next()??, t.next()??, t.next().unwrap_or(Some(0))?);
+    if t.next().is_some() {
+        return None;
+    }
+    let nanos = match frac {
+        None => 0,
+        Some(f) if !f.is_empty() && f.len() <= 9 && f.bytes().all(|b| b.is_ascii_digit()) => {
+            f.parse::<i64>().ok()? * 10i64.pow(9 - f.len() as u32)
+        }
+        Some(_) => return None,
+    };
+    DateTime::new(
+        i16::try_from(y).ok()?,
+        i8::try_from(mo).ok()?,
+        i8::try_from(da).ok()?,
+        i8::try_from(h).ok()?,
+        i8::try_from(mi).ok()?,
+        i8::try_from(se).ok()?,
+        i32::try_from(nanos).ok()?,
+    )
+    .ok()
+}
+
+fn as_u64(v: &Value<'_>) -> Option<u64> {
+    v.as_u64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+}
+
+/// Normalises one record. Field names vary by firmware: `enrollid` or `userid`.
+pub fn parse_record(v: &Value<'_>) -> Result<Punch, RecordError> {
+    let obj = v.as_object().ok_or_else(|| RecordError("a record must be an object".into()))?;
+    let enrollid = v
+        .get("enrollid")
+        .or_else(|| v.get("userid"))
+        .and_then(as_u64)
+        .ok_or_else(|| RecordError("enrollid is missing or not a number".into()))?;
+    let local_raw = v.get("time").and_then(|t| t.as_str()).ok_or_else(|| RecordError("time is missing".into()))?;
+    let (local, explicit_utc) =
+        parse_time(local_raw).ok_or_else(|| RecordError(format!("time {local_raw:?} is not a date and time")))?;
+    let event = v.get("event").and_then(|e| e.as_i64().or_else(|| e.as_str().and_then(|s| s.parse().ok())));
+    let mut photo = None;
+    let mut photo_dropped = false;
+    if let Some(img) = v.get("image").and_then(|i| i.as_str()).filter(|s| !s.is_empty()) {
+        // base64 is 4/3 of the bytes: refuse to decode anything that cannot fit.
+        if img.len() / 4 * 3 > MAX_PHOTO {
+            photo_dropped = true;
+        } else {
+            match base64::engine::general_purpose::STANDARD.decode(img.trim()) {
+                Ok(b) if b.len() <= MAX_PHOTO => photo = Some(b),
+                _ => photo_dropped = true,
+            }
+        }
+    }
+    let mut fields = String::from("{");
+    for (k, val) in obj.iter().filter(|(k, _)| *k != "image") {
+        if fields.len() > 1 {
+            fields.push(',');
+        }
+        json::push_str(&mut fields, k);
+        fields.push(':');
+        fields.push_str(&json::encode(val));
+    }
+    fields.push('}');
+    let kind = match enrollid {
+        0 => Kind::Door,
+        UNKNOWN_FACE => Kind::UnknownFace,
+        _ => Kind::Punch,
+    };
+    Ok(Punch { kind, enrollid, local_raw: local_raw.to_string(), local, explicit_utc, event, fields, photo, photo_dropped })
+}
+
+impl Punch {
+    /// The idempotency key's hash: user id, local wall time (normalised), event.
+    pub fn identity(&self) -> [u8; 16] {
+        let mut h = Sha256::new();
+        h.update(self.enrollid.to_be_bytes());
+        h.update(self.local.to_string().as_bytes());
+        h.update(self.event.unwrap_or(i64::MIN).to_be_bytes());
+        let d = h.finalize();
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&d[..16]);
+        out
+    }
+
+    /// The UTC instant: the explicit one if sent, else the local time in the device's zone.
+    pub fn utc(&self, tz: &TimeZone) -> Option<jiff::Timestamp> {
+        match self.explicit_utc {
+            Some(t) => Some(t),
+            None => self.local.to_zoned(tz.clone()).ok().map(|z| z.timestamp()),
+        }
+    }
+}
+
+/// `attendance` key: device ‖ UTC µs ‖ identity prefix. Per-device time order, unique per punch.
+pub fn key(dev: &Uuid, utc_us: u64, identity: &[u8; 16]) -> [u8; 32] {
+    let mut k = [0u8; 32];
+    k[..16].copy_from_slice(dev.as_bytes());
+    k[16..24].copy_from_slice(&utc_us.to_be_bytes());
+    k[24..].copy_from_slice(&identity[..8]);
+    k
+}
+
+/// `attendance_by_time` key: UTC µs ‖ device ‖ identity prefix, for lists across devices.
+pub fn time_key(primary: &[u8; 32]) -> [u8; 32] {
+    let mut k = [0u8; 32];
+    k[..8].copy_from_slice(&primary[16..24]);
+    k[8..24].copy_from_slice(&primary[..16]);
+    k[24..].copy_from_slice(&primary[24..]);
+    k
+}
+
+pub fn primary_from_time_key(t: &[u8]) -> Option<[u8; 32]> {
+    let t: &[u8; 32] = t.try_into().ok()?;
+    let mut k = [0u8; 32];
+    k[..16].copy_from_slice(&t[8..24]);
+    k[16..24].copy_from_slice(&t[..8]);
+    k[24..].copy_from_slice(&t[24..]);
+    Some(k)
+}
+
+/// `attendance_dedup` key: device ‖ identity.
+pub fn dedup_key(dev: &Uuid, identity: &[u8; 16]) -> [u8; 32] {
+    let mut k = [0u8; 32];
+    k[..16].copy_from_slice(dev.as_bytes());
+    k[16..].copy_from_slice(identity);
+    k
+}
+
+/// The API item for a stored punch, built once at write time.
+#[allow(clippy::too_many_arguments)]
+pub fn item_json(
+    primary: &[u8; 32],
+    dev: &Uuid,
+    serial: Option<&str>,
+    p: &Punch,
+    utc_us: u64,
+    received_ms: u64,
+    has_photo: bool,
+) -> String {
+    let id = crate::auth::hex(primary);
+    let mut s = String::with_capacity(256 + p.fields.len());
+    s.push_str("{\"id\":\"");
+    s.push_str(&id);
+    s.push_str("\",\"device_id\":\"");
+    s.push_str(&dev.to_string());
+    s.push_str("\",\"serial\":");
+    match serial {
+        Some(x) => json::push_str(&mut s, x),
+        None => s.push_str("null"),
+    }
+    s.push_str(",\"enrollid\":");
+    s.push_str(&p.enrollid.to_string());
+    s.push_str(",\"local_time\":");
+    json::push_str(&mut s, &p.local_raw);
+    s.push_str(",\"utc_time\":\"");
+    s.push_str(&rfc3339_ms(utc_us / 1000));
+    s.push_str("\",\"received_at\":\"");
+    s.push_str(&rfc3339_ms(received_ms));
+    s.push_str("\",\"fields\":");
+    s.push_str(&p.fields);
+    if has_photo {
+        s.push_str(",\"photo_url\":\"/api/attendance/");
+        s.push_str(&id);
+        s.push_str("/photo\"");
+    }
+    if p.photo_dropped {
+        s.push_str(",\"photo_dropped\":true");
+    }
+    s.push('}');
+    s
+}
+
+/// Stages a punch with its index, de-duplication entry and photo.
+pub fn stage(st: &mut Staging<'_>, dev: &Uuid, primary: &[u8; 32], identity: &[u8; 16], item: &str, photo: Option<&[u8]>) -> Result<(), StoreError> {
+    st.put(Cf::Attendance, primary, item.as_bytes())?;
+    st.put(Cf::AttendanceByTime, &time_key(primary), &[])?;
+    st.put(Cf::AttendanceDedup, &dedup_key(dev, identity), primary)?;
+    if let Some(b) = photo {
+        st.put(Cf::Photos, primary, b)?;
+    }
+    Ok(())
+}
+
+/// A CSV field: quoted when it holds a separator, quote or line break (RFC 4180); a leading
+/// `=`, `+`, `-` or `@` is prefixed with `'` so spreadsheets do not run it as a formula.
+pub fn csv_field(out: &mut String, s: &str) {
+    let guarded = s.starts_with(['=', '+', '-', '@']) && s.parse::<f64>().is_err();
+    let needs_quotes = guarded || s.contains([',', '"', '\n', '\r']);
+    if needs_quotes {
+        out.push('"');
+        if guarded {
+            out.push('\'');
+        }
+        out.push_str(&s.replace('"', "\"\""));
+        out.push('"');
+    } else {
+        out.push_str(s);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_every_time_form_devices_send() {
+        let want = DateTime::new(2026, 6, 12, 9, 15, 30, 0).unwrap();
+        for s in ["2026-06-12T09:15:30", "2026-06-12 09:15:30", "2026-6-12 9:15:30", " 2026-06-12T09:15:30 "] {
+            assert_eq!(parse_time(s).map(|t| t.0), Some(want), "{s}");
+        }
+        let (d, utc) = parse_time("2026-06-12T09:15:30.123456").unwrap();
+        assert_eq!(d.subsec_nanosecond(), 123_456_000);
+        assert!(utc.is_none());
+        let (_, utc) = parse_time("2026-06-12T09:15:30Z").unwrap();
+        assert_eq!(utc.map(|t| t.as_second()), Some(1_781_255_730));
+        for bad in ["", "yesterday", "2026-13-01 00:00:00", "2026-06-12", "2026-06-12T09:15:30.x"] {
+            assert!(parse_time(bad).is_none(), "{bad}");
+        }
+    }
+
+    fn rec(text: &str) -> Result<Punch, RecordError> {
+        let mut b = text.as_bytes().to_vec();
+        let v = simd_json::to_borrowed_value(&mut b).unwrap();
+        parse_record(&v)
+    }
+
+    #[test]
+    fn records_keep_every_field_but_the_photo() {
+        let p = rec(r#"{"enrollid":1,"time":"2026-06-12 09:15:30","mode":1,"inout":0,"event":0,"temp":36.5,"image":"aGk="}"#).unwrap();
+        assert_eq!(p.kind, Kind::Punch);
+        assert_eq!(p.photo.as_deref(), Some(&b"hi"[..]));
+        assert!(!p.fields.contains("image"));
+        assert!(p.fields.contains("\"temp\":36.5"));
+        assert_eq!(rec(r#"{"userid":"7","time":"2026-06-12 09:15:30"}"#).unwrap().enrollid, 7);
+        assert_eq!(rec(r#"{"enrollid":0,"time":"2026-06-12 09:15:30"}"#).unwrap().kind, Kind::Door);
+        assert_eq!(rec(r#"{"enrollid":99999999,"time":"2026-06-12 09:15:30","event":2}"#).unwrap().kind, Kind::UnknownFace);
+        assert!(rec(r#"{"time":"2026-06-12 09:15:30"}"#).is_err());
+        assert!(rec(r#"{"enrollid":1,"time":"soon"}"#).is_err());
+    }
+
+    #[test]
+    fn identity_ignores_format_but_not_content() {
+        let a = rec(r#"{"enrollid":1,"time":"2026-06-12T09:15:30","event":0}"#).unwrap();
+        let b = rec(r#"{"enrollid":1,"time":"2026-06-12 09:15:30","event":0,"temp":36.6}"#).unwrap();
+        let c = rec(r#"{"enrollid":1,"time":"2026-06-12 09:15:31","event":0}"#).unwrap();
+        let d = rec(r#"{"enrollid":1,"time":"2026-06-12 09:15:30","event":1}"#).unwrap();
+        assert_eq!(a.identity(), b.identity());
+        assert_ne!(a.identity(), c.identity());
+        assert_ne!(a.identity(), d.identity());
+    }
+
+    #[test]
+    fn utc_uses_the_device_zone() {
+        let p = rec(r#"{"enrollid":1,"time":"2026-06-12 09:15:30"}"#).unwrap();
+        let berlin = TimeZone::get("Europe/Berlin").unwrap();
+        assert_eq!(p.utc(&berlin).unwrap().to_string(), "2026-06-12T07:15:30Z");
+        assert_eq!(p.utc(&TimeZone::UTC).unwrap().to_string(), "2026-06-12T09:15:30Z");
+    }
+
+    #[test]
+    fn keys_round_trip_between_indexes() {
+        let dev = Uuid::from_u128(9);
+        let k = key(&dev, 42, &[7; 16]);
+        assert_eq!(primary_from_time_key(&time_key(&k)), Some(k));
+    }
+
+    #[test]
+    fn csv_fields_are_quoted_and_formula_safe() {
+        let mut s = String::new();
+        csv_field(&mut s, "a,b");
+        s.push('|');
+        csv_field(&mut s, "say \"hi\"");
+        s.push('|');
+        csv_field(&mut s, "=1+1");
+        s.push('|');
+        csv_field(&mut s, "-5");
+        assert_eq!(s, "\"a,b\"|\"say \"\"hi\"\"\"|\"'=1+1\"|-5");
+    }
+}

@@ -1,0 +1,42 @@
+//! Online/offline transitions: a server event in the store and a `device_status` broadcast.
+//! WebSocket sessions and HTTP-device liveness both go through here, so every transition is
+//! recorded the same way.
+
+use std::sync::atomic::Ordering;
+
+use crate::generic;
+use crate::json;
+use crate::registry::Device;
+use crate::shard::Local;
+use crate::store::records::{self, Source};
+use crate::time::{now_us, rfc3339_ms};
+
+pub fn record(local: &Local, dev: &Device, online: bool, reason: &str, remote: Option<&str>) {
+    let kind = if online { "device_connected" } else { "device_disconnected" };
+    let mut payload = String::from("{\"reason\":");
+    json::push_str(&mut payload, reason);
+    if let Some(r) = remote {
+        payload.push_str(",\"remote\":");
+        json::push_str(&mut payload, r);
+    }
+    payload.push('}');
+    let id = local.shared.store.ids.next(now_us());
+    let rec = dev.record();
+    let staged = local.batcher.stage(|st| {
+        records::stage_event(st, id, Some(&dev.id), kind, Source::Server, &payload, None)?;
+        // last_seen is kept in memory while online and persisted when the device goes offline.
+        if !online && !dev.deleted.load(Ordering::Acquire) {
+            records::stage_device(st, &rec)?;
+        }
+        Ok(())
+    });
+    if let Err(e) = staged {
+        tracing::error!(error = %e, "recording a presence event failed");
+    }
+    if local.shared.hub.has_admins() {
+        let ts = rfc3339_ms(id / 1000);
+        let d = dev.id.to_string();
+        local.broadcast(generic::device_status(&d, online, &ts));
+        local.broadcast(generic::event_broadcast(&d, kind, &ts, &payload));
+    }
+}
