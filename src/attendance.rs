@@ -10,8 +10,8 @@ use base64::Engine;
 use jiff::civil::DateTime;
 use jiff::tz::TimeZone;
 use sha2::{Digest, Sha256};
+use simd_json::OwnedValue as Value;
 use simd_json::prelude::*;
-use simd_json::BorrowedValue as Value;
 use uuid::Uuid;
 
 use crate::json;
@@ -47,6 +47,8 @@ pub struct Punch {
     pub local: DateTime,
     /// An explicit offset or `Z` in the time, if the device sent one.
     pub explicit_utc: Option<jiff::Timestamp>,
+    /// The device's own UTC offset for this record (SmackBio `UtcTimezoneMinutes`), if sent.
+    pub utc_offset_minutes: Option<i32>,
     pub event: Option<i64>,
     /// Every field the device sent except the photo, as JSON text.
     pub fields: String,
@@ -64,7 +66,10 @@ pub fn parse_time(s: &str) -> Option<(DateTime, Option<jiff::Timestamp>)> {
     let s = s.trim();
     if let Ok(ts) = s.parse::<jiff::Timestamp>() {
         // Carries its own offset: the instant is known; keep the wall time as written too.
-        let local = s.get(..19).and_then(|p| parse_civil(p)).unwrap_or_else(|| ts.to_zoned(TimeZone::UTC).datetime());
+        let local = s
+            .get(..19)
+            .and_then(|p| parse_civil(p))
+            .unwrap_or_else(|| ts.to_zoned(TimeZone::UTC).datetime());
         return Some((local, Some(ts)));
     }
     parse_civil(s).map(|d| (d, None))
@@ -106,25 +111,38 @@ fn parse_civil(s: &str) -> Option<DateTime> {
     .ok()
 }
 
-fn as_u64(v: &Value<'_>) -> Option<u64> {
-    v.as_u64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+fn as_u64(v: &Value) -> Option<u64> {
+    v.as_u64()
+        .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
 }
 
 /// Normalises one record. Field names vary by firmware: `enrollid` or `userid`.
-pub fn parse_record(v: &Value<'_>) -> Result<Punch, RecordError> {
-    let obj = v.as_object().ok_or_else(|| RecordError("a record must be an object".into()))?;
+pub fn parse_record(v: &Value) -> Result<Punch, RecordError> {
+    let obj = v
+        .as_object()
+        .ok_or_else(|| RecordError("a record must be an object".into()))?;
     let enrollid = v
         .get("enrollid")
         .or_else(|| v.get("userid"))
         .and_then(as_u64)
         .ok_or_else(|| RecordError("enrollid is missing or not a number".into()))?;
-    let local_raw = v.get("time").and_then(|t| t.as_str()).ok_or_else(|| RecordError("time is missing".into()))?;
-    let (local, explicit_utc) =
-        parse_time(local_raw).ok_or_else(|| RecordError(format!("time {local_raw:?} is not a date and time")))?;
-    let event = v.get("event").and_then(|e| e.as_i64().or_else(|| e.as_str().and_then(|s| s.parse().ok())));
+    let local_raw = v
+        .get("time")
+        .and_then(|t| t.as_str())
+        .ok_or_else(|| RecordError("time is missing".into()))?;
+    let (local, explicit_utc) = parse_time(local_raw)
+        .ok_or_else(|| RecordError(format!("time {local_raw:?} is not a date and time")))?;
+    let event = v.get("event").and_then(|e| {
+        e.as_i64()
+            .or_else(|| e.as_str().and_then(|s| s.parse().ok()))
+    });
     let mut photo = None;
     let mut photo_dropped = false;
-    if let Some(img) = v.get("image").and_then(|i| i.as_str()).filter(|s| !s.is_empty()) {
+    if let Some(img) = v
+        .get("image")
+        .and_then(|i| i.as_str())
+        .filter(|s| !s.is_empty())
+    {
         // base64 is 4/3 of the bytes: refuse to decode anything that cannot fit.
         if img.len() / 4 * 3 > MAX_PHOTO {
             photo_dropped = true;
@@ -145,12 +163,28 @@ pub fn parse_record(v: &Value<'_>) -> Result<Punch, RecordError> {
         fields.push_str(&json::encode(val));
     }
     fields.push('}');
+    let utc_offset_minutes = v
+        .get("utc_offset_minutes")
+        .and_then(|m| m.as_i64())
+        .and_then(|m| i32::try_from(m).ok())
+        .filter(|m| m.abs() <= 18 * 60);
     let kind = match enrollid {
         0 => Kind::Door,
         UNKNOWN_FACE => Kind::UnknownFace,
         _ => Kind::Punch,
     };
-    Ok(Punch { kind, enrollid, local_raw: local_raw.to_string(), local, explicit_utc, event, fields, photo, photo_dropped })
+    Ok(Punch {
+        kind,
+        enrollid,
+        local_raw: local_raw.to_string(),
+        local,
+        explicit_utc,
+        utc_offset_minutes,
+        event,
+        fields,
+        photo,
+        photo_dropped,
+    })
 }
 
 impl Punch {
@@ -166,12 +200,21 @@ impl Punch {
         out
     }
 
-    /// The UTC instant: the explicit one if sent, else the local time in the device's zone.
+    /// The UTC instant: an explicit offset in the time wins, then the offset the device gave for
+    /// this record, then the device's configured zone.
     pub fn utc(&self, tz: &TimeZone) -> Option<jiff::Timestamp> {
-        match self.explicit_utc {
-            Some(t) => Some(t),
-            None => self.local.to_zoned(tz.clone()).ok().map(|z| z.timestamp()),
+        if let Some(t) = self.explicit_utc {
+            return Some(t);
         }
+        if let Some(m) = self.utc_offset_minutes {
+            let off = jiff::tz::Offset::from_seconds(m * 60).ok()?;
+            return self
+                .local
+                .to_zoned(TimeZone::fixed(off))
+                .ok()
+                .map(|z| z.timestamp());
+        }
+        self.local.to_zoned(tz.clone()).ok().map(|z| z.timestamp())
     }
 }
 
@@ -255,7 +298,14 @@ pub fn item_json(
 }
 
 /// Stages a punch with its index, de-duplication entry and photo.
-pub fn stage(st: &mut Staging<'_>, dev: &Uuid, primary: &[u8; 32], identity: &[u8; 16], item: &str, photo: Option<&[u8]>) -> Result<(), StoreError> {
+pub fn stage(
+    st: &mut Staging<'_>,
+    dev: &Uuid,
+    primary: &[u8; 32],
+    identity: &[u8; 16],
+    item: &str,
+    photo: Option<&[u8]>,
+) -> Result<(), StoreError> {
     st.put(Cf::Attendance, primary, item.as_bytes())?;
     st.put(Cf::AttendanceByTime, &time_key(primary), &[])?;
     st.put(Cf::AttendanceDedup, &dedup_key(dev, identity), primary)?;
@@ -289,7 +339,12 @@ mod tests {
     #[test]
     fn accepts_every_time_form_devices_send() {
         let want = DateTime::new(2026, 6, 12, 9, 15, 30, 0).unwrap();
-        for s in ["2026-06-12T09:15:30", "2026-06-12 09:15:30", "2026-6-12 9:15:30", " 2026-06-12T09:15:30 "] {
+        for s in [
+            "2026-06-12T09:15:30",
+            "2026-06-12 09:15:30",
+            "2026-6-12 9:15:30",
+            " 2026-06-12T09:15:30 ",
+        ] {
             assert_eq!(parse_time(s).map(|t| t.0), Some(want), "{s}");
         }
         let (d, utc) = parse_time("2026-06-12T09:15:30.123456").unwrap();
@@ -297,14 +352,20 @@ mod tests {
         assert!(utc.is_none());
         let (_, utc) = parse_time("2026-06-12T09:15:30Z").unwrap();
         assert_eq!(utc.map(|t| t.as_second()), Some(1_781_255_730));
-        for bad in ["", "yesterday", "2026-13-01 00:00:00", "2026-06-12", "2026-06-12T09:15:30.x"] {
+        for bad in [
+            "",
+            "yesterday",
+            "2026-13-01 00:00:00",
+            "2026-06-12",
+            "2026-06-12T09:15:30.x",
+        ] {
             assert!(parse_time(bad).is_none(), "{bad}");
         }
     }
 
     fn rec(text: &str) -> Result<Punch, RecordError> {
         let mut b = text.as_bytes().to_vec();
-        let v = simd_json::to_borrowed_value(&mut b).unwrap();
+        let v = simd_json::to_owned_value(&mut b).unwrap();
         parse_record(&v)
     }
 
@@ -315,9 +376,24 @@ mod tests {
         assert_eq!(p.photo.as_deref(), Some(&b"hi"[..]));
         assert!(!p.fields.contains("image"));
         assert!(p.fields.contains("\"temp\":36.5"));
-        assert_eq!(rec(r#"{"userid":"7","time":"2026-06-12 09:15:30"}"#).unwrap().enrollid, 7);
-        assert_eq!(rec(r#"{"enrollid":0,"time":"2026-06-12 09:15:30"}"#).unwrap().kind, Kind::Door);
-        assert_eq!(rec(r#"{"enrollid":99999999,"time":"2026-06-12 09:15:30","event":2}"#).unwrap().kind, Kind::UnknownFace);
+        assert_eq!(
+            rec(r#"{"userid":"7","time":"2026-06-12 09:15:30"}"#)
+                .unwrap()
+                .enrollid,
+            7
+        );
+        assert_eq!(
+            rec(r#"{"enrollid":0,"time":"2026-06-12 09:15:30"}"#)
+                .unwrap()
+                .kind,
+            Kind::Door
+        );
+        assert_eq!(
+            rec(r#"{"enrollid":99999999,"time":"2026-06-12 09:15:30","event":2}"#)
+                .unwrap()
+                .kind,
+            Kind::UnknownFace
+        );
         assert!(rec(r#"{"time":"2026-06-12 09:15:30"}"#).is_err());
         assert!(rec(r#"{"enrollid":1,"time":"soon"}"#).is_err());
     }
@@ -325,7 +401,8 @@ mod tests {
     #[test]
     fn identity_ignores_format_but_not_content() {
         let a = rec(r#"{"enrollid":1,"time":"2026-06-12T09:15:30","event":0}"#).unwrap();
-        let b = rec(r#"{"enrollid":1,"time":"2026-06-12 09:15:30","event":0,"temp":36.6}"#).unwrap();
+        let b =
+            rec(r#"{"enrollid":1,"time":"2026-06-12 09:15:30","event":0,"temp":36.6}"#).unwrap();
         let c = rec(r#"{"enrollid":1,"time":"2026-06-12 09:15:31","event":0}"#).unwrap();
         let d = rec(r#"{"enrollid":1,"time":"2026-06-12 09:15:30","event":1}"#).unwrap();
         assert_eq!(a.identity(), b.identity());
@@ -338,7 +415,13 @@ mod tests {
         let p = rec(r#"{"enrollid":1,"time":"2026-06-12 09:15:30"}"#).unwrap();
         let berlin = TimeZone::get("Europe/Berlin").unwrap();
         assert_eq!(p.utc(&berlin).unwrap().to_string(), "2026-06-12T07:15:30Z");
-        assert_eq!(p.utc(&TimeZone::UTC).unwrap().to_string(), "2026-06-12T09:15:30Z");
+        assert_eq!(
+            p.utc(&TimeZone::UTC).unwrap().to_string(),
+            "2026-06-12T09:15:30Z"
+        );
+        let q =
+            rec(r#"{"enrollid":1,"time":"2026-06-12 09:15:30","utc_offset_minutes":480}"#).unwrap();
+        assert_eq!(q.utc(&berlin).unwrap().to_string(), "2026-06-12T01:15:30Z");
     }
 
     #[test]

@@ -7,7 +7,11 @@ use crate::client::Client;
 use crate::config::ServeConfig;
 
 #[derive(Parser, Debug)]
-#[command(name = "fleetgate", version, about = "Gateway for device fleets: WebSocket and HTTP devices, biometric terminals, live dashboard")]
+#[command(
+    name = "fleetgate",
+    version,
+    about = "Gateway for device fleets: WebSocket and HTTP devices, biometric terminals, live dashboard"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -36,10 +40,20 @@ pub enum Command {
 #[derive(Args, Debug)]
 pub struct ApiArgs {
     /// The server's base URL.
-    #[arg(long, global = true, env = "FLEETGATE_SERVER", default_value = "http://127.0.0.1:3000")]
+    #[arg(
+        long,
+        global = true,
+        env = "FLEETGATE_SERVER",
+        default_value = "http://127.0.0.1:3000"
+    )]
     pub server: String,
     /// The admin token (see `<data-dir>/admin-token`).
-    #[arg(long, global = true, env = "FLEETGATE_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "FLEETGATE_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
     pub admin_token: Option<String>,
     /// Print the API's JSON answer as is.
     #[arg(long, global = true)]
@@ -94,11 +108,21 @@ fn client(api: &ApiArgs) -> Result<Client, Error> {
 }
 
 /// Prints an API answer; a non-2xx status becomes an error with the API's message.
-fn answer(api: &ApiArgs, status: u16, body: &[u8], human: impl FnOnce(&simd_json::OwnedValue) -> String) -> Result<(), Error> {
+fn answer(
+    api: &ApiArgs,
+    status: u16,
+    body: &[u8],
+    human: impl FnOnce(&simd_json::OwnedValue) -> String,
+) -> Result<(), Error> {
     let mut b = body.to_vec();
-    let v = simd_json::to_owned_value(&mut b).map_err(|e| format!("the server sent invalid JSON ({e})"))?;
+    let v = simd_json::to_owned_value(&mut b)
+        .map_err(|e| format!("the server sent invalid JSON ({e})"))?;
     if !(200..300).contains(&status) {
-        let msg = v.get("error").and_then(|e| e.get("message")).and_then(|m| m.as_str()).unwrap_or("request failed");
+        let msg = v
+            .get("error")
+            .and_then(|e| e.get("message"))
+            .and_then(|m| m.as_str())
+            .unwrap_or("request failed");
         return Err(format!("HTTP {status}: {msg}").into());
     }
     if api.json {
@@ -116,7 +140,11 @@ fn s<'a>(v: &'a simd_json::OwnedValue, k: &str) -> &'a str {
 pub fn run_device(api: &ApiArgs, action: &DeviceAction) -> Result<(), Error> {
     let c = client(api)?;
     match action {
-        DeviceAction::Add { name, protocol, serial } => {
+        DeviceAction::Add {
+            name,
+            protocol,
+            serial,
+        } => {
             let mut body = String::from("{\"name\":");
             crate::json::push_str(&mut body, name);
             body.push_str(",\"protocol\":");
@@ -128,22 +156,42 @@ pub fn run_device(api: &ApiArgs, action: &DeviceAction) -> Result<(), Error> {
             body.push('}');
             let r = c.post_json("/api/devices", body.as_bytes())?;
             answer(api, r.status, &r.body, |v| {
-                format!("device_id: {}\ntoken:     {}\n(the token is shown only now)", s(v, "device_id"), s(v, "token"))
+                format!(
+                    "device_id: {}\ntoken:     {}\n(the token is shown only now)",
+                    s(v, "device_id"),
+                    s(v, "token")
+                )
             })
         }
         DeviceAction::List { limit } => {
             let r = c.get(&format!("/api/devices?limit={limit}"))?;
             answer(api, r.status, &r.body, |v| {
-                let mut out = format!("{:<36}  {:<8}  {:<8}  NAME", "DEVICE_ID", "STATUS", "PROTOCOL");
-                for d in v.get("items").and_then(|i| i.as_array()).map(|a| a.as_slice()).unwrap_or(&[]) {
-                    out.push_str(&format!("\n{:<36}  {:<8}  {:<8}  {}", s(d, "device_id"), s(d, "status"), s(d, "protocol"), s(d, "name")));
+                let mut out = format!(
+                    "{:<36}  {:<8}  {:<8}  NAME",
+                    "DEVICE_ID", "STATUS", "PROTOCOL"
+                );
+                for d in v
+                    .get("items")
+                    .and_then(|i| i.as_array())
+                    .map(|a| a.as_slice())
+                    .unwrap_or(&[])
+                {
+                    out.push_str(&format!(
+                        "\n{:<36}  {:<8}  {:<8}  {}",
+                        s(d, "device_id"),
+                        s(d, "status"),
+                        s(d, "protocol"),
+                        s(d, "name")
+                    ));
                 }
                 out
             })
         }
         DeviceAction::RotateToken { device_id } => {
             let r = c.request("POST", &format!("/api/devices/{device_id}/token"), None)?;
-            answer(api, r.status, &r.body, |v| format!("token: {}\n(the old token no longer works)", s(v, "token")))
+            answer(api, r.status, &r.body, |v| {
+                format!("token: {}\n(the old token no longer works)", s(v, "token"))
+            })
         }
         DeviceAction::Delete { device_id } => {
             let r = c.delete(&format!("/api/devices/{device_id}"))?;
@@ -155,9 +203,15 @@ pub fn run_device(api: &ApiArgs, action: &DeviceAction) -> Result<(), Error> {
 pub fn run_command(api: &ApiArgs, action: &CommandAction) -> Result<(), Error> {
     let c = client(api)?;
     match action {
-        CommandAction::Send { device_id, command, payload, ttl } => {
+        CommandAction::Send {
+            device_id,
+            command,
+            payload,
+            ttl,
+        } => {
             let mut check = payload.clone().into_bytes();
-            simd_json::to_owned_value(&mut check).map_err(|e| format!("--payload is not JSON: {e}"))?;
+            simd_json::to_owned_value(&mut check)
+                .map_err(|e| format!("--payload is not JSON: {e}"))?;
             let mut body = String::from("{\"command\":");
             crate::json::push_str(&mut body, command);
             body.push_str(",\"payload\":");
@@ -166,8 +220,17 @@ pub fn run_command(api: &ApiArgs, action: &CommandAction) -> Result<(), Error> {
                 body.push_str(&format!(",\"ttl_s\":{t}"));
             }
             body.push('}');
-            let r = c.post_json(&format!("/api/devices/{device_id}/commands"), body.as_bytes())?;
-            answer(api, r.status, &r.body, |v| format!("command_id: {}\nstatus:     {}", s(v, "command_id"), s(v, "status")))
+            let r = c.post_json(
+                &format!("/api/devices/{device_id}/commands"),
+                body.as_bytes(),
+            )?;
+            answer(api, r.status, &r.body, |v| {
+                format!(
+                    "command_id: {}\nstatus:     {}",
+                    s(v, "command_id"),
+                    s(v, "status")
+                )
+            })
         }
     }
 }

@@ -4,8 +4,8 @@
 //! delivers queued commands in sequence order (on register, and when nudged through the hub) and
 //! records `sent`, then `acked`/`failed` from the device's `command_result`.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use uuid::Uuid;
 
@@ -35,14 +35,20 @@ pub async fn enqueue(
     ttl_s: Option<u64>,
 ) -> Result<CommandRecord, EnqueueError> {
     if command.is_empty() || command.len() > MAX_COMMAND_NAME {
-        return Err(EnqueueError::Invalid(format!("`command` must be 1 to {MAX_COMMAND_NAME} characters")));
+        return Err(EnqueueError::Invalid(format!(
+            "`command` must be 1 to {MAX_COMMAND_NAME} characters"
+        )));
     }
     if payload_json.len() > MAX_COMMAND_PAYLOAD {
-        return Err(EnqueueError::Invalid(format!("`payload` must be at most {MAX_COMMAND_PAYLOAD} bytes of JSON")));
+        return Err(EnqueueError::Invalid(format!(
+            "`payload` must be at most {MAX_COMMAND_PAYLOAD} bytes of JSON"
+        )));
     }
     let ttl = ttl_s.unwrap_or(local.config().command_ttl);
     if ttl == 0 || ttl > MAX_TTL_S {
-        return Err(EnqueueError::Invalid(format!("`ttl_s` must be 1 to {MAX_TTL_S}")));
+        return Err(EnqueueError::Invalid(format!(
+            "`ttl_s` must be 1 to {MAX_TTL_S}"
+        )));
     }
     let limit = local.config().command_queue_limit;
     // Reserve the slot first so concurrent enqueues cannot overshoot the bound.
@@ -63,13 +69,20 @@ pub async fn enqueue(
         expires_at: now + ttl * 1000,
         result: None,
     };
-    if let Err(e) = local.batcher.commit(|st| records::stage_command(st, &rec)).await {
+    if let Err(e) = local
+        .batcher
+        .commit(|st| records::stage_command(st, &rec))
+        .await
+    {
         dev.queued_commands.fetch_sub(1, Ordering::AcqRel);
         return Err(EnqueueError::Store(e.to_string()));
     }
     metrics::counter!("fleetgate_commands_total", "stage" => "queued").increment(1);
     if let Some(s) = dev.session() {
-        local.shared.hub.send(s.shard, ShardMsg::Commands { conn: s.conn });
+        local
+            .shared
+            .hub
+            .send(s.shard, ShardMsg::Commands { conn: s.conn });
     }
     Ok(rec)
 }

@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
-use simd_json::prelude::*;
 use simd_json::BorrowedValue as Value;
+use simd_json::prelude::*;
 use uuid::Uuid;
 
 use crate::attendance::{self, Kind};
@@ -16,7 +16,7 @@ use crate::json;
 use crate::registry::Device;
 use crate::shard::Local;
 use crate::store::records::{self, DeviceRecord, Protocol, Source};
-use crate::store::{keys, Cf};
+use crate::store::{Cf, keys};
 use crate::time::{now_ms, now_us};
 
 /// `cloudtime` as the guide shows it: RFC 3339, UTC, whole seconds, `Z`.
@@ -48,21 +48,40 @@ fn refuse(ret: &str, reason: &str) -> Response {
 }
 
 pub async fn handle(local: &Local, req: &Request, remote: &str) -> Response {
-    let ct = req.header_str("content-type").unwrap_or("").to_ascii_lowercase();
+    let ct = req
+        .header_str("content-type")
+        .unwrap_or("")
+        .to_ascii_lowercase();
     if !ct.starts_with("application/json") {
-        return Response::error(400, "unsupported_content_type", "send the body as Content-Type: application/json");
+        return Response::error(
+            400,
+            "unsupported_content_type",
+            "send the body as Content-Type: application/json",
+        );
     }
     let mut body = crate::lenient::strip_trailing_commas(&req.body);
+    if crate::lenient::too_deep(&body, crate::lenient::MAX_JSON_DEPTH) {
+        return Response::error(400, "invalid_json", "the JSON nests too deep");
+    }
     let v = match simd_json::to_borrowed_value(&mut body) {
         Ok(v) if v.is_object() => v,
         Ok(_) => return Response::error(400, "invalid_json", "the body must be a JSON object"),
-        Err(e) => return Response::error(400, "invalid_json", &format!("malformed JSON body: {e}")),
+        Err(e) => {
+            return Response::error(400, "invalid_json", &format!("malformed JSON body: {e}"));
+        }
     };
     let Some(cmd) = v.get("cmd").and_then(|c| c.as_str()) else {
-        return Response::error(400, "invalid_message", "`cmd` is required (reg, sendlog or checklive)");
+        return Response::error(
+            400,
+            "invalid_message",
+            "`cmd` is required (reg, sendlog or checklive)",
+        );
     };
     if !matches!(cmd, "reg" | "sendlog" | "checklive") {
-        return refuse(cmd, &format!("unknown cmd {cmd:?}: this endpoint takes reg, sendlog and checklive"));
+        return refuse(
+            cmd,
+            &format!("unknown cmd {cmd:?}: this endpoint takes reg, sendlog and checklive"),
+        );
     }
     let sn = match v.get("sn") {
         Some(s) if s.is_str() => s.as_str().unwrap_or("").trim().to_string(),
@@ -70,21 +89,37 @@ pub async fn handle(local: &Local, req: &Request, remote: &str) -> Response {
         _ => String::new(),
     };
     if sn.is_empty() || sn.len() > 64 {
-        return refuse(cmd, "sn is required: the device's serial number, 1 to 64 characters");
+        return refuse(
+            cmd,
+            "sn is required: the device's serial number, 1 to 64 characters",
+        );
     }
     let now = now_ms();
     let devinfo = v.get("devinfo").filter(|d| d.is_object());
     let dev = match local.shared.registry.by_serial(&sn) {
         Some(d) => d,
-        None if local.config().auto_approve => match auto_approve(local, &sn, devinfo).await {
-            Ok(d) => d,
-            Err(r) => return r,
-        },
+        None if local.config().auto_approve => {
+            let model = devinfo.and_then(|d| json::get_str(d, "modelname"));
+            match create_for_serial(local, &sn, Protocol::Http, model, devinfo.map(json::encode))
+                .await
+            {
+                Ok(d) => d,
+                Err(e) => return Response::error(503, "store_unavailable", &e),
+            }
+        }
         None => {
             let model = devinfo.and_then(|d| json::get_str(d, "modelname"));
             let firmware = devinfo.and_then(|d| json::get_str(d, "firmware"));
-            local.shared.pending.seen(local, &sn, Protocol::Http, model, firmware, remote, now);
-            return refuse(cmd, &format!("device {sn} is not approved yet: an administrator must approve it in the pending devices list"));
+            local
+                .shared
+                .pending
+                .seen(local, &sn, Protocol::Http, model, firmware, remote, now);
+            return refuse(
+                cmd,
+                &format!(
+                    "device {sn} is not approved yet: an administrator must approve it in the pending devices list"
+                ),
+            );
         }
     };
     local.http_seen(&dev, remote);
@@ -95,30 +130,46 @@ pub async fn handle(local: &Local, req: &Request, remote: &str) -> Response {
     }
 }
 
-async fn auto_approve(local: &Local, sn: &str, devinfo: Option<&Value<'_>>) -> Result<Arc<Device>, Response> {
-    let model = devinfo.and_then(|d| json::get_str(d, "modelname")).unwrap_or("device");
-    let token = crate::auth::generate_token().map_err(|e| Response::error(500, "internal", &e.to_string()))?;
+/// Creates a device for a serial that presented itself (`--auto-approve`), for any protocol.
+pub async fn create_for_serial(
+    local: &Local,
+    sn: &str,
+    protocol: Protocol,
+    model: Option<&str>,
+    info: Option<String>,
+) -> Result<Arc<Device>, String> {
+    let token = crate::auth::generate_token().map_err(|e| e.to_string())?;
+    let hash = crate::auth::hash_token(&token);
     let rec = DeviceRecord {
         device_id: Uuid::new_v4(),
-        name: format!("{model} {sn}"),
-        protocol: Protocol::Http,
+        name: format!("{} {sn}", model.unwrap_or("device")),
+        protocol,
         serial: Some(sn.to_string()),
-        token_hash: crate::auth::hex(&crate::auth::hash_token(&token)),
+        token_hash: crate::auth::hex(&hash),
         created_at: now_ms(),
         last_seen: None,
         settings: Default::default(),
-        info: devinfo.map(json::encode),
+        info,
     };
     local
         .batcher
         .commit(|st| records::stage_device(st, &rec))
         .await
-        .map_err(|e| Response::error(503, "store_unavailable", &e.to_string()))?;
-    tracing::info!(serial = sn, "auto-approved a new device");
-    Ok(local.shared.registry.add(rec.clone(), crate::auth::hash_token(&token)))
+        .map_err(|e| e.to_string())?;
+    tracing::info!(
+        serial = sn,
+        protocol = protocol.as_str(),
+        "auto-approved a new device"
+    );
+    Ok(local.shared.registry.add(rec, hash))
 }
 
-async fn register(local: &Local, dev: &Arc<Device>, v: &Value<'_>, devinfo: Option<&Value<'_>>) -> Response {
+async fn register(
+    local: &Local,
+    dev: &Arc<Device>,
+    v: &Value<'_>,
+    devinfo: Option<&Value<'_>>,
+) -> Response {
     let mut info = String::from("{");
     if let Some(c) = v.get("cpusn") {
         info.push_str("\"cpusn\":");
@@ -136,7 +187,11 @@ async fn register(local: &Local, dev: &Arc<Device>, v: &Value<'_>, devinfo: Opti
         return refuse("reg", "devinfo is too large (16 KiB at most)");
     }
     let rec = dev.update_record(|r| r.info = Some(info));
-    if let Err(e) = local.batcher.commit(|st| records::stage_device(st, &rec)).await {
+    if let Err(e) = local
+        .batcher
+        .commit(|st| records::stage_device(st, &rec))
+        .await
+    {
         tracing::error!(error = %e, "storing devinfo failed");
         return refuse("reg", "the server could not store the registration; retry");
     }
@@ -144,13 +199,24 @@ async fn register(local: &Local, dev: &Arc<Device>, v: &Value<'_>, devinfo: Opti
 }
 
 async fn sendlog(local: &Local, dev: &Arc<Device>, v: &Value<'_>) -> Response {
-    let Some(list) = v.get("record").or_else(|| v.get("records")).and_then(|r| r.as_array()) else {
-        return refuse("sendlog", "record is required: an array of attendance records");
+    let Some(list) = v
+        .get("record")
+        .or_else(|| v.get("records"))
+        .and_then(|r| r.as_array())
+    else {
+        return refuse(
+            "sendlog",
+            "record is required: an array of attendance records",
+        );
     };
     if list.len() > attendance::MAX_RECORDS {
-        return refuse("sendlog", &format!("at most {} records per sendlog", attendance::MAX_RECORDS));
+        return refuse(
+            "sendlog",
+            &format!("at most {} records per sendlog", attendance::MAX_RECORDS),
+        );
     }
-    match store_records(local, dev, list).await {
+    let owned: Vec<simd_json::OwnedValue> = list.iter().map(|r| r.clone().into()).collect();
+    match store_records(local, dev, &owned).await {
         Ok(()) => ok("sendlog", ""),
         Err(reason) => refuse("sendlog", &reason),
     }
@@ -160,7 +226,11 @@ async fn sendlog(local: &Local, dev: &Arc<Device>, v: &Value<'_>) -> Response {
 /// store and within the batch; door events and unknown faces become events; a record that cannot
 /// be read is kept as an `attendance_invalid` event rather than dropped (a re-send could never fix
 /// it, and refusing the batch would make the device re-send it forever).
-pub async fn store_records(local: &Local, dev: &Arc<Device>, list: &[Value<'_>]) -> Result<(), String> {
+pub async fn store_records(
+    local: &Local,
+    dev: &Arc<Device>,
+    list: &[simd_json::OwnedValue],
+) -> Result<(), String> {
     let store = local.shared.store.clone();
     let rec = dev.record();
     let tz = rec
@@ -182,19 +252,42 @@ pub async fn store_records(local: &Local, dev: &Arc<Device>, list: &[Value<'_>])
                     payload.push_str(&json::encode(raw));
                     payload.push('}');
                     let id = store.ids.next(now_us());
-                    records::stage_event(st, id, Some(&dev.id), "attendance_invalid", Source::Device, &payload, None)?;
+                    records::stage_event(
+                        st,
+                        id,
+                        Some(&dev.id),
+                        "attendance_invalid",
+                        Source::Device,
+                        &payload,
+                        None,
+                    )?;
                     staged_any = true;
                     continue;
                 }
             };
             let identity = p.identity();
-            if !seen.insert(identity) || store.exists(Cf::AttendanceDedup, &attendance::dedup_key(&dev.id, &identity))? {
+            if !seen.insert(identity)
+                || store.exists(
+                    Cf::AttendanceDedup,
+                    &attendance::dedup_key(&dev.id, &identity),
+                )?
+            {
                 metrics::counter!("fleetgate_attendance_duplicates_total").increment(1);
                 continue;
             }
-            let utc_us = p.utc(&tz).map_or(received * 1000, |t| t.as_microsecond().max(0) as u64);
+            let utc_us = p
+                .utc(&tz)
+                .map_or(received * 1000, |t| t.as_microsecond().max(0) as u64);
             let primary = attendance::key(&dev.id, utc_us, &identity);
-            let item = attendance::item_json(&primary, &dev.id, rec.serial.as_deref(), &p, utc_us, received, p.photo.is_some());
+            let item = attendance::item_json(
+                &primary,
+                &dev.id,
+                rec.serial.as_deref(),
+                &p,
+                utc_us,
+                received,
+                p.photo.is_some(),
+            );
             match p.kind {
                 Kind::Punch => {
                     attendance::stage(st, &dev.id, &primary, &identity, &item, p.photo.as_deref())?;
@@ -202,10 +295,18 @@ pub async fn store_records(local: &Local, dev: &Arc<Device>, list: &[Value<'_>])
                 }
                 Kind::Door | Kind::UnknownFace => {
                     // Not attendance: an event, de-duplicated like a punch.
-                    let kind = if p.kind == Kind::Door { "door_event" } else { "unknown_face" };
+                    let kind = if p.kind == Kind::Door {
+                        "door_event"
+                    } else {
+                        "unknown_face"
+                    };
                     let id = store.ids.next(now_us());
                     records::stage_event(st, id, Some(&dev.id), kind, Source::Device, &item, None)?;
-                    st.put(Cf::AttendanceDedup, &attendance::dedup_key(&dev.id, &identity), &keys::event(id))?;
+                    st.put(
+                        Cf::AttendanceDedup,
+                        &attendance::dedup_key(&dev.id, &identity),
+                        &keys::event(id),
+                    )?;
                     if let Some(ph) = &p.photo {
                         st.put(Cf::Photos, &primary, ph)?;
                     }

@@ -2,8 +2,8 @@
 //! a classified message or a protocol error out; and the exact frames the server sends back.
 //! `docs/protocol.md` is the reference for what is accepted and answered.
 
-use simd_json::prelude::*;
 use simd_json::BorrowedValue as Value;
+use simd_json::prelude::*;
 
 use crate::json;
 
@@ -12,14 +12,39 @@ pub const MAX_MSG_ID: usize = 128;
 
 #[derive(Debug)]
 pub enum Inbound<'v> {
-    Register { device_id: &'v str, token: &'v str },
-    Subscribe { role: &'v str, token: Option<&'v str> },
-    Telemetry { device_id: Option<&'v str>, payload: &'v Value<'v>, ts: Option<&'v Value<'v>>, msg_id: Option<&'v Value<'v>> },
-    Event { device_id: Option<&'v str>, event_type: &'v str, payload: Option<&'v Value<'v>>, msg_id: Option<&'v Value<'v>> },
+    Register {
+        device_id: &'v str,
+        token: &'v str,
+    },
+    Subscribe {
+        role: &'v str,
+        token: Option<&'v str>,
+    },
+    Telemetry {
+        device_id: Option<&'v str>,
+        payload: &'v Value<'v>,
+        ts: Option<&'v Value<'v>>,
+        msg_id: Option<&'v Value<'v>>,
+    },
+    Event {
+        device_id: Option<&'v str>,
+        event_type: &'v str,
+        payload: Option<&'v Value<'v>>,
+        msg_id: Option<&'v Value<'v>>,
+    },
     Ping,
     Pong,
-    CommandResult { command_id: &'v str, ok: bool, payload: Option<&'v Value<'v>> },
-    Command { device_id: &'v str, command: &'v str, payload: Option<&'v Value<'v>>, ttl_s: Option<u64> },
+    CommandResult {
+        command_id: &'v str,
+        ok: bool,
+        payload: Option<&'v Value<'v>>,
+    },
+    Command {
+        device_id: &'v str,
+        command: &'v str,
+        payload: Option<&'v Value<'v>>,
+        ttl_s: Option<u64>,
+    },
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -29,19 +54,35 @@ pub struct ProtoError {
 }
 
 fn err(code: &'static str, message: impl Into<String>) -> ProtoError {
-    ProtoError { code, message: message.into() }
+    ProtoError {
+        code,
+        message: message.into(),
+    }
 }
 
 /// Parses a text frame in place (simd-json rewrites the buffer while unescaping; no copy).
 pub fn parse(frame: &mut [u8]) -> Result<Value<'_>, ProtoError> {
-    simd_json::to_borrowed_value(frame).map_err(|e| err("invalid_json", format!("malformed JSON: {e}")))
+    if crate::lenient::too_deep(frame, crate::lenient::MAX_JSON_DEPTH) {
+        return Err(err(
+            "invalid_json",
+            format!(
+                "JSON nests deeper than {} levels",
+                crate::lenient::MAX_JSON_DEPTH
+            ),
+        ));
+    }
+    simd_json::to_borrowed_value(frame)
+        .map_err(|e| err("invalid_json", format!("malformed JSON: {e}")))
 }
 
 fn opt_str<'v>(v: &'v Value<'_>, key: &str) -> Result<Option<&'v str>, ProtoError> {
     match v.get(key) {
         None => Ok(None),
         Some(x) if x.is_null() => Ok(None),
-        Some(x) => x.as_str().map(Some).ok_or_else(|| err("invalid_message", format!("`{key}` must be a string"))),
+        Some(x) => x
+            .as_str()
+            .map(Some)
+            .ok_or_else(|| err("invalid_message", format!("`{key}` must be a string"))),
     }
 }
 
@@ -54,12 +95,20 @@ fn msg_id<'v>(v: &'v Value<'v>) -> Result<Option<&'v Value<'v>>, ProtoError> {
         None => Ok(None),
         Some(m) if m.is_null() => Ok(None),
         Some(m) if m.is_str() || m.is_i64() || m.is_u64() => {
-            if m.as_str().is_some_and(|s| s.is_empty() || s.len() > MAX_MSG_ID - 2) {
-                return Err(err("invalid_msg_id", format!("msg_id must be 1 to {} characters", MAX_MSG_ID - 2)));
+            if m.as_str()
+                .is_some_and(|s| s.is_empty() || s.len() > MAX_MSG_ID - 2)
+            {
+                return Err(err(
+                    "invalid_msg_id",
+                    format!("msg_id must be 1 to {} characters", MAX_MSG_ID - 2),
+                ));
             }
             Ok(Some(m))
         }
-        Some(_) => Err(err("invalid_msg_id", "msg_id must be a string or an integer")),
+        Some(_) => Err(err(
+            "invalid_msg_id",
+            "msg_id must be a string or an integer",
+        )),
     }
 }
 
@@ -69,21 +118,34 @@ pub fn classify<'v>(v: &'v Value<'v>, max_payload: usize) -> Result<Inbound<'v>,
         return Err(err("invalid_message", "a message must be a JSON object"));
     }
     let ty = match v.get("type") {
-        Some(t) => t.as_str().ok_or_else(|| err("invalid_message", "`type` must be a string"))?,
+        Some(t) => t
+            .as_str()
+            .ok_or_else(|| err("invalid_message", "`type` must be a string"))?,
         None => return Err(err("invalid_message", "`type` is required")),
     };
     let payload_ok = |p: &Value<'_>| -> Result<(), ProtoError> {
         let n = json::encode(p).len();
         if n > max_payload {
-            return Err(err("payload_too_large", format!("payload is {n} bytes; the limit is {max_payload}")));
+            return Err(err(
+                "payload_too_large",
+                format!("payload is {n} bytes; the limit is {max_payload}"),
+            ));
         }
         Ok(())
     };
     match ty {
-        "register" => Ok(Inbound::Register { device_id: req_str(v, "device_id")?, token: req_str(v, "token")? }),
-        "subscribe" => Ok(Inbound::Subscribe { role: req_str(v, "role")?, token: opt_str(v, "token")? }),
+        "register" => Ok(Inbound::Register {
+            device_id: req_str(v, "device_id")?,
+            token: req_str(v, "token")?,
+        }),
+        "subscribe" => Ok(Inbound::Subscribe {
+            role: req_str(v, "role")?,
+            token: opt_str(v, "token")?,
+        }),
         "telemetry" => {
-            let payload = v.get("payload").ok_or_else(|| err("invalid_message", "`payload` is required"))?;
+            let payload = v
+                .get("payload")
+                .ok_or_else(|| err("invalid_message", "`payload` is required"))?;
             if !payload.is_object() {
                 return Err(err("invalid_message", "`payload` must be a JSON object"));
             }
@@ -102,9 +164,17 @@ pub fn classify<'v>(v: &'v Value<'v>, max_payload: usize) -> Result<Inbound<'v>,
             }
             let event_type = req_str(v, "event_type")?;
             if event_type.is_empty() || event_type.len() > 64 {
-                return Err(err("invalid_message", "`event_type` must be 1 to 64 characters"));
+                return Err(err(
+                    "invalid_message",
+                    "`event_type` must be 1 to 64 characters",
+                ));
             }
-            Ok(Inbound::Event { device_id: opt_str(v, "device_id")?, event_type, payload, msg_id: msg_id(v)? })
+            Ok(Inbound::Event {
+                device_id: opt_str(v, "device_id")?,
+                event_type,
+                payload,
+                msg_id: msg_id(v)?,
+            })
         }
         "ping" => Ok(Inbound::Ping),
         "pong" => Ok(Inbound::Pong),
@@ -112,20 +182,32 @@ pub fn classify<'v>(v: &'v Value<'v>, max_payload: usize) -> Result<Inbound<'v>,
             let ok = match req_str(v, "status")? {
                 "ok" => true,
                 "error" => false,
-                other => return Err(err("invalid_message", format!("`status` must be \"ok\" or \"error\", not {other:?}"))),
+                other => {
+                    return Err(err(
+                        "invalid_message",
+                        format!("`status` must be \"ok\" or \"error\", not {other:?}"),
+                    ));
+                }
             };
             let payload = v.get("payload").filter(|p| !p.is_null());
             if let Some(p) = payload {
                 payload_ok(p)?;
             }
-            Ok(Inbound::CommandResult { command_id: req_str(v, "command_id")?, ok, payload })
+            Ok(Inbound::CommandResult {
+                command_id: req_str(v, "command_id")?,
+                ok,
+                payload,
+            })
         }
         "command" => {
-            let ttl_s = match v.get("ttl_s") {
-                None => None,
-                Some(t) if t.is_null() => None,
-                Some(t) => Some(t.as_u64().ok_or_else(|| err("invalid_message", "`ttl_s` must be a positive integer"))?),
-            };
+            let ttl_s =
+                match v.get("ttl_s") {
+                    None => None,
+                    Some(t) if t.is_null() => None,
+                    Some(t) => Some(t.as_u64().ok_or_else(|| {
+                        err("invalid_message", "`ttl_s` must be a positive integer")
+                    })?),
+                };
             Ok(Inbound::Command {
                 device_id: req_str(v, "device_id")?,
                 command: req_str(v, "command")?,
@@ -133,12 +215,17 @@ pub fn classify<'v>(v: &'v Value<'v>, max_payload: usize) -> Result<Inbound<'v>,
                 ttl_s,
             })
         }
-        other => Err(err("unknown_type", format!("unknown message type {other:?}"))),
+        other => Err(err(
+            "unknown_type",
+            format!("unknown message type {other:?}"),
+        )),
     }
 }
 
 pub fn registered(device_id: &str, server_time: &str) -> String {
-    format!("{{\"type\":\"registered\",\"device_id\":\"{device_id}\",\"server_time\":\"{server_time}\"}}")
+    format!(
+        "{{\"type\":\"registered\",\"device_id\":\"{device_id}\",\"server_time\":\"{server_time}\"}}"
+    )
 }
 
 pub fn subscribed(server_time: &str) -> String {
@@ -179,16 +266,22 @@ pub fn command(command_id: &str, command: &str, payload_json: &str) -> String {
 }
 
 pub fn command_queued(command_id: &str, device_id: &str, status: &str) -> String {
-    format!("{{\"type\":\"command_queued\",\"command_id\":\"{command_id}\",\"device_id\":\"{device_id}\",\"status\":\"{status}\"}}")
+    format!(
+        "{{\"type\":\"command_queued\",\"command_id\":\"{command_id}\",\"device_id\":\"{device_id}\",\"status\":\"{status}\"}}"
+    )
 }
 
 pub fn device_status(device_id: &str, online: bool, ts: &str) -> String {
     let status = if online { "online" } else { "offline" };
-    format!("{{\"type\":\"device_status\",\"device_id\":\"{device_id}\",\"status\":\"{status}\",\"ts\":\"{ts}\"}}")
+    format!(
+        "{{\"type\":\"device_status\",\"device_id\":\"{device_id}\",\"status\":\"{status}\",\"ts\":\"{ts}\"}}"
+    )
 }
 
 pub fn telemetry_broadcast(device_id: &str, ts: &str, payload_json: &str) -> String {
-    format!("{{\"type\":\"telemetry\",\"device_id\":\"{device_id}\",\"ts\":\"{ts}\",\"payload\":{payload_json}}}")
+    format!(
+        "{{\"type\":\"telemetry\",\"device_id\":\"{device_id}\",\"ts\":\"{ts}\",\"payload\":{payload_json}}}"
+    )
 }
 
 pub fn event_broadcast(device_id: &str, event_type: &str, ts: &str, payload_json: &str) -> String {
@@ -218,48 +311,114 @@ mod tests {
     #[test]
     fn register_needs_device_id_and_token() {
         with(r#"{"type":"register","device_id":"d","token":"t"}"#, |r| {
-            assert!(matches!(r, Ok(Inbound::Register { device_id: "d", token: "t" })))
+            assert!(matches!(
+                r,
+                Ok(Inbound::Register {
+                    device_id: "d",
+                    token: "t"
+                })
+            ))
         });
-        with(r#"{"type":"register","device_id":"d"}"#, |r| assert_eq!(r.unwrap_err().code, "invalid_message"));
+        with(r#"{"type":"register","device_id":"d"}"#, |r| {
+            assert_eq!(r.unwrap_err().code, "invalid_message")
+        });
     }
 
     #[test]
     fn telemetry_accepts_the_guide_shape_and_the_reference_shape() {
-        with(r#"{"type":"telemetry","payload":{"temperature":22.5}}"#, |r| {
-            assert!(matches!(r, Ok(Inbound::Telemetry { device_id: None, msg_id: None, .. })))
+        with(
+            r#"{"type":"telemetry","payload":{"temperature":22.5}}"#,
+            |r| {
+                assert!(matches!(
+                    r,
+                    Ok(Inbound::Telemetry {
+                        device_id: None,
+                        msg_id: None,
+                        ..
+                    })
+                ))
+            },
+        );
+        with(
+            r#"{"type":"telemetry","device_id":"x","payload":{},"msg_id":7,"ts":"2026-01-01T00:00:00Z"}"#,
+            |r| {
+                let Ok(Inbound::Telemetry {
+                    device_id,
+                    msg_id,
+                    ts,
+                    ..
+                }) = r
+                else {
+                    panic!("not telemetry")
+                };
+                assert_eq!(device_id, Some("x"));
+                assert_eq!(msg_id.map(json::encode).as_deref(), Some("7"));
+                assert!(ts.is_some());
+            },
+        );
+        with(r#"{"type":"telemetry","payload":[1]}"#, |r| {
+            assert_eq!(r.unwrap_err().code, "invalid_message")
         });
-        with(r#"{"type":"telemetry","device_id":"x","payload":{},"msg_id":7,"ts":"2026-01-01T00:00:00Z"}"#, |r| {
-            let Ok(Inbound::Telemetry { device_id, msg_id, ts, .. }) = r else { panic!("not telemetry") };
-            assert_eq!(device_id, Some("x"));
-            assert_eq!(msg_id.map(json::encode).as_deref(), Some("7"));
-            assert!(ts.is_some());
-        });
-        with(r#"{"type":"telemetry","payload":[1]}"#, |r| assert_eq!(r.unwrap_err().code, "invalid_message"));
     }
 
     #[test]
     fn oversize_payloads_and_bad_msg_ids_are_refused_by_code() {
-        let big = format!(r#"{{"type":"telemetry","payload":{{"x":"{}"}}}}"#, "a".repeat(2000));
-        with(&big, |r| assert_eq!(r.unwrap_err().code, "payload_too_large"));
-        with(r#"{"type":"telemetry","payload":{},"msg_id":{"a":1}}"#, |r| assert_eq!(r.unwrap_err().code, "invalid_msg_id"));
-        with(r#"{"type":"telemetry","payload":{},"msg_id":""}"#, |r| assert_eq!(r.unwrap_err().code, "invalid_msg_id"));
+        let big = format!(
+            r#"{{"type":"telemetry","payload":{{"x":"{}"}}}}"#,
+            "a".repeat(2000)
+        );
+        with(&big, |r| {
+            assert_eq!(r.unwrap_err().code, "payload_too_large")
+        });
+        with(
+            r#"{"type":"telemetry","payload":{},"msg_id":{"a":1}}"#,
+            |r| assert_eq!(r.unwrap_err().code, "invalid_msg_id"),
+        );
+        with(r#"{"type":"telemetry","payload":{},"msg_id":""}"#, |r| {
+            assert_eq!(r.unwrap_err().code, "invalid_msg_id")
+        });
     }
 
     #[test]
     fn unknown_and_untyped_frames_have_distinct_codes() {
-        with(r#"{"type":"dance"}"#, |r| assert_eq!(r.unwrap_err().code, "unknown_type"));
-        with(r#"{"cmd":"reg"}"#, |r| assert_eq!(r.unwrap_err().code, "invalid_message"));
-        with(r#"[1,2]"#, |r| assert_eq!(r.unwrap_err().code, "invalid_message"));
+        with(r#"{"type":"dance"}"#, |r| {
+            assert_eq!(r.unwrap_err().code, "unknown_type")
+        });
+        with(r#"{"cmd":"reg"}"#, |r| {
+            assert_eq!(r.unwrap_err().code, "invalid_message")
+        });
+        with(r#"[1,2]"#, |r| {
+            assert_eq!(r.unwrap_err().code, "invalid_message")
+        });
         let mut bad = b"{nope".to_vec();
         assert_eq!(parse(&mut bad).unwrap_err().code, "invalid_json");
     }
 
     #[test]
+    fn absurd_nesting_is_refused_before_parsing() {
+        let mut deep = vec![b'['; 1 << 20];
+        assert_eq!(parse(&mut deep).unwrap_err().code, "invalid_json");
+    }
+
+    #[test]
     fn command_result_status_is_ok_or_error() {
-        with(r#"{"type":"command_result","command_id":"c","status":"ok","payload":{"x":1}}"#, |r| {
-            assert!(matches!(r, Ok(Inbound::CommandResult { command_id: "c", ok: true, payload: Some(_) })))
-        });
-        with(r#"{"type":"command_result","command_id":"c","status":"maybe"}"#, |r| assert_eq!(r.unwrap_err().code, "invalid_message"));
+        with(
+            r#"{"type":"command_result","command_id":"c","status":"ok","payload":{"x":1}}"#,
+            |r| {
+                assert!(matches!(
+                    r,
+                    Ok(Inbound::CommandResult {
+                        command_id: "c",
+                        ok: true,
+                        payload: Some(_)
+                    })
+                ))
+            },
+        );
+        with(
+            r#"{"type":"command_result","command_id":"c","status":"maybe"}"#,
+            |r| assert_eq!(r.unwrap_err().code, "invalid_message"),
+        );
     }
 
     #[test]

@@ -15,7 +15,11 @@ pub const INBOX_CAPACITY: usize = 65_536;
 
 pub enum ShardMsg {
     /// Ask a connection to close with this code and reason.
-    Close { conn: u64, code: u16, reason: &'static str },
+    Close {
+        conn: u64,
+        code: u16,
+        reason: &'static str,
+    },
     /// A device session has new commands in its durable queue.
     Commands { conn: u64 },
     /// A frame for every admin subscriber on the shard.
@@ -46,7 +50,10 @@ impl Hub {
         for _ in 0..shards {
             let (tx, rx) = channel::bounded(INBOX_CAPACITY);
             let wake = Arc::new(Notify::new());
-            inboxes.push(Inbox { tx, wake: wake.clone() });
+            inboxes.push(Inbox {
+                tx,
+                wake: wake.clone(),
+            });
             receivers.push(InboxReceiver { rx, wake });
         }
         (

@@ -3,8 +3,8 @@
 //! Frames toward devices are built by appending to one buffer: no intermediate value tree, one
 //! allocation per frame at most. Parsing is simd-json in place over the frame's own bytes.
 
-use simd_json::prelude::*;
 use simd_json::BorrowedValue;
+use simd_json::prelude::*;
 
 /// Appends `s` as a JSON string literal (RFC 8259 escaping, control characters as `\u00XX`).
 pub fn push_str(out: &mut String, s: &str) {
@@ -43,8 +43,8 @@ pub fn quote(s: &str) -> String {
     out
 }
 
-/// Serialises a parsed value back to compact JSON text.
-pub fn encode(v: &BorrowedValue<'_>) -> String {
+/// Serialises a parsed value (borrowed or owned) back to compact JSON text.
+pub fn encode<V: Writable>(v: &V) -> String {
     v.encode()
 }
 

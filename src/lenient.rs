@@ -1,5 +1,39 @@
-//! Tolerance for what terminal firmware actually sends. Some AiFace-family firmware ends arrays and
-//! objects with a comma (`},]}`), which strict JSON parsers refuse.
+//! Tolerance for what devices actually send, and a guard every JSON parse needs.
+//! Some AiFace-family firmware ends arrays and objects with a comma (`},]}`), which strict JSON
+//! parsers refuse.
+
+/// Deepest JSON nesting any parser here accepts. simd-json builds values recursively: a message of
+/// nothing but `[` (a 1 MiB WebSocket message holds a million) overflows the thread's stack and
+/// aborts the whole process. Real device messages nest a few levels.
+pub const MAX_JSON_DEPTH: usize = 64;
+
+/// Whether brackets outside strings nest deeper than `max`; checked before every parse.
+pub fn too_deep(text: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_str, mut escaped) = (0usize, false, false);
+    for &b in text {
+        if in_str {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
 
 /// Copies `src`, dropping every comma that is followed (after whitespace) by `]` or `}`, outside
 /// strings. Valid JSON passes through unchanged.
@@ -38,10 +72,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn nesting_is_measured_outside_strings_only() {
+        assert!(!too_deep(br#"{"a":[{"b":[1]}]}"#, 4));
+        assert!(too_deep(br#"{"a":[{"b":[1]}]}"#, 3));
+        assert!(!too_deep(br#"{"s":"[[[[[[[[[["}"#, 2));
+        assert!(too_deep(&vec![b'['; 1 << 20], MAX_JSON_DEPTH));
+    }
+
+    #[test]
     fn drops_only_trailing_commas_outside_strings() {
-        assert_eq!(strip_trailing_commas(br#"{"a":[1,2,],"b":{"c":1,},}"#), br#"{"a":[1,2],"b":{"c":1}}"#);
+        assert_eq!(
+            strip_trailing_commas(br#"{"a":[1,2,],"b":{"c":1,},}"#),
+            br#"{"a":[1,2],"b":{"c":1}}"#
+        );
         assert_eq!(strip_trailing_commas(br#"{"s":",]",}"#), br#"{"s":",]"}"#);
-        assert_eq!(strip_trailing_commas(br#"{"s":"\",}"}"#), br#"{"s":"\",}"}"#);
+        assert_eq!(
+            strip_trailing_commas(br#"{"s":"\",}"}"#),
+            br#"{"s":"\",}"}"#
+        );
         let valid = br#"{"record":[{"enrollid":1}]}"#;
         assert_eq!(strip_trailing_commas(valid), valid);
     }

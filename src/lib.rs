@@ -1,5 +1,6 @@
 //! fleetgate: a thread-per-core gateway for device fleets. See ARCHITECTURE.md for the map.
 
+pub mod aiface;
 pub mod api;
 pub mod attendance;
 pub mod auth;
@@ -18,7 +19,9 @@ pub mod presence;
 pub mod registry;
 pub mod serve;
 pub mod shard;
+pub mod smackbio;
 pub mod store;
+pub mod terminal;
 pub mod time;
 pub mod timer_wheel;
 pub mod ws;

@@ -39,31 +39,48 @@ impl Pending {
             map.insert(p.serial.clone(), p);
             Ok(true)
         })?;
-        Ok(Pending { map: Mutex::new(map) })
+        Ok(Pending {
+            map: Mutex::new(map),
+        })
     }
 
     /// Notes a request from an unknown serial and persists the entry (without waiting: the list is
     /// advisory, the device will ask again).
-    pub fn seen(&self, local: &Local, serial: &str, protocol: Protocol, model: Option<&str>, firmware: Option<&str>, remote: &str, now: u64) {
+    pub fn seen(
+        &self,
+        local: &Local,
+        serial: &str,
+        protocol: Protocol,
+        model: Option<&str>,
+        firmware: Option<&str>,
+        remote: &str,
+        now: u64,
+    ) {
         let (entry, evicted) = {
             let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
             let mut evicted = None;
             if !map.contains_key(serial) && map.len() >= MAX_PENDING {
-                if let Some(oldest) = map.values().min_by_key(|p| p.last_seen).map(|p| p.serial.clone()) {
+                if let Some(oldest) = map
+                    .values()
+                    .min_by_key(|p| p.last_seen)
+                    .map(|p| p.serial.clone())
+                {
                     map.remove(&oldest);
                     evicted = Some(oldest);
                 }
             }
-            let e = map.entry(serial.to_string()).or_insert_with(|| PendingDevice {
-                serial: serial.to_string(),
-                protocol,
-                first_seen: now,
-                last_seen: now,
-                model: None,
-                firmware: None,
-                remote: remote.to_string(),
-                requests: 0,
-            });
+            let e = map
+                .entry(serial.to_string())
+                .or_insert_with(|| PendingDevice {
+                    serial: serial.to_string(),
+                    protocol,
+                    first_seen: now,
+                    last_seen: now,
+                    model: None,
+                    firmware: None,
+                    remote: remote.to_string(),
+                    requests: 0,
+                });
             e.last_seen = now;
             e.requests += 1;
             e.remote = remote.to_string();
@@ -79,7 +96,11 @@ impl Pending {
             if let Some(old) = &evicted {
                 st.delete(Cf::Pending, old.as_bytes())?;
             }
-            st.put(Cf::Pending, entry.serial.as_bytes(), &records::encode(&entry)?)
+            st.put(
+                Cf::Pending,
+                entry.serial.as_bytes(),
+                &records::encode(&entry)?,
+            )
         });
         if let Err(e) = staged {
             tracing::warn!(error = %e, "recording a pending device failed");
@@ -88,17 +109,34 @@ impl Pending {
     }
 
     pub fn get(&self, serial: &str) -> Option<PendingDevice> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner()).get(serial).cloned()
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(serial)
+            .cloned()
     }
 
     pub fn remove(&self, serial: &str) -> Option<PendingDevice> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner()).remove(serial)
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(serial)
     }
 
     /// Newest activity first.
     pub fn list(&self) -> Vec<PendingDevice> {
-        let mut v: Vec<_> = self.map.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
-        v.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then_with(|| a.serial.cmp(&b.serial)));
+        let mut v: Vec<_> = self
+            .map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| {
+            b.last_seen
+                .cmp(&a.last_seen)
+                .then_with(|| a.serial.cmp(&b.serial))
+        });
         v
     }
 

@@ -12,7 +12,11 @@ use crate::store::records::{self, Source};
 use crate::time::{now_us, rfc3339_ms};
 
 pub fn record(local: &Local, dev: &Device, online: bool, reason: &str, remote: Option<&str>) {
-    let kind = if online { "device_connected" } else { "device_disconnected" };
+    let kind = if online {
+        "device_connected"
+    } else {
+        "device_disconnected"
+    };
     let mut payload = String::from("{\"reason\":");
     json::push_str(&mut payload, reason);
     if let Some(r) = remote {

@@ -61,7 +61,11 @@ impl Device {
     }
 
     pub fn record(&self) -> DeviceRecord {
-        let mut r = self.record.read().map(|r| r.clone()).unwrap_or_else(|p| p.into_inner().clone());
+        let mut r = self
+            .record
+            .read()
+            .map(|r| r.clone())
+            .unwrap_or_else(|p| p.into_inner().clone());
         let seen = self.last_seen_ms.load(Ordering::Relaxed);
         r.last_seen = (seen > 0).then_some(seen);
         r
@@ -162,9 +166,15 @@ impl Registry {
     fn insert(&self, dev: Arc<Device>) {
         let serial = dev.record().serial;
         if let Some(s) = serial {
-            self.serials.write().unwrap_or_else(|p| p.into_inner()).insert(s, dev.id);
+            self.serials
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(s, dev.id);
         }
-        self.devices.write().unwrap_or_else(|p| p.into_inner()).insert(dev.id, dev);
+        self.devices
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(dev.id, dev);
     }
 
     /// Adds a device that the caller has just committed to the store.
@@ -175,30 +185,54 @@ impl Registry {
     }
 
     pub fn remove(&self, id: &Uuid) -> Option<Arc<Device>> {
-        let dev = self.devices.write().unwrap_or_else(|p| p.into_inner()).remove(id)?;
+        let dev = self
+            .devices
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id)?;
         dev.deleted.store(true, Ordering::Release);
         if let Some(s) = dev.record().serial {
-            self.serials.write().unwrap_or_else(|p| p.into_inner()).remove(&s);
+            self.serials
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&s);
         }
         Some(dev)
     }
 
     pub fn get(&self, id: &Uuid) -> Option<Arc<Device>> {
-        self.devices.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+        self.devices
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
     }
 
     pub fn by_serial(&self, serial: &str) -> Option<Arc<Device>> {
-        let id = *self.serials.read().unwrap_or_else(|p| p.into_inner()).get(serial)?;
+        let id = *self
+            .serials
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(serial)?;
         self.get(&id)
     }
 
     pub fn serial_taken(&self, serial: &str) -> bool {
-        self.serials.read().unwrap_or_else(|p| p.into_inner()).contains_key(serial)
+        self.serials
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(serial)
     }
 
     /// All devices, ordered by id (the API's cursor order).
     pub fn snapshot(&self) -> Vec<Arc<Device>> {
-        let mut v: Vec<_> = self.devices.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        let mut v: Vec<_> = self
+            .devices
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
         v.sort_by_key(|d| d.id);
         v
     }

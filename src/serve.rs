@@ -5,8 +5,8 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
@@ -16,8 +16,8 @@ use crate::config::{IoMode, ServeConfig};
 use crate::hub::Hub;
 use crate::registry::Registry;
 use crate::shard::{self, Shared};
-use crate::store::commit::spawn_committer;
 use crate::store::Store;
+use crate::store::commit::spawn_committer;
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -29,7 +29,9 @@ pub fn run(config: ServeConfig) -> Result<(), Error> {
     // takes them synchronously with sigwait, so no handler runs in the middle of a shard's work.
     let signals = block_shutdown_signals()?;
     let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .set_buckets(&[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0])?
+        .set_buckets(&[
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+        ])?
         .install_recorder()?;
 
     std::fs::create_dir_all(&config.data_dir)?;
@@ -47,7 +49,8 @@ pub fn run(config: ServeConfig) -> Result<(), Error> {
     let uring = match config.io {
         IoMode::Epoll => false,
         IoMode::Uring => {
-            crate::shard::io::uring_available().map_err(|e| format!("--io uring: io_uring is unavailable here: {e}"))?;
+            crate::shard::io::uring_available()
+                .map_err(|e| format!("--io uring: io_uring is unavailable here: {e}"))?;
             true
         }
         IoMode::Auto => match crate::shard::io::uring_available() {
@@ -85,14 +88,18 @@ pub fn run(config: ServeConfig) -> Result<(), Error> {
         committers.push(cthread);
         let shared = shared.clone();
         let core = cores.get(i % cores.len().max(1)).copied();
-        threads.push(std::thread::Builder::new().name(format!("fg-shard-{i}")).spawn(move || {
-            if let Some(c) = core {
-                pin_to_core(c);
-            }
-            if let Err(e) = shard::run(i, shared, inbox, committer, listener, uring) {
-                tracing::error!(shard = i, error = %e, "shard failed");
-            }
-        })?);
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("fg-shard-{i}"))
+                .spawn(move || {
+                    if let Some(c) = core {
+                        pin_to_core(c);
+                    }
+                    if let Err(e) = shard::run(i, shared, inbox, committer, listener, uring) {
+                        tracing::error!(shard = i, error = %e, "shard failed");
+                    }
+                })?,
+        );
     }
     tracing::info!(addr = %bound, "fleetgate listening");
     if let Some(path) = ready_file {
@@ -100,7 +107,10 @@ pub fn run(config: ServeConfig) -> Result<(), Error> {
     }
 
     let sig = wait_for_signal(&signals);
-    tracing::info!(signal = sig, "shutting down: closing sessions and flushing batches");
+    tracing::info!(
+        signal = sig,
+        "shutting down: closing sessions and flushing batches"
+    );
     shared.hub.shutdown_all();
     for t in threads {
         let _ = t.join();
@@ -138,7 +148,12 @@ fn admin_token(dir: &Path) -> Result<TokenHash, Error> {
 
 fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)
@@ -150,7 +165,11 @@ fn bind_all(addr: SocketAddr, n: usize) -> std::io::Result<Vec<std::net::TcpList
     let mut out = Vec::with_capacity(n);
     let mut addr = addr;
     for _ in 0..n {
-        let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(SockProtocol::TCP))?;
+        let s = Socket::new(
+            Domain::for_address(addr),
+            Type::STREAM,
+            Some(SockProtocol::TCP),
+        )?;
         s.set_reuse_address(true)?;
         s.set_reuse_port(true)?;
         s.set_nonblocking(true)?;
@@ -170,7 +189,9 @@ fn core_ids() -> Vec<usize> {
         if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
             return Vec::new();
         }
-        (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect()
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect()
     }
 }
 

@@ -35,7 +35,13 @@ fn msg(seq: u64) -> String {
 }
 
 /// Streams telemetry until the connection dies (bounded by `limit`).
-fn stream(addr: String, dev: Device, mut st: DevState, progress: Arc<AtomicU64>, limit: Duration) -> DevState {
+fn stream(
+    addr: String,
+    dev: Device,
+    mut st: DevState,
+    progress: Arc<AtomicU64>,
+    limit: Duration,
+) -> DevState {
     let deadline = Instant::now() + limit;
     let mut ws = match Ws::try_connect(&addr) {
         Ok(ws) => ws,
@@ -114,11 +120,14 @@ fn stream(addr: String, dev: Device, mut st: DevState, progress: Arc<AtomicU64>,
 
 fn kill9_keeps_every_acked_msg_id_exactly_once(io: &str) {
     let mut srv = Server::start(io);
-    let devices: Vec<Device> = (0..DEVICES).map(|i| srv.create_device(&format!("crash-{i}"))).collect();
+    let devices: Vec<Device> = (0..DEVICES)
+        .map(|i| srv.create_device(&format!("crash-{i}")))
+        .collect();
     let mut states: Vec<DevState> = vec![DevState::default(); DEVICES];
 
     for cycle in 0..CYCLES {
-        let progress: Vec<Arc<AtomicU64>> = (0..DEVICES).map(|_| Arc::new(AtomicU64::new(0))).collect();
+        let progress: Vec<Arc<AtomicU64>> =
+            (0..DEVICES).map(|_| Arc::new(AtomicU64::new(0))).collect();
         let handles: Vec<_> = devices
             .iter()
             .zip(states.drain(..))
@@ -136,7 +145,10 @@ fn kill9_keeps_every_acked_msg_id_exactly_once(io: &str) {
         thread::sleep(Duration::from_millis(1000 + (random_u64() % 700)));
         srv.kill9();
 
-        states = handles.into_iter().map(|h| h.join().expect("stream thread")).collect();
+        states = handles
+            .into_iter()
+            .map(|h| h.join().expect("stream thread"))
+            .collect();
         for (i, st) in states.iter().enumerate() {
             assert!(
                 !st.ended.starts_with("TIMEOUT") && !st.ended.starts_with("unexpected"),

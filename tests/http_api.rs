@@ -23,9 +23,17 @@ for_both_drivers!(
 );
 
 fn assert_json_error(r: &RawResponse, status: u16) -> String {
-    assert_eq!(r.status, status, "{r:?} body {}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.status,
+        status,
+        "{r:?} body {}",
+        String::from_utf8_lossy(&r.body)
+    );
     let ct = r.header("content-type").unwrap_or_default();
-    assert!(ct.starts_with("application/json"), "error content-type {ct:?}");
+    assert!(
+        ct.starts_with("application/json"),
+        "error content-type {ct:?}"
+    );
     error_code(&r.json())
 }
 
@@ -54,11 +62,23 @@ fn auth_required_everywhere_but_healthz(io: &str) {
     let addr = srv.addr();
     for path in ["/api/devices", "/api/events", "/metrics"] {
         let r = get_raw(addr, path, None);
-        assert_eq!(assert_json_error(&r, 401), "unauthorized", "{path} without token");
+        assert_eq!(
+            assert_json_error(&r, 401),
+            "unauthorized",
+            "{path} without token"
+        );
         let r = get_raw(addr, path, Some("Bearer wrong-token"));
-        assert_eq!(assert_json_error(&r, 401), "unauthorized", "{path} with a wrong token");
+        assert_eq!(
+            assert_json_error(&r, 401),
+            "unauthorized",
+            "{path} with a wrong token"
+        );
         let r = get_raw(addr, path, Some(&format!("Basic {}", srv.admin_token())));
-        assert_eq!(assert_json_error(&r, 401), "unauthorized", "{path} with another scheme");
+        assert_eq!(
+            assert_json_error(&r, 401),
+            "unauthorized",
+            "{path} with another scheme"
+        );
         let r = get_raw(addr, path, Some(&format!("Bearer {}", srv.admin_token())));
         assert_eq!(r.status, 200, "{path} with the admin token: {r:?}");
     }
@@ -70,9 +90,19 @@ fn auth_required_everywhere_but_healthz(io: &str) {
     let r = get_raw(addr, "/api/devices", Some(&format!("Bearer {}", dev.token)));
     assert_eq!(assert_json_error(&r, 401), "unauthorized");
     // Writes are protected as well.
-    let r = post_raw(addr, "/api/devices", "nope", "application/json", br#"{"name":"x"}"#);
+    let r = post_raw(
+        addr,
+        "/api/devices",
+        "nope",
+        "application/json",
+        br#"{"name":"x"}"#,
+    );
     assert_eq!(assert_json_error(&r, 401), "unauthorized");
-    assert_eq!(srv.list_all("/api/devices").len(), 1, "unauthorized POST created a device");
+    assert_eq!(
+        srv.list_all("/api/devices").len(),
+        1,
+        "unauthorized POST created a device"
+    );
 
     let r = get_raw(addr, "/healthz", None);
     assert_eq!(r.status, 200);
@@ -83,12 +113,19 @@ fn unknown_routes_are_json_404(io: &str) {
     let srv = Server::start(io);
     let addr = srv.addr();
     let bearer = format!("Bearer {}", srv.admin_token());
-    for path in ["/nope", "/api/nope", "/api/devices/7d3c8a5e-0f4b-4b6e-9a51-2f1e3c4d5b6a"] {
+    for path in [
+        "/nope",
+        "/api/nope",
+        "/api/devices/7d3c8a5e-0f4b-4b6e-9a51-2f1e3c4d5b6a",
+    ] {
         let r = get_raw(addr, path, Some(&bearer));
         assert_json_error(&r, 404);
     }
     let r = get_raw(addr, "/", None);
-    assert!(r.status == 404 || r.status == 200 || r.status / 100 == 3, "GET /: {r:?}");
+    assert!(
+        r.status == 404 || r.status == 200 || r.status / 100 == 3,
+        "GET /: {r:?}"
+    );
     // Not a UUID: 404 or 400, as a JSON error.
     let r = get_raw(addr, "/api/devices/not-a-uuid", Some(&bearer));
     assert!(r.status == 404 || r.status == 400, "{r:?}");
@@ -116,7 +153,11 @@ fn device_crud(io: &str) {
     let token = s(&d, "token");
     assert!(token.starts_with("tok_"), "{token}");
     assert!(token.len() >= 4 + 32, "token too short: {token}");
-    assert!(token[4..].chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'));
+    assert!(
+        token[4..]
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    );
     assert_eq!(s(&d, "name"), "door-1");
     assert_eq!(s(&d, "protocol"), "generic");
     assert_eq!(s(&d, "serial"), "SN-1");
@@ -129,14 +170,20 @@ fn device_crud(io: &str) {
     assert_eq!(s(&g, "name"), "door-1");
     assert_eq!(s(&g, "serial"), "SN-1");
     assert_eq!(s(&g, "status"), "offline");
-    assert!(!String::from_utf8_lossy(&r.body).contains(token), "GET shows the token");
+    assert!(
+        !String::from_utf8_lossy(&r.body).contains(token),
+        "GET shows the token"
+    );
     let list = srv.list_all("/api/devices");
     assert_eq!(list.len(), 1);
     assert!(!enc(&list[0]).contains(token), "list shows the token");
 
     // Other protocols.
     for p in ["aiface", "smackbio", "http", "generic"] {
-        let r = srv.post("/api/devices", &json!({"name": format!("dev-{p}"), "protocol": p}));
+        let r = srv.post(
+            "/api/devices",
+            &json!({"name": format!("dev-{p}"), "protocol": p}),
+        );
         assert_eq!(r.status, 201, "{p}: {}", r.text());
         assert_eq!(s(&r.json(), "protocol"), p);
     }
@@ -150,11 +197,18 @@ fn device_crud(io: &str) {
     assert_ne!(a.token, b.token);
 
     // PATCH renames.
-    let r = srv.patch(&format!("/api/devices/{id}"), &json!({"name":"door-renamed"}));
+    let r = srv.patch(
+        &format!("/api/devices/{id}"),
+        &json!({"name":"door-renamed"}),
+    );
     assert!(r.status == 200 || r.status == 204, "{}", r.text());
     let g = srv.get(&format!("/api/devices/{id}")).json();
     assert_eq!(s(&g, "name"), "door-renamed");
-    assert_eq!(s(&g, "serial"), "SN-1", "PATCH of the name keeps the serial");
+    assert_eq!(
+        s(&g, "serial"),
+        "SN-1",
+        "PATCH of the name keeps the serial"
+    );
     let r = srv.patch(&format!("/api/devices/{id}"), &json!({"name": 5}));
     assert_eq!(r.status, 400, "{}", r.text());
     error_code(&r.json());
@@ -182,7 +236,12 @@ fn device_crud(io: &str) {
     let mut again = srv.ws();
     again.send_json(&json!({"type":"register","device_id": id.as_str(),"token": token}));
     let m = again.recv_json(SOON);
-    assert_eq!(s(&m, "code"), "auth_failed", "deleted device registered: {}", enc(&m));
+    assert_eq!(
+        s(&m, "code"),
+        "auth_failed",
+        "deleted device registered: {}",
+        enc(&m)
+    );
     let r = srv.delete(&format!("/api/devices/{id}"));
     assert_eq!(r.status, 404, "second DELETE: {}", r.text());
     assert!(srv.listed_device(&a.id).is_some());
@@ -212,13 +271,31 @@ fn create_device_validation_errors(io: &str) {
     assert!(r.status == 415 || r.status == 400, "{r:?}");
     assert_json_error(&r, r.status);
     // Content type with parameters is fine.
-    let r = post_raw(addr, "/api/devices", tok, "application/json; charset=utf-8", br#"{"name":"ok"}"#);
+    let r = post_raw(
+        addr,
+        "/api/devices",
+        tok,
+        "application/json; charset=utf-8",
+        br#"{"name":"ok"}"#,
+    );
     assert_eq!(r.status, 201, "{r:?}");
-    assert_eq!(srv.list_all("/api/devices").len(), 1, "only the valid request created a device");
+    assert_eq!(
+        srv.list_all("/api/devices").len(),
+        1,
+        "only the valid request created a device"
+    );
     // Bad query values.
-    let r = get_raw(addr, "/api/devices?limit=abc", Some(&format!("Bearer {tok}")));
+    let r = get_raw(
+        addr,
+        "/api/devices?limit=abc",
+        Some(&format!("Bearer {tok}")),
+    );
     assert_json_error(&r, 400);
-    let r = get_raw(addr, "/api/devices?cursor=%%%garbage", Some(&format!("Bearer {tok}")));
+    let r = get_raw(
+        addr,
+        "/api/devices?cursor=%%%garbage",
+        Some(&format!("Bearer {tok}")),
+    );
     assert_json_error(&r, 400);
 }
 
@@ -250,7 +327,10 @@ fn device_list_cursor_pagination(io: &str) {
         }
         cursor = Some(nc.as_str().expect("next_cursor string").to_string());
     }
-    assert!(pages >= 3, "25 devices at limit=10 need 3 pages, got {pages}");
+    assert!(
+        pages >= 3,
+        "25 devices at limit=10 need 3 pages, got {pages}"
+    );
     assert_eq!(seen.len(), 25, "every device exactly once across pages");
     assert_eq!(set(seen.iter().cloned()), ids);
     // Without a limit: a default page, still a list object.
@@ -282,7 +362,11 @@ fn events_pagination_and_filters(io: &str) {
         ns == newest_first || ns == oldest_first,
         "events in time order across pages (either direction): {ns:?}"
     );
-    assert!(ticks.iter().all(|e| s(e, "device_id") == a.id && s(e, "source") == "device"));
+    assert!(
+        ticks
+            .iter()
+            .all(|e| s(e, "device_id") == a.id && s(e, "source") == "device")
+    );
     let tocks = srv.list_all("/api/events?type=tock&limit=5");
     assert_eq!(tocks.len(), 12);
     let none = srv.list_all(&format!("/api/events?device_id={}&type=tock", a.id));
@@ -297,7 +381,11 @@ fn healthz_and_metrics(io: &str) {
     let srv = Server::start(io);
     let r = get_raw(srv.addr(), "/healthz", None);
     assert_eq!(r.status, 200);
-    assert!(r.header("content-type").unwrap_or_default().starts_with("application/json"));
+    assert!(
+        r.header("content-type")
+            .unwrap_or_default()
+            .starts_with("application/json")
+    );
     assert_eq!(s(&r.json(), "status"), "ok");
 
     // Some traffic so counters exist.
@@ -309,7 +397,11 @@ fn healthz_and_metrics(io: &str) {
     bad.send_json(&json!({"type":"register","device_id": dev.id.as_str(),"token":"tok_bad"}));
     bad.expect_close(SOON);
 
-    let r = get_raw(srv.addr(), "/metrics", Some(&format!("Bearer {}", srv.admin_token())));
+    let r = get_raw(
+        srv.addr(),
+        "/metrics",
+        Some(&format!("Bearer {}", srv.admin_token())),
+    );
     assert_eq!(r.status, 200);
     let ct = r.header("content-type").unwrap_or_default();
     assert!(ct.starts_with("text/plain"), "metrics content-type {ct:?}");
@@ -335,7 +427,8 @@ fn keep_alive_and_pipelining(io: &str) {
     let mut buf = Vec::new();
     // Two requests, one after the other, on one connection.
     for _ in 0..2 {
-        s1.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        s1.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
         let r = read_response(&mut s1, &mut buf, SOON).expect("keep-alive response");
         assert_eq!(r.status, 200);
         assert_eq!(s(&r.json(), "status"), "ok");
@@ -349,17 +442,27 @@ fn keep_alive_and_pipelining(io: &str) {
     s1.write_all(body).unwrap();
     let r = read_response(&mut s1, &mut buf, SOON).expect("POST on a kept-alive connection");
     assert_eq!(r.status, 201, "{r:?}");
-    s1.write_all(format!("GET /api/devices HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {tok}\r\n\r\n").as_bytes())
-        .unwrap();
+    s1.write_all(
+        format!("GET /api/devices HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {tok}\r\n\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
     let r = read_response(&mut s1, &mut buf, SOON).expect("GET after POST");
     assert_eq!(r.status, 200);
     assert_eq!(arr(&r.json(), "items").len(), 1);
     // An error response does not end the connection (the request was well-formed).
-    s1.write_all(b"GET /nope HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    s1.write_all(b"GET /nope HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
     let r = read_response(&mut s1, &mut buf, SOON).expect("404 on keep-alive");
     assert_eq!(r.status, 404);
-    s1.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
-    assert_eq!(read_response(&mut s1, &mut buf, SOON).expect("after 404").status, 200);
+    s1.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    assert_eq!(
+        read_response(&mut s1, &mut buf, SOON)
+            .expect("after 404")
+            .status,
+        200
+    );
 
     // Pipelined: three requests in one write, answered in order.
     let mut s2 = TcpStream::connect(srv.addr()).unwrap();
@@ -369,17 +472,25 @@ fn keep_alive_and_pipelining(io: &str) {
     .unwrap();
     let mut buf = Vec::new();
     let codes: Vec<u16> = (0..3)
-        .map(|i| read_response(&mut s2, &mut buf, SOON).unwrap_or_else(|e| panic!("pipelined #{i}: {e}")).status)
+        .map(|i| {
+            read_response(&mut s2, &mut buf, SOON)
+                .unwrap_or_else(|e| panic!("pipelined #{i}: {e}"))
+                .status
+        })
         .collect();
     assert_eq!(codes, vec![200, 404, 200], "pipelined responses in order");
 
     // Connection: close is honoured.
     let mut s3 = TcpStream::connect(srv.addr()).unwrap();
-    s3.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+    s3.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
     let mut buf = Vec::new();
     assert_eq!(read_response(&mut s3, &mut buf, SOON).unwrap().status, 200);
     let (rest, ending) = read_to_end_bounded(&mut s3, SOON);
-    assert!(rest.is_empty() && ending != Ending::Open, "not closed after Connection: close");
+    assert!(
+        rest.is_empty() && ending != Ending::Open,
+        "not closed after Connection: close"
+    );
 }
 
 fn oversize_body_is_413(io: &str) {
@@ -433,7 +544,11 @@ fn oversize_headers_rejected(io: &str) {
     s1.set_write_timeout(Some(Duration::from_secs(10))).ok();
     let _ = s1.write_all(&req);
     let (bytes, ending) = read_to_end_bounded(&mut s1, Duration::from_secs(30));
-    assert_ne!(ending, Ending::Open, "connection with ~130 KB of headers left open");
+    assert_ne!(
+        ending,
+        Ending::Open,
+        "connection with ~130 KB of headers left open"
+    );
     if !bytes.is_empty() {
         let text = String::from_utf8_lossy(&bytes);
         assert!(
@@ -448,9 +563,11 @@ fn oversize_headers_rejected(io: &str) {
 fn slowloris_header_is_closed(io: &str) {
     let srv = Server::start(io);
     let mut s1 = TcpStream::connect(srv.addr()).unwrap();
-    s1.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n").unwrap();
+    s1.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n")
+        .unwrap();
     // Trickle a header byte every 200 ms, never finishing the head; bounded at 60 s.
-    s1.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    s1.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let mut closed = false;
     let mut answer = Vec::new();
@@ -467,17 +584,27 @@ fn slowloris_header_is_closed(io: &str) {
                 break;
             }
             Ok(n) => answer.extend_from_slice(&chunk[..n]),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
             Err(_) => {
                 closed = true;
                 break;
             }
         }
     }
-    assert!(closed, "a never-finished request head was kept open for 60 s");
+    assert!(
+        closed,
+        "a never-finished request head was kept open for 60 s"
+    );
     if !answer.is_empty() {
         let t = String::from_utf8_lossy(&answer);
-        assert!(t.starts_with("HTTP/1.1 408") || t.starts_with("HTTP/1.1 4"), "slowloris answered {t:?}");
+        assert!(
+            t.starts_with("HTTP/1.1 408") || t.starts_with("HTTP/1.1 4"),
+            "slowloris answered {t:?}"
+        );
     }
     // Others are served meanwhile and after.
     assert_eq!(get_raw(srv.addr(), "/healthz", None).status, 200);
@@ -496,10 +623,17 @@ fn garbage_request_line_is_400(io: &str) {
         let mut s1 = TcpStream::connect(srv.addr()).unwrap();
         s1.write_all(req).unwrap();
         let (bytes, ending) = read_to_end_bounded(&mut s1, SOON);
-        assert_ne!(ending, Ending::Open, "connection left open after {:?}", String::from_utf8_lossy(req));
+        assert_ne!(
+            ending,
+            Ending::Open,
+            "connection left open after {:?}",
+            String::from_utf8_lossy(req)
+        );
         let t = String::from_utf8_lossy(&bytes);
         assert!(
-            t.starts_with("HTTP/1.1 400") || t.starts_with("HTTP/1.1 505") || t.starts_with("HTTP/1.1 501"),
+            t.starts_with("HTTP/1.1 400")
+                || t.starts_with("HTTP/1.1 505")
+                || t.starts_with("HTTP/1.1 501"),
             "answer to {:?}: {:?}",
             String::from_utf8_lossy(req),
             &t[..t.len().min(120)]

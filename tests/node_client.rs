@@ -45,7 +45,10 @@ fn guide_example(guide: &str) -> String {
         .find("const WebSocket = require(\"ws\")")
         .expect("guide has the Node.js example");
     let rest = &guide[start..];
-    let end = rest.find("}, 30000)").expect("guide example ends with `}, 30000)`") + "}, 30000)".len();
+    let end = rest
+        .find("}, 30000)")
+        .expect("guide example ends with `}, 30000)`")
+        + "}, 30000)".len();
     rest[..end].to_string()
 }
 
@@ -70,7 +73,10 @@ fn set_constant(src: &str, name: &str, value: &str) -> String {
             }
         })
         .collect();
-    assert_eq!(hits, 1, "expected exactly one `{prefix}` line in the example");
+    assert_eq!(
+        hits, 1,
+        "expected exactly one `{prefix}` line in the example"
+    );
     out.join("\n") + "\n"
 }
 
@@ -83,7 +89,10 @@ fn check_prerequisites() {
              apt-get install nodejs npm, then `npm ci` in tests/clients (.ci/run does both)."
         ),
     }
-    let ws = clients_dir().join("node_modules").join("ws").join("package.json");
+    let ws = clients_dir()
+        .join("node_modules")
+        .join("ws")
+        .join("package.json");
     assert!(
         ws.exists(),
         "npm package `ws` missing ({} not found): run `npm ci` in tests/clients (.ci/run does).",
@@ -93,7 +102,8 @@ fn check_prerequisites() {
 
 #[test]
 fn committed_copy_matches_the_guide() {
-    let copy = fs::read_to_string(clients_dir().join("connect-guide.js")).expect("read connect-guide.js");
+    let copy =
+        fs::read_to_string(clients_dir().join("connect-guide.js")).expect("read connect-guide.js");
     let guide_path = repo().join("..").join("shared").join("connect-guide.txt");
     if guide_path.exists() {
         let guide = fs::read_to_string(&guide_path).unwrap();
@@ -104,7 +114,10 @@ fn committed_copy_matches_the_guide() {
             guide_path.display()
         );
     } else {
-        eprintln!("{} not present: comparison with the guide skipped", guide_path.display());
+        eprintln!(
+            "{} not present: comparison with the guide skipped",
+            guide_path.display()
+        );
     }
     // The three constants are where the test expects them.
     for name in ["WS_URL", "DEVICE_ID", "TOKEN"] {
@@ -197,9 +210,11 @@ fn connect_guide_node_example(io: &str) {
     wait(&mut node, "the device listed online", &mut || {
         srv.listed_status(&dev.id) == "online"
     });
-    wait(&mut node, "`registered` printed by the example", &mut || {
-        node_output_has(&dir, "registered")
-    });
+    wait(
+        &mut node,
+        "`registered` printed by the example",
+        &mut || node_output_has(&dir, "registered"),
+    );
     // device_connected in /api/events.
     wait(&mut node, "device_connected in /api/events", &mut || {
         srv.events(&format!("device_id={}&type=device_connected", dev.id))
@@ -207,18 +222,24 @@ fn connect_guide_node_example(io: &str) {
             .any(|e| opt_s(e, "type") == Some("device_connected"))
     });
     // Its telemetry is in the telemetry API.
-    wait(&mut node, "telemetry {temperature: 21.5, humidity: 40} stored", &mut || {
-        srv.telemetry(&dev.id).iter().any(|t| {
-            let p = field(t, "payload");
-            p.get("temperature").and_then(|v| v.cast_f64()) == Some(21.5)
-                && p.get("humidity").and_then(|v| v.cast_f64()) == Some(40.0)
-        })
-    });
+    wait(
+        &mut node,
+        "telemetry {temperature: 21.5, humidity: 40} stored",
+        &mut || {
+            srv.telemetry(&dev.id).iter().any(|t| {
+                let p = field(t, "payload");
+                p.get("temperature").and_then(|v| v.cast_f64()) == Some(21.5)
+                    && p.get("humidity").and_then(|v| v.cast_f64()) == Some(40.0)
+            })
+        },
+    );
     // A command sent with POST .../commands reaches it.
     let cid = srv.send_command(&dev.id, "unlock", json!({}));
-    wait(&mut node, "`Executing command: unlock` printed", &mut || {
-        node_output_has(&dir, "Executing command: unlock")
-    });
+    wait(
+        &mut node,
+        "`Executing command: unlock` printed",
+        &mut || node_output_has(&dir, "Executing command: unlock"),
+    );
     srv.wait_command_status(&dev.id, &cid, "sent");
     assert!(
         !node.output().contains("WebSocket error"),

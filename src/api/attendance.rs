@@ -16,8 +16,7 @@ const SCAN_BUDGET: usize = 20_000;
 /// Rows per chunk of a CSV export: the export holds one chunk in memory at a time.
 pub const CSV_CHUNK: usize = 1000;
 
-pub const CSV_HEADER: &str =
-    "device_id,serial,enrollid,local_time,utc_time,received_at,mode,inout,event,temp,verifymode,name,photo_url\r\n";
+pub const CSV_HEADER: &str = "device_id,serial,enrollid,local_time,utc_time,received_at,mode,inout,event,temp,verifymode,name,photo_url\r\n";
 
 /// The filters of both the JSON list and the CSV export.
 #[derive(Clone, Debug)]
@@ -45,14 +44,25 @@ impl Filter {
                 Some(s) => s
                     .parse::<jiff::Timestamp>()
                     .map(|t| Some(t.as_microsecond().max(0) as u64))
-                    .map_err(|_| bad(&format!("{name} must be an RFC 3339 time such as 2026-06-12T00:00:00Z"))),
+                    .map_err(|_| {
+                        bad(&format!(
+                            "{name} must be an RFC 3339 time such as 2026-06-12T00:00:00Z"
+                        ))
+                    }),
             }
         };
-        Ok(Filter { device, enrollid, from_us: time("from")?, to_us: time("to")? })
+        Ok(Filter {
+            device,
+            enrollid,
+            from_us: time("from")?,
+            to_us: time("to")?,
+        })
     }
 
     fn prefix(&self) -> Vec<u8> {
-        self.device.map(|d| d.as_bytes().to_vec()).unwrap_or_default()
+        self.device
+            .map(|d| d.as_bytes().to_vec())
+            .unwrap_or_default()
     }
 
     pub fn cursor(&self, q: &[(String, String)]) -> Result<Option<Vec<u8>>, Response> {
@@ -61,7 +71,12 @@ impl Filter {
 }
 
 /// One page, newest first: the items' JSON and the key to continue from.
-pub fn scan(store: &Store, f: &Filter, before: Option<&[u8]>, limit: usize) -> Result<(Vec<String>, Option<Vec<u8>>), StoreError> {
+pub fn scan(
+    store: &Store,
+    f: &Filter,
+    before: Option<&[u8]>,
+    limit: usize,
+) -> Result<(Vec<String>, Option<Vec<u8>>), StoreError> {
     let mut items = Vec::new();
     let mut past_from = false;
     let want_enrollid = f.enrollid.map(|e| format!("\"enrollid\":{e},"));
@@ -80,24 +95,42 @@ pub fn scan(store: &Store, f: &Filter, before: Option<&[u8]>, limit: usize) -> R
     };
     let next = match f.device {
         Some(d) => {
-            let upper = f.to_us.map(|t| attendance::key(&d, t.saturating_add(1), &[0; 16]).to_vec());
+            let upper = f
+                .to_us
+                .map(|t| attendance::key(&d, t.saturating_add(1), &[0; 16]).to_vec());
             let before = lower_of(before, upper.as_deref());
-            store.scan_reverse(Cf::Attendance, d.as_bytes(), before.as_deref(), limit, SCAN_BUDGET, |k, v| {
-                let utc = crate::store::keys::suffix_u64(&k[..24]).unwrap_or(0);
-                Ok(keep(utc, v))
-            })?
+            store.scan_reverse(
+                Cf::Attendance,
+                d.as_bytes(),
+                before.as_deref(),
+                limit,
+                SCAN_BUDGET,
+                |k, v| {
+                    let utc = crate::store::keys::suffix_u64(&k[..24]).unwrap_or(0);
+                    Ok(keep(utc, v))
+                },
+            )?
         }
         None => {
             let upper = f.to_us.map(|t| t.saturating_add(1).to_be_bytes().to_vec());
             let before = lower_of(before, upper.as_deref());
-            store.scan_reverse(Cf::AttendanceByTime, &[], before.as_deref(), limit, SCAN_BUDGET, |k, _| {
-                let Some(primary) = attendance::primary_from_time_key(k) else { return Ok(false) };
-                let utc = crate::store::keys::suffix_u64(&primary[..24]).unwrap_or(0);
-                match store.get(Cf::Attendance, &primary)? {
-                    Some(v) => Ok(keep(utc, &v)),
-                    None => Ok(false),
-                }
-            })?
+            store.scan_reverse(
+                Cf::AttendanceByTime,
+                &[],
+                before.as_deref(),
+                limit,
+                SCAN_BUDGET,
+                |k, _| {
+                    let Some(primary) = attendance::primary_from_time_key(k) else {
+                        return Ok(false);
+                    };
+                    let utc = crate::store::keys::suffix_u64(&primary[..24]).unwrap_or(0);
+                    match store.get(Cf::Attendance, &primary)? {
+                        Some(v) => Ok(keep(utc, &v)),
+                        None => Ok(false),
+                    }
+                },
+            )?
         }
     };
     Ok((items, if past_from { None } else { next }))
@@ -143,7 +176,9 @@ impl CsvExport {
         let mut s = String::with_capacity(items.len() * 160);
         for it in items {
             let mut b = it.into_bytes();
-            let Ok(v) = simd_json::to_borrowed_value(&mut b) else { continue };
+            let Ok(v) = simd_json::to_borrowed_value(&mut b) else {
+                continue;
+            };
             let field = |k: &str| -> String {
                 match v.get(k) {
                     None => String::new(),
@@ -191,7 +226,11 @@ impl CsvExport {
 
 pub fn csv(q: &[(String, String)]) -> Result<CsvExport, Response> {
     let filter = Filter::parse(q)?;
-    Ok(CsvExport { filter, next: None, done: false })
+    Ok(CsvExport {
+        filter,
+        next: None,
+        done: false,
+    })
 }
 
 pub fn photo(local: &Local, id: &str) -> Response {

@@ -8,15 +8,15 @@ use uuid::Uuid;
 use super::{cursor, json_body, limit, page, parse_object, store_error};
 use crate::auth;
 use crate::commands::{self, EnqueueError};
-use crate::hub::ShardMsg;
 use crate::http::query;
 use crate::http::request::Request;
 use crate::http::response::Response;
+use crate::hub::ShardMsg;
 use crate::json;
 use crate::registry::Device;
 use crate::shard::Local;
 use crate::store::records::{self, DeviceRecord, Protocol};
-use crate::store::{keys, Cf};
+use crate::store::{Cf, keys};
 use crate::time::{now_ms, rfc3339_ms};
 
 const MAX_NAME: usize = 128;
@@ -86,7 +86,13 @@ pub fn list(local: &Local, q: &[(String, String)]) -> Response {
         None => None,
         Some(c) => match Uuid::parse_str(c) {
             Ok(id) => Some(id),
-            Err(_) => return Response::error(400, "invalid_query", "cursor is not one this list returned"),
+            Err(_) => {
+                return Response::error(
+                    400,
+                    "invalid_query",
+                    "cursor is not one this list returned",
+                );
+            }
         },
     };
     let status = query::get(q, "status").filter(|s| !s.is_empty());
@@ -97,7 +103,13 @@ pub fn list(local: &Local, q: &[(String, String)]) -> Response {
         None => None,
         Some(p) => match Protocol::parse(p) {
             Some(p) => Some(p),
-            None => return Response::error(400, "invalid_query", "protocol must be generic, aiface, smackbio or http"),
+            None => {
+                return Response::error(
+                    400,
+                    "invalid_query",
+                    "protocol must be generic, aiface, smackbio or http",
+                );
+            }
         },
     };
     let all = local.shared.registry.snapshot();
@@ -133,25 +145,47 @@ pub async fn create(local: &Local, req: &Request) -> Response {
     };
     let name = match v.get("name").and_then(|n| n.as_str()).map(str::trim) {
         Some(n) if !n.is_empty() && n.len() <= MAX_NAME => n.to_string(),
-        _ => return Response::error(400, "invalid_field", &format!("`name` is required: 1 to {MAX_NAME} characters")),
+        _ => {
+            return Response::error(
+                400,
+                "invalid_field",
+                &format!("`name` is required: 1 to {MAX_NAME} characters"),
+            );
+        }
     };
     let protocol = match v.get("protocol").filter(|p| !p.is_null()) {
         None => Protocol::Generic,
         Some(p) => match p.as_str().and_then(Protocol::parse) {
             Some(p) => p,
-            None => return Response::error(400, "invalid_field", "`protocol` must be generic, aiface, smackbio or http"),
+            None => {
+                return Response::error(
+                    400,
+                    "invalid_field",
+                    "`protocol` must be generic, aiface, smackbio or http",
+                );
+            }
         },
     };
     let serial = match v.get("serial").filter(|s| !s.is_null()) {
         None => None,
         Some(s) => match s.as_str().map(str::trim) {
             Some(s) if !s.is_empty() && s.len() <= MAX_SERIAL => Some(s.to_string()),
-            _ => return Response::error(400, "invalid_field", &format!("`serial` must be 1 to {MAX_SERIAL} characters")),
+            _ => {
+                return Response::error(
+                    400,
+                    "invalid_field",
+                    &format!("`serial` must be 1 to {MAX_SERIAL} characters"),
+                );
+            }
         },
     };
     if let Some(s) = &serial {
         if local.shared.registry.serial_taken(s) {
-            return Response::error(409, "serial_taken", "another device already has this serial");
+            return Response::error(
+                409,
+                "serial_taken",
+                "another device already has this serial",
+            );
         }
     }
     let settings = match v.get("settings") {
@@ -177,7 +211,11 @@ pub async fn create(local: &Local, req: &Request) -> Response {
         settings,
         info: None,
     };
-    if let Err(e) = local.batcher.commit(|st| records::stage_device(st, &rec)).await {
+    if let Err(e) = local
+        .batcher
+        .commit(|st| records::stage_device(st, &rec))
+        .await
+    {
         return store_error(e);
     }
     let dev = local.shared.registry.add(rec, hash);
@@ -191,12 +229,16 @@ pub async fn create(local: &Local, req: &Request) -> Response {
     Response::json(201, body.into_bytes())
 }
 
-pub fn settings_from(v: &simd_json::BorrowedValue<'_>) -> Result<std::collections::BTreeMap<String, String>, Response> {
+pub fn settings_from(
+    v: &simd_json::BorrowedValue<'_>,
+) -> Result<std::collections::BTreeMap<String, String>, Response> {
     let bad = || {
         Response::error(
             400,
             "invalid_field",
-            &format!("`settings` must be an object of at most {MAX_SETTINGS} string values of at most {MAX_SETTING_LEN} characters"),
+            &format!(
+                "`settings` must be an object of at most {MAX_SETTINGS} string values of at most {MAX_SETTING_LEN} characters"
+            ),
         )
     };
     let obj = v.as_object().ok_or_else(bad)?;
@@ -205,7 +247,10 @@ pub fn settings_from(v: &simd_json::BorrowedValue<'_>) -> Result<std::collection
     }
     let mut out = std::collections::BTreeMap::new();
     for (k, val) in obj.iter() {
-        let s = val.as_str().filter(|s| s.len() <= MAX_SETTING_LEN).ok_or_else(bad)?;
+        let s = val
+            .as_str()
+            .filter(|s| s.len() <= MAX_SETTING_LEN)
+            .ok_or_else(bad)?;
         if k.is_empty() || k.len() > 64 {
             return Err(bad());
         }
@@ -213,19 +258,29 @@ pub fn settings_from(v: &simd_json::BorrowedValue<'_>) -> Result<std::collection
     }
     if let Some(tz) = out.get("timezone") {
         if jiff::tz::TimeZone::get(tz).is_err() {
-            return Err(Response::error(400, "invalid_field", "settings.timezone must be an IANA time zone name such as Europe/Berlin"));
+            return Err(Response::error(
+                400,
+                "invalid_field",
+                "settings.timezone must be an IANA time zone name such as Europe/Berlin",
+            ));
         }
     }
     Ok(out)
 }
 
 pub fn get(local: &Local, id: Uuid) -> Response {
-    let Some(dev) = local.shared.registry.get(&id) else { return not_found() };
+    let Some(dev) = local.shared.registry.get(&id) else {
+        return not_found();
+    };
     let mut latest = None;
-    let r = local.shared.store.scan_reverse(Cf::Telemetry, &keys::device(&id), None, 1, 1, |_, v| {
-        latest = Some(String::from_utf8_lossy(v).into_owned());
-        Ok(true)
-    });
+    let r =
+        local
+            .shared
+            .store
+            .scan_reverse(Cf::Telemetry, &keys::device(&id), None, 1, 1, |_, v| {
+                latest = Some(String::from_utf8_lossy(v).into_owned());
+                Ok(true)
+            });
     if let Err(e) = r {
         return store_error(e);
     }
@@ -233,7 +288,9 @@ pub fn get(local: &Local, id: Uuid) -> Response {
 }
 
 pub async fn patch(local: &Local, id: Uuid, req: &Request) -> Response {
-    let Some(dev) = local.shared.registry.get(&id) else { return not_found() };
+    let Some(dev) = local.shared.registry.get(&id) else {
+        return not_found();
+    };
     let mut body = match json_body(req) {
         Ok(b) => b,
         Err(r) => return r,
@@ -246,7 +303,13 @@ pub async fn patch(local: &Local, id: Uuid, req: &Request) -> Response {
         None => None,
         Some(n) => match n.as_str().map(str::trim) {
             Some(n) if !n.is_empty() && n.len() <= MAX_NAME => Some(n.to_string()),
-            _ => return Response::error(400, "invalid_field", &format!("`name` must be 1 to {MAX_NAME} characters")),
+            _ => {
+                return Response::error(
+                    400,
+                    "invalid_field",
+                    &format!("`name` must be 1 to {MAX_NAME} characters"),
+                );
+            }
         },
     };
     let settings = match v.get("settings") {
@@ -256,8 +319,15 @@ pub async fn patch(local: &Local, id: Uuid, req: &Request) -> Response {
             Err(r) => return r,
         },
     };
-    if let Some(k) = v.as_object().and_then(|o| o.keys().find(|k| *k != "name" && *k != "settings")) {
-        return Response::error(400, "invalid_field", &format!("`{k}` cannot be changed; PATCH takes name and settings"));
+    if let Some(k) = v
+        .as_object()
+        .and_then(|o| o.keys().find(|k| *k != "name" && *k != "settings"))
+    {
+        return Response::error(
+            400,
+            "invalid_field",
+            &format!("`{k}` cannot be changed; PATCH takes name and settings"),
+        );
     }
     let rec = dev.update_record(|r| {
         if let Some(n) = name {
@@ -267,38 +337,71 @@ pub async fn patch(local: &Local, id: Uuid, req: &Request) -> Response {
             r.settings.extend(s);
         }
     });
-    if let Err(e) = local.batcher.commit(|st| records::stage_device(st, &rec)).await {
+    if let Err(e) = local
+        .batcher
+        .commit(|st| records::stage_device(st, &rec))
+        .await
+    {
         return store_error(e);
     }
     Response::json(200, device_json(&dev, None).into_bytes())
 }
 
 pub async fn delete(local: &Local, id: Uuid) -> Response {
-    let Some(dev) = local.shared.registry.remove(&id) else { return not_found() };
+    let Some(dev) = local.shared.registry.remove(&id) else {
+        return not_found();
+    };
     if let Some(s) = dev.session() {
-        local.shared.hub.send(s.shard, ShardMsg::Close { conn: s.conn, code: 1008, reason: "device deleted" });
+        local.shared.hub.send(
+            s.shard,
+            ShardMsg::Close {
+                conn: s.conn,
+                code: 1008,
+                reason: "device deleted",
+            },
+        );
     }
-    if let Err(e) = local.batcher.commit(|st| records::stage_device_delete(st, &id)).await {
+    if let Err(e) = local
+        .batcher
+        .commit(|st| records::stage_device_delete(st, &id))
+        .await
+    {
         return store_error(e);
     }
     metrics::gauge!("fleetgate_devices").set(local.shared.registry.len() as f64);
-    Response::json(200, format!("{{\"device_id\":\"{id}\",\"deleted\":true}}").into_bytes())
+    Response::json(
+        200,
+        format!("{{\"device_id\":\"{id}\",\"deleted\":true}}").into_bytes(),
+    )
 }
 
 pub async fn rotate_token(local: &Local, id: Uuid) -> Response {
-    let Some(dev) = local.shared.registry.get(&id) else { return not_found() };
+    let Some(dev) = local.shared.registry.get(&id) else {
+        return not_found();
+    };
     let token = match auth::generate_token() {
         Ok(t) => t,
         Err(e) => return store_error(e),
     };
     let hash = auth::hash_token(&token);
     let rec = dev.update_record(|r| r.token_hash = auth::hex(&hash));
-    if let Err(e) = local.batcher.commit(|st| records::stage_device(st, &rec)).await {
+    if let Err(e) = local
+        .batcher
+        .commit(|st| records::stage_device(st, &rec))
+        .await
+    {
         return store_error(e);
     }
     dev.set_token(hash);
     if let Some(s) = dev.session() {
-        local.shared.hub.send(s.shard, ShardMsg::Close { conn: s.conn, code: 1008, reason: "token rotated" });
+        local.shared.hub.send(
+            s.shard,
+            ShardMsg::Close {
+                conn: s.conn,
+                code: 1008,
+                reason: "token rotated",
+            },
+        );
     }
     let mut body = format!("{{\"device_id\":\"{id}\",\"token\":");
     json::push_str(&mut body, &token);
@@ -325,7 +428,13 @@ pub fn telemetry(local: &Local, id: Uuid, q: &[(String, String)]) -> Response {
             Some(s) => s
                 .parse::<jiff::Timestamp>()
                 .map(|t| Some(t.as_microsecond().max(0) as u64))
-                .map_err(|_| Response::error(400, "invalid_query", &format!("{name} must be an RFC 3339 time"))),
+                .map_err(|_| {
+                    Response::error(
+                        400,
+                        "invalid_query",
+                        &format!("{name} must be an RFC 3339 time"),
+                    )
+                }),
         }
     };
     let (from, to) = match (bound("from"), bound("to")) {
@@ -340,16 +449,26 @@ pub fn telemetry(local: &Local, id: Uuid, q: &[(String, String)]) -> Response {
     }
     let mut items = Vec::new();
     let mut stopped_early = false;
-    let r = local.shared.store.scan_reverse(Cf::Telemetry, &prefix, before.as_deref(), limit, usize::MAX, |k, v| {
-        if from.is_some_and(|f| keys::suffix_u64(k).is_some_and(|ts| ts < f)) {
-            stopped_early = true;
-            return Ok(false);
-        }
-        items.push(String::from_utf8_lossy(v).into_owned());
-        Ok(true)
-    });
+    let r = local.shared.store.scan_reverse(
+        Cf::Telemetry,
+        &prefix,
+        before.as_deref(),
+        limit,
+        usize::MAX,
+        |k, v| {
+            if from.is_some_and(|f| keys::suffix_u64(k).is_some_and(|ts| ts < f)) {
+                stopped_early = true;
+                return Ok(false);
+            }
+            items.push(String::from_utf8_lossy(v).into_owned());
+            Ok(true)
+        },
+    );
     match r {
-        Ok(next) => page(&items, next.filter(|_| !stopped_early).map(|k| auth::hex(&k))),
+        Ok(next) => page(
+            &items,
+            next.filter(|_| !stopped_early).map(|k| auth::hex(&k)),
+        ),
         Err(e) => store_error(e),
     }
 }
@@ -369,11 +488,18 @@ pub fn commands(local: &Local, id: Uuid, q: &[(String, String)]) -> Response {
     };
     let now = now_ms();
     let mut items = Vec::new();
-    let r = local.shared.store.scan_reverse(Cf::Commands, &prefix, before.as_deref(), limit, usize::MAX, |_, v| {
-        let c: records::CommandRecord = records::decode(v)?;
-        items.push(c.to_api_json(now));
-        Ok(true)
-    });
+    let r = local.shared.store.scan_reverse(
+        Cf::Commands,
+        &prefix,
+        before.as_deref(),
+        limit,
+        usize::MAX,
+        |_, v| {
+            let c: records::CommandRecord = records::decode(v)?;
+            items.push(c.to_api_json(now));
+            Ok(true)
+        },
+    );
     match r {
         Ok(next) => page(&items, next.map(|k| auth::hex(&k))),
         Err(e) => store_error(e),
@@ -381,7 +507,9 @@ pub fn commands(local: &Local, id: Uuid, q: &[(String, String)]) -> Response {
 }
 
 pub async fn send_command(local: &Local, id: Uuid, req: &Request) -> Response {
-    let Some(dev) = local.shared.registry.get(&id) else { return not_found() };
+    let Some(dev) = local.shared.registry.get(&id) else {
+        return not_found();
+    };
     let mut body = match json_body(req) {
         Ok(b) => b,
         Err(r) => return r,
@@ -393,20 +521,27 @@ pub async fn send_command(local: &Local, id: Uuid, req: &Request) -> Response {
     let Some(command) = v.get("command").and_then(|c| c.as_str()) else {
         return Response::error(400, "invalid_field", "`command` is required (a string)");
     };
-    let payload = v.get("payload").filter(|p| !p.is_null()).map_or_else(|| "{}".to_string(), json::encode);
+    let payload = v
+        .get("payload")
+        .filter(|p| !p.is_null())
+        .map_or_else(|| "{}".to_string(), json::encode);
     let ttl = match v.get("ttl_s").filter(|t| !t.is_null()) {
         None => None,
         Some(t) => match t.as_u64() {
             Some(t) => Some(t),
-            None => return Response::error(400, "invalid_field", "`ttl_s` must be a positive integer"),
+            None => {
+                return Response::error(400, "invalid_field", "`ttl_s` must be a positive integer");
+            }
         },
     };
     match commands::enqueue(local, &dev, command, &payload, ttl).await {
         Ok(c) => Response::json(202, c.to_api_json(now_ms()).into_bytes()),
         Err(EnqueueError::Invalid(m)) => Response::error(400, "invalid_field", &m),
-        Err(EnqueueError::QueueFull(n)) => {
-            Response::error(429, "queue_full", &format!("the device already has {n} undelivered commands"))
-        }
+        Err(EnqueueError::QueueFull(n)) => Response::error(
+            429,
+            "queue_full",
+            &format!("the device already has {n} undelivered commands"),
+        ),
         Err(EnqueueError::Store(e)) => store_error(e),
     }
 }

@@ -7,7 +7,7 @@ use crate::auth;
 use crate::http::query;
 use crate::http::response::Response;
 use crate::shard::Local;
-use crate::store::{keys, Cf};
+use crate::store::{Cf, keys};
 
 /// Rows a filtered page may examine before it returns what it found with a cursor, so a rare
 /// `type` never turns one request into a scan of the whole history.
@@ -44,30 +44,46 @@ pub fn list(local: &Local, q: &[(String, String)]) -> Response {
                 Ok(c) => c,
                 Err(r) => return r,
             };
-            store.scan_reverse(Cf::EventsByDevice, &prefix, before.as_deref(), limit, SCAN_BUDGET, |k, _| {
-                let Some(id) = keys::suffix_u64(k) else { return Ok(false) };
-                match store.get(Cf::Events, &keys::event(id))? {
-                    Some(v) if type_matches(&v) => {
-                        items.push(String::from_utf8_lossy(&v).into_owned());
-                        Ok(true)
+            store.scan_reverse(
+                Cf::EventsByDevice,
+                &prefix,
+                before.as_deref(),
+                limit,
+                SCAN_BUDGET,
+                |k, _| {
+                    let Some(id) = keys::suffix_u64(k) else {
+                        return Ok(false);
+                    };
+                    match store.get(Cf::Events, &keys::event(id))? {
+                        Some(v) if type_matches(&v) => {
+                            items.push(String::from_utf8_lossy(&v).into_owned());
+                            Ok(true)
+                        }
+                        _ => Ok(false),
                     }
-                    _ => Ok(false),
-                }
-            })
+                },
+            )
         }
         None => {
             let before = match cursor(q, &[]) {
                 Ok(c) => c,
                 Err(r) => return r,
             };
-            store.scan_reverse(Cf::Events, &[], before.as_deref(), limit, SCAN_BUDGET, |_, v| {
-                if type_matches(v) {
-                    items.push(String::from_utf8_lossy(v).into_owned());
-                    Ok(true)
-                } else {
-                    Ok(false)
-                }
-            })
+            store.scan_reverse(
+                Cf::Events,
+                &[],
+                before.as_deref(),
+                limit,
+                SCAN_BUDGET,
+                |_, v| {
+                    if type_matches(v) {
+                        items.push(String::from_utf8_lossy(v).into_owned());
+                        Ok(true)
+                    } else {
+                        Ok(false)
+                    }
+                },
+            )
         }
     };
     match res {

@@ -10,14 +10,14 @@ mod pending;
 
 use std::rc::Rc;
 
-use simd_json::prelude::*;
 use simd_json::BorrowedValue;
+use simd_json::prelude::*;
 use uuid::Uuid;
 
 use crate::auth;
+use crate::http::query;
 use crate::http::request::{Method, Request};
 use crate::http::response::Response;
-use crate::http::query;
 use crate::shard::Local;
 
 /// Items per page when the client does not say, and the most it may ask for.
@@ -57,7 +57,10 @@ pub async fn route(local: &Rc<Local>, req: &Request, remote: &str) -> Reply {
         }
         _ => {}
     }
-    if matches!((&req.method, segs.as_slice()), (Method::Get, ["api", "attendance.csv"])) {
+    if matches!(
+        (&req.method, segs.as_slice()),
+        (Method::Get, ["api", "attendance.csv"])
+    ) {
         if !authorized(local, req) {
             return unauthorized(local).into();
         }
@@ -71,8 +74,12 @@ pub async fn route(local: &Rc<Local>, req: &Request, remote: &str) -> Reply {
 
 fn unauthorized(local: &Local) -> Response {
     local.metrics.auth_failures.increment(1);
-    Response::error(401, "unauthorized", "send Authorization: Bearer <admin token>")
-        .with_header("WWW-Authenticate", "Bearer".to_string())
+    Response::error(
+        401,
+        "unauthorized",
+        "send Authorization: Bearer <admin token>",
+    )
+    .with_header("WWW-Authenticate", "Bearer".to_string())
 }
 
 async fn admin(local: &Rc<Local>, req: &Request, segs: &[&str]) -> Response {
@@ -85,9 +92,11 @@ async fn admin(local: &Rc<Local>, req: &Request, segs: &[&str]) -> Response {
     }
     let q = query::parse(&req.query);
     match (&req.method, segs) {
-        (Method::Get, ["metrics"]) => {
-            Response::text(200, "text/plain; version=0.0.4", local.shared.prometheus.render().into_bytes())
-        }
+        (Method::Get, ["metrics"]) => Response::text(
+            200,
+            "text/plain; version=0.0.4",
+            local.shared.prometheus.render().into_bytes(),
+        ),
         (Method::Get, ["api", "devices"]) => devices::list(local, &q),
         (Method::Post, ["api", "devices"]) => devices::create(local, req).await,
         (Method::Get, ["api", "devices", id]) => with_id(id, |id| devices::get(local, id)),
@@ -103,8 +112,12 @@ async fn admin(local: &Rc<Local>, req: &Request, segs: &[&str]) -> Response {
             Ok(id) => devices::rotate_token(local, id).await,
             Err(r) => r,
         },
-        (Method::Get, ["api", "devices", id, "telemetry"]) => with_id(id, |id| devices::telemetry(local, id, &q)),
-        (Method::Get, ["api", "devices", id, "commands"]) => with_id(id, |id| devices::commands(local, id, &q)),
+        (Method::Get, ["api", "devices", id, "telemetry"]) => {
+            with_id(id, |id| devices::telemetry(local, id, &q))
+        }
+        (Method::Get, ["api", "devices", id, "commands"]) => {
+            with_id(id, |id| devices::commands(local, id, &q))
+        }
         (Method::Post, ["api", "devices", id, "commands"]) => match parse_id(id) {
             Ok(id) => devices::send_command(local, id, req).await,
             Err(r) => r,
@@ -113,14 +126,20 @@ async fn admin(local: &Rc<Local>, req: &Request, segs: &[&str]) -> Response {
         (Method::Get, ["api", "attendance"]) => attendance::list(local, &q),
         (Method::Get, ["api", "attendance", id, "photo"]) => attendance::photo(local, id),
         (Method::Get, ["api", "pending-devices"]) => pending::list(local),
-        (Method::Post, ["api", "pending-devices", serial, "approve"]) => pending::approve(local, serial, req).await,
-        (Method::Post, ["api", "pending-devices", serial, "dismiss"]) | (Method::Delete, ["api", "pending-devices", serial]) => {
+        (Method::Post, ["api", "pending-devices", serial, "approve"]) => {
+            pending::approve(local, serial, req).await
+        }
+        (Method::Post, ["api", "pending-devices", serial, "dismiss"])
+        | (Method::Delete, ["api", "pending-devices", serial]) => {
             pending::dismiss(local, serial).await
         }
         (
             _,
             ["metrics"]
-            | ["api", "devices" | "events" | "attendance" | "attendance.csv" | "pending-devices"]
+            | [
+                "api",
+                "devices" | "events" | "attendance" | "attendance.csv" | "pending-devices",
+            ]
             | ["api", "devices", _]
             | ["api", "devices", _, "token" | "telemetry" | "commands"]
             | ["api", "pending-devices", _]
@@ -132,12 +151,19 @@ async fn admin(local: &Rc<Local>, req: &Request, segs: &[&str]) -> Response {
 }
 
 fn method_not_allowed() -> Response {
-    Response::error(405, "method_not_allowed", "this route does not accept that method")
+    Response::error(
+        405,
+        "method_not_allowed",
+        "this route does not accept that method",
+    )
 }
 
 fn authorized(local: &Local, req: &Request) -> bool {
     req.header_str("authorization")
-        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
         .is_some_and(|t| auth::verify_token(t.trim(), &local.shared.admin_token))
 }
 
@@ -156,16 +182,31 @@ fn with_id(s: &str, f: impl FnOnce(Uuid) -> Response) -> Response {
 fn json_body(req: &Request) -> Result<Vec<u8>, Response> {
     let ct = req.header_str("content-type").unwrap_or("");
     if !ct.to_ascii_lowercase().starts_with("application/json") {
-        return Err(Response::error(415, "unsupported_media_type", "send the body as Content-Type: application/json"));
+        return Err(Response::error(
+            415,
+            "unsupported_media_type",
+            "send the body as Content-Type: application/json",
+        ));
     }
     Ok(req.body.clone())
 }
 
 fn parse_object<'a>(buf: &'a mut [u8]) -> Result<BorrowedValue<'a>, Response> {
+    if crate::lenient::too_deep(buf, crate::lenient::MAX_JSON_DEPTH) {
+        return Err(Response::error(
+            400,
+            "invalid_json",
+            "the JSON body nests too deep",
+        ));
+    }
     let v = simd_json::to_borrowed_value(buf)
         .map_err(|e| Response::error(400, "invalid_json", &format!("malformed JSON body: {e}")))?;
     if !v.is_object() {
-        return Err(Response::error(400, "invalid_json", "the body must be a JSON object"));
+        return Err(Response::error(
+            400,
+            "invalid_json",
+            "the body must be a JSON object",
+        ));
     }
     Ok(v)
 }
@@ -175,7 +216,11 @@ fn limit(q: &[(String, String)]) -> Result<usize, Response> {
         None => Ok(DEFAULT_LIMIT),
         Some(s) => match s.parse::<usize>() {
             Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-            _ => Err(Response::error(400, "invalid_query", &format!("limit must be 1 to {MAX_LIMIT}"))),
+            _ => Err(Response::error(
+                400,
+                "invalid_query",
+                &format!("limit must be 1 to {MAX_LIMIT}"),
+            )),
         },
     }
 }
@@ -186,7 +231,11 @@ fn cursor(q: &[(String, String)], prefix: &[u8]) -> Result<Option<Vec<u8>>, Resp
         None | Some("") => Ok(None),
         Some(c) => match auth::unhex(c) {
             Some(k) if k.starts_with(prefix) => Ok(Some(k)),
-            _ => Err(Response::error(400, "invalid_query", "cursor is not one this list returned")),
+            _ => Err(Response::error(
+                400,
+                "invalid_query",
+                "cursor is not one this list returned",
+            )),
         },
     }
 }
@@ -216,5 +265,9 @@ fn page(items: &[String], next: Option<String>) -> Response {
 
 fn store_error(e: impl std::fmt::Display) -> Response {
     tracing::error!(error = %e, "store error in API");
-    Response::error(503, "store_unavailable", "the store could not complete the request; retry")
+    Response::error(
+        503,
+        "store_unavailable",
+        "the store could not complete the request; retry",
+    )
 }

@@ -10,8 +10,8 @@ use crate::http::response::Response;
 use crate::json;
 use crate::pending::PendingDevice;
 use crate::shard::Local;
-use crate::store::records::{self, DeviceRecord};
 use crate::store::Cf;
+use crate::store::records::{self, DeviceRecord};
 use crate::time::{now_ms, rfc3339_ms};
 
 fn item(p: &PendingDevice) -> String {
@@ -60,7 +60,13 @@ pub async fn approve(local: &Local, serial: &str, req: &Request) -> Response {
     };
     let name = match v.get("name").and_then(|n| n.as_str()).map(str::trim) {
         Some(n) if !n.is_empty() && n.len() <= 128 => n.to_string(),
-        _ => return Response::error(400, "invalid_field", "`name` is required: 1 to 128 characters"),
+        _ => {
+            return Response::error(
+                400,
+                "invalid_field",
+                "`name` is required: 1 to 128 characters",
+            );
+        }
     };
     let settings = match v.get("settings") {
         None => Default::default(),
@@ -70,7 +76,11 @@ pub async fn approve(local: &Local, serial: &str, req: &Request) -> Response {
         },
     };
     if local.shared.registry.serial_taken(serial) {
-        return Response::error(409, "serial_taken", "a device with this serial already exists");
+        return Response::error(
+            409,
+            "serial_taken",
+            "a device with this serial already exists",
+        );
     }
     let token = match auth::generate_token() {
         Ok(t) => t,
@@ -112,7 +122,11 @@ pub async fn dismiss(local: &Local, serial: &str) -> Response {
     if local.shared.pending.remove(serial).is_none() {
         return Response::error(404, "not_found", "no pending device with this serial");
     }
-    if let Err(e) = local.batcher.commit(|st| st.delete(Cf::Pending, serial.as_bytes())).await {
+    if let Err(e) = local
+        .batcher
+        .commit(|st| st.delete(Cf::Pending, serial.as_bytes()))
+        .await
+    {
         return store_error(e);
     }
     let mut s = String::from("{\"serial\":");

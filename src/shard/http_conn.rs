@@ -4,10 +4,10 @@
 use std::rc::Rc;
 
 use super::io::Transport;
-use super::{flush, out_buf, ConnCtl, Deadline, Local};
-use crate::http::request::{self, Limits, Parse};
-use crate::api::attendance::{CsvExport, CSV_HEADER};
+use super::{ConnCtl, Deadline, Local, flush, out_buf};
 use crate::api::Reply;
+use crate::api::attendance::{CSV_HEADER, CsvExport};
+use crate::http::request::{self, Limits, Parse};
 use crate::http::response::Response;
 use crate::time::now_ms;
 
@@ -26,8 +26,16 @@ pub async fn serve<T: Transport>(local: &Rc<Local>, ctl: &Rc<ConnCtl>, io: T) {
     loop {
         if let Some((_, reason)) = ctl.close.get() {
             let answer = match (reason, inbuf.is_empty()) {
-                ("server at connection limit", _) => Some(Response::error(503, "overloaded", "the server is at its connection limit; retry later")),
-                ("timeout", false) => Some(Response::error(408, "request_timeout", "the request head did not arrive in time")),
+                ("server at connection limit", _) => Some(Response::error(
+                    503,
+                    "overloaded",
+                    "the server is at its connection limit; retry later",
+                )),
+                ("timeout", false) => Some(Response::error(
+                    408,
+                    "request_timeout",
+                    "the request head did not arrive in time",
+                )),
                 _ => None,
             };
             if let Some(r) = answer {
@@ -61,7 +69,8 @@ pub async fn serve<T: Transport>(local: &Rc<Local>, ctl: &Rc<ConnCtl>, io: T) {
                 Ok(Parse::Partial { expect_continue }) => {
                     if expect_continue && !sent_continue {
                         sent_continue = true;
-                        out_buf(local, &mut out).extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                        out_buf(local, &mut out)
+                            .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
                     }
                     if ctl.deadline().1 != Deadline::Header {
                         local.set_deadline(ctl, now_ms() + header_ms, Deadline::Header);
@@ -83,9 +92,14 @@ pub async fn serve<T: Transport>(local: &Rc<Local>, ctl: &Rc<ConnCtl>, io: T) {
                     let keep_alive = request.keep_alive && !local.shutting_down.get();
                     let remote = ctl.peer.to_string();
                     match crate::api::route(local, &request, &remote).await {
-                        Reply::Full(response) => response.write_to(out_buf(local, &mut out), keep_alive, head_only),
+                        Reply::Full(response) => {
+                            response.write_to(out_buf(local, &mut out), keep_alive, head_only)
+                        }
                         Reply::Csv(export) => {
-                            if stream_csv(local, &io, &mut out, export, keep_alive, head_only).await.is_err() {
+                            if stream_csv(local, &io, &mut out, export, keep_alive, head_only)
+                                .await
+                                .is_err()
+                            {
                                 return;
                             }
                         }
@@ -97,7 +111,11 @@ pub async fn serve<T: Transport>(local: &Rc<Local>, ctl: &Rc<ConnCtl>, io: T) {
                     local.set_deadline(ctl, now_ms() + keepalive_ms, Deadline::KeepAlive);
                 }
                 Err(e) => {
-                    Response::error(e.status, e.code, &e.message).write_to(out_buf(local, &mut out), false, false);
+                    Response::error(e.status, e.code, &e.message).write_to(
+                        out_buf(local, &mut out),
+                        false,
+                        false,
+                    );
                     let _ = flush(&io, local, &mut out).await;
                     return;
                 }

@@ -8,8 +8,8 @@
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
-use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 
 /// Space a read asks for at least; the pool's buffers are larger.
 const MIN_READ: usize = 4096;

@@ -4,14 +4,15 @@
 
 pub mod http_conn;
 pub mod io;
+pub mod terminal;
 pub mod ws_session;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -21,8 +22,8 @@ use crate::auth::TokenHash;
 use crate::config::ServeConfig;
 use crate::hub::{Hub, InboxReceiver, ShardMsg};
 use crate::registry::Registry;
-use crate::store::commit::{Batcher, Committer};
 use crate::store::Store;
+use crate::store::commit::{Batcher, Committer};
 use crate::time::now_ms;
 use crate::timer_wheel::TimerWheel;
 use io::Transport;
@@ -160,7 +161,10 @@ impl Local {
 
     /// A read buffer from the pool (empty, with `POOL_BUF` capacity).
     pub fn take_buf(&self) -> Vec<u8> {
-        self.pool.borrow_mut().pop().unwrap_or_else(|| Vec::with_capacity(POOL_BUF))
+        self.pool
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(POOL_BUF))
     }
 
     /// Returns a buffer; oversized ones (a large frame grew them) are freed instead of kept.
@@ -227,7 +231,9 @@ impl Local {
         self.liveness.borrow_mut().advance(now, &mut silent);
         let after = self.config().http_offline_after * 1000;
         for id in silent {
-            let Some(dev) = self.shared.registry.get(&id) else { continue };
+            let Some(dev) = self.shared.registry.get(&id) else {
+                continue;
+            };
             let due = dev.last_seen_ms.load(Ordering::Acquire) + after;
             if now < due {
                 self.liveness.borrow_mut().schedule(id, due);
@@ -238,7 +244,9 @@ impl Local {
         let mut fired = Vec::new();
         self.wheel.borrow_mut().advance(now, &mut fired);
         for id in fired {
-            let Some(ctl) = self.conns.borrow().get(&id).cloned() else { continue };
+            let Some(ctl) = self.conns.borrow().get(&id).cloned() else {
+                continue;
+            };
             ctl.scheduled.set(u64::MAX);
             let (at, kind) = ctl.deadline.get();
             match kind {
@@ -261,7 +269,12 @@ impl Local {
             ShardMsg::Commands { conn } => {
                 if let Some(c) = self.conns.borrow().get(&conn) {
                     // Never dropped for a full outbox: one pending nudge is enough.
-                    if !c.outbox.borrow().iter().any(|o| matches!(o, Out::CommandsPending)) {
+                    if !c
+                        .outbox
+                        .borrow()
+                        .iter()
+                        .any(|o| matches!(o, Out::CommandsPending))
+                    {
                         c.outbox.borrow_mut().push_back(Out::CommandsPending);
                     }
                     c.wake.notify_one();
@@ -332,7 +345,9 @@ pub fn run(
             shard_main(local, Listener::Uring(l), inbox).await
         });
     } else {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         let set = tokio::task::LocalSet::new();
         set.block_on(&rt, async move {
             listener.set_nonblocking(true)?;

@@ -8,15 +8,15 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use simd_json::prelude::*;
 use uuid::Uuid;
 
 use super::io::Transport;
-use super::{flush, out_buf, ConnCtl, Deadline, Local, Out};
+use super::{ConnCtl, Deadline, Local, Out, flush, out_buf};
 use crate::auth;
 use crate::commands::{self, EnqueueError};
 use crate::generic::{self, Inbound};
@@ -26,7 +26,7 @@ use crate::json;
 use crate::registry::{Device, SessionRef};
 use crate::store::commit::Ticket;
 use crate::store::records::{self, CommandStatus, Source};
-use crate::store::{keys, Cf};
+use crate::store::{Cf, keys};
 use crate::time::{now_ms, now_us, rfc3339_ms};
 use crate::ws::{self, Event, Opcode};
 
@@ -39,7 +39,13 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// Commands delivered per delivery pass (the rest follow in the next pass).
 const DELIVERY_BATCH: usize = 100;
 
-pub async fn upgrade<T: Transport>(local: &Rc<Local>, ctl: &Rc<ConnCtl>, io: T, req: Request, leftover: Vec<u8>) {
+pub async fn upgrade<T: Transport>(
+    local: &Rc<Local>,
+    ctl: &Rc<ConnCtl>,
+    io: T,
+    req: Request,
+    leftover: Vec<u8>,
+) {
     let headers = req.headers.iter().map(|(k, v)| (k.as_str(), v.as_slice()));
     let mut out = Vec::new();
     match ws::handshake::accept("GET", headers) {
@@ -66,42 +72,52 @@ pub async fn upgrade<T: Transport>(local: &Rc<Local>, ctl: &Rc<ConnCtl>, io: T, 
         out: Vec::new(),
         end_reason: None,
     };
-    local.set_deadline(ctl, now_ms() + local.config().register_timeout * 1000, Deadline::Register);
+    local.set_deadline(
+        ctl,
+        now_ms() + local.config().register_timeout * 1000,
+        Deadline::Register,
+    );
     s.run(&io, leftover).await;
     s.end().await;
 }
 
-enum Role {
+pub(super) enum Role {
     Pending,
     Device(Arc<Device>),
     Admin,
+    /// A biometric terminal (AiFace JSON or SmackBio XML), driven through its sans-IO conversation.
+    Terminal(Box<super::terminal::Terminal>),
 }
 
-struct Session<'a> {
-    local: &'a Rc<Local>,
-    ctl: &'a Rc<ConnCtl>,
-    role: Role,
+pub(super) struct Session<'a> {
+    pub(super) local: &'a Rc<Local>,
+    pub(super) ctl: &'a Rc<ConnCtl>,
+    pub(super) role: Role,
     /// Records waiting for their batch, in commit order, with the msg_id to ack.
     pending: VecDeque<(Rc<Ticket>, String)>,
     pending_ids: HashSet<String>,
     out: Vec<u8>,
     /// Why the session ended, for the `device_disconnected` event: the first cause wins.
-    end_reason: Option<&'static str>,
+    pub(super) end_reason: Option<&'static str>,
 }
 
 impl Session<'_> {
-    fn me(&self) -> SessionRef {
+    pub(super) fn me(&self) -> SessionRef {
         SessionRef {
             shard: self.local.index,
             conn: self.ctl.id,
         }
     }
 
-    fn send_text(&mut self, text: &str) {
-        ws::encode_frame(out_buf(self.local, &mut self.out), Opcode::Text, text.as_bytes());
+    pub(super) fn send_text(&mut self, text: &str) {
+        ws::encode_frame(
+            out_buf(self.local, &mut self.out),
+            Opcode::Text,
+            text.as_bytes(),
+        );
     }
 
-    fn send_error(&mut self, code: &str, message: &str, msg_id: Option<&str>) {
+    pub(super) fn send_error(&mut self, code: &str, message: &str, msg_id: Option<&str>) {
         self.local.metrics.protocol_errors.increment(1);
         self.send_text(&generic::error(code, message, msg_id));
     }
@@ -146,6 +162,10 @@ impl Session<'_> {
                 _ = self.ctl.wake.notified() => continue,
                 _ = async { if let Some(t) = &front { t.wait().await; } }, if front.is_some() => continue,
                 _ = self.local.batcher.room(), if !can_read && front.is_none() => continue,
+                _ = tokio::time::sleep(super::terminal::TICK), if self.terminal_busy() => {
+                    self.terminal_tick().await;
+                    continue;
+                }
                 r = io.readable(), if can_read => {
                     if r.is_err() {
                         self.end_reason.get_or_insert("connection lost");
@@ -188,7 +208,11 @@ impl Session<'_> {
     }
 
     /// Decodes and handles every complete frame in `inbuf`, leaving a partial frame in place.
-    async fn decode_all(&mut self, decoder: &mut ws::Decoder, inbuf: &mut Vec<u8>) -> Result<(), (u16, &'static str)> {
+    async fn decode_all(
+        &mut self,
+        decoder: &mut ws::Decoder,
+        inbuf: &mut Vec<u8>,
+    ) -> Result<(), (u16, &'static str)> {
         let mut start = 0;
         let result = loop {
             if self.ctl.close.get().is_some() {
@@ -200,9 +224,11 @@ impl Session<'_> {
                     let Some(event) = event else { break Ok(()) };
                     match event {
                         Event::Text(text) => self.on_text(text).await,
-                        Event::Binary(_) => {
-                            self.send_error("invalid_message", "binary frames are not part of this protocol; send JSON text", None)
-                        }
+                        Event::Binary(_) => self.send_error(
+                            "invalid_message",
+                            "binary frames are not part of this protocol; send JSON text",
+                            None,
+                        ),
                         Event::Ping(p) => {
                             let p = p.to_vec();
                             ws::encode_frame(out_buf(self.local, &mut self.out), Opcode::Pong, &p);
@@ -226,20 +252,38 @@ impl Session<'_> {
     }
 
     fn touch(&self) {
+        if matches!(self.role, Role::Terminal(_)) {
+            return self.touch_terminal();
+        }
         if let Role::Device(dev) = &self.role {
             let now = now_ms();
             dev.touch(now);
-            self.local
-                .set_deadline(self.ctl, now + self.local.config().ws_idle_timeout * 1000, Deadline::Idle);
+            self.local.set_deadline(
+                self.ctl,
+                now + self.local.config().ws_idle_timeout * 1000,
+                Deadline::Idle,
+            );
         }
     }
 
     async fn on_text(&mut self, text: &mut [u8]) {
+        if matches!(self.role, Role::Pending) {
+            if let Some(t) = super::terminal::sniff(text, self.local) {
+                self.role = Role::Terminal(Box::new(t));
+            }
+        }
+        if matches!(self.role, Role::Terminal(_)) {
+            return self.terminal_frame(text).await;
+        }
         let value = match generic::parse(text) {
             Ok(v) => v,
             Err(e) => {
                 if matches!(self.role, Role::Pending) {
-                    self.send_error("not_registered", "the first frame must be a register or subscribe message", None);
+                    self.send_error(
+                        "not_registered",
+                        "the first frame must be a register or subscribe message",
+                        None,
+                    );
                     self.ctl.request_close(1008, "not registered");
                 } else {
                     self.send_error(e.code, &e.message, None);
@@ -251,7 +295,11 @@ impl Session<'_> {
             Ok(m) => m,
             Err(e) => {
                 if matches!(self.role, Role::Pending) {
-                    self.send_error("not_registered", "the first frame must be a register or subscribe message", None);
+                    self.send_error(
+                        "not_registered",
+                        "the first frame must be a register or subscribe message",
+                        None,
+                    );
                     self.ctl.request_close(1008, "not registered");
                 } else {
                     let id = value.get("msg_id").map(json::encode);
@@ -261,10 +309,16 @@ impl Session<'_> {
             }
         };
         match (&self.role, msg) {
-            (Role::Pending, Inbound::Register { device_id, token }) => self.register(device_id, token).await,
+            (Role::Pending, Inbound::Register { device_id, token }) => {
+                self.register(device_id, token).await
+            }
             (Role::Pending, Inbound::Subscribe { role, token }) => self.subscribe(role, token),
             (Role::Pending, _) => {
-                self.send_error("not_registered", "the first frame must be a register or subscribe message", None);
+                self.send_error(
+                    "not_registered",
+                    "the first frame must be a register or subscribe message",
+                    None,
+                );
                 self.ctl.request_close(1008, "not registered");
             }
             (_, Inbound::Ping) => {
@@ -272,10 +326,20 @@ impl Session<'_> {
                 self.send_text(generic::PONG);
             }
             (_, Inbound::Pong) => {}
-            (_, Inbound::Register { .. } | Inbound::Subscribe { .. }) => {
-                self.send_error("already_registered", "this session is already registered", None)
-            }
-            (Role::Device(dev), Inbound::Telemetry { device_id, payload, ts, msg_id }) => {
+            (_, Inbound::Register { .. } | Inbound::Subscribe { .. }) => self.send_error(
+                "already_registered",
+                "this session is already registered",
+                None,
+            ),
+            (
+                Role::Device(dev),
+                Inbound::Telemetry {
+                    device_id,
+                    payload,
+                    ts,
+                    msg_id,
+                },
+            ) => {
                 let dev = dev.clone();
                 self.local.metrics.msg_telemetry.increment(1);
                 if self.mismatch(&dev, device_id, msg_id) {
@@ -287,10 +351,22 @@ impl Session<'_> {
                     records::stage_telemetry(st, &dev.id, id, ts.as_deref(), &payload, m)
                 });
                 if self.local.shared.hub.has_admins() {
-                    self.local.broadcast(generic::telemetry_broadcast(&dev.id.to_string(), &rfc3339_ms(now_ms()), &payload));
+                    self.local.broadcast(generic::telemetry_broadcast(
+                        &dev.id.to_string(),
+                        &rfc3339_ms(now_ms()),
+                        &payload,
+                    ));
                 }
             }
-            (Role::Device(dev), Inbound::Event { device_id, event_type, payload, msg_id }) => {
+            (
+                Role::Device(dev),
+                Inbound::Event {
+                    device_id,
+                    event_type,
+                    payload,
+                    msg_id,
+                },
+            ) => {
                 let dev = dev.clone();
                 self.local.metrics.msg_event.increment(1);
                 if self.mismatch(&dev, device_id, msg_id) {
@@ -298,33 +374,75 @@ impl Session<'_> {
                 }
                 let payload = payload.map_or_else(|| "{}".to_string(), json::encode);
                 self.store_record(&dev, msg_id.map(json::encode), |st, id, m| {
-                    records::stage_event(st, id, Some(&dev.id), event_type, Source::Device, &payload, m)
+                    records::stage_event(
+                        st,
+                        id,
+                        Some(&dev.id),
+                        event_type,
+                        Source::Device,
+                        &payload,
+                        m,
+                    )
                 });
                 if self.local.shared.hub.has_admins() {
-                    self.local.broadcast(generic::event_broadcast(&dev.id.to_string(), event_type, &rfc3339_ms(now_ms()), &payload));
+                    self.local.broadcast(generic::event_broadcast(
+                        &dev.id.to_string(),
+                        event_type,
+                        &rfc3339_ms(now_ms()),
+                        &payload,
+                    ));
                 }
             }
-            (Role::Device(dev), Inbound::CommandResult { command_id, ok, payload }) => {
+            (
+                Role::Device(dev),
+                Inbound::CommandResult {
+                    command_id,
+                    ok,
+                    payload,
+                },
+            ) => {
                 let dev = dev.clone();
                 self.local.metrics.msg_command_result.increment(1);
                 self.command_result(&dev, command_id, ok, payload.map(json::encode));
             }
-            (Role::Admin, Inbound::Command { device_id, command, payload, ttl_s }) => {
+            (
+                Role::Admin,
+                Inbound::Command {
+                    device_id,
+                    command,
+                    payload,
+                    ttl_s,
+                },
+            ) => {
                 let payload = payload.map_or_else(|| "{}".to_string(), json::encode);
-                self.admin_command(device_id, command, &payload, ttl_s).await;
+                self.admin_command(device_id, command, &payload, ttl_s)
+                    .await;
             }
             (_, _) => {
                 self.local.metrics.msg_other.increment(1);
-                self.send_error("invalid_message", "this message type is not accepted in this role", None)
+                self.send_error(
+                    "invalid_message",
+                    "this message type is not accepted in this role",
+                    None,
+                )
             }
         }
     }
 
-    fn mismatch(&mut self, dev: &Device, device_id: Option<&str>, msg_id: Option<&simd_json::BorrowedValue<'_>>) -> bool {
+    fn mismatch(
+        &mut self,
+        dev: &Device,
+        device_id: Option<&str>,
+        msg_id: Option<&simd_json::BorrowedValue<'_>>,
+    ) -> bool {
         match device_id {
             Some(d) if Uuid::parse_str(d).ok() != Some(dev.id) => {
                 let m = msg_id.map(json::encode);
-                self.send_error("device_mismatch", "device_id does not match the registered device", m.as_deref());
+                self.send_error(
+                    "device_mismatch",
+                    "device_id does not match the registered device",
+                    m.as_deref(),
+                );
                 true
             }
             _ => false,
@@ -336,7 +454,11 @@ impl Session<'_> {
         &mut self,
         dev: &Device,
         msg_id: Option<String>,
-        stage: impl FnOnce(&mut crate::store::commit::Staging<'_>, u64, Option<&str>) -> Result<(), crate::store::StoreError>,
+        stage: impl FnOnce(
+            &mut crate::store::commit::Staging<'_>,
+            u64,
+            Option<&str>,
+        ) -> Result<(), crate::store::StoreError>,
     ) {
         if let Some(m) = &msg_id {
             if self.pending_ids.contains(m) {
@@ -346,7 +468,12 @@ impl Session<'_> {
                 }
                 return;
             }
-            match self.local.shared.store.exists(Cf::MsgIds, &keys::msg_id(&dev.id, m)) {
+            match self
+                .local
+                .shared
+                .store
+                .exists(Cf::MsgIds, &keys::msg_id(&dev.id, m))
+            {
                 Ok(true) => {
                     metrics::counter!("fleetgate_duplicates_total").increment(1);
                     self.send_text(&generic::ack(m));
@@ -355,13 +482,21 @@ impl Session<'_> {
                 Ok(false) => {}
                 Err(e) => {
                     tracing::error!(error = %e, "msg_id lookup failed");
-                    self.send_error("not_stored", "the record could not be stored; send it again", Some(m));
+                    self.send_error(
+                        "not_stored",
+                        "the record could not be stored; send it again",
+                        Some(m),
+                    );
                     return;
                 }
             }
         }
         let id = self.local.shared.store.ids.next(now_us());
-        match self.local.batcher.stage(|st| stage(st, id, msg_id.as_deref())) {
+        match self
+            .local
+            .batcher
+            .stage(|st| stage(st, id, msg_id.as_deref()))
+        {
             Ok(ticket) => {
                 if let Some(m) = msg_id {
                     self.pending_ids.insert(m.clone());
@@ -370,7 +505,11 @@ impl Session<'_> {
             }
             Err(e) => {
                 tracing::error!(error = %e, "staging a record failed");
-                self.send_error("not_stored", "the record could not be stored; send it again", msg_id.as_deref());
+                self.send_error(
+                    "not_stored",
+                    "the record could not be stored; send it again",
+                    msg_id.as_deref(),
+                );
             }
         }
     }
@@ -378,45 +517,39 @@ impl Session<'_> {
     /// Turns every resolved ticket at the front of the queue into an ack (or a "not stored" error).
     fn drain_acks(&mut self) {
         while let Some(ok) = self.pending.front().and_then(|(t, _)| t.outcome()) {
-            let Some((_, m)) = self.pending.pop_front() else { break };
+            let Some((_, m)) = self.pending.pop_front() else {
+                break;
+            };
             self.pending_ids.remove(&m);
             if ok {
                 self.send_text(&generic::ack(&m));
             } else {
-                self.send_error("not_stored", "the record could not be stored; send it again", Some(&m));
+                self.send_error(
+                    "not_stored",
+                    "the record could not be stored; send it again",
+                    Some(&m),
+                );
             }
         }
     }
 
     async fn register(&mut self, device_id: &str, token: &str) {
-        let dev = Uuid::parse_str(device_id).ok().and_then(|id| self.local.shared.registry.get(&id));
+        let dev = Uuid::parse_str(device_id)
+            .ok()
+            .and_then(|id| self.local.shared.registry.get(&id));
         let Some(dev) = dev.filter(|d| d.verify_token(token)) else {
             self.local.metrics.auth_failures.increment(1);
-            self.send_text(&generic::error("auth_failed", "unknown device_id or wrong token", None));
+            self.send_text(&generic::error(
+                "auth_failed",
+                "unknown device_id or wrong token",
+                None,
+            ));
             self.ctl.request_close(1008, "authentication failed");
             self.end_reason.get_or_insert("authentication failed");
             return;
         };
-        // One live session per device: ask the holder to close and wait for it to let go, so its
-        // last commits land before this session can write (exact msg_id de-duplication).
-        let me = self.me();
-        let deadline = tokio::time::Instant::now() + HANDOVER_WAIT;
-        loop {
-            let released = dev.released.notified();
-            match dev.claim(me) {
-                Ok(()) => break,
-                Err(holder) => {
-                    self.local.shared.hub.send(
-                        holder.shard,
-                        crate::hub::ShardMsg::Close { conn: holder.conn, code: 4000, reason: "replaced by a newer session" },
-                    );
-                    if tokio::time::timeout_at(deadline, released).await.is_err() {
-                        self.send_error("busy", "the previous session of this device did not close in time; retry", None);
-                        self.ctl.request_close(1013, "handover timed out");
-                        return;
-                    }
-                }
-            }
+        if !self.claim(&dev).await {
+            return;
         }
         let now = now_ms();
         dev.touch(now);
@@ -424,15 +557,59 @@ impl Session<'_> {
         self.touch();
         metrics::gauge!("fleetgate_sessions", "protocol" => "generic").increment(1.0);
         self.send_text(&generic::registered(&dev.id.to_string(), &rfc3339_ms(now)));
-        crate::presence::record(self.local, &dev, true, "registered", Some(&self.ctl.peer.to_string()));
+        crate::presence::record(
+            self.local,
+            &dev,
+            true,
+            "registered",
+            Some(&self.ctl.peer.to_string()),
+        );
         self.deliver_commands(&dev);
     }
 
+    /// One live session per device: asks the holder to close and waits for it to let go, so its
+    /// last commits land before this session can write (exact de-duplication). False (with the
+    /// session closing) if the holder does not let go in time.
+    pub(super) async fn claim(&mut self, dev: &Device) -> bool {
+        let me = self.me();
+        let deadline = tokio::time::Instant::now() + HANDOVER_WAIT;
+        loop {
+            let released = dev.released.notified();
+            match dev.claim(me) {
+                Ok(()) => return true,
+                Err(holder) => {
+                    self.local.shared.hub.send(
+                        holder.shard,
+                        crate::hub::ShardMsg::Close {
+                            conn: holder.conn,
+                            code: 4000,
+                            reason: "replaced by a newer session",
+                        },
+                    );
+                    if tokio::time::timeout_at(deadline, released).await.is_err() {
+                        self.send_error(
+                            "busy",
+                            "the previous session of this device did not close in time; retry",
+                            None,
+                        );
+                        self.ctl.request_close(1013, "handover timed out");
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
     fn subscribe(&mut self, role: &str, token: Option<&str>) {
-        let ok = role == "admin" && token.is_some_and(|t| auth::verify_token(t, &self.local.shared.admin_token));
+        let ok = role == "admin"
+            && token.is_some_and(|t| auth::verify_token(t, &self.local.shared.admin_token));
         if !ok {
             self.local.metrics.auth_failures.increment(1);
-            self.send_text(&generic::error("auth_failed", "subscribe needs role \"admin\" and a valid admin token", None));
+            self.send_text(&generic::error(
+                "auth_failed",
+                "subscribe needs role \"admin\" and a valid admin token",
+                None,
+            ));
             self.ctl.request_close(1008, "authentication failed");
             return;
         }
@@ -462,13 +639,18 @@ impl Session<'_> {
         for mut c in cmds {
             match c.effective_status(now) {
                 CommandStatus::Queued => {
-                    self.send_text(&generic::command(&c.command_id.to_string(), &c.command, &c.payload));
+                    self.send_text(&generic::command(
+                        &c.command_id.to_string(),
+                        &c.command,
+                        &c.payload,
+                    ));
                     c.status = CommandStatus::Sent;
                     metrics::counter!("fleetgate_commands_total", "stage" => "sent").increment(1);
                 }
                 CommandStatus::Expired if c.status == CommandStatus::Queued => {
                     c.status = CommandStatus::Expired;
-                    metrics::counter!("fleetgate_commands_total", "stage" => "expired").increment(1);
+                    metrics::counter!("fleetgate_commands_total", "stage" => "expired")
+                        .increment(1);
                 }
                 _ => {
                     through = c.seq;
@@ -478,7 +660,11 @@ impl Session<'_> {
             c.updated_at = now;
             through = c.seq;
             dev.queued_commands.fetch_sub(1, Ordering::AcqRel);
-            if let Err(e) = self.local.batcher.stage(|st| records::stage_command(st, &c)) {
+            if let Err(e) = self
+                .local
+                .batcher
+                .stage(|st| records::stage_command(st, &c))
+            {
                 tracing::error!(error = %e, "recording command delivery failed");
                 more = false;
                 break;
@@ -490,35 +676,77 @@ impl Session<'_> {
         }
     }
 
-    fn command_result(&mut self, dev: &Device, command_id: &str, ok: bool, payload: Option<String>) {
+    fn command_result(
+        &mut self,
+        dev: &Device,
+        command_id: &str,
+        ok: bool,
+        payload: Option<String>,
+    ) {
         let store = self.local.shared.store.clone();
-        let found = Uuid::parse_str(command_id).ok().map(|id| records::get_command(&store, &id));
+        let found = Uuid::parse_str(command_id)
+            .ok()
+            .map(|id| records::get_command(&store, &id));
         let mut cmd = match found {
             Some(Ok(Some(c))) if c.device_id == dev.id => c,
             Some(Err(e)) => {
                 tracing::error!(error = %e, "command lookup failed");
-                return self.send_error("not_stored", "the result could not be recorded; send it again", None);
+                return self.send_error(
+                    "not_stored",
+                    "the result could not be recorded; send it again",
+                    None,
+                );
             }
-            _ => return self.send_error("unknown_command", "no command with this command_id was sent to this device", None),
+            _ => {
+                return self.send_error(
+                    "unknown_command",
+                    "no command with this command_id was sent to this device",
+                    None,
+                );
+            }
         };
-        cmd.status = if ok { CommandStatus::Acked } else { CommandStatus::Failed };
+        cmd.status = if ok {
+            CommandStatus::Acked
+        } else {
+            CommandStatus::Failed
+        };
         cmd.result = payload;
         cmd.updated_at = now_ms();
         metrics::counter!("fleetgate_commands_total", "stage" => cmd.status.as_str()).increment(1);
-        if let Err(e) = self.local.batcher.stage(|st| records::stage_command(st, &cmd)) {
+        if let Err(e) = self
+            .local
+            .batcher
+            .stage(|st| records::stage_command(st, &cmd))
+        {
             tracing::error!(error = %e, "recording a command result failed");
         }
     }
 
-    async fn admin_command(&mut self, device_id: &str, command: &str, payload: &str, ttl_s: Option<u64>) {
-        let dev = Uuid::parse_str(device_id).ok().and_then(|id| self.local.shared.registry.get(&id));
+    async fn admin_command(
+        &mut self,
+        device_id: &str,
+        command: &str,
+        payload: &str,
+        ttl_s: Option<u64>,
+    ) {
+        let dev = Uuid::parse_str(device_id)
+            .ok()
+            .and_then(|id| self.local.shared.registry.get(&id));
         let Some(dev) = dev else {
             return self.send_error("unknown_device", "no device with this device_id", None);
         };
         match commands::enqueue(self.local, &dev, command, payload, ttl_s).await {
-            Ok(c) => self.send_text(&generic::command_queued(&c.command_id.to_string(), device_id, c.status.as_str())),
+            Ok(c) => self.send_text(&generic::command_queued(
+                &c.command_id.to_string(),
+                device_id,
+                c.status.as_str(),
+            )),
             Err(EnqueueError::Invalid(m)) => self.send_error("invalid_message", &m, None),
-            Err(EnqueueError::QueueFull(n)) => self.send_error("queue_full", &format!("the device already has {n} queued commands"), None),
+            Err(EnqueueError::QueueFull(n)) => self.send_error(
+                "queue_full",
+                &format!("the device already has {n} queued commands"),
+                None,
+            ),
             Err(EnqueueError::Store(m)) => self.send_error("not_stored", &m, None),
         }
     }
@@ -530,12 +758,14 @@ impl Session<'_> {
                 None => return,
                 Some(Out::Text(t)) => self.send_text(&t),
                 Some(Out::Shared(t)) => self.send_text(&t),
-                Some(Out::CommandsPending) => {
-                    if let Role::Device(dev) = &self.role {
+                Some(Out::CommandsPending) => match &self.role {
+                    Role::Device(dev) => {
                         let dev = dev.clone();
                         self.deliver_commands(&dev);
                     }
-                }
+                    Role::Terminal(_) => self.terminal_commands().await,
+                    _ => {}
+                },
             }
         }
     }
@@ -563,13 +793,37 @@ impl Session<'_> {
             Role::Device(dev) => {
                 metrics::gauge!("fleetgate_sessions", "protocol" => "generic").decrement(1.0);
                 let reason = self.end_reason.unwrap_or("closed");
-                crate::presence::record(self.local, &dev, false, reason, Some(&self.ctl.peer.to_string()));
+                crate::presence::record(
+                    self.local,
+                    &dev,
+                    false,
+                    reason,
+                    Some(&self.ctl.peer.to_string()),
+                );
                 dev.release(self.me());
             }
             Role::Admin => {
                 metrics::gauge!("fleetgate_sessions", "protocol" => "admin").decrement(1.0);
-                self.local.admins.borrow_mut().retain(|&id| id != self.ctl.id);
+                self.local
+                    .admins
+                    .borrow_mut()
+                    .retain(|&id| id != self.ctl.id);
                 self.local.shared.hub.admin_left();
+            }
+            Role::Terminal(t) => {
+                if let Some(dev) = t.device() {
+                    metrics::gauge!("fleetgate_sessions", "protocol" => t.protocol().as_str())
+                        .decrement(1.0);
+                    let reason = self.end_reason.unwrap_or("closed");
+                    crate::presence::record(
+                        self.local,
+                        dev,
+                        false,
+                        reason,
+                        Some(&self.ctl.peer.to_string()),
+                    );
+                    dev.release(self.me());
+                }
             }
             Role::Pending => {}
         }

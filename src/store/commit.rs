@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use crossbeam::channel;
 use rocksdb::WriteBatch;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{Notify, oneshot};
 
 use super::{Cf, Store, StoreError};
 
@@ -35,7 +35,10 @@ pub struct Committer {
 }
 
 /// Starts a committer thread. It ends when its `Committer` is dropped and the queue is drained.
-pub fn spawn_committer(store: Arc<Store>, name: String) -> std::io::Result<(Committer, JoinHandle<()>)> {
+pub fn spawn_committer(
+    store: Arc<Store>,
+    name: String,
+) -> std::io::Result<(Committer, JoinHandle<()>)> {
     let (tx, rx) = channel::bounded::<Job>(COMMITTER_QUEUE);
     let handle = std::thread::Builder::new().name(name).spawn(move || {
         let latency = metrics::histogram!("fleetgate_batch_commit_seconds");
@@ -226,7 +229,12 @@ impl Batcher {
                 .borrow()
                 .as_ref()
                 .map(|c| c.tx.clone())
-                .map(|tx| tx.send(Job { batch, done: done_tx }));
+                .map(|tx| {
+                    tx.send(Job {
+                        batch,
+                        done: done_tx,
+                    })
+                });
             let ok = match sent {
                 Some(Ok(())) => {
                     self.in_flight.set(true);

@@ -37,6 +37,11 @@ pub fn command(dev: &Uuid, seq: u64) -> [u8; 24] {
     join(dev, seq)
 }
 
+/// `users`: device ‖ the terminal's user id (`enrollid`).
+pub fn user(dev: &Uuid, enrollid: u64) -> [u8; 24] {
+    join(dev, enrollid)
+}
+
 /// `command_ids`: command UUID → `commands` key.
 pub fn command_id(id: &Uuid) -> [u8; 16] {
     *id.as_bytes()

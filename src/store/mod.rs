@@ -14,11 +14,11 @@ use std::time::Duration;
 
 use rocksdb::compaction_filter::Decision;
 use rocksdb::{
-    BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options,
-    WriteBatch, WriteOptions, DB,
+    BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Options,
+    WriteBatch, WriteOptions,
 };
 
-use crate::time::{now_us, IdClock};
+use crate::time::{IdClock, now_us};
 
 /// Bumped whenever a key layout or record encoding changes; `open` refuses a newer store and
 /// migrates older ones (there are none yet: version 1 is the first).
@@ -40,10 +40,11 @@ pub enum Cf {
     AttendanceDedup,
     Photos,
     Pending,
+    Users,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 13] = [
+    pub const ALL: [Cf; 14] = [
         Cf::Meta,
         Cf::Devices,
         Cf::Telemetry,
@@ -57,6 +58,7 @@ impl Cf {
         Cf::AttendanceDedup,
         Cf::Photos,
         Cf::Pending,
+        Cf::Users,
     ];
 
     pub fn name(self) -> &'static str {
@@ -74,6 +76,7 @@ impl Cf {
             Cf::AttendanceDedup => "attendance_dedup",
             Cf::Photos => "photos",
             Cf::Pending => "pending",
+            Cf::Users => "users",
         }
     }
 }
@@ -116,7 +119,11 @@ pub struct Store {
 }
 
 impl Store {
-    pub fn open(dir: &Path, sync_writes: bool, msg_id_retention: Duration) -> Result<Store, StoreError> {
+    pub fn open(
+        dir: &Path,
+        sync_writes: bool,
+        msg_id_retention: Duration,
+    ) -> Result<Store, StoreError> {
         let mut db_opts = Options::default();
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
@@ -198,7 +205,9 @@ impl Store {
     }
 
     pub fn cf(&self, cf: Cf) -> Result<&ColumnFamily, StoreError> {
-        self.db.cf_handle(cf.name()).ok_or(StoreError::MissingCf(cf.name()))
+        self.db
+            .cf_handle(cf.name())
+            .ok_or(StoreError::MissingCf(cf.name()))
     }
 
     pub fn db(&self) -> &DB {

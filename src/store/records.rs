@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::commit::Staging;
-use super::{keys, Cf, Store, StoreError};
+use super::{Cf, Store, StoreError, keys};
 use crate::json;
 use crate::time::rfc3339_ms;
 
@@ -220,7 +220,13 @@ pub fn stage_event(
     Ok(())
 }
 
-pub fn event_json(id: u64, dev: Option<&Uuid>, kind: &str, source: Source, payload: &str) -> String {
+pub fn event_json(
+    id: u64,
+    dev: Option<&Uuid>,
+    kind: &str,
+    source: Source,
+    payload: &str,
+) -> String {
     let mut v = String::with_capacity(128 + payload.len());
     v.push_str("{\"id\":");
     v.push_str(&id.to_string());
@@ -259,21 +265,38 @@ pub fn load_devices(store: &Store) -> Result<Vec<DeviceRecord>, StoreError> {
 
 pub fn load_commands(store: &Store, dev: &Uuid) -> Result<Vec<CommandRecord>, StoreError> {
     let mut out = Vec::new();
-    store.scan_forward(Cf::Commands, &keys::device(dev), None, usize::MAX, |_, v| {
-        out.push(decode(v)?);
-        Ok(true)
-    })?;
+    store.scan_forward(
+        Cf::Commands,
+        &keys::device(dev),
+        None,
+        usize::MAX,
+        |_, v| {
+            out.push(decode(v)?);
+            Ok(true)
+        },
+    )?;
     Ok(out)
 }
 
 /// Commands of `dev` with a sequence number above `after`, oldest first, at most `limit`.
-pub fn commands_after(store: &Store, dev: &Uuid, after: u64, limit: usize) -> Result<Vec<CommandRecord>, StoreError> {
+pub fn commands_after(
+    store: &Store,
+    dev: &Uuid,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<CommandRecord>, StoreError> {
     let mut out = Vec::new();
     let from = keys::command(dev, after);
-    store.scan_forward(Cf::Commands, &keys::device(dev), Some(&from), limit, |_, v| {
-        out.push(decode(v)?);
-        Ok(true)
-    })?;
+    store.scan_forward(
+        Cf::Commands,
+        &keys::device(dev),
+        Some(&from),
+        limit,
+        |_, v| {
+            out.push(decode(v)?);
+            Ok(true)
+        },
+    )?;
     Ok(out)
 }
 
@@ -294,11 +317,21 @@ mod tests {
     #[test]
     fn event_json_is_valid_and_escaped() {
         let d = Uuid::from_u128(7);
-        let mut s = event_json(1_781_258_400_123_000, Some(&d), "door \"x\"", Source::Device, "{}").into_bytes();
+        let mut s = event_json(
+            1_781_258_400_123_000,
+            Some(&d),
+            "door \"x\"",
+            Source::Device,
+            "{}",
+        )
+        .into_bytes();
         let v = simd_json::to_owned_value(&mut s).unwrap();
         use simd_json::prelude::*;
         assert_eq!(v.get("type").and_then(|t| t.as_str()), Some("door \"x\""));
-        assert_eq!(v.get("ts").and_then(|t| t.as_str()), Some("2026-06-12T10:00:00.123Z"));
+        assert_eq!(
+            v.get("ts").and_then(|t| t.as_str()),
+            Some("2026-06-12T10:00:00.123Z")
+        );
         assert_eq!(v.get("source").and_then(|t| t.as_str()), Some("device"));
     }
 

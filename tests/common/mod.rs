@@ -144,7 +144,10 @@ pub fn random_u64() -> u64 {
 }
 
 pub fn random_token() -> String {
-    random_bytes(24).iter().map(|b| format!("{b:02x}")).collect()
+    random_bytes(24)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn unique_dir(tag: &str) -> PathBuf {
@@ -383,12 +386,22 @@ impl Server {
 
     pub fn post(&self, path: &str, body: &Value) -> Resp {
         let b = enc(body);
-        Resp::from_client(self.admin().post_json(path, b.as_bytes()), "POST", path, self)
+        Resp::from_client(
+            self.admin().post_json(path, b.as_bytes()),
+            "POST",
+            path,
+            self,
+        )
     }
 
     pub fn patch(&self, path: &str, body: &Value) -> Resp {
         let b = enc(body);
-        Resp::from_client(self.admin().patch_json(path, b.as_bytes()), "PATCH", path, self)
+        Resp::from_client(
+            self.admin().patch_json(path, b.as_bytes()),
+            "PATCH",
+            path,
+            self,
+        )
     }
 
     pub fn delete(&self, path: &str) -> Resp {
@@ -552,7 +565,9 @@ impl Server {
     /// Connects and subscribes as admin; returns the session.
     pub fn admin_session(&self) -> Ws {
         let mut ws = self.ws();
-        ws.send_json(&json!({"type":"subscribe","role":"admin","token": self.admin_token.as_str()}));
+        ws.send_json(
+            &json!({"type":"subscribe","role":"admin","token": self.admin_token.as_str()}),
+        );
         let m = ws.recv_json(SOON);
         assert_eq!(s(&m, "type"), "subscribed", "subscribe answer: {}", enc(&m));
         ws
@@ -717,7 +732,10 @@ impl Ws {
                     return WsEvent::Close(code, reason);
                 }
                 Err(tungstenite::Error::Io(e))
-                    if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
                 {
                     if Instant::now() >= deadline {
                         return WsEvent::Timeout;
@@ -739,7 +757,9 @@ impl Ws {
     /// Next JSON message of `type`; other messages are skipped (and returned
     /// in the panic message if none matches before the deadline).
     pub fn recv_type(&mut self, ty: &str, timeout: Duration) -> Value {
-        self.recv_matching(timeout, &format!("type {ty}"), |m| opt_s(m, "type") == Some(ty))
+        self.recv_matching(timeout, &format!("type {ty}"), |m| {
+            opt_s(m, "type") == Some(ty)
+        })
     }
 
     /// Next JSON message for which `pred` holds, skipping others.
@@ -780,7 +800,9 @@ impl Ws {
                     panic!("no close frame within {timeout:?}; messages before: {seen:?}")
                 }
                 WsEvent::Gone(e) => {
-                    panic!("connection ended without a close frame ({e}); messages before: {seen:?}")
+                    panic!(
+                        "connection ended without a close frame ({e}); messages before: {seen:?}"
+                    )
                 }
                 WsEvent::Json(v) => seen.push(enc(&v)),
                 other => seen.push(format!("{other:?}")),
@@ -805,14 +827,11 @@ impl Ws {
 
     /// Sends a register frame and returns the `registered` answer.
     pub fn register(&mut self, dev: &Device) -> Value {
-        self.send_json(&json!({"type":"register","device_id": dev.id.as_str(),"token": dev.token.as_str()}));
-        let m = self.recv_json(SOON);
-        assert_eq!(
-            s(&m, "type"),
-            "registered",
-            "register answer: {}",
-            enc(&m)
+        self.send_json(
+            &json!({"type":"register","device_id": dev.id.as_str(),"token": dev.token.as_str()}),
         );
+        let m = self.recv_json(SOON);
+        assert_eq!(s(&m, "type"), "registered", "register answer: {}", enc(&m));
         m
     }
 
@@ -831,7 +850,10 @@ impl Ws {
             match self.ws.read() {
                 Ok(_) => {}
                 Err(tungstenite::Error::Io(e))
-                    if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
                 Err(_) => break,
             }
         }
@@ -956,12 +978,23 @@ fn fill(
 ) -> Result<(), String> {
     loop {
         match stream.read(chunk) {
-            Ok(0) => return Err(format!("EOF after {} bytes: {:?}", buf.len(), String::from_utf8_lossy(buf))),
+            Ok(0) => {
+                return Err(format!(
+                    "EOF after {} bytes: {:?}",
+                    buf.len(),
+                    String::from_utf8_lossy(buf)
+                ));
+            }
             Ok(n) => {
                 buf.extend_from_slice(&chunk[..n]);
                 return Ok(());
             }
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 if Instant::now() >= deadline {
                     return Err(format!(
                         "timeout; {} bytes so far: {:?}",
@@ -1019,7 +1052,12 @@ pub fn read_to_end_bounded(stream: &mut TcpStream, timeout: Duration) -> (Vec<u8
                     out.extend_from_slice(&chunk[..n]);
                 }
             }
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 if Instant::now() >= deadline {
                     return (out, Ending::Open);
                 }
@@ -1039,7 +1077,10 @@ pub fn parse_server_frame(bytes: &[u8]) -> Option<(u8, Vec<u8>)> {
     let op = bytes[0] & 0x0f;
     let (len, off) = match bytes[1] & 0x7f {
         126 if bytes.len() >= 4 => (u16::from_be_bytes([bytes[2], bytes[3]]) as usize, 4),
-        127 if bytes.len() >= 10 => (u64::from_be_bytes(bytes[2..10].try_into().unwrap()) as usize, 10),
+        127 if bytes.len() >= 10 => (
+            u64::from_be_bytes(bytes[2..10].try_into().unwrap()) as usize,
+            10,
+        ),
         126 | 127 => return None,
         n => (n as usize, 2),
     };
@@ -1050,7 +1091,9 @@ pub fn parse_server_frame(bytes: &[u8]) -> Option<(u8, Vec<u8>)> {
 }
 
 /// Set of strings, for dedup checks.
-pub fn counts<'a>(items: impl IntoIterator<Item = &'a str>) -> std::collections::HashMap<String, usize> {
+pub fn counts<'a>(
+    items: impl IntoIterator<Item = &'a str>,
+) -> std::collections::HashMap<String, usize> {
     let mut m = std::collections::HashMap::new();
     for i in items {
         *m.entry(i.to_string()).or_insert(0) += 1;

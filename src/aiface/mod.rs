@@ -1,0 +1,531 @@
+//! The AiFace-family "WEBSOCKET+JSON" terminal protocol (protocols.md §3), sans-IO: frames,
+//! identity answers and the time go in, `terminal::Action`s come out.
+//!
+//! The terminal is the WebSocket client and opens with `reg`. Both sides then send requests
+//! (`"cmd"`) and answer them with replies (`"ret"` with the same name). Replies are matched by
+//! name, never by arrival order: the terminal pushes `sendlog` whenever it sees a face, also in
+//! the middle of a paged reply. The server keeps one request of its own outstanding at a time:
+//! the log backfill the session runs after registration, or an operator's command.
+//!
+//! Nothing the terminal sends is acknowledged here: `sendlog` and `senduser` answers ride in the
+//! store actions (`on_stored` / `on_failed`), so the terminal hears `true` only once the records
+//! are durable and keeps them otherwise.
+
+mod command;
+mod frame;
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+use jiff::tz::TimeZone;
+use jiff::{SignedDuration, Timestamp};
+use simd_json::OwnedValue;
+use simd_json::prelude::*;
+
+use crate::terminal::{Action, CommandError, Conversation, Identity};
+use command::Plan;
+use frame::{Obj, cloudtime, failed, normalise, result_ok, str_at, take_records, u64_at};
+
+/// How long the terminal has to answer a request (each page of a paged one) by default.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Pages fetched by one paged exchange at most: 2 500 pages hold 100 000 users (40 a page) or
+/// 125 000 logs (50 a page), beyond the capacity §3.2's `devinfo` examples report. A terminal
+/// that keeps answering past that is looping, and the users gathered must stay bounded.
+const MAX_PAGES: u32 = 2_500;
+
+/// Messages the terminal itself sends. A command cannot use these names: its reply could not be
+/// told from them.
+const DEVICE_MESSAGES: &[&str] = &["reg", "sendlog", "senduser", "sendqrcode", "heartbeat"];
+
+/// The user id of door and system records (§3.3).
+const DOOR_EVENTS: u64 = 0;
+/// The user id of a face the terminal did not recognise (§3.3).
+const UNKNOWN_FACE: u64 = 99_999_999;
+
+/// Whether a user id names a person rather than a door event or an unknown face.
+fn is_person(enrollid: u64) -> bool {
+    !matches!(enrollid, DOOR_EVENTS | UNKNOWN_FACE)
+}
+
+/// One AiFace terminal's conversation, from its first frame until the socket closes.
+pub struct Session {
+    timeout: SignedDuration,
+    state: State,
+    /// The server request awaiting its reply, if any.
+    job: Option<Job>,
+}
+
+enum State {
+    /// Waiting for `reg`; also after a refusal, since the terminal retries on the same socket.
+    Unregistered,
+    /// `Identify` is out for this serial.
+    Identifying(String),
+    /// Registered: `tz` is the terminal's zone, in which it reads and writes times.
+    Ready { serial: String, tz: TimeZone },
+}
+
+/// A server request awaiting its reply.
+struct Job {
+    /// The operator's command; `None` for the session's own backfill, which reports to no one.
+    command_id: Option<String>,
+    /// The reply's name (`ret`, or `cmd` on firmware that echoes it).
+    name: String,
+    deadline: Timestamp,
+    /// `None`: the first reply finishes the job.
+    paged: Option<Paged>,
+}
+
+struct Paged {
+    collect: Collect,
+    pages: u32,
+    /// The last page's `from`: a page before it is the terminal starting over.
+    last_from: Option<u64>,
+}
+
+/// What the pages of a paged reply gather.
+enum Collect {
+    /// `getuserlist`: every user, for the command's result.
+    Users(Vec<OwnedValue>),
+    /// `getnewlog` / `getalllog`: records handed to the store, counted.
+    Logs(u64),
+}
+
+/// How a paged exchange ended.
+enum End {
+    Complete,
+    /// `MAX_PAGES` reached with pages still coming.
+    Truncated,
+    /// The terminal answered a page with `result: false`; this is its reply.
+    Failed(OwnedValue),
+}
+
+impl Session {
+    /// A session for a terminal that has just connected. `timeout` bounds each wait for a reply
+    /// (`DEFAULT_TIMEOUT` unless configured).
+    pub fn new(timeout: Duration) -> Session {
+        let timeout = SignedDuration::try_from(timeout).unwrap_or(SignedDuration::MAX);
+        Session {
+            timeout,
+            state: State::Unregistered,
+            job: None,
+        }
+    }
+
+    fn deadline(&self, now: Timestamp) -> Timestamp {
+        now.checked_add(self.timeout).unwrap_or(Timestamp::MAX)
+    }
+
+    fn awaits(&self, name: &str) -> bool {
+        self.job.as_ref().is_some_and(|j| j.name == name)
+    }
+
+    fn on_reg(&mut self, msg: &OwnedValue, now: Timestamp) -> Vec<Action> {
+        let sn = frame::serial(msg);
+        match &self.state {
+            // The first `reg` is being answered; the terminal hears one reply for it.
+            State::Identifying(_) => Vec::new(),
+            State::Ready { serial, tz } if sn.as_deref() == Some(serial.as_str()) => {
+                vec![Action::Send(reg_ok(now, tz))]
+            }
+            // The session belongs to one device; a second serial on the same socket is not it.
+            State::Ready { .. } => {
+                vec![
+                    Action::Send(reg_refused("one serial per connection")),
+                    Action::Close("reg with another serial"),
+                ]
+            }
+            State::Unregistered => match sn {
+                None => vec![Action::Send(reg_refused("sn is required"))],
+                Some(serial) => {
+                    self.state = State::Identifying(serial.clone());
+                    vec![Action::Identify {
+                        serial,
+                        model: frame::label(msg, "modelname"),
+                        firmware: frame::label(msg, "firmware"),
+                        token: None,
+                        cloud_id: None,
+                    }]
+                }
+            },
+        }
+    }
+
+    fn on_sendlog(&self, mut msg: OwnedValue, now: Timestamp) -> Vec<Action> {
+        let State::Ready { tz, .. } = &self.state else {
+            return vec![Action::Send(failed("sendlog"))];
+        };
+        let Some(records) = take_records(&mut msg) else {
+            return vec![Action::Send(failed("sendlog"))];
+        };
+        let records: Vec<OwnedValue> = records.into_iter().map(normalise).collect();
+        // In server-verify mode the terminal opens the door on `access: 1`; never for a face it
+        // did not recognise.
+        let unknown_face = records
+            .iter()
+            .any(|r| u64_at(r, "enrollid") == Some(UNKNOWN_FACE));
+        // `count` says what the store was given; `logindex` is echoed for the terminal's own check.
+        let mut ack = Obj::new()
+            .str("ret", "sendlog")
+            .bool("result", true)
+            .num("count", records.len() as u64);
+        if let Some(index) = msg.get("logindex") {
+            ack = ack.value("logindex", index);
+        }
+        let ack = ack
+            .str("cloudtime", &cloudtime(now, tz))
+            .num("access", u64::from(!unknown_face))
+            .done();
+        vec![Action::StoreRecords {
+            records,
+            on_stored: Some(ack),
+            on_failed: Some(failed("sendlog")),
+        }]
+    }
+
+    fn on_senduser(&self, msg: &OwnedValue, now: Timestamp) -> Vec<Action> {
+        let State::Ready { tz, .. } = &self.state else {
+            return vec![Action::Send(failed("senduser"))];
+        };
+        let enrollid = msg
+            .get("enrollid")
+            .or_else(|| msg.get("userid"))
+            .and_then(frame::as_u64)
+            .filter(|&id| is_person(id));
+        let Some(enrollid) = enrollid else {
+            return vec![Action::Send(failed("senduser"))];
+        };
+        let payload = ["name", "backupnum", "admin", "record"]
+            .into_iter()
+            .filter_map(|k| msg.get(k).map(|v| (k, v)))
+            .fold(Obj::new(), |o, (k, v)| o.value(k, v))
+            .done();
+        let ack = Obj::new()
+            .str("ret", "senduser")
+            .bool("result", true)
+            .str("cloudtime", &cloudtime(now, tz))
+            .done();
+        vec![Action::StoreUser {
+            enrollid,
+            payload,
+            on_stored: Some(ack),
+            on_failed: Some(failed("senduser")),
+        }]
+    }
+
+    /// Asks for the logs the terminal holds as new: what it took while the gateway could not
+    /// hear it. The store drops what it already has.
+    fn start_backfill(&mut self, now: Timestamp) -> Action {
+        self.job = Some(Job {
+            command_id: None,
+            name: "getnewlog".into(),
+            deadline: self.deadline(now),
+            paged: Some(Paged::new(Collect::Logs(0))),
+        });
+        Action::Send(Obj::new().str("cmd", "getnewlog").bool("stn", true).done())
+    }
+
+    fn on_reply(&mut self, msg: OwnedValue, now: Timestamp) -> Vec<Action> {
+        let Some(mut job) = self.job.take() else {
+            return Vec::new();
+        };
+        match job.paged.take() {
+            None => {
+                let ok = result_ok(&msg);
+                job.command_id
+                    .map(|command_id| Action::CommandDone {
+                        command_id,
+                        ok,
+                        result: msg.encode(),
+                    })
+                    .into_iter()
+                    .collect()
+            }
+            Some(paged) => self.on_page(job, paged, msg, now),
+        }
+    }
+
+    /// One page of `getuserlist`, `getnewlog` or `getalllog` (§3.6): `stn:true` asked for the
+    /// first, `stn:false` asks for each next one, until an empty page or, for logs, `to` reaching
+    /// the total in `count`.
+    fn on_page(
+        &mut self,
+        mut job: Job,
+        mut paged: Paged,
+        mut msg: OwnedValue,
+        now: Timestamp,
+    ) -> Vec<Action> {
+        if !result_ok(&msg) {
+            return job.end(paged, End::Failed(msg), Vec::new());
+        }
+        let records = take_records(&mut msg).unwrap_or_default();
+        let from = u64_at(&msg, "from");
+        // A terminal that starts over from the first page has nothing more. (Only going back
+        // counts: firmware that numbered each page from 0 would look the same as one repeating
+        // its last page, and `MAX_PAGES` bounds the latter.)
+        let restarted = matches!((paged.last_from, from), (Some(last), Some(f)) if f < last);
+        if records.is_empty() || restarted {
+            return job.end(paged, End::Complete, Vec::new());
+        }
+        paged.pages += 1;
+        paged.last_from = from;
+        let more = match paged.collect {
+            // Vendor demo: keep asking while pages hold users; the empty page ends it.
+            Collect::Users(_) => true,
+            Collect::Logs(_) => !logs_exhausted(&msg, records.len()),
+        };
+        let truncated = more && paged.pages >= MAX_PAGES;
+        let next = (more && !truncated)
+            .then(|| Obj::new().str("cmd", &job.name).bool("stn", false).done());
+        let continues = next.is_some();
+        let mut out = Vec::new();
+        match &mut paged.collect {
+            Collect::Users(users) => {
+                users.extend(records);
+                out.extend(next.map(Action::Send));
+            }
+            Collect::Logs(count) => {
+                *count += records.len() as u64;
+                // The next page is asked for only once this one is durable, as the vendor demo
+                // asks only after storing: the request is what lets the terminal move on, and it
+                // keeps one page per session in flight.
+                let records = records.into_iter().map(normalise).collect();
+                out.push(Action::StoreRecords {
+                    records,
+                    on_stored: next,
+                    on_failed: None,
+                });
+            }
+        }
+        if !continues {
+            let end = if truncated {
+                End::Truncated
+            } else {
+                End::Complete
+            };
+            return job.end(paged, end, out);
+        }
+        job.deadline = self.deadline(now);
+        job.paged = Some(paged);
+        self.job = Some(job);
+        out
+    }
+}
+
+impl Paged {
+    fn new(collect: Collect) -> Paged {
+        Paged {
+            collect,
+            pages: 0,
+            last_from: None,
+        }
+    }
+}
+
+impl Job {
+    /// Finishes a paged exchange; a command's result summarises what the pages gathered.
+    fn end(self, paged: Paged, end: End, mut out: Vec<Action>) -> Vec<Action> {
+        let Some(command_id) = self.command_id else {
+            return out;
+        };
+        let result = match paged.collect {
+            Collect::Users(users) => Obj::new()
+                .num("count", users.len() as u64)
+                .num("pages", paged.pages.into())
+                .value("users", &OwnedValue::Array(Box::new(users))),
+            Collect::Logs(records) => Obj::new()
+                .str("cmd", &self.name)
+                .num("pages", paged.pages.into())
+                .num("records", records),
+        };
+        let (ok, result) = match end {
+            End::Complete => (true, result),
+            End::Truncated => (false, result.bool("truncated", true)),
+            End::Failed(reply) => (false, result.value("failed", &reply)),
+        };
+        out.push(Action::CommandDone {
+            command_id,
+            ok,
+            result: result.done(),
+        });
+        out
+    }
+}
+
+/// Whether a log page of `len` records is the last (§3.6). Log replies carry the total in
+/// `count` and the page's last index in `to`; sources disagree on the test (`to >= count`,
+/// `to == count`, `to < count - 1`). `to >= count` is never early, whether indexes start at 0 or
+/// 1; where it is late by one page, the terminal answers the extra request with an empty page,
+/// which ends paging as well. A `count` equal to the page's size with `to` past it is a count per
+/// page (§3.9, question 4), not a total: paging goes on until the empty page.
+fn logs_exhausted(msg: &OwnedValue, len: usize) -> bool {
+    match (u64_at(msg, "to"), u64_at(msg, "count")) {
+        (Some(to), Some(count)) => to >= count && count != len as u64,
+        _ => false,
+    }
+}
+
+fn reg_ok(now: Timestamp, tz: &TimeZone) -> String {
+    // `nosenduser`: users stay on the terminal unless an operator asks for them (`get_users`).
+    Obj::new()
+        .str("ret", "reg")
+        .bool("result", true)
+        .str("cloudtime", &cloudtime(now, tz))
+        .bool("nosenduser", true)
+        .done()
+}
+
+/// `reason` is shown on the terminal's screen.
+fn reg_refused(reason: &str) -> String {
+    Obj::new()
+        .str("ret", "reg")
+        .bool("result", false)
+        .str("reason", reason)
+        .done()
+}
+
+impl Conversation for Session {
+    fn on_frame(&mut self, frame: &mut [u8], now: Timestamp) -> Vec<Action> {
+        let Some(msg) = frame::parse(frame) else {
+            return Vec::new();
+        };
+        // A reply names itself with `ret`; some firmware echoes `cmd` instead (§3.8).
+        if let Some(ret) = str_at(&msg, "ret") {
+            return if self.awaits(ret) {
+                self.on_reply(msg, now)
+            } else {
+                Vec::new()
+            };
+        }
+        let Some(cmd) = str_at(&msg, "cmd") else {
+            return Vec::new();
+        };
+        match cmd {
+            "reg" => self.on_reg(&msg, now),
+            "sendlog" => self.on_sendlog(msg, now),
+            "senduser" => self.on_senduser(&msg, now),
+            // The terminal asks whether a QR code opens the door; the gateway knows no codes.
+            "sendqrcode" => {
+                vec![Action::Send(
+                    Obj::new()
+                        .str("ret", "sendqrcode")
+                        .bool("result", false)
+                        .num("reason", 1)
+                        .num("access", 0)
+                        .done(),
+                )]
+            }
+            "heartbeat" => match &self.state {
+                State::Ready { tz, .. } => {
+                    vec![Action::Send(
+                        Obj::new()
+                            .str("ret", "heartbeat")
+                            .bool("result", true)
+                            .str("cloudtime", &cloudtime(now, tz))
+                            .done(),
+                    )]
+                }
+                _ => Vec::new(),
+            },
+            _ if self.awaits(cmd) => self.on_reply(msg, now),
+            // Unknown messages (and late replies) expect nothing the gateway can give.
+            _ => Vec::new(),
+        }
+    }
+
+    fn on_identity(&mut self, identity: Identity, now: Timestamp) -> Vec<Action> {
+        let State::Identifying(serial) = &mut self.state else {
+            return Vec::new();
+        };
+        let serial = std::mem::take(serial);
+        match identity {
+            Identity::Known(known) => {
+                let reply = reg_ok(now, &known.tz);
+                self.state = State::Ready {
+                    serial,
+                    tz: known.tz,
+                };
+                vec![
+                    Action::Online,
+                    Action::Send(reply),
+                    self.start_backfill(now),
+                ]
+            }
+            Identity::Unknown => {
+                self.state = State::Unregistered;
+                vec![Action::Send(reg_refused("not approved yet"))]
+            }
+            Identity::Refused => {
+                self.state = State::Unregistered;
+                vec![Action::Send(reg_refused("registration refused"))]
+            }
+        }
+    }
+
+    fn start_command(
+        &mut self,
+        command_id: &str,
+        command: &str,
+        payload: &OwnedValue,
+        now: Timestamp,
+    ) -> Result<Vec<Action>, CommandError> {
+        let State::Ready { tz, .. } = &self.state else {
+            return Err(CommandError::NotReady);
+        };
+        // Checked before `Busy`: a bad command is refused now rather than retried later.
+        let plan = command::plan(command, payload, tz, now)?;
+        if self.job.is_some() {
+            return Err(CommandError::Busy);
+        }
+        let command_id = command_id.to_string();
+        match plan {
+            Plan::Fire(frame) => Ok(vec![
+                Action::Send(frame),
+                Action::CommandDone {
+                    command_id,
+                    ok: true,
+                    result: Obj::new().bool("sent", true).done(),
+                },
+            ]),
+            Plan::Request {
+                name,
+                frame,
+                collect,
+            } => {
+                self.job = Some(Job {
+                    command_id: Some(command_id),
+                    name,
+                    deadline: self.deadline(now),
+                    paged: collect.map(Paged::new),
+                });
+                Ok(vec![Action::Send(frame)])
+            }
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.is_authenticated() && self.job.is_none()
+    }
+
+    fn on_tick(&mut self, now: Timestamp) -> Vec<Action> {
+        if self.job.as_ref().is_none_or(|j| now < j.deadline) {
+            return Vec::new();
+        }
+        // A reply arriving after this finds nothing outstanding under its name and is ignored.
+        let command_id = self.job.take().and_then(|j| j.command_id);
+        let result = Obj::new().str("error", "timeout").done();
+        command_id
+            .map(|command_id| Action::CommandDone {
+                command_id,
+                ok: false,
+                result,
+            })
+            .into_iter()
+            .collect()
+    }
+
+    fn is_authenticated(&self) -> bool {
+        matches!(self.state, State::Ready { .. })
+    }
+}

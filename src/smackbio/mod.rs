@@ -1,0 +1,658 @@
+//! SmackBio-compatible XML terminals (M50/M60/M70/M82/F500 and rebrands), sans-IO: frames, identity
+//! answers and the time in; `terminal::Action`s out. See protocols.md §1.4 and §2.
+//!
+//! Two dialects are spoken, each terminal answered in the one it used first:
+//! * the vendor's, `<Message><Request>Register</Request>…</Message>`: Register (token issued),
+//!   then Login with the token, then events and commands;
+//! * the iotaccess dashboard page's, `<Request><Operation>Register</Operation>…</Request>`:
+//!   Register authenticates by itself and is answered with a `<Session>`.
+//!
+//! The XML carries no request ids, so (like both vendor samples) one request is outstanding at a
+//! time and the next frame that is not an event is its reply. After authentication the session
+//! first sets the terminal's clock and backfills its stored logs; operator commands wait for that.
+
+mod commands;
+mod values;
+mod xml;
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+use simd_json::OwnedValue;
+
+use crate::terminal::{Action, CommandError, Conversation, Identity, Known};
+use commands::Op;
+use xml::{Dialect, Doc};
+
+/// The command reply timeout of the vendor C# sample (`BeginCommand`).
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+/// Identity answers owed at once; a terminal repeating Register/Login faster than the runtime
+/// answers is not served more.
+const MAX_PENDING_IDENTITIES: usize = 4;
+/// Longest serial number accepted; longer ones are not a terminal's.
+const MAX_SERIAL: usize = 64;
+/// Most users one `get_users` walk collects (the result is one JSON document).
+const MAX_LISTED_USERS: usize = 10_000;
+
+/// One terminal connection.
+#[derive(Debug)]
+pub struct Session {
+    timeout: Duration,
+    seed: u64,
+    dialect: Option<Dialect>,
+    /// The serial this connection named first; frames naming another are ignored, so one
+    /// connection never speaks for two devices.
+    serial: Option<String>,
+    /// Register/Login frames whose `Identify` is unanswered, oldest first.
+    pending: VecDeque<Pending>,
+    known: Option<Known>,
+    authenticated: bool,
+    outstanding: Option<Outstanding>,
+}
+
+/// A Register or Login waiting for the runtime's `Identity`.
+#[derive(Debug)]
+enum Pending {
+    Register,
+    /// With the token the terminal presented.
+    Login(Option<String>),
+}
+
+#[derive(Debug)]
+struct Outstanding {
+    job: Job,
+    deadline: Timestamp,
+}
+
+/// What the outstanding request is for.
+#[derive(Debug)]
+enum Job {
+    /// Setup after authentication: the `SetTime`, then the backfill from the stored position.
+    SetupClock,
+    /// Setup: the log walk; `pos` is the position last asked for. Emits no `CommandDone`.
+    Backfill {
+        pos: u64,
+    },
+    Command {
+        id: String,
+        op: Op,
+    },
+}
+
+/// What a frame is, once classified.
+enum Kind<'d> {
+    /// The terminal asks something of us (Register, Login).
+    Request(&'d str),
+    Event(&'d str),
+    /// Anything else, including frames with no kind tag at all: the answer to our request.
+    Reply,
+}
+
+impl Session {
+    /// A session for a newly accepted connection.
+    ///
+    /// `command_timeout`: how long a request waits for its reply (`DEFAULT_COMMAND_TIMEOUT` is the
+    /// vendor's 5 s). `seed`: randomness drawn by the runtime (the conversation reads no RNG or
+    /// clock of its own); the token a vendor Register issues when the serial holds none, and the
+    /// dashboard dialect's `Session` id, are derived from it.
+    pub fn new(command_timeout: Duration, seed: u64) -> Session {
+        Session {
+            timeout: command_timeout,
+            seed,
+            dialect: None,
+            serial: None,
+            pending: VecDeque::new(),
+            known: None,
+            authenticated: false,
+            outstanding: None,
+        }
+    }
+
+    /// When the outstanding request times out, for the runtime's timer (`on_tick` enforces it).
+    pub fn deadline(&self) -> Option<Timestamp> {
+        self.outstanding.as_ref().map(|o| o.deadline)
+    }
+
+    fn dialect(&self) -> Dialect {
+        self.dialect.unwrap_or(Dialect::Vendor)
+    }
+
+    fn tz(&self) -> TimeZone {
+        self.known.as_ref().map_or(TimeZone::UTC, |k| k.tz.clone())
+    }
+
+    fn send_request(
+        &mut self,
+        job: Job,
+        name: &str,
+        fields: &[(&str, &str)],
+        now: Timestamp,
+    ) -> Action {
+        self.outstanding = Some(Outstanding {
+            job,
+            deadline: self.deadline_from(now),
+        });
+        Action::Send(self.dialect().message("Request", name, fields))
+    }
+
+    fn deadline_from(&self, now: Timestamp) -> Timestamp {
+        now.saturating_add(self.timeout).unwrap_or(Timestamp::MAX)
+    }
+
+    fn classify<'d>(doc: &'d Doc<'_>) -> Option<(Dialect, Kind<'d>)> {
+        match doc.root() {
+            "Message" => {
+                // A reply is recognised first: its fields may include any tag name.
+                let kind = if doc.get("Response").is_some() {
+                    Kind::Reply
+                } else if let Some(name) = doc.get("Request") {
+                    Kind::Request(name)
+                } else if let Some(name) = doc.get("Event") {
+                    Kind::Event(name)
+                } else {
+                    Kind::Reply
+                };
+                Some((Dialect::Vendor, kind))
+            }
+            "Request" => {
+                let op = doc.get_nonempty("Operation")?;
+                let kind = if ["Register", "Login"]
+                    .iter()
+                    .any(|r| r.eq_ignore_ascii_case(op))
+                {
+                    Kind::Request(op)
+                } else {
+                    Kind::Event(op)
+                };
+                Some((Dialect::Dashboard, kind))
+            }
+            "Response" => Some((Dialect::Dashboard, Kind::Reply)),
+            _ => None,
+        }
+    }
+
+    /// Register or Login: ask the runtime who this is.
+    fn on_auth_request(&mut self, doc: &Doc<'_>, login: bool) -> Vec<Action> {
+        let Some(serial) = doc
+            .get_nonempty("DeviceSerialNo")
+            .filter(|s| s.len() <= MAX_SERIAL)
+        else {
+            return Vec::new();
+        };
+        if self.serial.as_deref().is_some_and(|s| s != serial)
+            || self.pending.len() >= MAX_PENDING_IDENTITIES
+        {
+            return Vec::new();
+        }
+        self.serial = Some(serial.to_owned());
+        let (model, token) = if login {
+            (None, doc.get_nonempty("Token"))
+        } else {
+            (
+                doc.get_nonempty("TerminalType")
+                    .or_else(|| doc.get_nonempty("ProductName")),
+                None,
+            )
+        };
+        self.pending.push_back(if login {
+            Pending::Login(token.map(str::to_owned))
+        } else {
+            Pending::Register
+        });
+        vec![Action::Identify {
+            serial: serial.to_owned(),
+            model: model.map(str::to_owned),
+            firmware: None,
+            token: token.map(str::to_owned),
+            cloud_id: doc.get_nonempty("CloudId").map(str::to_owned),
+        }]
+    }
+
+    /// The terminal is in: claim its slot (once), answer, and start the setup.
+    fn authenticate(&mut self, reply: String, now: Timestamp) -> Vec<Action> {
+        let first = !self.authenticated;
+        self.authenticated = true;
+        let mut out = Vec::with_capacity(3);
+        if first {
+            out.push(Action::Online);
+        }
+        out.push(Action::Send(reply));
+        if first && self.outstanding.is_none() {
+            let time = values::device_now(now, &self.tz());
+            out.push(self.send_request(Job::SetupClock, "SetTime", &[("Time", &time)], now));
+        }
+        out
+    }
+
+    fn on_register_answer(
+        &mut self,
+        serial: &str,
+        identity: Identity,
+        now: Timestamp,
+    ) -> Vec<Action> {
+        let dialect = self.dialect();
+        match identity {
+            Identity::Known(known) => {
+                let issued = known.token.is_none();
+                self.known = Some(known);
+                match dialect {
+                    Dialect::Vendor => {
+                        // The vendor reuses a serial's token; a new one only if it has none.
+                        let token = self
+                            .known
+                            .as_ref()
+                            .and_then(|k| k.token.clone())
+                            .unwrap_or_else(|| values::token_from(self.seed));
+                        let reply = dialect.message(
+                            "Response",
+                            "Register",
+                            &[
+                                ("DeviceSerialNo", serial),
+                                ("Token", &token),
+                                ("Result", "OK"),
+                            ],
+                        );
+                        let mut out = Vec::with_capacity(2);
+                        if issued {
+                            out.push(Action::SaveToken(token));
+                        }
+                        out.push(Action::Send(reply));
+                        out
+                    }
+                    Dialect::Dashboard => {
+                        // The page's Register is the whole handshake: its `Session` is not
+                        // presented again, so it is not kept.
+                        let session =
+                            format!("sess_{}", values::token_from(self.seed).replace('-', ""));
+                        let mut reply = String::from("<Response>");
+                        xml::push_tag(&mut reply, "Result", "success");
+                        xml::push_tag(&mut reply, "Session", &session);
+                        xml::push_tag(&mut reply, "DeviceSerialNo", serial);
+                        reply.push_str("</Response>");
+                        self.authenticate(reply, now)
+                    }
+                }
+            }
+            Identity::Unknown => {
+                let reply = match dialect {
+                    Dialect::Vendor => dialect.message(
+                        "Response",
+                        "Register",
+                        &[("DeviceSerialNo", serial), ("Result", "Fail")],
+                    ),
+                    Dialect::Dashboard => {
+                        let mut reply = String::from("<Response>");
+                        xml::push_tag(&mut reply, "Result", "fail");
+                        xml::push_tag(&mut reply, "DeviceSerialNo", serial);
+                        reply.push_str("</Response>");
+                        reply
+                    }
+                };
+                vec![Action::Send(reply)]
+            }
+            // The vendor server closes without a word when the cloud id is wrong.
+            Identity::Refused => vec![Action::Close("cloud id mismatch")],
+        }
+    }
+
+    fn on_login_answer(
+        &mut self,
+        serial: &str,
+        identity: Identity,
+        presented: Option<&str>,
+        now: Timestamp,
+    ) -> Vec<Action> {
+        let dialect = self.dialect();
+        let reply = |result: &str| {
+            dialect.message(
+                "Response",
+                "Login",
+                &[("DeviceSerialNo", serial), ("Result", result)],
+            )
+        };
+        match identity {
+            Identity::Known(known) => {
+                let matches = |expected: Option<&String>| {
+                    presented
+                        .zip(expected)
+                        .is_some_and(|(p, e)| values::token_eq(p, e))
+                };
+                if matches(known.token.as_ref()) {
+                    self.known = Some(known);
+                    self.authenticate(reply(dialect.result(true)), now)
+                } else {
+                    // What makes the terminal register again for a fresh token.
+                    vec![Action::Send(reply(unknown_token(dialect)))]
+                }
+            }
+            Identity::Unknown => vec![Action::Send(reply(unknown_token(dialect)))],
+            Identity::Refused => vec![Action::Send(reply(dialect.result(false)))],
+        }
+    }
+
+    fn on_event(&mut self, doc: &Doc<'_>, name: &str, now: Timestamp) -> Vec<Action> {
+        let dialect = self.dialect();
+        let Some(event) = [
+            "TimeLog_v2",
+            "TimeLog",
+            "AdminLog_v2",
+            "AdminLog",
+            "KeepAlive",
+        ]
+        .into_iter()
+        .find(|e| e.eq_ignore_ascii_case(name)) else {
+            // Unknown events are neither stored nor acknowledged (the vendor server ignores them).
+            return Vec::new();
+        };
+        if event == "KeepAlive" {
+            let server_time = values::device_now(now, &self.tz());
+            let echo = [
+                ("DevTime", doc.get("DevTime").unwrap_or("")),
+                ("ServerTime", server_time.as_str()),
+            ];
+            return vec![Action::Send(dialect.event_ack(event, true, &echo))];
+        }
+        let echo = log_echo(dialect, event, doc);
+        if event.starts_with("TimeLog") {
+            // A punch is answered only once it is durable: `Fail` makes the terminal keep it.
+            vec![Action::StoreRecords {
+                records: vec![values::log_record(doc)],
+                on_stored: Some(dialect.event_ack(event, true, &echo)),
+                on_failed: Some(dialect.event_ack(event, false, &echo)),
+            }]
+        } else {
+            vec![
+                Action::Event {
+                    kind: "admin_log".into(),
+                    payload: doc.to_json(),
+                },
+                Action::Send(dialect.event_ack(event, true, &echo)),
+            ]
+        }
+    }
+
+    /// The next non-event frame: the answer to the outstanding request, if there is one.
+    fn on_reply(&mut self, doc: &Doc<'_>, now: Timestamp) -> Vec<Action> {
+        let Some(outstanding) = self.outstanding.take() else {
+            return Vec::new();
+        };
+        match outstanding.job {
+            Job::SetupClock => {
+                let pos = self.known.as_ref().map_or(0, |k| k.log_position);
+                vec![self.request_log(Job::Backfill { pos }, pos, now)]
+            }
+            Job::Backfill { pos } => {
+                let mut out = Vec::new();
+                if result_ok(doc) {
+                    out.push(store_unacked(doc));
+                    if let Some(next) = next_log_position(doc, pos) {
+                        out.push(Action::SavePosition(next));
+                        out.push(self.request_log(Job::Backfill { pos: next }, next, now));
+                    }
+                }
+                out
+            }
+            Job::Command { id, op } => self.on_command_reply(id, op, doc, now),
+        }
+    }
+
+    /// Asks for logs from `pos`: `GetFirstGlog` from the start (its `BeginLogPos` is always 0 in
+    /// the vendor samples), else `GetNextGlog`.
+    fn request_log(&mut self, job: Job, pos: u64, now: Timestamp) -> Action {
+        let begin = pos.to_string();
+        let name = if pos == 0 {
+            "GetFirstGlog"
+        } else {
+            "GetNextGlog"
+        };
+        self.send_request(job, name, &[("BeginLogPos", &begin)], now)
+    }
+
+    fn on_command_reply(
+        &mut self,
+        id: String,
+        op: Op,
+        doc: &Doc<'_>,
+        now: Timestamp,
+    ) -> Vec<Action> {
+        let done = |id: String, ok: bool, result: String| Action::CommandDone {
+            command_id: id,
+            ok,
+            result,
+        };
+        // The walks end on `Fail` (the vendor PHP sample's "no more"); other results are errors.
+        let result = doc.get("Result").unwrap_or("no result");
+        let error = || format!("{{\"error\":{}}}", crate::json::quote(result));
+        match op {
+            Op::Single { store_log } => {
+                let ok = single_ok(doc);
+                let mut out = Vec::with_capacity(2);
+                if store_log && ok && doc.get_nonempty("Time").is_some() {
+                    out.push(store_unacked(doc));
+                }
+                out.push(done(id, ok, doc.to_json()));
+                out
+            }
+            Op::Users {
+                walk,
+                mut users,
+                asked,
+            } => {
+                if result_ok(doc) {
+                    users.push(values::user_json(doc));
+                    let truncated = users.len() >= MAX_LISTED_USERS;
+                    let more = walk && !truncated && doc.get("More").is_some_and(values::is_yes);
+                    // A terminal answering with the id it was asked about would be walked forever.
+                    let last = doc
+                        .get_nonempty("UserID")
+                        .filter(|id| more && asked.as_deref() != Some(*id));
+                    if let Some(last) = last {
+                        let asked = Some(last.to_owned());
+                        let op = Op::Users { walk, users, asked };
+                        let last = last.to_owned();
+                        return vec![self.send_request(
+                            Job::Command { id, op },
+                            "GetNextUserDataExt",
+                            &[("UserID", &last)],
+                            now,
+                        )];
+                    }
+                    let extra = if truncated { ",\"truncated\":true" } else { "" };
+                    vec![done(
+                        id,
+                        true,
+                        format!("{{\"users\":[{}]{extra}}}", users.join(",")),
+                    )]
+                } else if walk && result == "Fail" {
+                    vec![done(
+                        id,
+                        true,
+                        format!("{{\"users\":[{}]}}", users.join(",")),
+                    )]
+                } else {
+                    vec![done(id, false, error())]
+                }
+            }
+            Op::Logs { records, pos } => {
+                if result_ok(doc) {
+                    let records = records + 1;
+                    let mut out = vec![store_unacked(doc)];
+                    match next_log_position(doc, pos) {
+                        Some(next) => out.push(self.request_log(
+                            Job::Command {
+                                id,
+                                op: Op::Logs { records, pos: next },
+                            },
+                            next,
+                            now,
+                        )),
+                        None => out.push(done(id, true, logs_json(records, pos))),
+                    }
+                    out
+                } else if result == "Fail" {
+                    vec![done(id, true, logs_json(records, pos))]
+                } else {
+                    vec![done(id, false, error())]
+                }
+            }
+        }
+    }
+}
+
+/// `Result` says OK (the dashboard page writes `success`).
+fn result_ok(doc: &Doc<'_>) -> bool {
+    doc.get("Result")
+        .is_some_and(|r| r.eq_ignore_ascii_case("OK") || r.eq_ignore_ascii_case("success"))
+}
+
+/// A single request's verdict: its `Result`; else `ResultCode` `Success` (remote enrolment);
+/// else, for replies that carry no verdict (`GetTime` answers with `Time`), that it names what
+/// it answers.
+fn single_ok(doc: &Doc<'_>) -> bool {
+    match (doc.get("Result"), doc.get("ResultCode")) {
+        (Some(_), _) => result_ok(doc),
+        (None, Some(code)) => code.eq_ignore_ascii_case("Success"),
+        (None, None) => doc
+            .get_nonempty("Response")
+            .or_else(|| doc.get_nonempty("Operation"))
+            .is_some(),
+    }
+}
+
+fn logs_json(records: u64, pos: u64) -> String {
+    format!("{{\"records\":{records},\"next_position\":{pos}}}")
+}
+
+/// A log fetched by request: stored, with nothing to tell the terminal either way.
+fn store_unacked(doc: &Doc<'_>) -> Action {
+    Action::StoreRecords {
+        records: vec![values::log_record(doc)],
+        on_stored: None,
+        on_failed: None,
+    }
+}
+
+/// Where the walk goes after a log: `LogID + 1` (vendor PHP sample), if that moves forward. A
+/// terminal that answers with an older log would otherwise be walked forever.
+fn next_log_position(doc: &Doc<'_>, asked: u64) -> Option<u64> {
+    let id: u64 = doc.get("LogID")?.parse().ok()?;
+    id.checked_add(1).filter(|next| *next > asked)
+}
+
+/// The fields echoed in an event's answer. Vendor: `TransID` for the `_v2` events (always
+/// present, empty if the terminal sent none, as the C# sample writes it). Dashboard: the page was
+/// cut off before its answer, so it echoes `LogId` (and `TransID`) when the terminal sent them.
+fn log_echo<'d>(dialect: Dialect, event: &str, doc: &'d Doc<'_>) -> Vec<(&'static str, &'d str)> {
+    match dialect {
+        Dialect::Vendor if event.ends_with("_v2") => {
+            vec![("TransID", doc.get("TransID").unwrap_or(""))]
+        }
+        Dialect::Vendor => Vec::new(),
+        Dialect::Dashboard => {
+            let log_id = doc
+                .get_nonempty("LogId")
+                .or_else(|| doc.get_nonempty("LogID"));
+            [("LogId", log_id), ("TransID", doc.get_nonempty("TransID"))]
+                .into_iter()
+                .filter_map(|(k, v)| Some((k, v?)))
+                .collect()
+        }
+    }
+}
+
+fn unknown_token(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Vendor => "FailUnknownToken",
+        Dialect::Dashboard => "fail",
+    }
+}
+
+impl Conversation for Session {
+    fn on_frame(&mut self, frame: &mut [u8], now: Timestamp) -> Vec<Action> {
+        let Some(doc) = Doc::parse(frame) else {
+            return Vec::new();
+        };
+        let Some((dialect, kind)) = Self::classify(&doc) else {
+            return Vec::new();
+        };
+        self.dialect.get_or_insert(dialect);
+        match kind {
+            Kind::Request(name) if name.eq_ignore_ascii_case("Register") => {
+                self.on_auth_request(&doc, false)
+            }
+            Kind::Request(name) if name.eq_ignore_ascii_case("Login") => {
+                self.on_auth_request(&doc, true)
+            }
+            Kind::Request(_) => Vec::new(),
+            // Before login the vendor server neither stores nor answers events.
+            Kind::Event(_) if !self.authenticated => Vec::new(),
+            Kind::Event(name) => self.on_event(&doc, name, now),
+            Kind::Reply => self.on_reply(&doc, now),
+        }
+    }
+
+    fn on_identity(&mut self, identity: Identity, now: Timestamp) -> Vec<Action> {
+        let Some(pending) = self.pending.pop_front() else {
+            return Vec::new();
+        };
+        let serial = self.serial.clone().unwrap_or_default();
+        match pending {
+            Pending::Register => self.on_register_answer(&serial, identity, now),
+            Pending::Login(token) => self.on_login_answer(&serial, identity, token.as_deref(), now),
+        }
+    }
+
+    fn start_command(
+        &mut self,
+        command_id: &str,
+        command: &str,
+        payload: &OwnedValue,
+        now: Timestamp,
+    ) -> Result<Vec<Action>, CommandError> {
+        if !self.authenticated {
+            return Err(CommandError::NotReady);
+        }
+        let planned = commands::plan(self.dialect(), command, payload, now, &self.tz())?;
+        if self.outstanding.is_some() {
+            return Err(CommandError::Busy);
+        }
+        let job = Job::Command {
+            id: command_id.to_owned(),
+            op: planned.op,
+        };
+        self.outstanding = Some(Outstanding {
+            job,
+            deadline: self.deadline_from(now),
+        });
+        Ok(vec![Action::Send(planned.frame)])
+    }
+
+    fn is_idle(&self) -> bool {
+        self.authenticated && self.outstanding.is_none()
+    }
+
+    fn on_tick(&mut self, now: Timestamp) -> Vec<Action> {
+        if self.outstanding.as_ref().is_none_or(|o| now < o.deadline) {
+            return Vec::new();
+        }
+        match self.outstanding.take().map(|o| o.job) {
+            Some(Job::Command { id, .. }) => vec![Action::CommandDone {
+                command_id: id,
+                ok: false,
+                result: r#"{"error":"timeout"}"#.into(),
+            }],
+            // A terminal that does not answer the setup is left as it is: it is online, its
+            // live logs still arrive, and commands may proceed.
+            _ => Vec::new(),
+        }
+    }
+
+    fn is_authenticated(&self) -> bool {
+        self.authenticated
+    }
+}
+
+#[cfg(test)]
+mod tests;

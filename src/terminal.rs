@@ -1,0 +1,115 @@
+//! The boundary between a biometric terminal's conversation (sans-IO: `aiface`, `smackbio`) and the
+//! shard runtime that drives it.
+//!
+//! A conversation takes frames, identity answers, storage outcomes and the current time in, and
+//! gives `Action`s out. It never touches a socket, the store or a clock; the runtime performs each
+//! action and feeds the outcome back. Replies that depend on durability are carried inside the
+//! action (`on_stored` / `on_failed`), so the runtime sends exactly one of them after the commit.
+
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+use simd_json::OwnedValue;
+
+/// What the runtime knows about the serial a terminal presented.
+#[derive(Clone, Debug)]
+pub enum Identity {
+    Known(Known),
+    /// No device has this serial: the runtime has put it on the pending list.
+    Unknown,
+    /// The device exists but the presented cloud id or token is wrong.
+    Refused,
+}
+
+#[derive(Clone, Debug)]
+pub struct Known {
+    pub device_id: String,
+    /// The device's zone (setting `timezone`, else the server's): terminals speak wall-clock time.
+    pub tz: TimeZone,
+    /// SmackBio: the token issued to this serial before, if any (kept across sessions).
+    pub token: Option<String>,
+    /// SmackBio: where the last backfill stopped (a log position; 0 = from the start).
+    pub log_position: u64,
+}
+
+/// What a conversation asks the runtime to do, in order.
+#[derive(Debug)]
+pub enum Action {
+    /// Write this text frame to the terminal.
+    Send(String),
+    /// Resolve the serial (and the token or cloud id it presented) and call the conversation's
+    /// `on_identity` with the answer. Unknown serials go on the pending list.
+    Identify {
+        serial: String,
+        model: Option<String>,
+        firmware: Option<String>,
+        token: Option<String>,
+        cloud_id: Option<String>,
+    },
+    /// The terminal is now authenticated: claim the device's session slot (closing an older
+    /// session of the same serial) and mark it online.
+    Online,
+    /// Remember a token issued to this serial (SmackBio Register).
+    SaveToken(String),
+    /// Store attendance records in the common shape (`enrollid`, `time` as the device's local
+    /// wall time `YYYY-MM-DD HH:MM:SS`, and any other fields the device sent), de-duplicated against
+    /// what is stored; then send `on_stored` if they are durable, else `on_failed` (if any).
+    StoreRecords {
+        records: Vec<OwnedValue>,
+        on_stored: Option<String>,
+        on_failed: Option<String>,
+    },
+    /// Store a non-attendance event (door, unknown face, admin log, user enrolled on the keypad).
+    Event { kind: String, payload: String },
+    /// Store a user record the terminal pushed (AiFace `senduser`), then reply as above.
+    StoreUser {
+        enrollid: u64,
+        payload: String,
+        on_stored: Option<String>,
+        on_failed: Option<String>,
+    },
+    /// The outstanding command has finished: `ok` and its result as JSON text.
+    CommandDone {
+        command_id: String,
+        ok: bool,
+        result: String,
+    },
+    /// Remember where backfill stopped (SmackBio log position).
+    SavePosition(u64),
+    /// Close the session; `reason` goes into the `device_disconnected` event.
+    Close(&'static str),
+}
+
+/// Why a command could not be started.
+#[derive(Debug, PartialEq)]
+pub enum CommandError {
+    /// Another command is outstanding; try again when `is_idle()`.
+    Busy,
+    /// The terminal is not authenticated yet.
+    NotReady,
+    /// Unknown command or bad payload; the message is for the operator.
+    Invalid(String),
+}
+
+/// Both dialects implement this; the runtime drives any terminal through it.
+pub trait Conversation {
+    /// A text frame from the terminal (the first frame included).
+    fn on_frame(&mut self, frame: &mut [u8], now: Timestamp) -> Vec<Action>;
+    /// The answer to `Action::Identify`.
+    fn on_identity(&mut self, identity: Identity, now: Timestamp) -> Vec<Action>;
+    /// Starts a command from the durable queue: protocol-neutral names (`open_door`, `reboot`,
+    /// `set_time`, `get_users`, `set_user`, `delete_user`, `fetch_logs`), native names, or `raw`
+    /// (payload = the native message). At most one is outstanding.
+    fn start_command(
+        &mut self,
+        command_id: &str,
+        command: &str,
+        payload: &OwnedValue,
+        now: Timestamp,
+    ) -> Result<Vec<Action>, CommandError>;
+    /// Whether a command may be started.
+    fn is_idle(&self) -> bool;
+    /// Time passes: an outstanding command past its timeout finishes as failed.
+    fn on_tick(&mut self, now: Timestamp) -> Vec<Action>;
+    /// Whether the terminal has authenticated (registered / logged in).
+    fn is_authenticated(&self) -> bool;
+}

@@ -1,0 +1,313 @@
+//! Biometric terminals over a real socket: a simulated AiFace (JSON) and SmackBio (XML) terminal
+//! each register, show online, push punches that land in the attendance API, answer the server's
+//! backfill, and receive a door command sent through the REST API.
+
+mod common;
+use common::*;
+
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use tungstenite::{Message, WebSocket};
+
+const T: Duration = Duration::from_secs(20);
+
+/// A terminal's socket: raw text frames (SmackBio speaks XML, so no JSON parsing here).
+struct Term {
+    ws: WebSocket<TcpStream>,
+}
+
+impl Term {
+    fn connect(addr: &str) -> Term {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        let (ws, _) = tungstenite::client(format!("ws://{addr}/ws"), stream).expect("handshake");
+        Term { ws }
+    }
+
+    fn send(&mut self, text: &str) {
+        self.ws.send(Message::text(text.to_string())).expect("send");
+    }
+
+    /// The next text frame, or None if none came in time.
+    fn recv(&mut self, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.ws.read() {
+                Ok(Message::Text(t)) => return Some(t.to_string()),
+                Ok(Message::Close(_)) => return None,
+                Ok(_) => continue,
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if Instant::now() >= deadline {
+                        return None;
+                    }
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Reads frames until one satisfies `want`, answering the others with `answer` (the server's
+    /// own backfill and clock commands may come first).
+    fn until(
+        &mut self,
+        what: &str,
+        mut want: impl FnMut(&str) -> bool,
+        mut answer: impl FnMut(&str) -> Option<String>,
+    ) -> String {
+        let deadline = Instant::now() + T;
+        let mut seen = Vec::new();
+        while Instant::now() < deadline {
+            let Some(f) = self.recv(deadline.saturating_duration_since(Instant::now())) else {
+                break;
+            };
+            if want(&f) {
+                return f;
+            }
+            if let Some(reply) = answer(&f) {
+                self.send(&reply);
+            }
+            seen.push(f);
+        }
+        panic!("no frame with {what} within {T:?}; frames seen: {seen:#?}");
+    }
+}
+
+fn create_terminal(srv: &Server, protocol: &str, serial: &str) -> String {
+    let r = srv.post(
+        "/api/devices",
+        &json!({"name": format!("{protocol} gate"), "protocol": protocol, "serial": serial, "settings": {"timezone": "UTC"}}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    s(&r.json(), "device_id").to_string()
+}
+
+/// Answers what an AiFace terminal is asked during setup: an empty log page ends the backfill.
+fn aiface_answer(f: &str) -> Option<String> {
+    let v = parse(f.as_bytes());
+    match opt_s(&v, "cmd") {
+        Some("getnewlog") => Some(
+            r#"{"ret":"getnewlog","result":true,"count":0,"from":0,"to":0,"record":[]}"#.into(),
+        ),
+        Some(c) => Some(format!(r#"{{"ret":"{c}","result":true}}"#)),
+        None => None,
+    }
+}
+
+fn aiface_terminal(io: &str) {
+    let srv = Server::start(io);
+    let id = create_terminal(&srv, "aiface", "AF-100");
+    let mut t = Term::connect(srv.addr());
+    t.send(r#"{"cmd":"reg","sn":"AF-100","cpusn":"c1","devinfo":{"modelname":"AI07F","firmware":"ai806",},}"#);
+    let reg = t.until("ret reg", |f| f.contains("\"ret\":\"reg\""), aiface_answer);
+    let reg = parse(reg.as_bytes());
+    assert_eq!(field(&reg, "result").as_bool(), Some(true), "{}", enc(&reg));
+    assert_eq!(field(&reg, "nosenduser").as_bool(), Some(true));
+    let cloudtime = s(&reg, "cloudtime");
+    assert_eq!(
+        cloudtime.len(),
+        19,
+        "cloudtime is YYYY-MM-DD HH:MM:SS: {cloudtime}"
+    );
+    srv.wait_status(&id, "online");
+
+    t.send(r#"{"cmd":"sendlog","sn":"AF-100","count":2,"logindex":7,"record":[{"enrollid":42,"time":"2026-06-12 09:15:30","mode":1,"inout":0,"event":0},{"enrollid":0,"time":"2026-06-12 09:15:31","mode":0,"inout":1,"event":1},]}"#);
+    let ack = t.until(
+        "ret sendlog",
+        |f| f.contains("\"ret\":\"sendlog\""),
+        aiface_answer,
+    );
+    let ack = parse(ack.as_bytes());
+    assert_eq!(field(&ack, "result").as_bool(), Some(true), "{}", enc(&ack));
+    assert_eq!(u(&ack, "logindex"), 7);
+    let punches = srv.list_all(&format!("/api/attendance?device_id={id}"));
+    assert_eq!(
+        punches.len(),
+        1,
+        "the door event is not attendance: {punches:?}"
+    );
+    assert_eq!(u(&punches[0], "enrollid"), 42);
+    assert_eq!(s(&punches[0], "utc_time"), "2026-06-12T09:15:30.000Z");
+    assert!(
+        !srv.events(&format!("device_id={id}&type=door_event"))
+            .is_empty()
+    );
+
+    let cmd = srv.send_command(&id, "open_door", json!({"door": 1}));
+    let door = t.until(
+        "cmd opendoor",
+        |f| f.contains("\"cmd\":\"opendoor\""),
+        aiface_answer,
+    );
+    assert!(
+        door.contains("\"doornum\":1") || door.contains("\"door\":1"),
+        "{door}"
+    );
+    t.send(r#"{"ret":"opendoor","result":true}"#);
+    srv.wait_command_status(&id, &cmd, "acked");
+
+    // An unknown serial is refused with a reason and listed as pending.
+    let mut stranger = Term::connect(srv.addr());
+    stranger.send(r#"{"cmd":"reg","sn":"AF-999","devinfo":{"modelname":"AI07F"}}"#);
+    let no = parse(
+        stranger
+            .until("ret reg", |f| f.contains("\"ret\":\"reg\""), |_| None)
+            .as_bytes(),
+    );
+    assert_eq!(field(&no, "result").as_bool(), Some(false));
+    assert!(!s(&no, "reason").is_empty());
+    let pending = srv.list_all("/api/pending-devices");
+    assert!(
+        pending
+            .iter()
+            .any(|p| s(p, "serial") == "AF-999" && s(p, "protocol") == "aiface"),
+        "{pending:?}"
+    );
+
+    drop(t);
+    srv.wait_status(&id, "offline");
+}
+
+/// The tag's text in an XML frame (first occurrence).
+fn tag<'a>(frame: &'a str, name: &str) -> Option<&'a str> {
+    let open = format!("<{name}>");
+    let start = frame.find(&open)? + open.len();
+    let end = frame[start..].find(&format!("</{name}>"))? + start;
+    Some(frame[start..end].trim())
+}
+
+/// Answers what a SmackBio terminal is asked during setup: the clock set succeeds, and the log
+/// backfill finds one stored log (LogID 5) and then no more.
+fn smackbio_answer(f: &str) -> Option<String> {
+    match tag(f, "Request")? {
+        "GetFirstGlog" => Some(
+            "<Message><Response>GetFirstGlog</Response><LogID>5</LogID><Time>2026-8-1-T9:00:00Z</Time><UserID>7</UserID><Action>Face</Action><AttendStat>Duty On</AttendStat><APStat>None</APStat><JobCode>0</JobCode><Photo>No</Photo><Result>OK</Result></Message>"
+                .into(),
+        ),
+        "GetNextGlog" => Some("<Message><Response>GetNextGlog</Response><Result>Fail</Result></Message>".into()),
+        name => Some(format!("<Message><Response>{name}</Response><Result>OK</Result></Message>")),
+    }
+}
+
+fn smackbio_terminal(io: &str) {
+    let srv = Server::start(io);
+    let id = create_terminal(&srv, "smackbio", "M82-0001");
+    let mut t = Term::connect(srv.addr());
+    t.send("<?xml version=\"1.0\"?>\r\n<Message>\r\n<Request>Register</Request><TerminalType>M82</TerminalType><DeviceSerialNo>M82-0001</DeviceSerialNo><CloudId>cloudid12345678</CloudId>\r\n</Message>");
+    let reg = t.until(
+        "Register response",
+        |f| tag(f, "Response") == Some("Register"),
+        smackbio_answer,
+    );
+    assert_eq!(tag(&reg, "Result"), Some("OK"), "{reg}");
+    let token = tag(&reg, "Token").expect("a token").to_string();
+    assert!(!token.is_empty());
+
+    t.send(&format!("<Message><Request>Login</Request><DeviceSerialNo>M82-0001</DeviceSerialNo><Token>{token}</Token></Message>"));
+    let login = t.until(
+        "Login response",
+        |f| tag(f, "Response") == Some("Login"),
+        smackbio_answer,
+    );
+    assert_eq!(tag(&login, "Result"), Some("OK"), "{login}");
+    srv.wait_status(&id, "online");
+
+    // Setup: the clock is set, then the backfill reads log 5 and asks for the next one.
+    let next = t.until(
+        "GetNextGlog request",
+        |f| tag(f, "Request") == Some("GetNextGlog"),
+        smackbio_answer,
+    );
+    assert_eq!(tag(&next, "BeginLogPos"), Some("6"), "{next}");
+    t.send("<Message><Response>GetNextGlog</Response><Result>Fail</Result></Message>");
+    let backfilled = srv.list_all(&format!("/api/attendance?device_id={id}&enrollid=7"));
+    assert_eq!(
+        backfilled.len(),
+        1,
+        "the backfilled log is stored: {backfilled:?}"
+    );
+    assert_eq!(s(&backfilled[0], "local_time"), "2026-08-01 09:00:00");
+
+    // A live punch: padded event name, unpadded date; acked with its TransID once stored.
+    t.send("<?xml version=\"1.0\"?>\r\n<Message>\r\n<TerminalType>M82</TerminalType><TerminalID>1</TerminalID><DeviceSerialNo>M82-0001</DeviceSerialNo><Event> TimeLog_v2</Event><LogID>24</LogID><UtcTimezoneMinutes>180</UtcTimezoneMinutes><Time>2026-8-29-T8:15:30Z</Time><UserID>42</UserID><Action>FP</Action><AttendStat>Duty On</AttendStat><APStat>None</APStat><JobCode>0</JobCode><Photo>No</Photo><TransID>tx-7</TransID>\r\n</Message>");
+    let ack = t.until(
+        "TimeLog_v2 ack",
+        |f| tag(f, "Response") == Some("TimeLog_v2"),
+        smackbio_answer,
+    );
+    assert_eq!(tag(&ack, "Result"), Some("OK"), "{ack}");
+    assert_eq!(tag(&ack, "TransID"), Some("tx-7"));
+    let punches = srv.list_all(&format!("/api/attendance?device_id={id}&enrollid=42"));
+    assert_eq!(punches.len(), 1, "{punches:?}");
+    // UtcTimezoneMinutes 180: 08:15:30 local is 05:15:30 UTC.
+    assert_eq!(s(&punches[0], "utc_time"), "2026-08-29T05:15:30.000Z");
+
+    // The same log again (the device did not see the ack): acked again, stored once.
+    t.send("<Message><DeviceSerialNo>M82-0001</DeviceSerialNo><Event>TimeLog_v2</Event><LogID>24</LogID><UtcTimezoneMinutes>180</UtcTimezoneMinutes><Time>2026-08-29-T08:15:30Z</Time><UserID>42</UserID><Action>FP</Action><AttendStat>Duty On</AttendStat><APStat>None</APStat><JobCode>0</JobCode><Photo>No</Photo><TransID>tx-8</TransID></Message>");
+    let again = t.until(
+        "second TimeLog_v2 ack",
+        |f| tag(f, "TransID") == Some("tx-8"),
+        smackbio_answer,
+    );
+    assert_eq!(tag(&again, "Result"), Some("OK"));
+    assert_eq!(
+        srv.list_all(&format!("/api/attendance?device_id={id}&enrollid=42"))
+            .len(),
+        1
+    );
+
+    // KeepAlive: DevTime echoed, ServerTime in the protocol's format.
+    t.send("<Message><DeviceSerialNo>M82-0001</DeviceSerialNo><Event>KeepAlive</Event><DevTime>2026-08-29-T08:00:00Z</DevTime></Message>");
+    let ka = t.until(
+        "KeepAlive reply",
+        |f| tag(f, "Response") == Some("KeepAlive"),
+        smackbio_answer,
+    );
+    assert_eq!(tag(&ka, "DevTime"), Some("2026-08-29-T08:00:00Z"));
+    let st = tag(&ka, "ServerTime").expect("ServerTime");
+    assert!(
+        st.len() == 21
+            && st.as_bytes()[10] == b'-'
+            && st.as_bytes()[11] == b'T'
+            && st.ends_with('Z'),
+        "{st}"
+    );
+
+    // A door command from the REST API arrives as LockControl; the next non-event frame answers it.
+    let cmd = srv.send_command(&id, "open_door", json!({}));
+    let lock = t.until(
+        "LockControl request",
+        |f| tag(f, "Request") == Some("LockControl"),
+        smackbio_answer,
+    );
+    assert!(lock.contains("<Message>"), "{lock}");
+    t.send("<Message><Response>LockControl</Response><Result>OK</Result></Message>");
+    let done = srv.wait_command_status(&id, &cmd, "acked");
+    assert!(enc(&done).contains("OK"), "{}", enc(&done));
+
+    // A Login with a token this serial was never given makes the device register again.
+    let mut other = Term::connect(srv.addr());
+    other.send("<Message><Request>Login</Request><DeviceSerialNo>M82-0001</DeviceSerialNo><Token>not-the-token</Token></Message>");
+    let refused = other.until(
+        "Login response",
+        |f| tag(f, "Response") == Some("Login"),
+        |_| None,
+    );
+    assert_eq!(
+        tag(&refused, "Result"),
+        Some("FailUnknownToken"),
+        "{refused}"
+    );
+
+    drop(t);
+    srv.wait_status(&id, "offline");
+}
+
+for_both_drivers!(aiface_terminal, smackbio_terminal);
