@@ -331,10 +331,27 @@ fn read_response(
             body: Vec::new(),
         });
     }
-    if head.headers.iter().any(|(n, _)| n == "transfer-encoding") {
-        return Err(ClientError::BadResponse(
-            "Transfer-Encoding is not supported by the built-in client".into(),
-        ));
+    if let Some((_, te)) = head.headers.iter().find(|(n, _)| n == "transfer-encoding") {
+        if !te.trim().eq_ignore_ascii_case("chunked") {
+            return Err(ClientError::BadResponse(format!(
+                "Transfer-Encoding {te:?} is not supported by the built-in client"
+            )));
+        }
+        // Requests are sent with `Connection: close`, so the chunked body ends at EOF too: read
+        // it whole (bounded by `cap`), then take the chunks apart.
+        loop {
+            if buf.len() > cap {
+                return Err(too_large(cap));
+            }
+            if read_some(stream, &mut buf, READ_CHUNK)? == 0 {
+                break;
+            }
+        }
+        return Ok(ClientResponse {
+            status: head.status,
+            headers: head.headers,
+            body: dechunk(&buf[head.len..])?,
+        });
     }
     let content_length = head
         .headers
@@ -379,6 +396,36 @@ fn read_response(
         headers: head.headers,
         body,
     })
+}
+
+/// Decodes a complete chunked body (RFC 9112 §7.1): hex sizes (extensions ignored), data, and a
+/// final zero-size chunk; trailers are skipped.
+fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, ClientError> {
+    let bad = |m: &str| ClientError::BadResponse(format!("malformed chunked body: {m}"));
+    let mut out = Vec::with_capacity(data.len());
+    loop {
+        let line_end = data
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or_else(|| bad("missing chunk size"))?;
+        let size_text =
+            std::str::from_utf8(&data[..line_end]).map_err(|_| bad("chunk size is not text"))?;
+        let size_text = size_text.split(';').next().unwrap_or("").trim();
+        let size =
+            usize::from_str_radix(size_text, 16).map_err(|_| bad("chunk size is not hex"))?;
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        let chunk = data
+            .get(..size)
+            .ok_or_else(|| bad("chunk shorter than its size"))?;
+        out.extend_from_slice(chunk);
+        data = data
+            .get(size..)
+            .and_then(|d| d.strip_prefix(b"\r\n"))
+            .ok_or_else(|| bad("chunk not followed by CRLF"))?;
+    }
 }
 
 fn parse_head(buf: &[u8]) -> Result<Option<Head>, ClientError> {
@@ -714,6 +761,17 @@ mod tests {
     }
 
     #[test]
+    fn chunked_bodies_are_decoded() {
+        let r = read(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4;ext=1\r\nWiki\r\n6\r\npedia \r\nE\r\nin \r\n\r\nchunks.\r\n0\r\nX-Trailer: t\r\n\r\n",
+            false,
+            1024,
+        )
+        .unwrap();
+        assert_eq!(r.body, b"Wikipedia in \r\n\r\nchunks.");
+    }
+
+    #[test]
     fn malformed_responses_are_refused() {
         for (response, expected) in [
             (
@@ -725,8 +783,12 @@ mod tests {
                 "invalid Content-Length \"x\"",
             ),
             (
-                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-                "Transfer-Encoding is not supported by the built-in client",
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+                "Transfer-Encoding \"gzip\" is not supported by the built-in client",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabc",
+                "malformed chunked body: chunk shorter than its size",
             ),
             (
                 b"HTTP/1.1 200 OK\r\nContent-",

@@ -104,7 +104,7 @@ pub async fn handle(local: &Local, req: &Request, remote: &str) -> Response {
                 .await
             {
                 Ok(d) => d,
-                Err(e) => return Response::error(503, "store_unavailable", &e),
+                Err(e) => return refuse(cmd, &e),
             }
         }
         None => {
@@ -130,6 +130,9 @@ pub async fn handle(local: &Local, req: &Request, remote: &str) -> Response {
     }
 }
 
+/// How long (in 10 ms steps) a request waits for a concurrent creation of the same serial.
+const CREATION_WAIT_STEPS: usize = 500;
+
 /// Creates a device for a serial that presented itself (`--auto-approve`), for any protocol.
 pub async fn create_for_serial(
     local: &Local,
@@ -138,6 +141,16 @@ pub async fn create_for_serial(
     model: Option<&str>,
     info: Option<String>,
 ) -> Result<Arc<Device>, String> {
+    let Some(reservation) = local.shared.registry.reserve_serial(sn) else {
+        // Another request for this serial is creating the device right now: use it once it exists.
+        for _ in 0..CREATION_WAIT_STEPS {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            if let Some(d) = local.shared.registry.by_serial(sn) {
+                return Ok(d);
+            }
+        }
+        return Err(format!("device {sn} is being registered; retry"));
+    };
     let token = crate::auth::generate_token().map_err(|e| e.to_string())?;
     let hash = crate::auth::hash_token(&token);
     let rec = DeviceRecord {
@@ -161,7 +174,9 @@ pub async fn create_for_serial(
         protocol = protocol.as_str(),
         "auto-approved a new device"
     );
-    Ok(local.shared.registry.add(rec, hash))
+    let dev = local.shared.registry.add(rec, hash);
+    drop(reservation);
+    Ok(dev)
 }
 
 async fn register(

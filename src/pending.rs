@@ -116,6 +116,14 @@ impl Pending {
             .cloned()
     }
 
+    /// Puts back an entry taken for an approval whose commit failed.
+    pub fn restore(&self, p: PendingDevice) {
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(p.serial.clone(), p);
+    }
+
     pub fn remove(&self, serial: &str) -> Option<PendingDevice> {
         self.map
             .lock()

@@ -133,6 +133,25 @@ impl Device {
 pub struct Registry {
     devices: RwLock<HashMap<Uuid, Arc<Device>>>,
     serials: RwLock<HashMap<String, Uuid>>,
+    /// Serials whose device is being created (its commit is in flight).
+    reserved: Mutex<std::collections::HashSet<String>>,
+}
+
+/// Holds a serial while its device is created; released on drop. Taking it before the commit's
+/// wait is what keeps two concurrent creations from both passing the "serial free" check.
+pub struct SerialReservation<'a> {
+    registry: &'a Registry,
+    serial: String,
+}
+
+impl Drop for SerialReservation<'_> {
+    fn drop(&mut self) {
+        self.registry
+            .reserved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.serial);
+    }
 }
 
 impl Registry {
@@ -215,6 +234,18 @@ impl Registry {
             .unwrap_or_else(|p| p.into_inner())
             .get(serial)?;
         self.get(&id)
+    }
+
+    /// Reserves a serial no device has and nobody is creating; None otherwise.
+    pub fn reserve_serial(&self, serial: &str) -> Option<SerialReservation<'_>> {
+        let mut reserved = self.reserved.lock().unwrap_or_else(|p| p.into_inner());
+        if self.serial_taken(serial) || !reserved.insert(serial.to_string()) {
+            return None;
+        }
+        Some(SerialReservation {
+            registry: self,
+            serial: serial.to_string(),
+        })
     }
 
     pub fn serial_taken(&self, serial: &str) -> bool {

@@ -179,15 +179,20 @@ pub async fn create(local: &Local, req: &Request) -> Response {
             }
         },
     };
-    if let Some(s) = &serial {
-        if local.shared.registry.serial_taken(s) {
-            return Response::error(
-                409,
-                "serial_taken",
-                "another device already has this serial",
-            );
-        }
-    }
+    // Reserved before the commit's wait, so two concurrent creations cannot share a serial.
+    let reservation = match &serial {
+        Some(s) => match local.shared.registry.reserve_serial(s) {
+            Some(r) => Some(r),
+            None => {
+                return Response::error(
+                    409,
+                    "serial_taken",
+                    "another device already has this serial",
+                );
+            }
+        },
+        None => None,
+    };
     let settings = match v.get("settings") {
         None => Default::default(),
         Some(s) => match settings_from(s) {
@@ -219,6 +224,7 @@ pub async fn create(local: &Local, req: &Request) -> Response {
         return store_error(e);
     }
     let dev = local.shared.registry.add(rec, hash);
+    drop(reservation);
     metrics::gauge!("fleetgate_devices").set(local.shared.registry.len() as f64);
     let mut body = device_json(&dev, None);
     // The token is shown here once; only its hash is kept.

@@ -47,9 +47,9 @@ pub fn list(local: &Local) -> Response {
 }
 
 pub async fn approve(local: &Local, serial: &str, req: &Request) -> Response {
-    let Some(p) = local.shared.pending.get(serial) else {
+    if local.shared.pending.get(serial).is_none() {
         return Response::error(404, "not_found", "no pending device with this serial");
-    };
+    }
     let mut body = match json_body(req) {
         Ok(b) => b,
         Err(r) => return r,
@@ -75,13 +75,18 @@ pub async fn approve(local: &Local, serial: &str, req: &Request) -> Response {
             Err(r) => return r,
         },
     };
-    if local.shared.registry.serial_taken(serial) {
+    // Reserve the serial and take the entry before the commit's wait, so that of concurrent
+    // approvals exactly one creates the device.
+    let Some(reservation) = local.shared.registry.reserve_serial(serial) else {
         return Response::error(
             409,
             "serial_taken",
-            "a device with this serial already exists",
+            "a device with this serial exists or is being created",
         );
-    }
+    };
+    let Some(p) = local.shared.pending.remove(serial) else {
+        return Response::error(404, "not_found", "no pending device with this serial");
+    };
     let token = match auth::generate_token() {
         Ok(t) => t,
         Err(e) => return store_error(e),
@@ -106,10 +111,11 @@ pub async fn approve(local: &Local, serial: &str, req: &Request) -> Response {
         })
         .await;
     if let Err(e) = committed {
+        local.shared.pending.restore(p);
         return store_error(e);
     }
-    local.shared.pending.remove(serial);
     let dev = local.shared.registry.add(rec, hash);
+    drop(reservation);
     let mut body = super::devices::device_json(&dev, None);
     body.pop();
     body.push_str(",\"token\":");
