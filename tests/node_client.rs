@@ -14,8 +14,9 @@
 //! added or edited. It repeats every 500 ms (the first at 500 ms) so that a
 //! slow start cannot make the single send miss the open socket.
 //!
-//! Requirements: `node` on PATH and `npm ci` run in `tests/clients` (the
-//! `ws` package). `.ci/run` does both. Missing either is a test FAILURE.
+//! Requirements: `node` and `npm` on PATH; the `ws` package is installed into
+//! `tests/clients/node_modules` by `npm ci` on first use. A missing `node` or a
+//! failed install is a test FAILURE.
 
 mod common;
 
@@ -89,15 +90,30 @@ fn check_prerequisites() {
              apt-get install nodejs npm, then `npm ci` in tests/clients (.ci/run does both)."
         ),
     }
-    let ws = clients_dir()
-        .join("node_modules")
-        .join("ws")
-        .join("package.json");
-    assert!(
-        ws.exists(),
-        "npm package `ws` missing ({} not found): run `npm ci` in tests/clients (.ci/run does).",
-        ws.display()
-    );
+    // The `ws` package is installed on first use from the committed lock file, once per test
+    // binary, so `cargo test --release` needs nothing run beforehand besides having npm.
+    static INSTALL: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let installed = INSTALL.get_or_init(|| {
+        let ws = clients_dir().join("node_modules").join("ws").join("package.json");
+        if ws.exists() {
+            return Ok(());
+        }
+        let out = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(clients_dir())
+            .output()
+            .map_err(|e| format!("running `npm ci` in tests/clients failed to start: {e}"))?;
+        if !out.status.success() || !ws.exists() {
+            return Err(format!(
+                "`npm ci` in tests/clients failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(())
+    });
+    if let Err(e) = installed {
+        panic!("npm package `ws` is missing and could not be installed: {e}");
+    }
 }
 
 #[test]
