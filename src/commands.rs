@@ -27,6 +27,21 @@ pub enum EnqueueError {
     Store(String),
 }
 
+/// Records what the device answered: `acked` or `failed`, with its result (JSON text).
+pub fn finish(local: &Local, mut cmd: CommandRecord, ok: bool, result: Option<String>) {
+    cmd.status = if ok {
+        CommandStatus::Acked
+    } else {
+        CommandStatus::Failed
+    };
+    cmd.result = result;
+    cmd.updated_at = now_ms();
+    metrics::counter!("fleetgate_commands_total", "stage" => cmd.status.as_str()).increment(1);
+    if let Err(e) = local.batcher.stage(|st| records::stage_command(st, &cmd)) {
+        tracing::error!(error = %e, "recording a command result failed");
+    }
+}
+
 pub async fn enqueue(
     local: &Local,
     dev: &Arc<Device>,

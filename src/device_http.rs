@@ -7,15 +7,15 @@ use std::sync::Arc;
 
 use simd_json::BorrowedValue as Value;
 use simd_json::prelude::*;
-use uuid::Uuid;
 
 use crate::attendance::{self, Kind};
 use crate::http::request::Request;
 use crate::http::response::Response;
 use crate::json;
+use crate::provision::{NewDevice, ProvisionError, provision};
 use crate::registry::Device;
 use crate::shard::Local;
-use crate::store::records::{self, DeviceRecord, Protocol, Source};
+use crate::store::records::{self, Protocol, Source};
 use crate::store::{Cf, keys};
 use crate::time::{now_ms, now_us};
 
@@ -141,42 +141,34 @@ pub async fn create_for_serial(
     model: Option<&str>,
     info: Option<String>,
 ) -> Result<Arc<Device>, String> {
-    let Some(reservation) = local.shared.registry.reserve_serial(sn) else {
-        // Another request for this serial is creating the device right now: use it once it exists.
-        for _ in 0..CREATION_WAIT_STEPS {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            if let Some(d) = local.shared.registry.by_serial(sn) {
-                return Ok(d);
-            }
-        }
-        return Err(format!("device {sn} is being registered; retry"));
-    };
-    let token = crate::auth::generate_token().map_err(|e| e.to_string())?;
-    let hash = crate::auth::hash_token(&token);
-    let rec = DeviceRecord {
-        device_id: Uuid::new_v4(),
+    let new = NewDevice {
         name: format!("{} {sn}", model.unwrap_or("device")),
         protocol,
         serial: Some(sn.to_string()),
-        token_hash: crate::auth::hex(&hash),
-        created_at: now_ms(),
-        last_seen: None,
         settings: Default::default(),
         info,
     };
-    local
-        .batcher
-        .commit(|st| records::stage_device(st, &rec))
-        .await
-        .map_err(|e| e.to_string())?;
-    tracing::info!(
-        serial = sn,
-        protocol = protocol.as_str(),
-        "auto-approved a new device"
-    );
-    let dev = local.shared.registry.add(rec, hash);
-    drop(reservation);
-    Ok(dev)
+    match provision(local, new, |_| Ok(())).await {
+        Ok((dev, _token)) => {
+            tracing::info!(
+                serial = sn,
+                protocol = protocol.as_str(),
+                "auto-approved a new device"
+            );
+            Ok(dev)
+        }
+        Err(ProvisionError::SerialTaken) => {
+            // Another request for this serial is creating the device right now: use it once it exists.
+            for _ in 0..CREATION_WAIT_STEPS {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                if let Some(d) = local.shared.registry.by_serial(sn) {
+                    return Ok(d);
+                }
+            }
+            Err(format!("device {sn} is being registered; retry"))
+        }
+        Err(ProvisionError::Failed(e)) => Err(e),
+    }
 }
 
 async fn register(

@@ -16,6 +16,7 @@ pub mod json;
 pub mod lenient;
 pub mod pending;
 pub mod presence;
+pub mod provision;
 pub mod registry;
 pub mod serve;
 pub mod shard;

@@ -94,7 +94,10 @@ fn check_prerequisites() {
     // binary, so `cargo test --release` needs nothing run beforehand besides having npm.
     static INSTALL: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     let installed = INSTALL.get_or_init(|| {
-        let ws = clients_dir().join("node_modules").join("ws").join("package.json");
+        let ws = clients_dir()
+            .join("node_modules")
+            .join("ws")
+            .join("package.json");
         if ws.exists() {
             return Ok(());
         }

@@ -13,9 +13,10 @@ use crate::http::request::Request;
 use crate::http::response::Response;
 use crate::hub::ShardMsg;
 use crate::json;
+use crate::provision::{NewDevice, ProvisionError, provision};
 use crate::registry::Device;
 use crate::shard::Local;
-use crate::store::records::{self, DeviceRecord, Protocol};
+use crate::store::records::{self, Protocol};
 use crate::store::{Cf, keys};
 use crate::time::{now_ms, rfc3339_ms};
 
@@ -179,20 +180,6 @@ pub async fn create(local: &Local, req: &Request) -> Response {
             }
         },
     };
-    // Reserved before the commit's wait, so two concurrent creations cannot share a serial.
-    let reservation = match &serial {
-        Some(s) => match local.shared.registry.reserve_serial(s) {
-            Some(r) => Some(r),
-            None => {
-                return Response::error(
-                    409,
-                    "serial_taken",
-                    "another device already has this serial",
-                );
-            }
-        },
-        None => None,
-    };
     let settings = match v.get("settings") {
         None => Default::default(),
         Some(s) => match settings_from(s) {
@@ -200,37 +187,30 @@ pub async fn create(local: &Local, req: &Request) -> Response {
             Err(r) => return r,
         },
     };
-    let token = match auth::generate_token() {
-        Ok(t) => t,
-        Err(e) => return store_error(e),
-    };
-    let hash = auth::hash_token(&token);
-    let rec = DeviceRecord {
-        device_id: Uuid::new_v4(),
+    let new = NewDevice {
         name,
         protocol,
         serial,
-        token_hash: auth::hex(&hash),
-        created_at: now_ms(),
-        last_seen: None,
         settings,
         info: None,
     };
-    if let Err(e) = local
-        .batcher
-        .commit(|st| records::stage_device(st, &rec))
-        .await
-    {
-        return store_error(e);
+    match provision(local, new, |_| Ok(())).await {
+        Ok((dev, token)) => created(&dev, &token),
+        Err(ProvisionError::SerialTaken) => Response::error(
+            409,
+            "serial_taken",
+            "another device already has this serial",
+        ),
+        Err(ProvisionError::Failed(e)) => store_error(e),
     }
-    let dev = local.shared.registry.add(rec, hash);
-    drop(reservation);
-    metrics::gauge!("fleetgate_devices").set(local.shared.registry.len() as f64);
-    let mut body = device_json(&dev, None);
-    // The token is shown here once; only its hash is kept.
+}
+
+/// A 201 with the device and its token: the one time the token is shown.
+pub fn created(dev: &Device, token: &str) -> Response {
+    let mut body = device_json(dev, None);
     body.pop();
     body.push_str(",\"token\":");
-    json::push_str(&mut body, &token);
+    json::push_str(&mut body, token);
     body.push('}');
     Response::json(201, body.into_bytes())
 }

@@ -1,18 +1,16 @@
 //! Pending devices: serials that tried to connect, waiting for an admin's decision.
 
 use simd_json::prelude::*;
-use uuid::Uuid;
 
 use super::{json_body, page, parse_object, store_error};
-use crate::auth;
 use crate::http::request::Request;
 use crate::http::response::Response;
 use crate::json;
 use crate::pending::PendingDevice;
+use crate::provision::{NewDevice, ProvisionError, provision};
 use crate::shard::Local;
 use crate::store::Cf;
-use crate::store::records::{self, DeviceRecord};
-use crate::time::{now_ms, rfc3339_ms};
+use crate::time::rfc3339_ms;
 
 fn item(p: &PendingDevice) -> String {
     let mut s = String::from("{\"serial\":");
@@ -75,53 +73,30 @@ pub async fn approve(local: &Local, serial: &str, req: &Request) -> Response {
             Err(r) => return r,
         },
     };
-    // Reserve the serial and take the entry before the commit's wait, so that of concurrent
-    // approvals exactly one creates the device.
-    let Some(reservation) = local.shared.registry.reserve_serial(serial) else {
-        return Response::error(
-            409,
-            "serial_taken",
-            "a device with this serial exists or is being created",
-        );
-    };
+    // Take the entry before the commit's wait, so that of concurrent approvals exactly one
+    // creates the device (provisioning also reserves the serial).
     let Some(p) = local.shared.pending.remove(serial) else {
         return Response::error(404, "not_found", "no pending device with this serial");
     };
-    let token = match auth::generate_token() {
-        Ok(t) => t,
-        Err(e) => return store_error(e),
-    };
-    let hash = auth::hash_token(&token);
-    let rec = DeviceRecord {
-        device_id: Uuid::new_v4(),
+    let new = NewDevice {
         name,
         protocol: p.protocol,
         serial: Some(p.serial.clone()),
-        token_hash: auth::hex(&hash),
-        created_at: now_ms(),
-        last_seen: None,
         settings,
         info: None,
     };
-    let committed = local
-        .batcher
-        .commit(|st| {
-            records::stage_device(st, &rec)?;
-            st.delete(Cf::Pending, serial.as_bytes())
-        })
-        .await;
-    if let Err(e) = committed {
-        local.shared.pending.restore(p);
-        return store_error(e);
+    match provision(local, new, |st| st.delete(Cf::Pending, serial.as_bytes())).await {
+        Ok((dev, token)) => super::devices::created(&dev, &token),
+        Err(ProvisionError::SerialTaken) => Response::error(
+            409,
+            "serial_taken",
+            "a device with this serial exists or is being created",
+        ),
+        Err(ProvisionError::Failed(e)) => {
+            local.shared.pending.restore(p);
+            store_error(e)
+        }
     }
-    let dev = local.shared.registry.add(rec, hash);
-    drop(reservation);
-    let mut body = super::devices::device_json(&dev, None);
-    body.pop();
-    body.push_str(",\"token\":");
-    json::push_str(&mut body, &token);
-    body.push('}');
-    Response::json(201, body.into_bytes())
 }
 
 pub async fn dismiss(local: &Local, serial: &str) -> Response {

@@ -497,21 +497,13 @@ impl Session<'_> {
 
     fn command_done(&mut self, command_id: &str, ok: bool, result: String) {
         let Some(t) = self.terminal() else { return };
-        let Some(mut cmd) = t
+        let Some(cmd) = t
             .command
             .take_if(|c| c.command_id.to_string() == command_id)
         else {
             return;
         };
-        cmd.status = if ok {
-            CommandStatus::Acked
-        } else {
-            CommandStatus::Failed
-        };
-        cmd.result = Some(result);
-        cmd.updated_at = now_ms();
-        metrics::counter!("fleetgate_commands_total", "stage" => cmd.status.as_str()).increment(1);
-        self.save_command(&cmd);
+        crate::commands::finish(self.local, cmd, ok, Some(result));
     }
 
     fn save_command(&self, cmd: &CommandRecord) {

@@ -687,7 +687,7 @@ impl Session<'_> {
         let found = Uuid::parse_str(command_id)
             .ok()
             .map(|id| records::get_command(&store, &id));
-        let mut cmd = match found {
+        let cmd = match found {
             Some(Ok(Some(c))) if c.device_id == dev.id => c,
             Some(Err(e)) => {
                 tracing::error!(error = %e, "command lookup failed");
@@ -705,21 +705,7 @@ impl Session<'_> {
                 );
             }
         };
-        cmd.status = if ok {
-            CommandStatus::Acked
-        } else {
-            CommandStatus::Failed
-        };
-        cmd.result = payload;
-        cmd.updated_at = now_ms();
-        metrics::counter!("fleetgate_commands_total", "stage" => cmd.status.as_str()).increment(1);
-        if let Err(e) = self
-            .local
-            .batcher
-            .stage(|st| records::stage_command(st, &cmd))
-        {
-            tracing::error!(error = %e, "recording a command result failed");
-        }
+        commands::finish(self.local, cmd, ok, payload);
     }
 
     async fn admin_command(
