@@ -275,6 +275,13 @@ impl Session<'_> {
         if matches!(self.role, Role::Terminal(_)) {
             return self.terminal_frame(text).await;
         }
+        // A payload is part of its frame: a frame within the limit cannot carry a payload over it,
+        // so only larger frames pay for measuring (re-encoding) the payload in `classify`.
+        let payload_limit = if text.len() <= MAX_PAYLOAD {
+            usize::MAX
+        } else {
+            MAX_PAYLOAD
+        };
         let value = match generic::parse(text) {
             Ok(v) => v,
             Err(e) => {
@@ -291,7 +298,7 @@ impl Session<'_> {
                 return;
             }
         };
-        let msg = match generic::classify(&value, MAX_PAYLOAD) {
+        let msg = match generic::classify(&value, payload_limit) {
             Ok(m) => m,
             Err(e) => {
                 if matches!(self.role, Role::Pending) {
