@@ -416,6 +416,25 @@ fn healthz_and_metrics(io: &str) {
         names.iter().all(|n| n.starts_with("fleetgate_")),
         "every metric is prefixed fleetgate_: {names:?}"
     );
+    // What the issue names: sessions by protocol, messages by type, bytes, batch commit
+    // latency, auth failures, queue depths.
+    for wanted in [
+        "fleetgate_sessions",
+        "fleetgate_messages_total",
+        "fleetgate_bytes_received_total",
+        "fleetgate_batch_commit_seconds",
+        "fleetgate_auth_failures_total",
+        "fleetgate_queue_depth",
+    ] {
+        assert!(
+            names.iter().any(|n| n.starts_with(wanted)),
+            "{wanted} missing from /metrics:\n{text}"
+        );
+    }
+    assert!(
+        text.contains("fleetgate_messages_total{type=\"telemetry\"}"),
+        "messages are counted by type:\n{text}"
+    );
     let r = srv.admin().get("/metrics").unwrap();
     assert_eq!(r.status, 200);
 }

@@ -117,11 +117,15 @@ pub struct ShardMetrics {
     pub protocol_errors: metrics::Counter,
     pub auth_failures: metrics::Counter,
     pub http_requests: metrics::Counter,
+    inbox_depth: metrics::Gauge,
+    open_batch_bytes: metrics::Gauge,
+    connections: metrics::Gauge,
 }
 
 impl ShardMetrics {
-    fn new() -> Self {
+    fn new(shard: usize) -> Self {
         let msg = |t: &'static str| metrics::counter!("fleetgate_messages_total", "type" => t);
+        let depth = |q: &'static str| metrics::gauge!("fleetgate_queue_depth", "queue" => q, "shard" => shard.to_string());
         ShardMetrics {
             bytes_in: metrics::counter!("fleetgate_bytes_received_total"),
             bytes_out: metrics::counter!("fleetgate_bytes_sent_total"),
@@ -133,6 +137,9 @@ impl ShardMetrics {
             protocol_errors: metrics::counter!("fleetgate_protocol_errors_total"),
             auth_failures: metrics::counter!("fleetgate_auth_failures_total"),
             http_requests: metrics::counter!("fleetgate_http_requests_total"),
+            inbox_depth: depth("inbox"),
+            open_batch_bytes: depth("open_batch_bytes"),
+            connections: metrics::gauge!("fleetgate_connections", "shard" => shard.to_string()),
         }
     }
 }
@@ -152,6 +159,8 @@ pub struct Local {
     next_conn: Cell<u64>,
     pub shutting_down: Cell<bool>,
     conns_gone: Notify,
+    /// A handle on this shard's inbox, read only to report its depth.
+    inbox: crossbeam::channel::Receiver<ShardMsg>,
 }
 
 impl Local {
@@ -226,6 +235,13 @@ impl Local {
     }
 
     fn tick(&self) {
+        self.metrics.inbox_depth.set(self.inbox.len() as f64);
+        self.metrics
+            .open_batch_bytes
+            .set(self.batcher.open_bytes() as f64);
+        self.metrics
+            .connections
+            .set(self.conns.borrow().len() as f64);
         let now = now_ms();
         let mut silent = Vec::new();
         self.liveness.borrow_mut().advance(now, &mut silent);
@@ -330,13 +346,14 @@ pub fn run(
         conns: RefCell::new(HashMap::new()),
         admins: RefCell::new(Vec::new()),
         batcher: Batcher::new(store, committer, BATCH_MAX_BYTES),
-        metrics: ShardMetrics::new(),
+        metrics: ShardMetrics::new(index),
         wheel: RefCell::new(TimerWheel::new(TICK.as_millis() as u64, 4096, now_ms())),
         liveness: RefCell::new(TimerWheel::new(TICK.as_millis() as u64, 4096, now_ms())),
         pool: RefCell::new(Vec::new()),
         next_conn: Cell::new(0),
         shutting_down: Cell::new(false),
         conns_gone: Notify::new(),
+        inbox: inbox.rx.clone(),
     });
     if uring {
         let rt = tokio_uring::Runtime::new(tokio_uring::builder().entries(4096))?;

@@ -171,6 +171,11 @@ impl Batcher {
         Ok(ticket)
     }
 
+    /// Bytes staged in the open batch (for the queue-depth metric).
+    pub fn open_bytes(&self) -> usize {
+        self.open.borrow().batch.size_in_bytes()
+    }
+
     pub fn is_full(&self) -> bool {
         self.open.borrow().batch.size_in_bytes() >= self.max_bytes
     }
