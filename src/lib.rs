@@ -1,5 +1,6 @@
 //! fleetgate: a thread-per-core gateway for device fleets. See ARCHITECTURE.md for the map.
 
+pub mod accounts;
 pub mod aiface;
 pub mod api;
 pub mod attendance;
@@ -8,6 +9,7 @@ pub mod cli;
 pub mod client;
 pub mod commands;
 pub mod config;
+pub mod dashboard;
 pub mod device_http;
 pub mod generic;
 pub mod http;

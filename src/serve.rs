@@ -43,6 +43,7 @@ pub fn run(config: ServeConfig) -> Result<(), Error> {
     )?);
     let registry = Registry::load(&store)?;
     let pending = crate::pending::Pending::load(&store)?;
+    let accounts = initial_accounts(&store, &config.data_dir)?;
     metrics::gauge!("fleetgate_devices").set(registry.len() as f64);
     tracing::info!(devices = registry.len(), dir = %config.data_dir.display(), "store open");
 
@@ -75,6 +76,8 @@ pub fn run(config: ServeConfig) -> Result<(), Error> {
         pending,
         hub,
         admin_token,
+        accounts,
+        messages: std::sync::atomic::AtomicU64::new(0),
         prometheus,
         connections: AtomicUsize::new(0),
         started: Instant::now(),
@@ -146,7 +149,25 @@ fn admin_token(dir: &Path) -> Result<TokenHash, Error> {
     }
 }
 
-fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+/// Loads the dashboard accounts; on first start (no users) creates `admin` with a random password,
+/// written to `<data-dir>/initial-admin-password` (mode 0600) and logged once. This is independent
+/// of the bootstrap admin token: `FLEETGATE_ADMIN_TOKEN` does not replace the dashboard's user.
+fn initial_accounts(store: &Store, dir: &Path) -> Result<crate::accounts::Accounts, Error> {
+    let accounts = crate::accounts::Accounts::load(store)?;
+    if let Some(password) = accounts.bootstrap(store, crate::time::now_ms())? {
+        let path = dir.join("initial-admin-password");
+        write_atomically(&path, format!("{password}\n").as_bytes(), 0o600)?;
+        tracing::info!(
+            user = crate::accounts::INITIAL_ADMIN,
+            password = %password,
+            path = %path.display(),
+            "created the dashboard user (shown once; also in this file; change it at first login)"
+        );
+    }
+    Ok(accounts)
+}
+
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::OpenOptions::new()
         .write(true)

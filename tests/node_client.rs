@@ -90,33 +90,7 @@ fn check_prerequisites() {
              apt-get install nodejs npm, then `npm ci` in tests/clients (.ci/run does both)."
         ),
     }
-    // The `ws` package is installed on first use from the committed lock file, once per test
-    // binary, so `cargo test --release` needs nothing run beforehand besides having npm.
-    static INSTALL: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
-    let installed = INSTALL.get_or_init(|| {
-        let ws = clients_dir()
-            .join("node_modules")
-            .join("ws")
-            .join("package.json");
-        if ws.exists() {
-            return Ok(());
-        }
-        let out = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(clients_dir())
-            .output()
-            .map_err(|e| format!("running `npm ci` in tests/clients failed to start: {e}"))?;
-        if !out.status.success() || !ws.exists() {
-            return Err(format!(
-                "`npm ci` in tests/clients failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        Ok(())
-    });
-    if let Err(e) = installed {
-        panic!("npm package `ws` is missing and could not be installed: {e}");
-    }
+    ensure_node_packages();
 }
 
 #[test]

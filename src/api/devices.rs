@@ -83,7 +83,9 @@ pub fn list(local: &Local, q: &[(String, String)]) -> Response {
         Ok(l) => l,
         Err(r) => return r,
     };
-    let after = match query::get(q, "cursor").filter(|c| !c.is_empty()) {
+    // A sorted list has its own cursors (see `sorted_page`).
+    let by_id = query::get(q, "sort").is_none_or(str::is_empty);
+    let after = match query::get(q, "cursor").filter(|c| !c.is_empty() && by_id) {
         None => None,
         Some(c) => match Uuid::parse_str(c) {
             Ok(id) => Some(id),
@@ -113,15 +115,43 @@ pub fn list(local: &Local, q: &[(String, String)]) -> Response {
             }
         },
     };
+    // `q`: a case-insensitive substring of the name, serial or id.
+    let needle = query::get(q, "q")
+        .map(|s| s.trim().to_lowercase())
+        .filter(|s| !s.is_empty());
+    let sort = query::get(q, "sort").filter(|s| !s.is_empty());
+    if sort.is_some_and(|s| !matches!(s, "name" | "last_seen" | "status")) {
+        return Response::error(
+            400,
+            "invalid_query",
+            "sort must be name, last_seen or status",
+        );
+    }
+    let matches = |dev: &Device| {
+        if status.is_some_and(|s| (s == "online") != dev.is_online()) {
+            return false;
+        }
+        let r = dev.record();
+        if protocol.is_some_and(|p| r.protocol != p) {
+            return false;
+        }
+        needle.as_ref().is_none_or(|n| {
+            r.name.to_lowercase().contains(n.as_str())
+                || r.serial
+                    .as_ref()
+                    .is_some_and(|s| s.to_lowercase().contains(n.as_str()))
+                || dev.id.to_string().contains(n.as_str())
+        })
+    };
     let all = local.shared.registry.snapshot();
+    if let Some(sort) = sort {
+        return sorted_page(&all, matches, sort, limit, q);
+    }
     let mut items = Vec::new();
     let mut last = None;
     let mut next = None;
     for dev in all.iter().filter(|d| after.is_none_or(|a| d.id > a)) {
-        if status.is_some_and(|s| (s == "online") != dev.is_online()) {
-            continue;
-        }
-        if protocol.is_some_and(|p| dev.record().protocol != p) {
+        if !matches(dev) {
             continue;
         }
         if items.len() == limit {
@@ -132,6 +162,63 @@ pub fn list(local: &Local, q: &[(String, String)]) -> Response {
         items.push(device_json(dev, None));
         last = Some(dev.id);
     }
+    page(&items, next)
+}
+
+/// A page of the list in another order than by id. Sorting needs the whole filtered list, so the
+/// cursor is a position in it (`p<offset>`); a page may shift if devices change between pages,
+/// which suits a dashboard's view of a live fleet.
+fn sorted_page(
+    all: &[std::sync::Arc<Device>],
+    matches: impl Fn(&Device) -> bool,
+    sort: &str,
+    limit: usize,
+    q: &[(String, String)],
+) -> Response {
+    let offset = match query::get(q, "cursor").filter(|c| !c.is_empty()) {
+        None => 0,
+        Some(c) => match c.strip_prefix('p').and_then(|n| n.parse::<usize>().ok()) {
+            Some(n) => n,
+            None => {
+                return Response::error(
+                    400,
+                    "invalid_query",
+                    "cursor is not one this list returned",
+                );
+            }
+        },
+    };
+    let mut rows: Vec<(&Device, String, bool, u64)> = all
+        .iter()
+        .filter(|d| matches(d))
+        .map(|d| {
+            let r = d.record();
+            (
+                &**d,
+                r.name.to_lowercase(),
+                d.is_online(),
+                r.last_seen.unwrap_or(0),
+            )
+        })
+        .collect();
+    match sort {
+        // Most recently seen first; never seen last.
+        "last_seen" => rows.sort_by(|a, b| b.3.cmp(&a.3).then(a.0.id.cmp(&b.0.id))),
+        // Online first, then by name.
+        "status" => rows.sort_by(|a, b| {
+            b.2.cmp(&a.2)
+                .then_with(|| a.1.cmp(&b.1))
+                .then(a.0.id.cmp(&b.0.id))
+        }),
+        _ => rows.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.id.cmp(&b.0.id))),
+    }
+    let items: Vec<String> = rows
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|r| device_json(r.0, None))
+        .collect();
+    let next = (offset + limit < rows.len()).then(|| format!("p{}", offset + limit));
     page(&items, next)
 }
 

@@ -1,12 +1,17 @@
 //! The admin REST API (JSON over HTTP), plus `/healthz` and `/metrics`.
 //!
-//! Every `/api/*` route and `/metrics` require `Authorization: Bearer <admin token>`. Errors are
-//! `{"error":{"code","message"}}` with the matching status. Lists are `{"items":[...],"next_cursor"}`.
+//! Every `/api/*` route (but login and logout) needs a principal (`accounts::Principal`): the
+//! bootstrap admin token or a named API token as `Authorization: Bearer`, or a dashboard session
+//! cookie. Cookie requests that change state must carry the session's `X-CSRF-Token`; viewers may
+//! only read; a session whose password must change may only reach `/api/me*` and logout. `/metrics`
+//! needs a bearer token or an admin session. Errors are `{"error":{"code","message"}}` with the
+//! matching status. Lists are `{"items":[...],"next_cursor"}`. Other paths serve the dashboard.
 
 pub mod attendance;
 mod devices;
 mod events;
 mod pending;
+mod users;
 
 use std::rc::Rc;
 
@@ -14,6 +19,7 @@ use simd_json::BorrowedValue;
 use simd_json::prelude::*;
 use uuid::Uuid;
 
+use crate::accounts::{self, Principal, Role, Via};
 use crate::auth;
 use crate::http::query;
 use crate::http::request::{Method, Request};
@@ -57,19 +63,48 @@ pub async fn route(local: &Rc<Local>, req: &Request, remote: &str) -> Reply {
         }
         _ => {}
     }
+    let protected = segs.first().is_some_and(|s| *s == "api" || *s == "metrics");
+    if !protected {
+        return crate::dashboard::serve(req)
+            .unwrap_or_else(|| Response::error(404, "not_found", "no such route"))
+            .into();
+    }
+    // These two need no prior authentication: login creates the session, logout ends it. Neither
+    // needs the CSRF header: login has no session yet, and a forged logout only logs someone out.
+    match segs.as_slice() {
+        ["api", "login"] => {
+            return match req.method {
+                Method::Post => users::login(local, req, remote),
+                _ => method_not_allowed(),
+            }
+            .into();
+        }
+        ["api", "logout"] => {
+            return match req.method {
+                Method::Post => users::logout(local, req),
+                _ => method_not_allowed(),
+            }
+            .into();
+        }
+        _ => {}
+    }
+    let principal = match authenticate(local, req) {
+        Some(p) => p,
+        None => return unauthorized(local).into(),
+    };
+    if let Err(r) = permit(&principal, req, &segs) {
+        return r.into();
+    }
     if matches!(
         (&req.method, segs.as_slice()),
         (Method::Get, ["api", "attendance.csv"])
     ) {
-        if !authorized(local, req) {
-            return unauthorized(local).into();
-        }
         return match attendance::csv(&query::parse(&req.query)) {
             Ok(export) => Reply::Csv(export),
             Err(r) => r.into(),
         };
     }
-    admin(local, req, &segs).await.into()
+    admin(local, req, &segs, &principal, remote).await.into()
 }
 
 fn unauthorized(local: &Local) -> Response {
@@ -77,19 +112,107 @@ fn unauthorized(local: &Local) -> Response {
     Response::error(
         401,
         "unauthorized",
-        "send Authorization: Bearer <admin token>",
+        "log in, or send Authorization: Bearer <admin or API token>",
     )
     .with_header("WWW-Authenticate", "Bearer".to_string())
 }
 
-async fn admin(local: &Rc<Local>, req: &Request, segs: &[&str]) -> Response {
-    let protected = segs.first().is_some_and(|s| *s == "api" || *s == "metrics");
-    if !protected {
-        return Response::error(404, "not_found", "no such route");
+fn is_read(m: &Method) -> bool {
+    matches!(m, Method::Get | Method::Head)
+}
+
+/// What a principal may do, checked before any route runs.
+fn permit(p: &Principal, req: &Request, segs: &[&str]) -> Result<(), Response> {
+    let own_account = matches!(segs, ["api", "me"] | ["api", "me", "password"]);
+    if let Via::Session { csrf, .. } = &p.via {
+        // Cookies ride along on cross-site requests; the CSRF header cannot.
+        if !is_read(&req.method) && !accounts::csrf_ok(req.header_str("x-csrf-token"), csrf) {
+            return Err(Response::error(
+                403,
+                "csrf_failed",
+                "send the session's csrf_token as X-CSRF-Token",
+            ));
+        }
+        if p.must_change_password && !own_account {
+            return Err(Response::error(
+                403,
+                "password_change_required",
+                "change your password first (POST /api/me/password)",
+            ));
+        }
+        if segs == ["metrics"] && p.role != Role::Admin {
+            return Err(forbidden());
+        }
     }
-    if !authorized(local, req) {
-        return unauthorized(local);
+    if p.role == Role::Viewer && !is_read(&req.method) && !own_account {
+        return Err(forbidden());
     }
+    if matches!(segs, ["api", "users" | "tokens", ..]) && p.role != Role::Admin {
+        return Err(forbidden());
+    }
+    Ok(())
+}
+
+fn forbidden() -> Response {
+    Response::error(403, "forbidden", "your role does not allow this")
+}
+
+/// The caller: a bearer token (bootstrap admin token or named API token) if one is sent,
+/// otherwise the session cookie. A wrong bearer token does not fall back to the cookie.
+pub fn authenticate(local: &Local, req: &Request) -> Option<Principal> {
+    let now = crate::time::now_ms();
+    if let Some(h) = req.header_str("authorization") {
+        let t = h
+            .strip_prefix("Bearer ")
+            .or_else(|| h.strip_prefix("bearer "))?
+            .trim();
+        return bearer_principal(local, t, now);
+    }
+    session_principal(local, req, now)
+}
+
+/// The principal of a bearer token; persists a named token's `last_used` at most once a minute.
+pub fn bearer_principal(local: &Local, t: &str, now: u64) -> Option<Principal> {
+    if auth::verify_token(t, &local.shared.admin_token) {
+        return Some(Principal {
+            name: "admin-token".to_string(),
+            role: Role::Admin,
+            via: Via::Bearer,
+            must_change_password: false,
+        });
+    }
+    if !t.starts_with(accounts::API_TOKEN_PREFIX) {
+        return None;
+    }
+    let (tok, stale) = local.shared.accounts.api_token(t, now)?;
+    if stale {
+        // Not waited for: last_used is informational, and a lost update costs nothing.
+        let key = accounts::last_used_key(&tok.id);
+        let _ = local
+            .batcher
+            .stage(|st| st.put(crate::store::Cf::ApiTokens, &key, &now.to_be_bytes()));
+    }
+    Some(Principal {
+        name: tok.name,
+        role: tok.role,
+        via: Via::Bearer,
+        must_change_password: false,
+    })
+}
+
+/// The principal of the request's `fg_session` cookie, if it names a live session.
+pub fn session_principal(local: &Local, req: &Request, now: u64) -> Option<Principal> {
+    let id = accounts::cookie(req.header_str("cookie")?, accounts::SESSION_COOKIE)?;
+    local.shared.accounts.session(id, now)
+}
+
+async fn admin(
+    local: &Rc<Local>,
+    req: &Request,
+    segs: &[&str],
+    principal: &Principal,
+    remote: &str,
+) -> Response {
     let q = query::parse(&req.query);
     match (&req.method, segs) {
         (Method::Get, ["metrics"]) => Response::text(
@@ -97,6 +220,20 @@ async fn admin(local: &Rc<Local>, req: &Request, segs: &[&str]) -> Response {
             "text/plain; version=0.0.4",
             local.shared.prometheus.render().into_bytes(),
         ),
+        (Method::Get, ["api", "me"]) => users::me(principal),
+        (Method::Post, ["api", "me", "password"]) => {
+            users::change_password(local, req, principal, remote).await
+        }
+        (Method::Get, ["api", "users"]) => users::list_users(local),
+        (Method::Post, ["api", "users"]) => users::create_user(local, req).await,
+        (Method::Patch, ["api", "users", name]) => users::patch_user(local, req, name).await,
+        (Method::Delete, ["api", "users", name]) => {
+            users::delete_user(local, name, principal).await
+        }
+        (Method::Get, ["api", "tokens"]) => users::list_tokens(local),
+        (Method::Post, ["api", "tokens"]) => users::create_token(local, req).await,
+        (Method::Delete, ["api", "tokens", id]) => users::delete_token(local, id).await,
+        (Method::Get, ["api", "stats"]) => users::stats(local),
         (Method::Get, ["api", "devices"]) => devices::list(local, &q),
         (Method::Post, ["api", "devices"]) => devices::create(local, req).await,
         (Method::Get, ["api", "devices", id]) => with_id(id, |id| devices::get(local, id)),
@@ -136,6 +273,9 @@ async fn admin(local: &Rc<Local>, req: &Request, segs: &[&str]) -> Response {
         (
             _,
             ["metrics"]
+            | ["api", "me" | "users" | "tokens" | "stats"]
+            | ["api", "me", "password"]
+            | ["api", "users" | "tokens", _]
             | [
                 "api",
                 "devices" | "events" | "attendance" | "attendance.csv" | "pending-devices",
@@ -156,15 +296,6 @@ fn method_not_allowed() -> Response {
         "method_not_allowed",
         "this route does not accept that method",
     )
-}
-
-fn authorized(local: &Local, req: &Request) -> bool {
-    req.header_str("authorization")
-        .and_then(|h| {
-            h.strip_prefix("Bearer ")
-                .or_else(|| h.strip_prefix("bearer "))
-        })
-        .is_some_and(|t| auth::verify_token(t.trim(), &local.shared.admin_token))
 }
 
 fn parse_id(s: &str) -> Result<Uuid, Response> {

@@ -45,6 +45,10 @@ pub struct Shared {
     pub pending: crate::pending::Pending,
     pub hub: Hub,
     pub admin_token: TokenHash,
+    /// Dashboard users, sessions, login throttling and API tokens.
+    pub accounts: crate::accounts::Accounts,
+    /// Device messages (telemetry, events, command results) since start, for `/api/stats`.
+    pub messages: std::sync::atomic::AtomicU64,
     pub prometheus: PrometheusHandle,
     pub connections: AtomicUsize,
     pub started: Instant,

@@ -17,7 +17,6 @@ use uuid::Uuid;
 
 use super::io::Transport;
 use super::{ConnCtl, Deadline, Local, Out, flush, out_buf};
-use crate::auth;
 use crate::commands::{self, EnqueueError};
 use crate::generic::{self, Inbound};
 use crate::http::request::Request;
@@ -63,9 +62,12 @@ pub async fn upgrade<T: Transport>(
     if flush(&io, local, &mut out).await.is_err() {
         return;
     }
+    // A dashboard subscribes without a token: its login session comes with the upgrade request.
+    let cookie_principal = cookie_principal(local, &req);
     let mut s = Session {
         local,
         ctl,
+        cookie_principal,
         role: Role::Pending,
         pending: VecDeque::new(),
         pending_ids: HashSet::new(),
@@ -81,10 +83,28 @@ pub async fn upgrade<T: Transport>(
     s.end().await;
 }
 
+/// The dashboard session of an upgrade request, if its cookie names a live one whose password need
+/// not change, and the request comes from this server's own page. Browsers send cookies with
+/// cross-site WebSocket upgrades in some cases (SameSite is not honoured everywhere), so the
+/// `Origin` must match the `Host` (cross-site WebSocket hijacking).
+fn cookie_principal(local: &Local, req: &Request) -> Option<crate::accounts::Principal> {
+    if let Some(origin) = req.header_str("origin") {
+        let host = req.header_str("host")?;
+        let origin_host = origin.split_once("://").map_or(origin, |(_, h)| h);
+        if !origin_host.eq_ignore_ascii_case(host) {
+            return None;
+        }
+    }
+    crate::api::session_principal(local, req, now_ms()).filter(|p| !p.must_change_password)
+}
+
 pub(super) enum Role {
     Pending,
     Device(Arc<Device>),
-    Admin,
+    /// An admin subscriber; `read_only` for viewers, who may not send commands.
+    Admin {
+        read_only: bool,
+    },
     /// A biometric terminal (AiFace JSON or SmackBio XML), driven through its sans-IO conversation.
     Terminal(Box<super::terminal::Terminal>),
 }
@@ -92,6 +112,8 @@ pub(super) enum Role {
 pub(super) struct Session<'a> {
     pub(super) local: &'a Rc<Local>,
     pub(super) ctl: &'a Rc<ConnCtl>,
+    /// Who the upgrade request's session cookie belongs to (for a token-less admin subscribe).
+    cookie_principal: Option<crate::accounts::Principal>,
     pub(super) role: Role,
     /// Records waiting for their batch, in commit order, with the msg_id to ack.
     pending: VecDeque<(Rc<Ticket>, String)>,
@@ -349,6 +371,7 @@ impl Session<'_> {
             ) => {
                 let dev = dev.clone();
                 self.local.metrics.msg_telemetry.increment(1);
+                self.local.shared.messages.fetch_add(1, Ordering::Relaxed);
                 if self.mismatch(&dev, device_id, msg_id) {
                     return;
                 }
@@ -376,6 +399,7 @@ impl Session<'_> {
             ) => {
                 let dev = dev.clone();
                 self.local.metrics.msg_event.increment(1);
+                self.local.shared.messages.fetch_add(1, Ordering::Relaxed);
                 if self.mismatch(&dev, device_id, msg_id) {
                     return;
                 }
@@ -410,10 +434,14 @@ impl Session<'_> {
             ) => {
                 let dev = dev.clone();
                 self.local.metrics.msg_command_result.increment(1);
+                self.local.shared.messages.fetch_add(1, Ordering::Relaxed);
                 self.command_result(&dev, command_id, ok, payload.map(json::encode));
             }
+            (Role::Admin { read_only: true }, Inbound::Command { .. }) => {
+                self.send_error("forbidden", "viewers may not send commands", None)
+            }
             (
-                Role::Admin,
+                Role::Admin { read_only: false },
                 Inbound::Command {
                     device_id,
                     command,
@@ -608,19 +636,25 @@ impl Session<'_> {
     }
 
     fn subscribe(&mut self, role: &str, token: Option<&str>) {
-        let ok = role == "admin"
-            && token.is_some_and(|t| auth::verify_token(t, &self.local.shared.admin_token));
-        if !ok {
+        // A token (bootstrap admin token or named API token) if sent, else the session cookie.
+        let principal = match token {
+            Some(t) => crate::api::bearer_principal(self.local, t, now_ms()),
+            None => self.cookie_principal.take(),
+        };
+        let granted = principal.filter(|_| role == "admin").map(|p| p.role);
+        let Some(granted) = granted else {
             self.local.metrics.auth_failures.increment(1);
             self.send_text(&generic::error(
                 "auth_failed",
-                "subscribe needs role \"admin\" and a valid admin token",
+                "subscribe needs role \"admin\" and a valid token or dashboard session",
                 None,
             ));
             self.ctl.request_close(1008, "authentication failed");
             return;
-        }
-        self.role = Role::Admin;
+        };
+        self.role = Role::Admin {
+            read_only: granted != crate::accounts::Role::Admin,
+        };
         // Dashboards may be silent for hours; their liveness is the outbox bound and write errors.
         self.local.set_deadline(self.ctl, 0, Deadline::None);
         self.local.admins.borrow_mut().push(self.ctl.id);
@@ -795,7 +829,7 @@ impl Session<'_> {
                 );
                 dev.release(self.me());
             }
-            Role::Admin => {
+            Role::Admin { .. } => {
                 metrics::gauge!("fleetgate_sessions", "protocol" => "admin").decrement(1.0);
                 self.local
                     .admins

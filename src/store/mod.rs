@@ -41,10 +41,14 @@ pub enum Cf {
     Photos,
     Pending,
     Users,
+    /// Dashboard users (`accounts::User`), by username.
+    Accounts,
+    /// Named API tokens (`accounts::ApiToken`), by id; only the token's hash is stored.
+    ApiTokens,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 14] = [
+    pub const ALL: [Cf; 16] = [
         Cf::Meta,
         Cf::Devices,
         Cf::Telemetry,
@@ -59,6 +63,8 @@ impl Cf {
         Cf::Photos,
         Cf::Pending,
         Cf::Users,
+        Cf::Accounts,
+        Cf::ApiTokens,
     ];
 
     pub fn name(self) -> &'static str {
@@ -77,6 +83,8 @@ impl Cf {
             Cf::Photos => "photos",
             Cf::Pending => "pending",
             Cf::Users => "users",
+            Cf::Accounts => "accounts",
+            Cf::ApiTokens => "api_tokens",
         }
     }
 }

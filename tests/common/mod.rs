@@ -1104,3 +1104,41 @@ pub fn counts<'a>(
 pub fn set<T: std::hash::Hash + Eq>(items: impl IntoIterator<Item = T>) -> HashSet<T> {
     items.into_iter().collect()
 }
+
+// ---------------------------------------------------------------------------
+// Node.js test clients
+
+/// `tests/clients`: the Node.js packages the tests drive (ws, playwright-core).
+pub fn node_clients_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("clients")
+}
+
+/// Installs the committed lock file's packages on first use (once per test binary), so
+/// `cargo test --release` needs nothing run beforehand besides having npm. Panics if that fails.
+pub fn ensure_node_packages() {
+    static INSTALL: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let installed = INSTALL.get_or_init(|| {
+        let modules = node_clients_dir().join("node_modules");
+        let present = |p: &str| modules.join(p).join("package.json").exists();
+        if present("ws") && present("playwright-core") {
+            return Ok(());
+        }
+        let out = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(node_clients_dir())
+            .output()
+            .map_err(|e| format!("running `npm ci` in tests/clients failed to start: {e}"))?;
+        if !out.status.success() || !present("ws") || !present("playwright-core") {
+            return Err(format!(
+                "`npm ci` in tests/clients failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(())
+    });
+    if let Err(e) = installed {
+        panic!("the Node.js test packages are missing and could not be installed: {e}");
+    }
+}

@@ -1,0 +1,760 @@
+//! Dashboard accounts: users with argon2id password hashes, login sessions, login throttling, and
+//! named API tokens.
+//!
+//! Users and API tokens are few and change rarely, so each lives in memory (loaded at start) behind
+//! a mutex shared by all shards, and every change is committed to its column family (`accounts`,
+//! `api_tokens`) before it is answered. Sessions are kept in memory only: a restart logs everyone
+//! out, which is the safe failure. Only hashes of session ids and API tokens are kept.
+//!
+//! Passwords, unlike tokens, are low-entropy, so they get a deliberately slow hash (argon2id). That
+//! hash runs on the shard thread that received the login and blocks it for tens of milliseconds;
+//! logins and password changes are rare, so this is accepted instead of a thread hop. Throttling
+//! bounds how often anyone can make a shard pay that cost with wrong guesses.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use rocksdb::WriteBatch;
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+use crate::auth::{self, RandomError, TokenHash};
+use crate::store::records;
+use crate::store::{Cf, Store, StoreError};
+
+/// The user created on first start.
+pub const INITIAL_ADMIN: &str = "admin";
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "fg_session";
+/// Named API tokens start with this, so a bearer token says which table to look in.
+pub const API_TOKEN_PREFIX: &str = "fgt_";
+/// Passwords shorter than this are refused (NIST SP 800-63B asks for at least 8).
+pub const MIN_PASSWORD: usize = 10;
+/// Longer passwords are refused: argon2 hashes any length, but the cost must stay bounded.
+pub const MAX_PASSWORD: usize = 1024;
+pub const MAX_USERNAME: usize = 64;
+pub const MAX_TOKEN_NAME: usize = 100;
+
+/// Sessions kept at once; past it the least recently used is dropped (its user logs in again).
+pub const MAX_SESSIONS: usize = 10_000;
+/// A session unused this long is gone.
+pub const SESSION_IDLE_MS: u64 = 12 * 3600 * 1000;
+/// Failures (per address or per user) allowed before logins back off.
+pub const FREE_FAILURES: u32 = 5;
+/// The first back-off; it doubles with each further failure, up to `MAX_BACKOFF_MS`.
+pub const FIRST_BACKOFF_MS: u64 = 1000;
+pub const MAX_BACKOFF_MS: u64 = 15 * 60 * 1000;
+/// Addresses and usernames tracked by the throttle; past it the stalest entry is forgotten.
+pub const MAX_THROTTLE_ENTRIES: usize = 10_000;
+
+/// OWASP's floor for argon2id (m = 19 MiB, t = 2, p = 1): tens of milliseconds per hash.
+fn hasher() -> Argon2<'static> {
+    // The parameters are constants within argon2's limits, so `new` cannot fail; the fallback keeps
+    // this path free of unwrap anyway (argon2's default is the same parameter set).
+    let params = Params::new(19 * 1024, 2, 1, None).unwrap_or_default();
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+#[derive(Debug)]
+pub enum AccountError {
+    Random(RandomError),
+    Hash(String),
+    Store(StoreError),
+}
+
+impl std::fmt::Display for AccountError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AccountError::Random(e) => write!(f, "{e}"),
+            AccountError::Hash(e) => write!(f, "password hashing failed: {e}"),
+            AccountError::Store(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for AccountError {}
+
+impl From<StoreError> for AccountError {
+    fn from(e: StoreError) -> Self {
+        AccountError::Store(e)
+    }
+}
+
+impl From<RandomError> for AccountError {
+    fn from(e: RandomError) -> Self {
+        AccountError::Random(e)
+    }
+}
+
+/// An argon2id PHC string for `password`, with a fresh random salt.
+pub fn hash_password(password: &str) -> Result<String, AccountError> {
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).map_err(|e| AccountError::Hash(e.to_string()))?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| AccountError::Hash(e.to_string()))?;
+    hasher()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| AccountError::Hash(e.to_string()))
+}
+
+/// Checks `password` against a PHC string (argon2's verify compares in constant time). The
+/// parameters come from the stored hash, so raising them later keeps old hashes valid.
+pub fn verify_password(password: &str, phc: &str) -> bool {
+    match PasswordHash::new(phc) {
+        Ok(h) => hasher().verify_password(password.as_bytes(), &h).is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// A hash to verify against when the username does not exist, so an unknown user costs the same
+/// time as a wrong password and login timing does not reveal which users exist.
+fn dummy_hash() -> &'static str {
+    static DUMMY: OnceLock<String> = OnceLock::new();
+    DUMMY.get_or_init(|| hash_password("not a real password").unwrap_or_default())
+}
+
+/// A random secret: 40 base62 characters (238 bits).
+pub fn random_secret() -> Result<String, RandomError> {
+    let t = auth::generate_token()?;
+    Ok(t.trim_start_matches("tok_").to_string())
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    Viewer,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "viewer" => Some(Role::Viewer),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Viewer => "viewer",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct User {
+    pub username: String,
+    pub role: Role,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    pub must_change_password: bool,
+    pub created_at: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ApiToken {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    /// SHA-256 of the token, hex: the token itself is shown once and never stored.
+    pub token_hash: String,
+    pub created_at: u64,
+    pub last_used: Option<u64>,
+}
+
+/// How a request proved who it is: CSRF applies only to cookie (ambient) credentials.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Via {
+    Bearer,
+    Session { csrf: String, id_hash: TokenHash },
+}
+
+/// Who is calling. Resolved per request from the current user record, so role changes and
+/// deletions take effect at once.
+#[derive(Clone, Debug)]
+pub struct Principal {
+    pub name: String,
+    pub role: Role,
+    pub via: Via,
+    pub must_change_password: bool,
+}
+
+struct SessionEntry {
+    username: String,
+    csrf: String,
+    last_used_ms: u64,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Failures {
+    count: u32,
+    last_ms: u64,
+    blocked_until_ms: u64,
+}
+
+#[derive(Default)]
+struct Throttle {
+    by_addr: HashMap<String, Failures>,
+    by_user: HashMap<String, Failures>,
+}
+
+/// Back-off after `count` failures: none up to `FREE_FAILURES`, then 1 s doubling to 15 min.
+pub fn backoff_ms(count: u32) -> u64 {
+    if count < FREE_FAILURES {
+        return 0;
+    }
+    let doublings = (count - FREE_FAILURES).min(20);
+    (FIRST_BACKOFF_MS << doublings).min(MAX_BACKOFF_MS)
+}
+
+impl Throttle {
+    /// Milliseconds until `addr` and `user` may try again (0: now).
+    fn wait_ms(&self, addr: &str, user: &str, now: u64) -> u64 {
+        let left = |f: Option<&Failures>| f.map_or(0, |f| f.blocked_until_ms.saturating_sub(now));
+        left(self.by_addr.get(addr)).max(left(self.by_user.get(user)))
+    }
+
+    fn fail(&mut self, addr: &str, user: &str, now: u64) {
+        for (map, key) in [(&mut self.by_addr, addr), (&mut self.by_user, user)] {
+            if !map.contains_key(key) && map.len() >= MAX_THROTTLE_ENTRIES {
+                forget_stalest(map, now);
+            }
+            let f = map.entry(key.to_string()).or_default();
+            // A quiet spell as long as the longest back-off wipes the slate.
+            if now.saturating_sub(f.last_ms) > MAX_BACKOFF_MS {
+                *f = Failures::default();
+            }
+            f.count = f.count.saturating_add(1);
+            f.last_ms = now;
+            f.blocked_until_ms = now + backoff_ms(f.count);
+        }
+    }
+
+    fn succeed(&mut self, addr: &str, user: &str) {
+        self.by_addr.remove(addr);
+        self.by_user.remove(user);
+    }
+}
+
+/// Makes room in a full throttle map: drop entries past their quiet spell, else the stalest one.
+fn forget_stalest(map: &mut HashMap<String, Failures>, now: u64) {
+    map.retain(|_, f| now.saturating_sub(f.last_ms) <= MAX_BACKOFF_MS);
+    if map.len() >= MAX_THROTTLE_ENTRIES
+        && let Some(k) = map
+            .iter()
+            .min_by_key(|(_, f)| f.last_ms)
+            .map(|(k, _)| k.clone())
+    {
+        map.remove(&k);
+    }
+}
+
+/// What a login attempt came to.
+pub enum Login {
+    Ok {
+        session_id: String,
+        principal: Principal,
+    },
+    Invalid,
+    /// Throttled: retry after this many seconds.
+    Throttled(u64),
+    /// The credentials were right but no session could be made (the OS random source failed).
+    Unavailable(String),
+}
+
+pub struct Accounts {
+    users: Mutex<HashMap<String, User>>,
+    tokens: Mutex<HashMap<TokenHash, ApiToken>>,
+    sessions: Mutex<HashMap<TokenHash, SessionEntry>>,
+    throttle: Mutex<Throttle>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these maps leaves it consistent (every update is one insert or
+    // remove), so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Accounts {
+    /// Loads users and API tokens from the store.
+    pub fn load(store: &Store) -> Result<Accounts, StoreError> {
+        let mut users = HashMap::new();
+        store.scan_forward(Cf::Accounts, b"", None, usize::MAX, |_, v| {
+            let u: User = records::decode(v)?;
+            users.insert(u.username.clone(), u);
+            Ok(true)
+        })?;
+        let mut tokens = HashMap::new();
+        store.scan_forward(Cf::ApiTokens, TOKEN_PREFIX, None, usize::MAX, |_, v| {
+            let mut t: ApiToken = records::decode(v)?;
+            if let Some(b) = store.get(Cf::ApiTokens, &last_used_key(&t.id))? {
+                t.last_used = <[u8; 8]>::try_from(b.as_slice())
+                    .ok()
+                    .map(u64::from_be_bytes);
+            }
+            let hash = auth::unhex(&t.token_hash)
+                .and_then(|h| TokenHash::try_from(h.as_slice()).ok())
+                .ok_or_else(|| StoreError::Corrupt(format!("api token {} hash", t.id)))?;
+            tokens.insert(hash, t);
+            Ok(true)
+        })?;
+        Ok(Accounts {
+            users: Mutex::new(users),
+            tokens: Mutex::new(tokens),
+            sessions: Mutex::new(HashMap::new()),
+            throttle: Mutex::new(Throttle::default()),
+        })
+    }
+
+    /// On first start (no users at all), creates `admin` with a random password that must be
+    /// changed at first login, and returns that password. Written straight to the store: this runs
+    /// before the shards (and their batchers) exist.
+    pub fn bootstrap(&self, store: &Store, now: u64) -> Result<Option<String>, AccountError> {
+        if !lock(&self.users).is_empty() {
+            return Ok(None);
+        }
+        let password = random_secret()?;
+        let user = User {
+            username: INITIAL_ADMIN.to_string(),
+            role: Role::Admin,
+            password_hash: hash_password(&password)?,
+            must_change_password: true,
+            created_at: now,
+        };
+        let mut b = WriteBatch::default();
+        b.put_cf(
+            store.cf(Cf::Accounts)?,
+            user.username.as_bytes(),
+            records::encode(&user)?,
+        );
+        store.write(b)?;
+        lock(&self.users).insert(user.username.clone(), user);
+        Ok(Some(password))
+    }
+
+    // ---- users -----------------------------------------------------------------------------
+
+    pub fn user(&self, name: &str) -> Option<User> {
+        lock(&self.users).get(name).cloned()
+    }
+
+    /// All users, by name.
+    pub fn users(&self) -> Vec<User> {
+        let mut v: Vec<User> = lock(&self.users).values().cloned().collect();
+        v.sort_by(|a, b| a.username.cmp(&b.username));
+        v
+    }
+
+    /// Reserves `user.username` in memory; false if taken. The caller commits, and calls
+    /// `remove_user` if the commit fails.
+    pub fn insert_new_user(&self, user: User) -> bool {
+        let mut users = lock(&self.users);
+        if users.contains_key(&user.username) {
+            return false;
+        }
+        users.insert(user.username.clone(), user);
+        true
+    }
+
+    /// Replaces a user's record after its commit; a user deleted meanwhile stays deleted.
+    pub fn put_user(&self, user: User) {
+        if let Some(u) = lock(&self.users).get_mut(&user.username) {
+            *u = user;
+        }
+    }
+
+    pub fn remove_user(&self, name: &str) -> Option<User> {
+        let u = lock(&self.users).remove(name);
+        self.end_sessions_of(name, None);
+        u
+    }
+
+    /// How many admins there are besides `except` (the last admin may not be demoted or deleted).
+    pub fn other_admins(&self, except: &str) -> usize {
+        lock(&self.users)
+            .values()
+            .filter(|u| u.role == Role::Admin && u.username != except)
+            .count()
+    }
+
+    // ---- login and sessions -----------------------------------------------------------------
+
+    /// Checks a username and password from `addr` (an IP address), throttled per address and per
+    /// username; on success opens a session.
+    pub fn login(&self, addr: &str, username: &str, password: &str, now: u64) -> Login {
+        let wait = lock(&self.throttle).wait_ms(addr, username, now);
+        if wait > 0 {
+            return Login::Throttled(wait.div_ceil(1000));
+        }
+        let user = self.user(username);
+        // Verified outside every lock: this is the slow part.
+        let ok = match &user {
+            Some(u) => verify_password(password, &u.password_hash),
+            None => {
+                verify_password(password, dummy_hash());
+                false
+            }
+        };
+        let Some(user) = user.filter(|_| ok) else {
+            lock(&self.throttle).fail(addr, username, now);
+            return Login::Invalid;
+        };
+        lock(&self.throttle).succeed(addr, username);
+        match self.open_session(&user.username, now) {
+            Ok((session_id, csrf, id_hash)) => Login::Ok {
+                session_id,
+                principal: Principal {
+                    name: user.username,
+                    role: user.role,
+                    via: Via::Session { csrf, id_hash },
+                    must_change_password: user.must_change_password,
+                },
+            },
+            Err(e) => Login::Unavailable(e.to_string()),
+        }
+    }
+
+    /// Throttled re-check of a logged-in user's password (changing it needs the current one):
+    /// `Err(None)` when wrong, `Err(Some(seconds))` when throttled.
+    pub fn check_password(
+        &self,
+        addr: &str,
+        username: &str,
+        password: &str,
+        now: u64,
+    ) -> Result<(), Option<u64>> {
+        let wait = lock(&self.throttle).wait_ms(addr, username, now);
+        if wait > 0 {
+            return Err(Some(wait.div_ceil(1000)));
+        }
+        let ok = self
+            .user(username)
+            .is_some_and(|u| verify_password(password, &u.password_hash));
+        if !ok {
+            lock(&self.throttle).fail(addr, username, now);
+            return Err(None);
+        }
+        lock(&self.throttle).succeed(addr, username);
+        Ok(())
+    }
+
+    /// Returns (session id for the cookie, CSRF token, hash of the id).
+    fn open_session(
+        &self,
+        username: &str,
+        now: u64,
+    ) -> Result<(String, String, TokenHash), RandomError> {
+        let id = random_secret()?;
+        let csrf = random_secret()?;
+        let hash = auth::hash_token(&id);
+        let mut sessions = lock(&self.sessions);
+        if sessions.len() >= MAX_SESSIONS {
+            sessions.retain(|_, s| now.saturating_sub(s.last_used_ms) < SESSION_IDLE_MS);
+        }
+        if sessions.len() >= MAX_SESSIONS {
+            // A linear scan, but only when 10,000 sessions are live and someone logs in.
+            if let Some(k) = sessions
+                .iter()
+                .min_by_key(|(_, s)| s.last_used_ms)
+                .map(|(k, _)| *k)
+            {
+                sessions.remove(&k);
+            }
+        }
+        sessions.insert(
+            hash,
+            SessionEntry {
+                username: username.to_string(),
+                csrf: csrf.clone(),
+                last_used_ms: now,
+            },
+        );
+        Ok((id, csrf, hash))
+    }
+
+    /// The principal of a session cookie value, if the session is live and its user still exists.
+    /// Touching it restarts its idle clock.
+    pub fn session(&self, session_id: &str, now: u64) -> Option<Principal> {
+        let hash = auth::hash_token(session_id);
+        let (username, csrf) = {
+            let mut sessions = lock(&self.sessions);
+            let s = sessions.get_mut(&hash)?;
+            if now.saturating_sub(s.last_used_ms) >= SESSION_IDLE_MS {
+                sessions.remove(&hash);
+                return None;
+            }
+            s.last_used_ms = now;
+            (s.username.clone(), s.csrf.clone())
+        };
+        let user = self.user(&username)?;
+        Some(Principal {
+            name: user.username,
+            role: user.role,
+            via: Via::Session {
+                csrf,
+                id_hash: hash,
+            },
+            must_change_password: user.must_change_password,
+        })
+    }
+
+    pub fn end_session(&self, session_id: &str) {
+        lock(&self.sessions).remove(&auth::hash_token(session_id));
+    }
+
+    /// Ends every session of `username` except `keep` (after a password change or deletion).
+    pub fn end_sessions_of(&self, username: &str, keep: Option<&TokenHash>) {
+        lock(&self.sessions).retain(|h, s| s.username != username || Some(h) == keep);
+    }
+
+    // ---- API tokens ----------------------------------------------------------------------
+
+    /// The token's record if `presented` is a live API token; marks it used. Returns whether
+    /// `last_used` moved by more than a minute, so the caller can persist it without a write per
+    /// request.
+    pub fn api_token(&self, presented: &str, now: u64) -> Option<(ApiToken, bool)> {
+        let hash = auth::hash_token(presented);
+        let mut tokens = lock(&self.tokens);
+        // The map lookup hashes and compares the SHA-256 of the token, never the token itself, so
+        // its timing reveals nothing usable about the secret.
+        let t = tokens.get_mut(&hash)?;
+        let stale = t.last_used.is_none_or(|l| now.saturating_sub(l) > 60_000);
+        t.last_used = Some(now);
+        Some((t.clone(), stale))
+    }
+
+    pub fn tokens(&self) -> Vec<ApiToken> {
+        let mut v: Vec<ApiToken> = lock(&self.tokens).values().cloned().collect();
+        v.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        v
+    }
+
+    pub fn insert_token(&self, hash: TokenHash, t: ApiToken) {
+        lock(&self.tokens).insert(hash, t);
+    }
+
+    /// Revokes at once: the next request with it fails.
+    pub fn remove_token(&self, id: &str) -> Option<(TokenHash, ApiToken)> {
+        let mut tokens = lock(&self.tokens);
+        let hash = tokens.iter().find(|(_, t)| t.id == id).map(|(h, _)| *h)?;
+        tokens.remove(&hash).map(|t| (hash, t))
+    }
+}
+
+/// Keys in `api_tokens`: the record under `t/<id>`, its `last_used` (u64 ms, big-endian) under
+/// `u/<id>`. `last_used` is written without waiting and may land after a revocation's delete (from
+/// another shard's batch); kept apart, such a straggler can only leave an orphan `u/` key, never
+/// bring a revoked token back.
+const TOKEN_PREFIX: &[u8] = b"t/";
+
+pub fn token_key(id: &str) -> Vec<u8> {
+    [TOKEN_PREFIX, id.as_bytes()].concat()
+}
+
+pub fn last_used_key(id: &str) -> Vec<u8> {
+    [b"u/".as_slice(), id.as_bytes()].concat()
+}
+
+/// Constant-time comparison of a presented CSRF token with the session's.
+pub fn csrf_ok(presented: Option<&str>, expected: &str) -> bool {
+    presented.is_some_and(|p| p.as_bytes().ct_eq(expected.as_bytes()).into())
+}
+
+/// The value of cookie `name` in a `Cookie` header.
+pub fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+    header.split(';').find_map(|kv| {
+        let (k, v) = kv.trim().split_once('=')?;
+        (k == name).then_some(v.trim())
+    })
+}
+
+/// A username: 1 to 64 of letters, digits, `.`, `_`, `-`, `@`.
+pub fn valid_username(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_USERNAME
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-@".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accounts() -> Accounts {
+        Accounts {
+            users: Mutex::new(HashMap::new()),
+            tokens: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(HashMap::new()),
+            throttle: Mutex::new(Throttle::default()),
+        }
+    }
+
+    fn with_user(a: &Accounts, name: &str, pw: &str, role: Role) {
+        assert!(a.insert_new_user(User {
+            username: name.into(),
+            role,
+            password_hash: hash_password(pw).unwrap(),
+            must_change_password: false,
+            created_at: 0,
+        }));
+    }
+
+    #[test]
+    fn argon2id_hashes_verify_and_differ() {
+        let h = hash_password("correct horse").unwrap();
+        assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{h}");
+        assert!(verify_password("correct horse", &h));
+        assert!(!verify_password("wrong horse", &h));
+        assert!(!verify_password("correct horse", "not a phc string"));
+        assert_ne!(h, hash_password("correct horse").unwrap());
+    }
+
+    #[test]
+    fn login_opens_a_session_that_resolves_and_expires_when_idle() {
+        let a = accounts();
+        with_user(&a, "ann", "password-123", Role::Viewer);
+        let Login::Ok {
+            session_id,
+            principal,
+        } = a.login("10.0.0.1", "ann", "password-123", 1000)
+        else {
+            panic!("login failed")
+        };
+        assert_eq!(principal.role, Role::Viewer);
+        let p = a.session(&session_id, 2000).expect("live session");
+        assert_eq!(p.name, "ann");
+        assert!(matches!(p.via, Via::Session { .. }));
+        // Used at 2000; still live just before the idle limit, gone at it.
+        assert!(a.session(&session_id, 2000 + SESSION_IDLE_MS - 1).is_some());
+        let last = 2000 + SESSION_IDLE_MS - 1;
+        assert!(a.session(&session_id, last + SESSION_IDLE_MS).is_none());
+        assert!(a.session("nonsense", 0).is_none());
+    }
+
+    #[test]
+    fn deleted_users_lose_their_sessions_and_logout_ends_one() {
+        let a = accounts();
+        with_user(&a, "bob", "password-123", Role::Admin);
+        let Login::Ok { session_id, .. } = a.login("ip", "bob", "password-123", 0) else {
+            panic!()
+        };
+        a.end_session(&session_id);
+        assert!(a.session(&session_id, 1).is_none());
+        let Login::Ok { session_id, .. } = a.login("ip", "bob", "password-123", 0) else {
+            panic!()
+        };
+        a.remove_user("bob");
+        assert!(a.session(&session_id, 1).is_none());
+    }
+
+    #[test]
+    fn sessions_are_bounded_and_the_least_recent_goes_first() {
+        let a = accounts();
+        with_user(&a, "u", "password-123", Role::Viewer);
+        let (first, _, _) = a.open_session("u", 0).unwrap();
+        for i in 1..MAX_SESSIONS as u64 {
+            a.open_session("u", i).unwrap();
+        }
+        let touched = MAX_SESSIONS as u64;
+        assert!(
+            a.session(&first, touched).is_some(),
+            "touched: now the most recent"
+        );
+        let (newest, _, _) = a.open_session("u", touched + 1).unwrap();
+        assert_eq!(lock(&a.sessions).len(), MAX_SESSIONS);
+        assert!(a.session(&first, touched + 2).is_some());
+        assert!(a.session(&newest, touched + 2).is_some());
+    }
+
+    #[test]
+    fn backoff_grows_exponentially_and_is_capped() {
+        assert_eq!(backoff_ms(4), 0);
+        assert_eq!(backoff_ms(5), 1000);
+        assert_eq!(backoff_ms(6), 2000);
+        assert_eq!(backoff_ms(9), 16000);
+        assert_eq!(backoff_ms(100), MAX_BACKOFF_MS);
+    }
+
+    #[test]
+    fn throttling_is_per_address_and_per_user_and_blocks_even_right_passwords() {
+        let a = accounts();
+        with_user(&a, "cat", "password-123", Role::Admin);
+        for _ in 0..FREE_FAILURES {
+            assert!(matches!(
+                a.login("1.1.1.1", "cat", "bad", 0),
+                Login::Invalid
+            ));
+        }
+        // The user is blocked from any address, even with the right password.
+        assert!(matches!(
+            a.login("2.2.2.2", "cat", "password-123", 10),
+            Login::Throttled(1)
+        ));
+        // The address is blocked for any user.
+        assert!(matches!(
+            a.login("1.1.1.1", "dog", "x", 10),
+            Login::Throttled(_)
+        ));
+        // After the back-off, the right password works and clears the count.
+        assert!(matches!(
+            a.login("2.2.2.2", "cat", "password-123", 1000),
+            Login::Ok { .. }
+        ));
+        assert!(matches!(
+            a.login("1.1.1.1", "cat", "password-123", 1001),
+            Login::Ok { .. }
+        ));
+    }
+
+    #[test]
+    fn throttle_maps_are_bounded() {
+        let mut t = Throttle::default();
+        for i in 0..MAX_THROTTLE_ENTRIES + 10 {
+            t.fail(&format!("a{i}"), &format!("u{i}"), i as u64);
+        }
+        assert!(t.by_addr.len() <= MAX_THROTTLE_ENTRIES);
+        assert!(t.by_user.len() <= MAX_THROTTLE_ENTRIES);
+    }
+
+    #[test]
+    fn api_tokens_resolve_until_revoked() {
+        let a = accounts();
+        let tok = format!("{API_TOKEN_PREFIX}{}", random_secret().unwrap());
+        let h = auth::hash_token(&tok);
+        a.insert_token(
+            h,
+            ApiToken {
+                id: "t1".into(),
+                name: "ci".into(),
+                role: Role::Viewer,
+                token_hash: auth::hex(&h),
+                created_at: 0,
+                last_used: None,
+            },
+        );
+        let (t, stale) = a.api_token(&tok, 5).unwrap();
+        assert_eq!((t.name.as_str(), t.role, stale), ("ci", Role::Viewer, true));
+        assert!(!a.api_token(&tok, 6).unwrap().1);
+        assert!(a.api_token("fgt_other", 7).is_none());
+        assert!(a.remove_token("t1").is_some());
+        assert!(a.api_token(&tok, 8).is_none());
+    }
+
+    #[test]
+    fn cookies_and_usernames_parse() {
+        assert_eq!(
+            cookie("a=1; fg_session=xyz; b=2", "fg_session"),
+            Some("xyz")
+        );
+        assert_eq!(cookie("fg_session2=1", "fg_session"), None);
+        assert!(valid_username("ann.b-c_d@x"));
+        assert!(!valid_username(""));
+        assert!(!valid_username("a b"));
+        assert!(csrf_ok(Some("abc"), "abc"));
+        assert!(!csrf_ok(Some("abd"), "abc"));
+        assert!(!csrf_ok(None, "abc"));
+    }
+}
