@@ -58,8 +58,14 @@ pub enum Action {
         on_stored: Option<String>,
         on_failed: Option<String>,
     },
-    /// Store a non-attendance event (door, unknown face, admin log, user enrolled on the keypad).
-    Event { kind: String, payload: String },
+    /// Store a non-attendance event (door, unknown face, admin log, user enrolled on the keypad);
+    /// when the terminal expects an answer, send `on_stored` once it is durable, else `on_failed`.
+    Event {
+        kind: String,
+        payload: String,
+        on_stored: Option<String>,
+        on_failed: Option<String>,
+    },
     /// Store a user record the terminal pushed (AiFace `senduser`), then reply as above.
     StoreUser {
         enrollid: u64,

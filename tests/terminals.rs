@@ -263,6 +263,20 @@ fn smackbio_terminal(io: &str) {
         1
     );
 
+    // An admin log is an event: acked with its TransID once stored, and listed.
+    t.send("<Message><DeviceSerialNo>M82-0001</DeviceSerialNo><Event>AdminLog_v2</Event><LogID>3</LogID><AdminID>1</AdminID><UserID>42</UserID><Action>EnrollFace</Action><TransID>a-1</TransID></Message>");
+    let admin = t.until(
+        "AdminLog_v2 ack",
+        |f| tag(f, "Response") == Some("AdminLog_v2"),
+        smackbio_answer,
+    );
+    assert_eq!(tag(&admin, "Result"), Some("OK"), "{admin}");
+    assert_eq!(tag(&admin, "TransID"), Some("a-1"));
+    assert_eq!(
+        srv.events(&format!("device_id={id}&type=admin_log")).len(),
+        1
+    );
+
     // KeepAlive: DevTime echoed, ServerTime in the protocol's format.
     t.send("<Message><DeviceSerialNo>M82-0001</DeviceSerialNo><Event>KeepAlive</Event><DevTime>2026-08-29-T08:00:00Z</DevTime></Message>");
     let ka = t.until(

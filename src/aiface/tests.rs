@@ -87,7 +87,7 @@ fn render(actions: Vec<Action>) -> Vec<String> {
                 let records = OwnedValue::Array(Box::new(records)).encode();
                 format!("store {records} stored={} failed={}", opt(&on_stored), opt(&on_failed))
             }
-            Action::Event { kind, payload } => format!("event {kind} {payload}"),
+            Action::Event { kind, payload, .. } => format!("event {kind} {payload}"),
             Action::StoreUser { enrollid, payload, on_stored, on_failed } => {
                 format!("store_user {enrollid} {payload} stored={} failed={}", opt(&on_stored), opt(&on_failed))
             }

@@ -269,7 +269,12 @@ impl Session<'_> {
                         self.send_text(&r);
                     }
                 }
-                Action::Event { kind, payload } => {
+                Action::Event {
+                    kind,
+                    payload,
+                    on_stored,
+                    on_failed,
+                } => {
                     let Some(dev) = self.terminal().and_then(|t| t.device().cloned()) else {
                         continue;
                     };
@@ -285,9 +290,13 @@ impl Session<'_> {
                             None,
                         )
                     });
-                    if let Err(e) = staged {
-                        tracing::error!(error = %e, "storing a terminal event failed");
-                    }
+                    let ticket = match staged {
+                        Ok(t) => Some(t),
+                        Err(e) => {
+                            tracing::error!(error = %e, "storing a terminal event failed");
+                            None
+                        }
+                    };
                     if self.local.shared.hub.has_admins() {
                         let ts = crate::time::rfc3339_ms(id / 1000);
                         self.local.broadcast(crate::generic::event_broadcast(
@@ -296,6 +305,19 @@ impl Session<'_> {
                             &ts,
                             &payload,
                         ));
+                    }
+                    // A reply that acknowledges the event goes out only once it is durable.
+                    if on_stored.is_some() || on_failed.is_some() {
+                        let ok = match ticket {
+                            Some(t) => t.wait().await,
+                            None => false,
+                        };
+                        if !ok {
+                            store_failed = true;
+                        }
+                        if let Some(r) = if ok { on_stored } else { on_failed } {
+                            self.send_text(&r);
+                        }
                     }
                 }
                 Action::CommandDone {

@@ -363,13 +363,14 @@ impl Session {
                 on_failed: Some(dialect.event_ack(event, false, &echo)),
             }]
         } else {
-            vec![
-                Action::Event {
-                    kind: "admin_log".into(),
-                    payload: doc.to_json(),
-                },
-                Action::Send(dialect.event_ack(event, true, &echo)),
-            ]
+            // An admin log is an event, not a punch, but the terminal drops it once acked just
+            // the same: the answer waits for durability too.
+            vec![Action::Event {
+                kind: "admin_log".into(),
+                payload: doc.to_json(),
+                on_stored: Some(dialect.event_ack(event, true, &echo)),
+                on_failed: Some(dialect.event_ack(event, false, &echo)),
+            }]
         }
     }
 

@@ -52,28 +52,64 @@ fn send(frame: &str) -> String {
     format!("send {frame}")
 }
 
-/// Actions as comparable text.
+/// Actions as comparable text. An event's durable-reply frames follow it as their own lines.
 fn show(actions: &[Action]) -> Vec<String> {
     actions
         .iter()
-        .map(|a| match a {
-            Action::Send(f) => send(f),
-            Action::Identify { serial, model, firmware, token, cloud_id } => {
-                format!("identify {serial} model={model:?} firmware={firmware:?} token={token:?} cloud_id={cloud_id:?}")
+        .flat_map(|a| match a {
+            Action::Event {
+                kind,
+                payload,
+                on_stored,
+                on_failed,
+            } => {
+                let mut lines = vec![format!("event {kind} {payload}")];
+                lines.extend(on_stored.as_deref().map(send));
+                lines.extend(on_failed.as_deref().map(|f| format!("on_failed {f}")));
+                lines
             }
-            Action::Online => "online".into(),
-            Action::SaveToken(t) => format!("save_token {t}"),
-            Action::StoreRecords { records, on_stored, on_failed } => {
-                let records: Vec<String> = records.iter().map(|r| r.encode()).collect();
-                format!("store {} stored={on_stored:?} failed={on_failed:?}", records.join(","))
-            }
-            Action::Event { kind, payload } => format!("event {kind} {payload}"),
-            Action::StoreUser { enrollid, .. } => format!("store_user {enrollid}"),
-            Action::CommandDone { command_id, ok, result } => format!("done {command_id} ok={ok} {result}"),
-            Action::SavePosition(p) => format!("save_position {p}"),
-            Action::Close(reason) => format!("close {reason}"),
+            other => vec![show_one(other)],
         })
         .collect()
+}
+
+fn show_one(a: &Action) -> String {
+    match a {
+        Action::Send(f) => send(f),
+        Action::Identify {
+            serial,
+            model,
+            firmware,
+            token,
+            cloud_id,
+        } => {
+            format!(
+                "identify {serial} model={model:?} firmware={firmware:?} token={token:?} cloud_id={cloud_id:?}"
+            )
+        }
+        Action::Online => "online".into(),
+        Action::SaveToken(t) => format!("save_token {t}"),
+        Action::StoreRecords {
+            records,
+            on_stored,
+            on_failed,
+        } => {
+            let records: Vec<String> = records.iter().map(|r| r.encode()).collect();
+            format!(
+                "store {} stored={on_stored:?} failed={on_failed:?}",
+                records.join(",")
+            )
+        }
+        Action::Event { kind, payload, .. } => format!("event {kind} {payload}"),
+        Action::StoreUser { enrollid, .. } => format!("store_user {enrollid}"),
+        Action::CommandDone {
+            command_id,
+            ok,
+            result,
+        } => format!("done {command_id} ok={ok} {result}"),
+        Action::SavePosition(p) => format!("save_position {p}"),
+        Action::Close(reason) => format!("close {reason}"),
+    }
 }
 
 fn feed(s: &mut Session, frame: &str) -> Vec<String> {
@@ -559,13 +595,16 @@ fn deprecated_timelog_has_no_trans_id() {
 }
 
 #[test]
-fn admin_logs_are_events_answered_at_once() {
+fn admin_logs_are_events_answered_once_stored() {
+    // The terminal drops a log once it is acked: OK only after the event is durable, Fail
+    // (the terminal keeps it) if it was not stored.
     let mut s = ready();
     assert_eq!(
         feed(&mut s, "<Message><DeviceSerialNo>M82-0001</DeviceSerialNo><Event>AdminLog_v2</Event><LogID>3</LogID><AdminID>1</AdminID><UserID>42</UserID><Action>EnrollFace</Action><TransID>a-1</TransID></Message>"),
         [
             r#"event admin_log {"DeviceSerialNo":"M82-0001","Event":"AdminLog_v2","LogID":"3","AdminID":"1","UserID":"42","Action":"EnrollFace","TransID":"a-1"}"#.to_owned(),
             send("<?xml version=\"1.0\"?><Message><Response>AdminLog_v2</Response><Result>OK</Result><TransID>a-1</TransID></Message>"),
+            "on_failed <?xml version=\"1.0\"?><Message><Response>AdminLog_v2</Response><Result>Fail</Result><TransID>a-1</TransID></Message>".to_owned(),
         ]
     );
     assert_eq!(
