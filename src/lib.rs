@@ -1,7 +1,6 @@
 //! fleetgate: a thread-per-core gateway for device fleets. See ARCHITECTURE.md for the map.
 
 pub mod accounts;
-pub mod aiface;
 pub mod api;
 pub mod attendance;
 pub mod auth;
@@ -11,20 +10,17 @@ pub mod commands;
 pub mod config;
 pub mod dashboard;
 pub mod device_http;
-pub mod generic;
-pub mod http;
 pub mod hub;
-pub mod json;
-pub mod lenient;
 pub mod pending;
 pub mod presence;
 pub mod provision;
 pub mod registry;
 pub mod serve;
 pub mod shard;
-pub mod smackbio;
 pub mod store;
-pub mod terminal;
-pub mod time;
-pub mod timer_wheel;
-pub mod ws;
+
+// The sans-IO core lives in its own crate (no RocksDB, no runtime) so fuzzers and benches can
+// build it alone; re-exported so the rest of the server keeps using `crate::ws` and friends.
+pub use fleetgate_core::{
+    aiface, generic, http, json, lenient, smackbio, terminal, time, timer_wheel, ws,
+};

@@ -1,0 +1,15 @@
+//! fleetgate's sans-IO core: bytes and the current time in, messages and actions out. Nothing
+//! here owns a socket, a thread, a clock or a database, so every codec and conversation can be
+//! unit-tested, fuzzed (`fuzz/`) and benchmarked (`benches/`) on plain byte strings. The server
+//! crate re-exports these modules under the same names.
+
+pub mod aiface;
+pub mod generic;
+pub mod http;
+pub mod json;
+pub mod lenient;
+pub mod smackbio;
+pub mod terminal;
+pub mod time;
+pub mod timer_wheel;
+pub mod ws;
