@@ -23,6 +23,7 @@ use subtle::ConstantTimeEq;
 use crate::auth::{self, RandomError, TokenHash};
 use crate::store::records;
 use crate::store::{Cf, Store, StoreError};
+use crate::throttle::{Policy, Throttle};
 
 /// The user created on first start.
 pub const INITIAL_ADMIN: &str = "admin";
@@ -41,13 +42,14 @@ pub const MAX_TOKEN_NAME: usize = 100;
 pub const MAX_SESSIONS: usize = 10_000;
 /// A session unused this long is gone.
 pub const SESSION_IDLE_MS: u64 = 12 * 3600 * 1000;
-/// Failures (per address or per user) allowed before logins back off.
-pub const FREE_FAILURES: u32 = 5;
-/// The first back-off; it doubles with each further failure, up to `MAX_BACKOFF_MS`.
-pub const FIRST_BACKOFF_MS: u64 = 1000;
-pub const MAX_BACKOFF_MS: u64 = 15 * 60 * 1000;
-/// Addresses and usernames tracked by the throttle; past it the stalest entry is forgotten.
-pub const MAX_THROTTLE_ENTRIES: usize = 10_000;
+/// Login throttling: 5 free failures per address or user, then 1 s doubling to 15 minutes; at
+/// most 10,000 addresses and 10,000 usernames tracked.
+pub const LOGIN_THROTTLE: Policy = Policy {
+    free_failures: 5,
+    first_backoff_ms: 1000,
+    max_backoff_ms: 15 * 60 * 1000,
+    max_entries: 10_000,
+};
 
 /// OWASP's floor for argon2id (m = 19 MiB, t = 2, p = 1): tens of milliseconds per hash.
 fn hasher() -> Argon2<'static> {
@@ -188,70 +190,6 @@ struct SessionEntry {
     last_used_ms: u64,
 }
 
-#[derive(Default, Clone, Copy)]
-struct Failures {
-    count: u32,
-    last_ms: u64,
-    blocked_until_ms: u64,
-}
-
-#[derive(Default)]
-struct Throttle {
-    by_addr: HashMap<String, Failures>,
-    by_user: HashMap<String, Failures>,
-}
-
-/// Back-off after `count` failures: none up to `FREE_FAILURES`, then 1 s doubling to 15 min.
-pub fn backoff_ms(count: u32) -> u64 {
-    if count < FREE_FAILURES {
-        return 0;
-    }
-    let doublings = (count - FREE_FAILURES).min(20);
-    (FIRST_BACKOFF_MS << doublings).min(MAX_BACKOFF_MS)
-}
-
-impl Throttle {
-    /// Milliseconds until `addr` and `user` may try again (0: now).
-    fn wait_ms(&self, addr: &str, user: &str, now: u64) -> u64 {
-        let left = |f: Option<&Failures>| f.map_or(0, |f| f.blocked_until_ms.saturating_sub(now));
-        left(self.by_addr.get(addr)).max(left(self.by_user.get(user)))
-    }
-
-    fn fail(&mut self, addr: &str, user: &str, now: u64) {
-        for (map, key) in [(&mut self.by_addr, addr), (&mut self.by_user, user)] {
-            if !map.contains_key(key) && map.len() >= MAX_THROTTLE_ENTRIES {
-                forget_stalest(map, now);
-            }
-            let f = map.entry(key.to_string()).or_default();
-            // A quiet spell as long as the longest back-off wipes the slate.
-            if now.saturating_sub(f.last_ms) > MAX_BACKOFF_MS {
-                *f = Failures::default();
-            }
-            f.count = f.count.saturating_add(1);
-            f.last_ms = now;
-            f.blocked_until_ms = now + backoff_ms(f.count);
-        }
-    }
-
-    fn succeed(&mut self, addr: &str, user: &str) {
-        self.by_addr.remove(addr);
-        self.by_user.remove(user);
-    }
-}
-
-/// Makes room in a full throttle map: drop entries past their quiet spell, else the stalest one.
-fn forget_stalest(map: &mut HashMap<String, Failures>, now: u64) {
-    map.retain(|_, f| now.saturating_sub(f.last_ms) <= MAX_BACKOFF_MS);
-    if map.len() >= MAX_THROTTLE_ENTRIES
-        && let Some(k) = map
-            .iter()
-            .min_by_key(|(_, f)| f.last_ms)
-            .map(|(k, _)| k.clone())
-    {
-        map.remove(&k);
-    }
-}
-
 /// What a login attempt came to.
 pub enum Login {
     Ok {
@@ -305,7 +243,7 @@ impl Accounts {
             users: Mutex::new(users),
             tokens: Mutex::new(tokens),
             sessions: Mutex::new(HashMap::new()),
-            throttle: Mutex::new(Throttle::default()),
+            throttle: Mutex::new(Throttle::new(LOGIN_THROTTLE)),
         })
     }
 
@@ -385,7 +323,7 @@ impl Accounts {
     /// Checks a username and password from `addr` (an IP address), throttled per address and per
     /// username; on success opens a session.
     pub fn login(&self, addr: &str, username: &str, password: &str, now: u64) -> Login {
-        let wait = lock(&self.throttle).wait_ms(addr, username, now);
+        let wait = lock(&self.throttle).wait_ms(addr, Some(username), now);
         if wait > 0 {
             return Login::Throttled(wait.div_ceil(1000));
         }
@@ -399,10 +337,10 @@ impl Accounts {
             }
         };
         let Some(user) = user.filter(|_| ok) else {
-            lock(&self.throttle).fail(addr, username, now);
+            lock(&self.throttle).fail(addr, Some(username), now);
             return Login::Invalid;
         };
-        lock(&self.throttle).succeed(addr, username);
+        lock(&self.throttle).succeed(addr, Some(username));
         match self.open_session(&user.username, now) {
             Ok((session_id, csrf, id_hash)) => Login::Ok {
                 session_id,
@@ -426,7 +364,7 @@ impl Accounts {
         password: &str,
         now: u64,
     ) -> Result<(), Option<u64>> {
-        let wait = lock(&self.throttle).wait_ms(addr, username, now);
+        let wait = lock(&self.throttle).wait_ms(addr, Some(username), now);
         if wait > 0 {
             return Err(Some(wait.div_ceil(1000)));
         }
@@ -434,10 +372,10 @@ impl Accounts {
             .user(username)
             .is_some_and(|u| verify_password(password, &u.password_hash));
         if !ok {
-            lock(&self.throttle).fail(addr, username, now);
+            lock(&self.throttle).fail(addr, Some(username), now);
             return Err(None);
         }
-        lock(&self.throttle).succeed(addr, username);
+        lock(&self.throttle).succeed(addr, Some(username));
         Ok(())
     }
 
@@ -588,7 +526,7 @@ mod tests {
             users: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
-            throttle: Mutex::new(Throttle::default()),
+            throttle: Mutex::new(Throttle::new(LOGIN_THROTTLE)),
         }
     }
 
@@ -671,18 +609,21 @@ mod tests {
 
     #[test]
     fn backoff_grows_exponentially_and_is_capped() {
-        assert_eq!(backoff_ms(4), 0);
-        assert_eq!(backoff_ms(5), 1000);
-        assert_eq!(backoff_ms(6), 2000);
-        assert_eq!(backoff_ms(9), 16000);
-        assert_eq!(backoff_ms(100), MAX_BACKOFF_MS);
+        assert_eq!(LOGIN_THROTTLE.backoff_ms(4), 0);
+        assert_eq!(LOGIN_THROTTLE.backoff_ms(5), 1000);
+        assert_eq!(LOGIN_THROTTLE.backoff_ms(6), 2000);
+        assert_eq!(LOGIN_THROTTLE.backoff_ms(9), 16000);
+        assert_eq!(
+            LOGIN_THROTTLE.backoff_ms(100),
+            LOGIN_THROTTLE.max_backoff_ms
+        );
     }
 
     #[test]
     fn throttling_is_per_address_and_per_user_and_blocks_even_right_passwords() {
         let a = accounts();
         with_user(&a, "cat", "password-123", Role::Admin);
-        for _ in 0..FREE_FAILURES {
+        for _ in 0..LOGIN_THROTTLE.free_failures {
             assert!(matches!(
                 a.login("1.1.1.1", "cat", "bad", 0),
                 Login::Invalid
@@ -707,16 +648,6 @@ mod tests {
             a.login("1.1.1.1", "cat", "password-123", 1001),
             Login::Ok { .. }
         ));
-    }
-
-    #[test]
-    fn throttle_maps_are_bounded() {
-        let mut t = Throttle::default();
-        for i in 0..MAX_THROTTLE_ENTRIES + 10 {
-            t.fail(&format!("a{i}"), &format!("u{i}"), i as u64);
-        }
-        assert!(t.by_addr.len() <= MAX_THROTTLE_ENTRIES);
-        assert!(t.by_user.len() <= MAX_THROTTLE_ENTRIES);
     }
 
     #[test]

@@ -78,6 +78,41 @@ pub struct ServeConfig {
     /// Hours a msg_id is remembered for de-duplication.
     #[arg(long, default_value_t = 24)]
     pub msg_id_retention_hours: u64,
+
+    // ---- abuse limits (docs/security.md) --------------------------------------------------------
+    /// Open connections per source IP address; 0 = no limit. More: closed at once (HTTP 429).
+    /// Raise it for sites that put many devices behind one NAT address, or for load tests.
+    #[arg(long, env = "FLEETGATE_MAX_CONNECTIONS_PER_IP", default_value_t = 1000)]
+    pub max_connections_per_ip: usize,
+    /// Failed device or admin-token authentications allowed per source address and per device
+    /// before back-off; then attempts are refused (even right ones) for 1 s, doubling per further
+    /// failure up to `--auth-max-backoff`.
+    #[arg(long, default_value_t = 10)]
+    pub auth_free_failures: u32,
+    /// Longest authentication back-off, in seconds.
+    #[arg(long, default_value_t = 900)]
+    pub auth_max_backoff: u64,
+    /// Registrations of one device within a minute before it counts as flapping and is banned for
+    /// `--flap-ban` seconds (refused with `banned`); 0 = no flap detection.
+    #[arg(long, default_value_t = 15)]
+    pub flap_max_per_minute: u32,
+    #[arg(long, default_value_t = 300)]
+    pub flap_ban: u64,
+    /// Frames per second one WebSocket session may send on average (bursts up to twice that); 0 =
+    /// no limit. Past it the server stops reading from the session (TCP backpressure).
+    #[arg(long, env = "FLEETGATE_MAX_MSG_RATE", default_value_t = 1000)]
+    pub max_msg_rate: u32,
+    /// Seconds a session may stay held back by `--max-msg-rate` without pause before it is closed
+    /// (1008, "message rate exceeded").
+    #[arg(long, default_value_t = 30)]
+    pub rate_disconnect_after: u64,
+    /// Seconds a write may wait for a peer that does not read; then the connection is closed.
+    #[arg(long, default_value_t = 30)]
+    pub write_timeout: u64,
+    /// MiB of read buffers all connections together may hold. Past it, connections that need a
+    /// new buffer wait (backpressure) and a message that would grow a buffer is refused (1013).
+    #[arg(long, env = "FLEETGATE_BUFFER_BUDGET_MB", default_value_t = 512)]
+    pub buffer_budget_mb: usize,
 }
 
 impl ServeConfig {

@@ -10,6 +10,7 @@ pub mod commands;
 pub mod config;
 pub mod dashboard;
 pub mod device_http;
+pub mod guard;
 pub mod hub;
 pub mod pending;
 pub mod presence;
@@ -18,6 +19,7 @@ pub mod registry;
 pub mod serve;
 pub mod shard;
 pub mod store;
+pub mod throttle;
 
 // The sans-IO core lives in its own crate (no RocksDB, no runtime) so fuzzers and benches can
 // build it alone; re-exported so the rest of the server keeps using `crate::ws` and friends.

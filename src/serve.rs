@@ -70,6 +70,7 @@ pub fn run(config: ServeConfig) -> Result<(), Error> {
     let (hub, inboxes) = Hub::new(shards);
     let ready_file = config.ready_file.clone();
     let shared = Arc::new(Shared {
+        guard: crate::guard::Guard::new(&config),
         config,
         store: store.clone(),
         registry,

@@ -88,9 +88,37 @@ pub async fn route(local: &Rc<Local>, req: &Request, remote: &str) -> Reply {
         }
         _ => {}
     }
+    // Only a presented bearer token counts as a failed attempt: a dashboard that is simply not
+    // logged in yet must not lock its address out.
+    let ip = remote.parse::<std::net::SocketAddr>().ok().map(|a| a.ip());
+    let bearer = req.header_str("authorization").is_some();
+    if let (Some(ip), true) = (ip, bearer) {
+        let wait = local
+            .shared
+            .guard
+            .auth_wait_ms(ip, None, crate::time::now_ms());
+        if wait > 0 {
+            let secs = wait.div_ceil(1000);
+            return Response::error(
+                429,
+                "auth_throttled",
+                &format!("too many failed authentications from this address; retry in {secs} s"),
+            )
+            .with_header("Retry-After", secs.to_string())
+            .into();
+        }
+    }
     let principal = match authenticate(local, req) {
         Some(p) => p,
-        None => return unauthorized(local).into(),
+        None => {
+            if let (Some(ip), true) = (ip, bearer) {
+                local
+                    .shared
+                    .guard
+                    .auth_failed(ip, None, crate::time::now_ms());
+            }
+            return unauthorized(local).into();
+        }
     };
     if let Err(r) = permit(&principal, req, &segs) {
         return r.into();

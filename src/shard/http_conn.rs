@@ -31,6 +31,11 @@ pub async fn serve<T: Transport>(local: &Rc<Local>, ctl: &Rc<ConnCtl>, io: T) {
                     "overloaded",
                     "the server is at its connection limit; retry later",
                 )),
+                ("too many connections from this address", _) => Some(Response::error(
+                    429,
+                    "too_many_connections",
+                    "too many open connections from your address; close some and retry",
+                )),
                 ("timeout", false) => Some(Response::error(
                     408,
                     "request_timeout",
@@ -44,20 +49,35 @@ pub async fn serve<T: Transport>(local: &Rc<Local>, ctl: &Rc<ConnCtl>, io: T) {
             }
             break;
         }
+        // A connection holding no buffer waits for one while the shard is over its budget.
+        let starved = inbuf.capacity() == 0 && local.in_budget_full();
         tokio::select! {
             biased;
             _ = ctl.wake.notified() => continue,
-            r = io.readable() => if r.is_err() { break },
+            _ = local.in_buf_freed(), if starved => continue,
+            r = io.readable(), if !starved => if r.is_err() { break },
         }
         if inbuf.capacity() == 0 {
-            inbuf = local.take_buf();
+            inbuf = local.take_in_buf();
         }
+        let before = inbuf.capacity();
         let (res, buf) = io.read(inbuf).await;
         inbuf = buf;
+        if !local.in_buf_grew(before, inbuf.capacity()) {
+            Response::error(
+                503,
+                "server_busy",
+                "the server's buffer budget is exhausted; retry later",
+            )
+            .with_header("Retry-After", "1".to_string())
+            .write_to(out_buf(local, &mut out), false, false);
+            let _ = flush(&io, local, &mut out).await;
+            break;
+        }
         match res {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 if inbuf.is_empty() {
-                    local.give_buf(std::mem::take(&mut inbuf));
+                    local.give_in_buf(std::mem::take(&mut inbuf));
                 }
                 continue;
             }
@@ -125,11 +145,11 @@ pub async fn serve<T: Transport>(local: &Rc<Local>, ctl: &Rc<ConnCtl>, io: T) {
             break;
         }
         if inbuf.is_empty() {
-            local.give_buf(std::mem::take(&mut inbuf));
+            local.give_in_buf(std::mem::take(&mut inbuf));
         }
     }
     if inbuf.capacity() > 0 {
-        local.give_buf(inbuf);
+        local.give_in_buf(inbuf);
     }
 }
 

@@ -144,3 +144,19 @@ impl Transport for UringStream {
 pub fn uring_available() -> Result<(), io::Error> {
     tokio_uring::uring_builder().build(8).map(drop)
 }
+
+/// Lets the kernel reap dead and half-open peers without any per-connection timer of ours: TCP
+/// keepalive probes an idle connection after 60 s (6 probes, 10 s apart), and a peer that leaves
+/// sent data unacknowledged for 60 s (gone without a FIN, e.g. a device that lost power) is
+/// dropped, so its session ends with "connection lost".
+pub fn reap_dead_peers(fd: RawFd) -> io::Result<()> {
+    // SAFETY: `fd` is the just-accepted socket, open for the duration of this call.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let sock = socket2::SockRef::from(&fd);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(std::time::Duration::from_secs(60))
+        .with_interval(std::time::Duration::from_secs(10))
+        .with_retries(6);
+    sock.set_tcp_keepalive(&keepalive)?;
+    sock.set_tcp_user_timeout(Some(std::time::Duration::from_secs(60)))
+}

@@ -52,6 +52,8 @@ pub struct Shared {
     pub prometheus: PrometheusHandle,
     pub connections: AtomicUsize,
     pub started: Instant,
+    /// Abuse limits: connections per address, failed authentications, flapping devices.
+    pub guard: crate::guard::Guard,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,6 +85,8 @@ pub struct ConnCtl {
     pub close: Cell<Option<(u16, &'static str)>>,
     deadline: Cell<(u64, Deadline)>,
     scheduled: Cell<u64>,
+    /// Whether this connection counts toward its address's limit (released when it closes).
+    addr_counted: Cell<bool>,
 }
 
 impl ConnCtl {
@@ -124,6 +128,7 @@ pub struct ShardMetrics {
     inbox_depth: metrics::Gauge,
     open_batch_bytes: metrics::Gauge,
     connections: metrics::Gauge,
+    read_buffer_bytes: metrics::Gauge,
 }
 
 impl ShardMetrics {
@@ -144,6 +149,7 @@ impl ShardMetrics {
             inbox_depth: depth("inbox"),
             open_batch_bytes: depth("open_batch_bytes"),
             connections: metrics::gauge!("fleetgate_connections", "shard" => shard.to_string()),
+            read_buffer_bytes: depth("read_buffer_bytes"),
         }
     }
 }
@@ -160,6 +166,11 @@ pub struct Local {
     /// HTTP devices this shard saw come online, checked for silence.
     liveness: RefCell<TimerWheel<uuid::Uuid>>,
     pool: RefCell<Vec<Vec<u8>>>,
+    /// Capacity of the read buffers this shard's connections hold, against `in_budget`
+    /// (`--buffer-budget-mb` split over the shards).
+    in_bytes: Cell<usize>,
+    in_budget: usize,
+    in_freed: Notify,
     next_conn: Cell<u64>,
     pub shutting_down: Cell<bool>,
     conns_gone: Notify,
@@ -189,6 +200,49 @@ impl Local {
         }
     }
 
+    /// A read buffer, charged to the shard's buffer budget.
+    pub fn take_in_buf(&self) -> Vec<u8> {
+        let buf = self.take_buf();
+        self.in_bytes.set(self.in_bytes.get() + buf.capacity());
+        buf
+    }
+
+    /// Returns a buffer from `take_in_buf` (grown or not), refunding the budget.
+    pub fn give_in_buf(&self, buf: Vec<u8>) {
+        self.in_bytes
+            .set(self.in_bytes.get().saturating_sub(buf.capacity()));
+        self.give_buf(buf);
+        self.in_freed.notify_waiters();
+    }
+
+    /// Charges a read buffer's growth (a message larger than one read); false when that took the
+    /// shard over its budget, and the message should be refused.
+    pub fn in_buf_grew(&self, before: usize, after: usize) -> bool {
+        if after <= before {
+            return true;
+        }
+        self.in_bytes.set(self.in_bytes.get() + (after - before));
+        let within = self.in_bytes.get() <= self.in_budget;
+        if !within {
+            crate::guard::hit(crate::guard::Limit::BufferBudget);
+        }
+        within
+    }
+
+    /// Whether a connection that holds no read buffer must wait before it takes one.
+    pub fn in_budget_full(&self) -> bool {
+        let full = self.in_bytes.get() + POOL_BUF > self.in_budget;
+        if full {
+            crate::guard::hit(crate::guard::Limit::BufferBudget);
+        }
+        full
+    }
+
+    /// Resolves when some read buffer is returned.
+    pub fn in_buf_freed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.in_freed.notified()
+    }
+
     fn open_conn(&self, peer: SocketAddr) -> Rc<ConnCtl> {
         // Globally unique: the shard index in the top bits.
         let n = self.next_conn.get() + 1;
@@ -202,6 +256,7 @@ impl Local {
             close: Cell::new(None),
             deadline: Cell::new((0, Deadline::None)),
             scheduled: Cell::new(u64::MAX),
+            addr_counted: Cell::new(false),
         });
         self.conns.borrow_mut().insert(id, ctl.clone());
         ctl
@@ -210,6 +265,9 @@ impl Local {
     fn close_conn(&self, ctl: &ConnCtl) {
         self.conns.borrow_mut().remove(&ctl.id);
         self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+        if ctl.addr_counted.get() {
+            self.shared.guard.disconnect(ctl.peer.ip());
+        }
         if self.conns.borrow().is_empty() {
             self.conns_gone.notify_waiters();
         }
@@ -246,6 +304,9 @@ impl Local {
         self.metrics
             .connections
             .set(self.conns.borrow().len() as f64);
+        self.metrics
+            .read_buffer_bytes
+            .set(self.in_bytes.get() as f64);
         let now = now_ms();
         let mut silent = Vec::new();
         self.liveness.borrow_mut().advance(now, &mut silent);
@@ -344,6 +405,7 @@ pub fn run(
     uring: bool,
 ) -> std::io::Result<()> {
     let store = shared.store.clone();
+    let in_budget = (shared.config.buffer_budget_mb << 20) / shared.config.shard_count();
     let local = Rc::new(Local {
         index,
         shared,
@@ -354,6 +416,9 @@ pub fn run(
         wheel: RefCell::new(TimerWheel::new(TICK.as_millis() as u64, 4096, now_ms())),
         liveness: RefCell::new(TimerWheel::new(TICK.as_millis() as u64, 4096, now_ms())),
         pool: RefCell::new(Vec::new()),
+        in_bytes: Cell::new(0),
+        in_budget,
+        in_freed: Notify::new(),
         next_conn: Cell::new(0),
         shutting_down: Cell::new(false),
         conns_gone: Notify::new(),
@@ -441,10 +506,12 @@ async fn accept_loop(local: Rc<Local>, listener: Listener) {
         let accepted = match &listener {
             Listener::Uring(l) => l.accept().await.and_then(|(s, peer)| {
                 s.set_nodelay(true)?;
+                io::reap_dead_peers(std::os::fd::AsRawFd::as_raw_fd(&s))?;
                 Ok((Conn::Uring(io::UringStream::new(s)?), peer))
             }),
             Listener::Epoll(l) => l.accept().await.and_then(|(s, peer)| {
                 s.set_nodelay(true)?;
+                io::reap_dead_peers(std::os::fd::AsRawFd::as_raw_fd(&s))?;
                 Ok((Conn::Epoll(io::EpollStream(s)), peer))
             }),
         };
@@ -455,6 +522,10 @@ async fn accept_loop(local: Rc<Local>, listener: Listener) {
                 if n > local.config().max_connections {
                     metrics::counter!("fleetgate_connections_refused_total").increment(1);
                     ctl.request_close(1013, "server at connection limit");
+                } else if local.shared.guard.connect(peer.ip()) {
+                    ctl.addr_counted.set(true);
+                } else {
+                    ctl.request_close(1013, "too many connections from this address");
                 }
                 let l = local.clone();
                 tokio::task::spawn_local(async move {
@@ -487,10 +558,22 @@ pub async fn flush<T: Transport>(io: &T, local: &Local, out: &mut Vec<u8>) -> st
         return Ok(());
     }
     let n = out.len();
-    let (res, buf) = io.write_all(std::mem::take(out)).await;
-    local.give_buf(buf);
-    local.metrics.bytes_out.increment(n as u64);
-    res
+    // A peer that stops reading must not hold its session (and its buffers) forever.
+    let wait = Duration::from_secs(local.config().write_timeout.max(1));
+    match tokio::time::timeout(wait, io.write_all(std::mem::take(out))).await {
+        Ok((res, buf)) => {
+            local.give_buf(buf);
+            local.metrics.bytes_out.increment(n as u64);
+            res
+        }
+        Err(_) => {
+            crate::guard::hit(crate::guard::Limit::WriteTimeout);
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the peer did not read for --write-timeout",
+            ))
+        }
+    }
 }
 
 /// Makes sure `out` has a pooled buffer before frames are appended to it.

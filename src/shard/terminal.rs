@@ -378,6 +378,11 @@ impl Session<'_> {
         if serial.is_empty() || serial.len() > 64 {
             return Identity::Unknown;
         }
+        let ip = self.ctl.peer.ip();
+        let now = now_ms();
+        if self.local.shared.guard.auth_wait_ms(ip, Some(serial), now) > 0 {
+            return Identity::Refused;
+        }
         let remote = self.ctl.peer.to_string();
         let dev = match self.local.shared.registry.by_serial(serial) {
             Some(d) => d,
@@ -410,8 +415,14 @@ impl Session<'_> {
         if let (Some(expected), None) = (settings.get(SETTING_CLOUD_ID), token) {
             if cloud_id != Some(expected.as_str()) {
                 self.local.metrics.auth_failures.increment(1);
+                self.local.shared.guard.auth_failed(ip, Some(serial), now);
                 return Identity::Refused;
             }
+        }
+        // Flapping counts connections, not frames: only the session's first identification.
+        let first = self.terminal().is_some_and(|t| t.dev.is_none());
+        if first && self.local.shared.guard.registration(dev.id, now).is_err() {
+            return Identity::Refused;
         }
         // Only the token's hash is kept: a presented token that matches it is handed back to the
         // conversation as "the token this serial holds"; anything else as none.

@@ -73,6 +73,8 @@ pub async fn upgrade<T: Transport>(
         pending_ids: HashSet::new(),
         out: Vec::new(),
         end_reason: None,
+        rate: (local.config().max_msg_rate > 0)
+            .then(|| crate::guard::MsgRate::new(local.config().max_msg_rate, now_ms())),
     };
     local.set_deadline(
         ctl,
@@ -121,6 +123,8 @@ pub(super) struct Session<'a> {
     out: Vec<u8>,
     /// Why the session ended, for the `device_disconnected` event: the first cause wins.
     pub(super) end_reason: Option<&'static str>,
+    /// `--max-msg-rate`: frames per second this session may send before reading stops.
+    rate: Option<crate::guard::MsgRate>,
 }
 
 impl Session<'_> {
@@ -171,17 +175,28 @@ impl Session<'_> {
                     }
                 }
                 if inbuf.is_empty() {
-                    self.local.give_buf(std::mem::take(&mut inbuf));
+                    self.local.give_in_buf(std::mem::take(&mut inbuf));
                 }
                 if self.ctl.close.get().is_some() || !self.out.is_empty() {
                     continue;
                 }
             }
-            let can_read = self.pending.len() < inflight_limit && !self.local.batcher.is_full();
+            let hold = self.rate_hold();
+            if self.ctl.close.get().is_some() {
+                continue;
+            }
+            // A connection holding no buffer waits for one while the shard is over its budget.
+            let starved = inbuf.capacity() == 0 && self.local.in_budget_full();
+            let can_read = hold == 0
+                && !starved
+                && self.pending.len() < inflight_limit
+                && !self.local.batcher.is_full();
             let front = self.pending.front().map(|(t, _)| t.clone());
             tokio::select! {
                 biased;
                 _ = self.ctl.wake.notified() => continue,
+                _ = tokio::time::sleep(Duration::from_millis(hold)), if hold > 0 => continue,
+                _ = self.local.in_buf_freed(), if starved => continue,
                 _ = async { if let Some(t) = &front { t.wait().await; } }, if front.is_some() => continue,
                 _ = self.local.batcher.room(), if !can_read && front.is_none() => continue,
                 _ = tokio::time::sleep(super::terminal::TICK), if self.terminal_busy() => {
@@ -196,14 +211,24 @@ impl Session<'_> {
                 }
             }
             if inbuf.capacity() == 0 {
-                inbuf = self.local.take_buf();
+                inbuf = self.local.take_in_buf();
             }
+            let before = inbuf.capacity();
             let (res, buf) = io.read(inbuf).await;
             inbuf = buf;
+            if !self.local.in_buf_grew(before, inbuf.capacity()) {
+                self.send_error(
+                    "server_busy",
+                    "the server's buffer budget is exhausted; send large messages later",
+                    None,
+                );
+                self.ctl.request_close(1013, "buffer budget exhausted");
+                continue;
+            }
             match res {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     if inbuf.is_empty() {
-                        self.local.give_buf(std::mem::take(&mut inbuf));
+                        self.local.give_in_buf(std::mem::take(&mut inbuf));
                     }
                     continue;
                 }
@@ -221,12 +246,37 @@ impl Session<'_> {
                 self.ctl.request_close(code, reason);
             }
             if inbuf.is_empty() {
-                self.local.give_buf(std::mem::take(&mut inbuf));
+                self.local.give_in_buf(std::mem::take(&mut inbuf));
             }
         }
         if inbuf.capacity() > 0 {
-            self.local.give_buf(inbuf);
+            self.local.give_in_buf(inbuf);
         }
+    }
+
+    /// How long to stop reading for `--max-msg-rate` (0: read now). A session held back for
+    /// `--rate-disconnect-after` without a pause is asked to close instead.
+    fn rate_hold(&mut self) -> u64 {
+        let Some(rate) = &mut self.rate else { return 0 };
+        let now = now_ms();
+        let (hold, started) = rate.hold_ms(now);
+        if hold == 0 {
+            return 0;
+        }
+        if started {
+            crate::guard::hit(crate::guard::Limit::MsgRate);
+        }
+        if rate.held_for_ms(now) > self.local.config().rate_disconnect_after * 1000 {
+            crate::guard::hit(crate::guard::Limit::RateDisconnect);
+            self.send_error(
+                "rate_limited",
+                "this session kept sending faster than --max-msg-rate allows",
+                None,
+            );
+            self.ctl.request_close(1008, "message rate exceeded");
+            self.end_reason.get_or_insert("message rate exceeded");
+        }
+        hold
     }
 
     /// Decodes and handles every complete frame in `inbuf`, leaving a partial frame in place.
@@ -236,6 +286,7 @@ impl Session<'_> {
         inbuf: &mut Vec<u8>,
     ) -> Result<(), (u16, &'static str)> {
         let mut start = 0;
+        let mut frames = 0u32;
         let result = loop {
             if self.ctl.close.get().is_some() {
                 break Ok(());
@@ -244,6 +295,7 @@ impl Session<'_> {
                 Ok(ws::Decoded { consumed, event }) => {
                     start += consumed;
                     let Some(event) = event else { break Ok(()) };
+                    frames += 1;
                     match event {
                         Event::Text(text) => self.on_text(text).await,
                         Event::Binary(_) => self.send_error(
@@ -270,6 +322,11 @@ impl Session<'_> {
             }
         };
         inbuf.drain(..start);
+        if let Some(rate) = &mut self.rate
+            && frames > 0
+        {
+            rate.spend(frames, now_ms());
+        }
         result
     }
 
@@ -569,20 +626,43 @@ impl Session<'_> {
     }
 
     async fn register(&mut self, device_id: &str, token: &str) {
+        let guard = &self.local.shared.guard;
+        let ip = self.ctl.peer.ip();
+        let now = now_ms();
+        let wait = guard.auth_wait_ms(ip, Some(device_id), now);
+        if wait > 0 {
+            return self.refuse_register(
+                "auth_throttled",
+                format!(
+                    "too many failed authentications from this address or for this device; retry in {} s",
+                    wait.div_ceil(1000)
+                ),
+                "authentication throttled",
+            );
+        }
         let dev = Uuid::parse_str(device_id)
             .ok()
             .and_then(|id| self.local.shared.registry.get(&id));
         let Some(dev) = dev.filter(|d| d.verify_token(token)) else {
             self.local.metrics.auth_failures.increment(1);
-            self.send_text(&generic::error(
+            guard.auth_failed(ip, Some(device_id), now);
+            return self.refuse_register(
                 "auth_failed",
-                "unknown device_id or wrong token",
-                None,
-            ));
-            self.ctl.request_close(1008, "authentication failed");
-            self.end_reason.get_or_insert("authentication failed");
-            return;
+                "unknown device_id or wrong token".to_string(),
+                "authentication failed",
+            );
         };
+        guard.auth_ok(ip, Some(device_id));
+        if let Err(ban) = guard.registration(dev.id, now) {
+            return self.refuse_register(
+                "banned",
+                format!(
+                    "this device reconnects too often (flapping); banned for {} s",
+                    ban.div_ceil(1000)
+                ),
+                "banned for flapping",
+            );
+        }
         if !self.claim(&dev).await {
             return;
         }
@@ -600,6 +680,13 @@ impl Session<'_> {
             Some(&self.ctl.peer.to_string()),
         );
         self.deliver_commands(&dev);
+    }
+
+    /// Answers a registration that may not proceed, and closes the session (1008).
+    fn refuse_register(&mut self, code: &str, message: String, reason: &'static str) {
+        self.send_text(&generic::error(code, &message, None));
+        self.ctl.request_close(1008, reason);
+        self.end_reason.get_or_insert(reason);
     }
 
     /// One live session per device: asks the holder to close and waits for it to let go, so its
@@ -641,9 +728,25 @@ impl Session<'_> {
             Some(t) => crate::api::bearer_principal(self.local, t, now_ms()),
             None => self.cookie_principal.take(),
         };
+        let ip = self.ctl.peer.ip();
+        let now = now_ms();
+        let wait = self.local.shared.guard.auth_wait_ms(ip, None, now);
+        if wait > 0 {
+            return self.refuse_register(
+                "auth_throttled",
+                format!(
+                    "too many failed authentications from this address; retry in {} s",
+                    wait.div_ceil(1000)
+                ),
+                "authentication throttled",
+            );
+        }
         let granted = principal.filter(|_| role == "admin").map(|p| p.role);
         let Some(granted) = granted else {
             self.local.metrics.auth_failures.increment(1);
+            if token.is_some() {
+                self.local.shared.guard.auth_failed(ip, None, now);
+            }
             self.send_text(&generic::error(
                 "auth_failed",
                 "subscribe needs role \"admin\" and a valid token or dashboard session",

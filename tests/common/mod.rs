@@ -675,6 +675,11 @@ impl Ws {
 
     pub fn try_connect(addr: &str) -> Result<Ws, String> {
         let stream = TcpStream::connect(addr).map_err(|e| format!("tcp connect: {e}"))?;
+        Self::try_over(stream, addr)
+    }
+
+    /// The WebSocket handshake over an already connected stream (e.g. from `tcp_from`).
+    pub fn try_over(stream: TcpStream, addr: &str) -> Result<Ws, String> {
         stream.set_nodelay(true).ok();
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
@@ -1011,6 +1016,29 @@ fn fill(
 
 pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A TCP connection to `addr` from the loopback source address `src` (e.g. "127.0.0.2"), for
+/// limits that are per source address.
+pub fn tcp_from(src: &str, addr: &str) -> TcpStream {
+    let to: std::net::SocketAddr = addr.parse().expect("server address");
+    let sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let from: std::net::SocketAddr = format!("{src}:0").parse().expect("source address");
+    sock.bind(&from.into()).expect("bind source address");
+    sock.connect(&to.into()).expect("connect");
+    sock.into()
+}
+
+/// The value of one Prometheus sample (`name{labels}` exactly as rendered), 0 when absent.
+pub fn metric(srv: &Server, sample: &str) -> f64 {
+    let r = srv.get("/metrics");
+    assert_eq!(r.status, 200, "{}", r.text());
+    String::from_utf8_lossy(&r.body)
+        .lines()
+        .filter_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
+        .filter_map(|v| v.trim().parse::<f64>().ok())
+        .sum()
 }
 
 /// Sends `req` on a fresh connection and reads one response.
