@@ -79,6 +79,14 @@ pub struct ServeConfig {
     #[arg(long, default_value_t = 24)]
     pub msg_id_retention_hours: u64,
 
+    /// PEM certificate chain (leaf first) for `wss://` and `https://`; needs `--tls-key`. Plain
+    /// `ws://` and `http://` stay available on the same port (the first byte tells them apart).
+    #[arg(long, env = "FLEETGATE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) for `--tls-cert`.
+    #[arg(long, env = "FLEETGATE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     // ---- abuse limits (docs/security.md) --------------------------------------------------------
     /// Open connections per source IP address; 0 = no limit. More: closed at once (HTTP 429).
     /// Raise it for sites that put many devices behind one NAT address, or for load tests.

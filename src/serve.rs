@@ -36,6 +36,14 @@ pub fn run(config: ServeConfig) -> Result<(), Error> {
 
     std::fs::create_dir_all(&config.data_dir)?;
     let admin_token = admin_token(&config.data_dir)?;
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            let tls = crate::shard::tls::load_config(cert, key)?;
+            tracing::info!(cert = %cert.display(), "TLS enabled: wss:// and https:// on the same port as ws:// and http://");
+            Some(tls)
+        }
+        _ => None,
+    };
     let store = Arc::new(Store::open(
         &config.data_dir,
         config.sync_writes,
@@ -71,6 +79,7 @@ pub fn run(config: ServeConfig) -> Result<(), Error> {
     let ready_file = config.ready_file.clone();
     let shared = Arc::new(Shared {
         guard: crate::guard::Guard::new(&config),
+        tls,
         config,
         store: store.clone(),
         registry,

@@ -91,6 +91,8 @@ fn login(srv: &Server, user: &str, password: &str) -> (Browser, Value) {
     for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
         assert!(set.contains(attr), "cookie lacks {attr}: {set}");
     }
+    // Plain HTTP: a `Secure` cookie would never come back (tests/tls.rs checks it over TLS).
+    assert!(!set.contains("Secure"), "{set}");
     let cookie = set.split(';').next().unwrap_or_default().to_string();
     let v = r.json();
     let b = Browser {

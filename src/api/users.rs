@@ -83,12 +83,16 @@ fn client_addr(remote: &str) -> String {
         .unwrap_or_else(|_| remote.to_string())
 }
 
-fn session_cookie(value: &str, max_age: Option<u64>) -> String {
-    // No `Secure`: fleetgate serves plain HTTP today; add it when TLS terminates here.
+/// `Secure` when the login came over TLS, so the browser never sends the cookie in clear text
+/// (plain HTTP stays usable for deployments without TLS or behind a proxy).
+fn session_cookie(value: &str, max_age: Option<u64>, secure: bool) -> String {
     let mut c = format!(
         "{}={value}; HttpOnly; SameSite=Strict; Path=/",
         accounts::SESSION_COOKIE
     );
+    if secure {
+        c.push_str("; Secure");
+    }
     if let Some(a) = max_age {
         c.push_str(&format!("; Max-Age={a}"));
     }
@@ -154,7 +158,8 @@ pub fn login(local: &Local, req: &Request, remote: &str) -> Response {
             principal,
         } => {
             tracing::info!(user = %principal.name, remote, "dashboard login");
-            me_json(&principal).with_header("Set-Cookie", session_cookie(&session_id, None))
+            me_json(&principal)
+                .with_header("Set-Cookie", session_cookie(&session_id, None, req.secure))
         }
         Login::Invalid => invalid_credentials(local),
         Login::Throttled(s) => {
@@ -177,7 +182,8 @@ pub fn logout(local: &Local, req: &Request) -> Response {
     {
         local.shared.accounts.end_session(id);
     }
-    Response::json(200, OK.to_vec()).with_header("Set-Cookie", session_cookie("", Some(0)))
+    Response::json(200, OK.to_vec())
+        .with_header("Set-Cookie", session_cookie("", Some(0), req.secure))
 }
 
 pub fn me(p: &Principal) -> Response {

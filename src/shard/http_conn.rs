@@ -4,6 +4,7 @@
 use std::rc::Rc;
 
 use super::io::Transport;
+use super::tls::{HANDSHAKE_RECORD, TlsStream};
 use super::{ConnCtl, Deadline, Local, flush, out_buf};
 use crate::api::Reply;
 use crate::api::attendance::{CSV_HEADER, CsvExport};
@@ -12,6 +13,57 @@ use crate::http::response::Response;
 use crate::time::now_ms;
 
 pub async fn serve<T: Transport>(local: &Rc<Local>, ctl: &Rc<ConnCtl>, io: T) {
+    if let Some(tls) = local.shared.tls.clone() {
+        match first_byte(local, ctl, &io).await {
+            FirstByte::Tls => match TlsStream::new(io, tls) {
+                Ok(io) => return serve_http(local, ctl, io).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "TLS session setup failed");
+                    return;
+                }
+            },
+            FirstByte::Plain => {}
+            FirstByte::Gone => return,
+        }
+    }
+    serve_http(local, ctl, io).await
+}
+
+enum FirstByte {
+    Tls,
+    Plain,
+    Gone,
+}
+
+/// With TLS configured, plain and TLS clients share the port: waits (under the header deadline)
+/// for the first byte and tells them apart. A connection closed meanwhile (limits, deadline) goes
+/// the plain way, which answers in clear text where an answer is due.
+async fn first_byte<T: Transport>(local: &Local, ctl: &ConnCtl, io: &T) -> FirstByte {
+    local.set_deadline(
+        ctl,
+        now_ms() + local.config().header_timeout * 1000,
+        Deadline::Header,
+    );
+    loop {
+        if ctl.close.get().is_some() {
+            return FirstByte::Plain;
+        }
+        tokio::select! {
+            biased;
+            _ = ctl.wake.notified() => continue,
+            r = io.readable() => if r.is_err() { return FirstByte::Gone },
+        }
+        match io.peek() {
+            Ok(Some(HANDSHAKE_RECORD)) => return FirstByte::Tls,
+            Ok(Some(_)) => return FirstByte::Plain,
+            Ok(None) => return FirstByte::Gone,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(_) => return FirstByte::Gone,
+        }
+    }
+}
+
+async fn serve_http<T: Transport>(local: &Rc<Local>, ctl: &Rc<ConnCtl>, io: T) {
     let cfg = local.config();
     let limits = Limits {
         max_body: cfg.max_body,
@@ -97,7 +149,11 @@ pub async fn serve<T: Transport>(local: &Rc<Local>, ctl: &Rc<ConnCtl>, io: T) {
                     }
                     break;
                 }
-                Ok(Parse::Complete { request, consumed }) => {
+                Ok(Parse::Complete {
+                    mut request,
+                    consumed,
+                }) => {
+                    request.secure = io.is_tls();
                     inbuf.drain(..consumed);
                     sent_continue = false;
                     local.metrics.http_requests.increment(1);

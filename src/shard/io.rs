@@ -27,6 +27,31 @@ pub trait Transport: 'static {
     async fn read(&self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>);
     /// Writes all of `buf` and hands it back for reuse.
     async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>);
+    /// The next byte without consuming it: `None` at EOF, `WouldBlock` if nothing has arrived.
+    fn peek(&self) -> io::Result<Option<u8>>;
+    /// Whether the bytes are encrypted on the wire (the session cookie is then `Secure`).
+    fn is_tls(&self) -> bool {
+        false
+    }
+}
+
+/// A one-byte `MSG_PEEK` on a socket the caller keeps open.
+fn peek_fd(fd: RawFd) -> io::Result<Option<u8>> {
+    let mut byte = 0u8;
+    // SAFETY: a one-byte peek into a local; the caller's stream owns `fd` and keeps it open.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    match n {
+        0 => Ok(None),
+        n if n > 0 => Ok(Some(byte)),
+        _ => Err(io::Error::last_os_error()),
+    }
 }
 
 fn ensure_spare(buf: &mut Vec<u8>) {
@@ -65,6 +90,12 @@ impl Transport for EpollStream {
         }
         (Ok(()), buf)
     }
+
+    fn peek(&self) -> io::Result<Option<u8>> {
+        // Through the reactor, so a spurious readiness is cleared when the peek finds nothing.
+        self.0
+            .try_io(Interest::READABLE, || peek_fd(self.0.as_raw_fd()))
+    }
 }
 
 /// A borrowed descriptor for readiness registration; the `tokio_uring` stream owns and closes it.
@@ -99,17 +130,7 @@ impl UringStream {
 
     /// Whether a read would return at once: data, EOF, or an error to report.
     fn has_input(&self) -> bool {
-        let mut byte = 0u8;
-        // SAFETY: a one-byte peek into a local; the descriptor is open (owned by `stream`).
-        let n = unsafe {
-            libc::recv(
-                self.ready.get_ref().0,
-                (&mut byte as *mut u8).cast(),
-                1,
-                libc::MSG_PEEK | libc::MSG_DONTWAIT,
-            )
-        };
-        n >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock
+        !matches!(peek_fd(self.ready.get_ref().0), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 }
 
@@ -137,6 +158,10 @@ impl Transport for UringStream {
 
     async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
         self.stream.write_all(buf).await
+    }
+
+    fn peek(&self) -> io::Result<Option<u8>> {
+        peek_fd(self.ready.get_ref().0)
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod http_conn;
 pub mod io;
 pub mod terminal;
+pub mod tls;
 pub mod ws_session;
 
 use std::cell::{Cell, RefCell};
@@ -54,6 +55,8 @@ pub struct Shared {
     pub started: Instant,
     /// Abuse limits: connections per address, failed authentications, flapping devices.
     pub guard: crate::guard::Guard,
+    /// `--tls-cert`/`--tls-key`: TLS clients are served on the same port as plain ones.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

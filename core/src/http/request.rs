@@ -79,6 +79,9 @@ pub struct Request {
     pub keep_alive: bool,
     /// Minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub version: u8,
+    /// Whether the request arrived over TLS; the parser leaves it false and the runtime, which
+    /// knows its transport, sets it.
+    pub secure: bool,
 }
 
 impl Request {
@@ -262,6 +265,7 @@ fn parse_with_slots<'b>(
             body: buf[head_len..total].to_vec(),
             keep_alive,
             version,
+            secure: false,
         },
         consumed: total,
     })
@@ -561,6 +565,7 @@ mod tests {
                 body: Vec::new(),
                 keep_alive: true,
                 version: 1,
+                secure: false,
             }
         );
         assert_eq!(req.header("X-Trace-Id"), Some(&b"t1"[..]));
