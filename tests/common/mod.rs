@@ -25,6 +25,8 @@ pub use simd_json::prelude::*;
 
 use fleetgate::client::Client;
 use tungstenite::protocol::WebSocket;
+
+pub mod fleet;
 use tungstenite::{Message, client};
 
 /// Both I/O drivers; every scenario runs under each.
@@ -126,6 +128,9 @@ pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool)
     }
 }
 
+/// `sh -c` script for `Server::start_on_tmpfs`: $1 size in MiB, $2 mount point, then the command.
+const TMPFS_WRAPPER: &str = r#"mount -t tmpfs -o size="$1"m fleetgate-test "$2" || { echo "fleetgate test: mounting a tmpfs on $2 failed" >&2; exit 97; }; shift 2; exec "$@""#;
+
 /// Generous default deadline for state that should appear "soon".
 pub const SOON: Duration = Duration::from_secs(20);
 
@@ -176,6 +181,9 @@ pub struct Server {
     addr: String,
     admin_token: String,
     starts: u32,
+    /// When set, the data directory is a tmpfs of this many MiB, mounted in a user + mount
+    /// namespace of the server's own (see `start_on_tmpfs`).
+    tmpfs_mib: Option<u32>,
 }
 
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -200,9 +208,48 @@ impl Server {
             addr: String::new(),
             admin_token: format!("adm_{}", random_token()),
             starts: 0,
+            tmpfs_mib: None,
         };
         s.spawn();
         s
+    }
+
+    /// Starts a server whose data directory is a fresh tmpfs of `mib` MiB, so a test can really
+    /// fill the disk under it. The tmpfs is mounted in a user + mount namespace of the server's own
+    /// (`unshare -rm`), which needs no root; the test reaches the files through
+    /// `/proc/<pid>/root` (see `fs_path`). The tmpfs dies with the process, so `kill9`/`restart`
+    /// start over on an empty one. Panics with an explanation if the namespace cannot be set up.
+    pub fn start_on_tmpfs(io: &str, extra: &[&str], mib: u32) -> Server {
+        let dir = unique_dir(io);
+        let data_dir = dir.join("data");
+        fs::create_dir_all(&data_dir).expect("create test dir");
+        let mut s = Server {
+            child: None,
+            io: io.to_string(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            dir,
+            data_dir,
+            addr: String::new(),
+            admin_token: format!("adm_{}", random_token()),
+            starts: 0,
+            tmpfs_mib: Some(mib),
+        };
+        s.spawn();
+        s
+    }
+
+    /// A path under the data directory as the server sees it (through its mount namespace when it
+    /// runs on a tmpfs of its own).
+    pub fn fs_path(&self, rel: &str) -> PathBuf {
+        match self.tmpfs_mib {
+            Some(_) => PathBuf::from(format!(
+                "/proc/{}/root{}",
+                self.pid(),
+                self.data_dir.display()
+            ))
+            .join(rel),
+            None => self.data_dir.join(rel),
+        }
     }
 
     fn log_path(&self, n: u32) -> PathBuf {
@@ -238,7 +285,20 @@ impl Server {
         let _ = fs::remove_file(&ready);
         let log = fs::File::create(self.log_path(self.starts)).expect("create log file");
         let log2 = log.try_clone().expect("dup log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fleetgate"));
+        let mut cmd = match self.tmpfs_mib {
+            None => Command::new(env!("CARGO_BIN_EXE_fleetgate")),
+            Some(mib) => {
+                // unshare execs sh, which execs the server: the child's pid is the server's.
+                let mut c = Command::new("unshare");
+                c.args(["--user", "--map-root-user", "--mount", "sh", "-c"])
+                    .arg(TMPFS_WRAPPER)
+                    .arg("sh")
+                    .arg(mib.to_string())
+                    .arg(&self.data_dir)
+                    .arg(env!("CARGO_BIN_EXE_fleetgate"));
+                c
+            }
+        };
         cmd.arg("serve")
             .arg("--listen")
             .arg("127.0.0.1:0")
@@ -256,7 +316,14 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log2));
-        let child = cmd.spawn().expect("spawn fleetgate serve");
+        let child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) if self.tmpfs_mib.is_some() => panic!(
+                "cannot run `unshare` to put the data directory on a tmpfs ({e}): the disk-full \
+                 tests need util-linux's unshare and user namespaces"
+            ),
+            Err(e) => panic!("spawn fleetgate serve: {e}"),
+        };
         self.child = Some(child);
 
         let deadline = Instant::now() + READY_TIMEOUT;
@@ -275,6 +342,17 @@ impl Server {
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().expect("try_wait") {
                 self.child = None;
+                if self.tmpfs_mib.is_some() {
+                    panic!(
+                        "could not start the server on a tmpfs of its own (exit {status}). The \
+                         disk-full tests mount one with `unshare --user --map-root-user --mount`: \
+                         this needs unprivileged user namespaces (sysctl \
+                         kernel.unprivileged_userns_clone=1, or \
+                         user.max_user_namespaces > 0) or root, and a seccomp profile that allows \
+                         unshare(2) and mount(2).\n{}",
+                        self.logs()
+                    );
+                }
                 panic!(
                     "fleetgate serve --io {} exited with {status} before it was ready\n{}",
                     self.io,
@@ -369,6 +447,15 @@ impl Server {
     /// Start again after `kill9()`/`stop()`.
     pub fn start_again(&mut self) {
         self.spawn();
+    }
+
+    /// The I/O driver the next start uses (`uring` or `epoll`).
+    pub fn set_io(&mut self, io: &str) {
+        self.io = io.to_string();
+    }
+
+    pub fn io(&self) -> &str {
+        &self.io
     }
 
     pub fn is_running(&mut self) -> bool {
