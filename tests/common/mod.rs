@@ -128,8 +128,20 @@ pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool)
     }
 }
 
-/// `sh -c` script for `Server::start_on_tmpfs`: $1 size in MiB, $2 mount point, then the command.
-const TMPFS_WRAPPER: &str = r#"mount -t tmpfs -o size="$1"m fleetgate-test "$2" || { echo "fleetgate test: mounting a tmpfs on $2 failed" >&2; exit 97; }; shift 2; exec "$@""#;
+/// `sh -c` script of the namespace holder (`Server::start_on_tmpfs`): $1 size in MiB, $2 mount
+/// point. It says `mounted` and then sleeps, keeping the namespaces (and the tmpfs) alive.
+const TMPFS_HOLDER: &str = r#"mount -t tmpfs -o size="$1"m fleetgate-test "$2" || exit 97; echo mounted; exec sleep 86400"#;
+
+const TMPFS_HELP: &str = "The disk-full tests put the data directory on a small tmpfs, mounted in \
+    a user + mount namespace of their own (`unshare --user --map-root-user --mount`, then the server \
+    runs in it through `nsenter`). That needs util-linux's unshare and nsenter, and unprivileged \
+    user namespaces (sysctl kernel.unprivileged_userns_clone=1 and user.max_user_namespaces > 0) \
+    or root, and a seccomp profile that allows unshare(2), setns(2) and mount(2).";
+
+/// A tmpfs in a user + mount namespace kept alive by a sleeping holder process.
+struct Tmpfs {
+    holder: Child,
+}
 
 /// Generous default deadline for state that should appear "soon".
 pub const SOON: Duration = Duration::from_secs(20);
@@ -181,9 +193,8 @@ pub struct Server {
     addr: String,
     admin_token: String,
     starts: u32,
-    /// When set, the data directory is a tmpfs of this many MiB, mounted in a user + mount
-    /// namespace of the server's own (see `start_on_tmpfs`).
-    tmpfs_mib: Option<u32>,
+    /// When set, the data directory is a tmpfs in a namespace of its own (see `start_on_tmpfs`).
+    tmpfs: Option<Tmpfs>,
 }
 
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -208,21 +219,53 @@ impl Server {
             addr: String::new(),
             admin_token: format!("adm_{}", random_token()),
             starts: 0,
-            tmpfs_mib: None,
+            tmpfs: None,
         };
         s.spawn();
         s
     }
 
     /// Starts a server whose data directory is a fresh tmpfs of `mib` MiB, so a test can really
-    /// fill the disk under it. The tmpfs is mounted in a user + mount namespace of the server's own
-    /// (`unshare -rm`), which needs no root; the test reaches the files through
-    /// `/proc/<pid>/root` (see `fs_path`). The tmpfs dies with the process, so `kill9`/`restart`
-    /// start over on an empty one. Panics with an explanation if the namespace cannot be set up.
+    /// fill the disk under it. A holder process mounts the tmpfs in a user + mount namespace of its
+    /// own (`unshare -rm`, which needs no root) and keeps it alive; the server runs inside that
+    /// namespace (`nsenter`), so `kill9`/`start_again` find the same files. The test reaches them
+    /// through `/proc/<holder>/root` (see `fs_path`). Panics with an explanation if the namespace
+    /// cannot be set up.
     pub fn start_on_tmpfs(io: &str, extra: &[&str], mib: u32) -> Server {
         let dir = unique_dir(io);
         let data_dir = dir.join("data");
         fs::create_dir_all(&data_dir).expect("create test dir");
+        let mut holder = Command::new("unshare")
+            .args([
+                "--user",
+                "--map-root-user",
+                "--mount",
+                "sh",
+                "-c",
+                TMPFS_HOLDER,
+                "sh",
+            ])
+            .arg(mib.to_string())
+            .arg(&data_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run `unshare`: {e}\n{TMPFS_HELP}"));
+        let mut line = String::new();
+        let _ = io::BufRead::read_line(
+            &mut io::BufReader::new(holder.stdout.take().expect("holder stdout")),
+            &mut line,
+        );
+        if line.trim() != "mounted" {
+            let _ = holder.kill();
+            let out = holder.wait_with_output().expect("holder output");
+            panic!(
+                "could not mount a tmpfs for the data directory ({}): {}\n{TMPFS_HELP}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
         let mut s = Server {
             child: None,
             io: io.to_string(),
@@ -232,7 +275,7 @@ impl Server {
             addr: String::new(),
             admin_token: format!("adm_{}", random_token()),
             starts: 0,
-            tmpfs_mib: Some(mib),
+            tmpfs: Some(Tmpfs { holder }),
         };
         s.spawn();
         s
@@ -241,10 +284,10 @@ impl Server {
     /// A path under the data directory as the server sees it (through its mount namespace when it
     /// runs on a tmpfs of its own).
     pub fn fs_path(&self, rel: &str) -> PathBuf {
-        match self.tmpfs_mib {
-            Some(_) => PathBuf::from(format!(
+        match &self.tmpfs {
+            Some(t) => PathBuf::from(format!(
                 "/proc/{}/root{}",
-                self.pid(),
+                t.holder.id(),
                 self.data_dir.display()
             ))
             .join(rel),
@@ -285,16 +328,14 @@ impl Server {
         let _ = fs::remove_file(&ready);
         let log = fs::File::create(self.log_path(self.starts)).expect("create log file");
         let log2 = log.try_clone().expect("dup log file");
-        let mut cmd = match self.tmpfs_mib {
+        let mut cmd = match &self.tmpfs {
             None => Command::new(env!("CARGO_BIN_EXE_fleetgate")),
-            Some(mib) => {
-                // unshare execs sh, which execs the server: the child's pid is the server's.
-                let mut c = Command::new("unshare");
-                c.args(["--user", "--map-root-user", "--mount", "sh", "-c"])
-                    .arg(TMPFS_WRAPPER)
-                    .arg("sh")
-                    .arg(mib.to_string())
-                    .arg(&self.data_dir)
+            Some(t) => {
+                // nsenter execs the server (no --fork): the child's pid is the server's.
+                let mut c = Command::new("nsenter");
+                c.arg("--target")
+                    .arg(t.holder.id().to_string())
+                    .args(["--user", "--mount", "--preserve-credentials", "--"])
                     .arg(env!("CARGO_BIN_EXE_fleetgate"));
                 c
             }
@@ -318,10 +359,7 @@ impl Server {
             .stderr(Stdio::from(log2));
         let child = match cmd.spawn() {
             Ok(c) => c,
-            Err(e) if self.tmpfs_mib.is_some() => panic!(
-                "cannot run `unshare` to put the data directory on a tmpfs ({e}): the disk-full \
-                 tests need util-linux's unshare and user namespaces"
-            ),
+            Err(e) if self.tmpfs.is_some() => panic!("cannot run `nsenter`: {e}\n{TMPFS_HELP}"),
             Err(e) => panic!("spawn fleetgate serve: {e}"),
         };
         self.child = Some(child);
@@ -342,14 +380,10 @@ impl Server {
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().expect("try_wait") {
                 self.child = None;
-                if self.tmpfs_mib.is_some() {
+                if self.tmpfs.is_some() {
                     panic!(
-                        "could not start the server on a tmpfs of its own (exit {status}). The \
-                         disk-full tests mount one with `unshare --user --map-root-user --mount`: \
-                         this needs unprivileged user namespaces (sysctl \
-                         kernel.unprivileged_userns_clone=1, or \
-                         user.max_user_namespaces > 0) or root, and a seccomp profile that allows \
-                         unshare(2) and mount(2).\n{}",
+                        "fleetgate serve (run through nsenter in the tmpfs namespace) exited with \
+                         {status} before it was ready\n{TMPFS_HELP}\n{}",
                         self.logs()
                     );
                 }
@@ -666,6 +700,11 @@ impl Drop for Server {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        // The tmpfs (and what the server wrote on it) goes with its namespace.
+        if let Some(mut t) = self.tmpfs.take() {
+            let _ = t.holder.kill();
+            let _ = t.holder.wait();
         }
         if std::thread::panicking() {
             eprintln!("test failed: server files kept in {}", self.dir.display());
