@@ -3,7 +3,7 @@
 //!
 //! While it is full, every device hears "not stored" and keeps its data (generic msg_id: an
 //! `error` frame `not_stored` instead of the ack; HTTP `sendlog`: `result:false`; AiFace terminal:
-//! `result:false`), commands cannot be queued (503), and the server keeps serving reads, the API
+//! `result:false`; SmackBio terminal: `Result` `Fail`), commands cannot be queued (503), and the server keeps serving reads, the API
 //! and `/healthz`. Once the file is deleted, RocksDB resumes writing by itself (no restart): the
 //! devices' re-sent records are stored, each exactly once, and everything acknowledged survives a
 //! kill -9 afterwards.
@@ -14,6 +14,7 @@ use common::fleet::*;
 use common::*;
 use std::fs;
 use std::io::Write;
+use std::net::TcpStream;
 use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -112,6 +113,104 @@ fn verify_bulk(srv: &Server, dev: &Device, acked: &[u64]) {
     }
 }
 
+/// The text of the first `<name>` element of an XML frame.
+fn tag<'a>(frame: &'a str, name: &str) -> Option<&'a str> {
+    let open = format!("<{name}>");
+    let start = frame.find(&open)? + open.len();
+    let end = frame[start..].find(&format!("</{name}>"))? + start;
+    Some(frame[start..end].trim())
+}
+
+/// A SmackBio terminal (XML over WebSocket) with no stored logs of its own.
+struct SmackBio {
+    ws: tungstenite::WebSocket<TcpStream>,
+    serial: String,
+}
+
+impl SmackBio {
+    /// Register (→ Token), Login (→ OK).
+    fn login(addr: &str, serial: &str) -> SmackBio {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        let (ws, _) = tungstenite::client(format!("ws://{addr}/ws"), stream).expect("handshake");
+        let mut t = SmackBio {
+            ws,
+            serial: serial.to_string(),
+        };
+        t.send(&format!("<Message><Request>Register</Request><TerminalType>M82</TerminalType><DeviceSerialNo>{serial}</DeviceSerialNo><CloudId>soak</CloudId></Message>"));
+        let reg = t.until("Register", |f| tag(f, "Response") == Some("Register"));
+        assert_eq!(tag(&reg, "Result"), Some("OK"), "{reg}");
+        let token = tag(&reg, "Token").expect("a token").to_string();
+        t.send(&format!("<Message><Request>Login</Request><DeviceSerialNo>{serial}</DeviceSerialNo><Token>{token}</Token></Message>"));
+        let login = t.until("Login", |f| tag(f, "Response") == Some("Login"));
+        assert_eq!(tag(&login, "Result"), Some("OK"), "{login}");
+        t
+    }
+
+    fn send(&mut self, text: &str) {
+        self.ws
+            .send(tungstenite::Message::text(text.to_string()))
+            .expect("send");
+    }
+
+    /// Reads until a frame satisfies `want`, answering the server's requests (clock, backfill: no
+    /// logs) meanwhile.
+    fn until(&mut self, what: &str, want: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + SOON;
+        while Instant::now() < deadline {
+            let f = match self.ws.read() {
+                Ok(tungstenite::Message::Text(t)) => t.to_string(),
+                Ok(_) => continue,
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    continue;
+                }
+                Err(e) => panic!("SmackBio session ended waiting for {what}: {e}"),
+            };
+            if want(&f) {
+                return f;
+            }
+            let answer = match tag(&f, "Request") {
+                Some(r @ ("GetFirstGlog" | "GetNextGlog")) => {
+                    format!("<Message><Response>{r}</Response><Result>Fail</Result></Message>")
+                }
+                Some(r) => {
+                    format!("<Message><Response>{r}</Response><Result>OK</Result></Message>")
+                }
+                None => continue,
+            };
+            self.send(&answer);
+        }
+        panic!("no SmackBio frame with {what} within {SOON:?}");
+    }
+
+    /// Sends punch `n` as a TimeLog_v2 event and returns the answer's `Result` (`OK`, `Fail`).
+    fn timelog(&mut self, log: &mut PunchLog, n: u64) -> String {
+        log.next = log.next.max(n + 1);
+        let time = punch_time(n).replace(' ', "-T") + "Z";
+        let trans = format!("tx-{n}-{}", random_u64() % 1000);
+        self.send(&format!(
+            "<Message><DeviceSerialNo>{}</DeviceSerialNo><Event>TimeLog_v2</Event><LogID>{n}</LogID><Time>{time}</Time><UserID>{n}</UserID><Action>FP</Action><AttendStat>Duty On</AttendStat><APStat>None</APStat><JobCode>0</JobCode><Photo>No</Photo><TransID>{trans}</TransID></Message>",
+            self.serial
+        ));
+        let ack = self.until("TimeLog_v2 answer", |f| tag(f, "TransID") == Some(&trans));
+        assert_eq!(tag(&ack, "Response"), Some("TimeLog_v2"), "{ack}");
+        let result = tag(&ack, "Result").expect("Result").to_string();
+        if result == "OK" {
+            log.acked.insert(n);
+        } else {
+            log.refused += 1;
+        }
+        result
+    }
+}
+
 fn create_attendance_device(srv: &Server, protocol: &str, serial: &str) -> String {
     let r = srv.post(
         "/api/devices",
@@ -130,6 +229,10 @@ fn full_disk_answers_not_stored_and_recovers(io: &str) {
         "DF-HTTP",
     );
     let mut term = PunchLog::new(&create_attendance_device(&srv, "aiface", "DF-AF"), "DF-AF");
+    let mut smack = PunchLog::new(
+        &create_attendance_device(&srv, "smackbio", "DF-SB"),
+        "DF-SB",
+    );
     let offline = srv.create_device("df-offline");
     let mut queue = CommandQueue::new(&offline.id);
 
@@ -144,6 +247,8 @@ fn full_disk_answers_not_stored_and_recovers(io: &str) {
     assert_eq!(http_sendlog(&srv.url(), &mut http, 5), Ok(Sent::Stored));
     let mut af = AifaceConn::connect(srv.addr(), &term.serial).expect("terminal registers");
     assert_eq!(af.sendlog(&mut term, 5), Ok(Sent::Stored));
+    let mut sb = SmackBio::login(srv.addr(), &smack.serial);
+    assert_eq!(sb.timelog(&mut smack, 1), "OK");
     queue
         .enqueue(&srv.url(), srv.admin_token())
         .expect("command queued");
@@ -209,6 +314,12 @@ fn full_disk_answers_not_stored_and_recovers(io: &str) {
             }
             other => panic!("AiFace sendlog on a full disk: {other:?}"),
         }
+        let n = smack.next;
+        assert_eq!(
+            sb.timelog(&mut smack, n),
+            "Fail",
+            "SmackBio punch {n} on a full disk"
+        );
         let r = srv.post(
             &format!("/api/devices/{}/commands", offline.id),
             &json!({"command":"soak","payload":{"n": 999}}),
@@ -276,6 +387,14 @@ fn full_disk_answers_not_stored_and_recovers(io: &str) {
     }
     assert_eq!(http_sendlog(&srv.url(), &mut http, 5), Ok(Sent::Stored));
     assert_eq!(af.sendlog(&mut term, 5), Ok(Sent::Stored));
+    // The SmackBio terminal keeps its refused logs and sends them again.
+    for n in 2..smack.next {
+        assert_eq!(
+            sb.timelog(&mut smack, n),
+            "OK",
+            "SmackBio punch {n} after recovery"
+        );
+    }
     bulk.send_text(&bulk_frame(refused_at, &pad));
     assert_eq!(
         s(&bulk.recv_json(SOON), "type"),
@@ -300,12 +419,14 @@ fn full_disk_answers_not_stored_and_recovers(io: &str) {
         assert!(generic.unacked.is_empty());
         verify_punches(srv, &http, when);
         verify_punches(srv, &term, when);
+        verify_punches(srv, &smack, when);
+        assert_eq!(smack.acked.len() as u64, smack.next - 1);
         assert!(http.pending.is_empty() && term.pending.is_empty());
         queue.verify_queued(srv, when);
         verify_bulk(srv, &bulk_dev, &bulk_acked);
     };
     check(&srv, "after the disk had room again");
-    drop((ws, bulk, af));
+    drop((ws, bulk, af, sb));
     srv.kill9();
     srv.start_again();
     check(&srv, "after recovery and kill -9");
