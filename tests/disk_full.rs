@@ -57,6 +57,28 @@ fn metric(srv: &Server, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
+/// RocksDB's own account of the error and its recovery attempts (its info LOG, which it writes
+/// with some delay), for the test output.
+fn rocksdb_recovery_lines(srv: &Server) -> String {
+    let log = fs::read_to_string(srv.fs_path("LOG")).unwrap_or_default();
+    let mut out: Vec<&str> = Vec::new();
+    for l in log.lines() {
+        let keep = [
+            "Set regular background error",
+            "is less than required disk buffer",
+            "resume requested",
+            "Clearing error",
+        ]
+        .iter()
+        .any(|k| l.contains(k));
+        // One line per second is plenty: "Cannot clear" repeats every 5 s.
+        if keep && out.last().map_or(true, |p| p.get(..19) != l.get(..19)) {
+            out.push(l);
+        }
+    }
+    out.join("\n")
+}
+
 fn healthz_store(srv: &Server) -> String {
     let r = srv.anonymous().get("/healthz").expect("/healthz answers");
     assert_eq!(r.status, 200, "/healthz: {}", r.text());
@@ -375,8 +397,9 @@ fn full_disk_answers_not_stored_and_recovers(io: &str) {
         thread::sleep(Duration::from_millis(250));
     }
     eprintln!(
-        "writes succeed again {:?} after the space returned",
-        freed.elapsed()
+        "writes succeed again {:?} after the space returned; RocksDB's LOG:\n{}",
+        freed.elapsed(),
+        rocksdb_recovery_lines(&srv)
     );
     // The devices send again what was not stored.
     for seq in generic.unacked.clone() {
