@@ -48,7 +48,16 @@ pub async fn route(local: &Rc<Local>, req: &Request, remote: &str) -> Reply {
     match segs.as_slice() {
         ["healthz"] => {
             return match req.method {
-                Method::Get | Method::Head => Response::json(200, b"{\"status\":\"ok\"}".to_vec()),
+                // Liveness: the process serves. `store` tells whether writes currently fail (disk
+                // full, I/O errors); devices then hear "not stored" and keep their data.
+                Method::Get | Method::Head => {
+                    let body: &[u8] = if local.shared.store.writes_failing() {
+                        b"{\"status\":\"ok\",\"store\":\"writes_failing\"}"
+                    } else {
+                        b"{\"status\":\"ok\",\"store\":\"ok\"}"
+                    };
+                    Response::json(200, body.to_vec())
+                }
                 _ => method_not_allowed(),
             }
             .into();

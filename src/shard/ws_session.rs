@@ -6,7 +6,7 @@
 //! or the next commit. Reading stops while too many records wait for their commit (TCP
 //! backpressure instead of unbounded memory).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -70,7 +70,7 @@ pub async fn upgrade<T: Transport>(
         cookie_principal,
         role: Role::Pending,
         pending: VecDeque::new(),
-        pending_ids: HashSet::new(),
+        pending_ids: HashMap::new(),
         out: Vec::new(),
         end_reason: None,
         rate: (local.config().max_msg_rate > 0)
@@ -119,7 +119,8 @@ pub(super) struct Session<'a> {
     pub(super) role: Role,
     /// Records waiting for their batch, in commit order, with the msg_id to ack.
     pending: VecDeque<(Rc<Ticket>, String)>,
-    pending_ids: HashSet<String>,
+    /// The msg_ids in `pending`, each with the ticket of the batch holding its first copy.
+    pending_ids: HashMap<String, Rc<Ticket>>,
     out: Vec<u8>,
     /// Why the session ended, for the `device_disconnected` event: the first cause wins.
     pub(super) end_reason: Option<&'static str>,
@@ -553,11 +554,12 @@ impl Session<'_> {
         ) -> Result<(), crate::store::StoreError>,
     ) {
         if let Some(m) = &msg_id {
-            if self.pending_ids.contains(m) {
-                // Its first copy is still being committed: ack both when that batch is durable.
-                if let Some(t) = self.pending.back().map(|(t, _)| t.clone()) {
-                    self.pending.push_back((t, m.clone()));
-                }
+            if let Some(first) = self.pending_ids.get(m) {
+                // Its first copy is still being committed: answer the repeat by that copy's batch
+                // (not the newest batch: if the first one fails, the repeat is not stored either).
+                // Batches resolve in order, so the queue still answers in order.
+                let t = first.clone();
+                self.pending.push_back((t, m.clone()));
                 return;
             }
             match self
@@ -591,7 +593,7 @@ impl Session<'_> {
         {
             Ok(ticket) => {
                 if let Some(m) = msg_id {
-                    self.pending_ids.insert(m.clone());
+                    self.pending_ids.insert(m.clone(), ticket.clone());
                     self.pending.push_back((ticket, m));
                 }
             }

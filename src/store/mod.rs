@@ -10,6 +10,7 @@ pub mod keys;
 pub mod records;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rocksdb::compaction_filter::Decision;
@@ -18,7 +19,7 @@ use rocksdb::{
     WriteBatch, WriteOptions,
 };
 
-use crate::time::{IdClock, now_us};
+use crate::time::{IdClock, now_ms, now_us};
 
 /// Bumped whenever a key layout or record encoding changes; `open` refuses a newer store and
 /// migrates older ones (there are none yet: version 1 is the first).
@@ -124,7 +125,25 @@ pub struct Store {
     write_opts: WriteOptions,
     /// Issues record ids (receive time in µs, strictly increasing); see `IdClock`.
     pub ids: IdClock,
+    health: WriteHealth,
 }
+
+/// While writes fail (disk full, I/O errors), how long and how often; for the log, `/metrics` and
+/// `/healthz`. RocksDB itself decides when writes work again (see `docs/durability.md`): after a
+/// disk-full error it stops taking writes, and its `SstFileManager` polls the free space every 5 s
+/// and resumes (flushes the memtables, starts a new WAL) once enough is free.
+#[derive(Default)]
+struct WriteHealth {
+    /// When the current run of failures began (ms since the epoch); 0 while writes succeed.
+    failing_since: AtomicU64,
+    /// Failed writes in the current run.
+    failures: AtomicU64,
+    /// When a "still failing" line was last logged (ms), so a full disk cannot flood the log.
+    last_logged: AtomicU64,
+}
+
+/// How often a run of write failures is logged again after its first line.
+const WRITE_FAILURE_LOG_EVERY_MS: u64 = 10_000;
 
 impl Store {
     pub fn open(
@@ -170,7 +189,9 @@ impl Store {
             db,
             write_opts,
             ids: IdClock::new(),
+            health: WriteHealth::default(),
         };
+        metrics::gauge!("fleetgate_store_write_failing").set(0.0);
         store.check_schema()?;
         store.seed_id_clock()?;
         Ok(store)
@@ -224,8 +245,76 @@ impl Store {
 
     /// One durable write (WAL synced unless `--sync-writes false`). Called by committer threads;
     /// RocksDB joins concurrent callers into one write group with one fsync.
+    ///
+    /// A failed write is counted (`fleetgate_store_write_errors_total`) and logged: the first of a
+    /// run at once, then at most every 10 s; the first success after a run is logged too.
     pub fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
-        Ok(self.db.write_opt(batch, &self.write_opts)?)
+        match self.db.write_opt(batch, &self.write_opts) {
+            Ok(()) => {
+                if self.health.failing_since.load(Ordering::Relaxed) != 0 {
+                    self.write_recovered();
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.write_failed(&e);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Whether the last write failed (until one succeeds again).
+    pub fn writes_failing(&self) -> bool {
+        self.health.failing_since.load(Ordering::Relaxed) != 0
+    }
+
+    fn write_failed(&self, e: &rocksdb::Error) {
+        metrics::counter!("fleetgate_store_write_errors_total").increment(1);
+        let h = &self.health;
+        let now = now_ms().max(1);
+        let n = h.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if h.failing_since
+            .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            h.last_logged.store(now, Ordering::Relaxed);
+            metrics::gauge!("fleetgate_store_write_failing").set(1.0);
+            tracing::error!(
+                error = %e,
+                "store writes are failing: devices are answered \"not stored\" and keep their data; \
+                 after a disk-full error RocksDB resumes writing by itself once enough space is free"
+            );
+            return;
+        }
+        let last = h.last_logged.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= WRITE_FAILURE_LOG_EVERY_MS
+            && h.last_logged
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let since = h.failing_since.load(Ordering::Relaxed);
+            tracing::error!(
+                error = %e,
+                failed_writes = n,
+                failing_for_s = now.saturating_sub(since) / 1000,
+                "store writes are still failing"
+            );
+        }
+    }
+
+    fn write_recovered(&self) {
+        let h = &self.health;
+        let since = h.failing_since.swap(0, Ordering::Relaxed);
+        if since == 0 {
+            return; // another committer saw the recovery first
+        }
+        let n = h.failures.swap(0, Ordering::Relaxed);
+        metrics::gauge!("fleetgate_store_write_failing").set(0.0);
+        tracing::warn!(
+            failed_writes = n,
+            failed_for_ms = now_ms().saturating_sub(since),
+            "store writes succeed again"
+        );
     }
 
     pub fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {

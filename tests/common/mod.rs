@@ -25,6 +25,8 @@ pub use simd_json::prelude::*;
 
 use fleetgate::client::Client;
 use tungstenite::protocol::WebSocket;
+
+pub mod fleet;
 use tungstenite::{Message, client};
 
 /// Both I/O drivers; every scenario runs under each.
@@ -126,6 +128,21 @@ pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool)
     }
 }
 
+/// `sh -c` script of the namespace holder (`Server::start_on_tmpfs`): $1 size in MiB, $2 mount
+/// point. It says `mounted` and then sleeps, keeping the namespaces (and the tmpfs) alive.
+const TMPFS_HOLDER: &str = r#"mount -t tmpfs -o size="$1"m fleetgate-test "$2" || exit 97; echo mounted; exec sleep 86400"#;
+
+const TMPFS_HELP: &str = "The disk-full tests put the data directory on a small tmpfs, mounted in \
+    a user + mount namespace of their own (`unshare --user --map-root-user --mount`, then the server \
+    runs in it through `nsenter`). That needs util-linux's unshare and nsenter, and unprivileged \
+    user namespaces (sysctl kernel.unprivileged_userns_clone=1 and user.max_user_namespaces > 0) \
+    or root, and a seccomp profile that allows unshare(2), setns(2) and mount(2).";
+
+/// A tmpfs in a user + mount namespace kept alive by a sleeping holder process.
+struct Tmpfs {
+    holder: Child,
+}
+
 /// Generous default deadline for state that should appear "soon".
 pub const SOON: Duration = Duration::from_secs(20);
 
@@ -176,6 +193,8 @@ pub struct Server {
     addr: String,
     admin_token: String,
     starts: u32,
+    /// When set, the data directory is a tmpfs in a namespace of its own (see `start_on_tmpfs`).
+    tmpfs: Option<Tmpfs>,
 }
 
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -200,9 +219,80 @@ impl Server {
             addr: String::new(),
             admin_token: format!("adm_{}", random_token()),
             starts: 0,
+            tmpfs: None,
         };
         s.spawn();
         s
+    }
+
+    /// Starts a server whose data directory is a fresh tmpfs of `mib` MiB, so a test can really
+    /// fill the disk under it. A holder process mounts the tmpfs in a user + mount namespace of its
+    /// own (`unshare -rm`, which needs no root) and keeps it alive; the server runs inside that
+    /// namespace (`nsenter`), so `kill9`/`start_again` find the same files. The test reaches them
+    /// through `/proc/<holder>/root` (see `fs_path`). Panics with an explanation if the namespace
+    /// cannot be set up.
+    pub fn start_on_tmpfs(io: &str, extra: &[&str], mib: u32) -> Server {
+        let dir = unique_dir(io);
+        let data_dir = dir.join("data");
+        fs::create_dir_all(&data_dir).expect("create test dir");
+        let mut holder = Command::new("unshare")
+            .args([
+                "--user",
+                "--map-root-user",
+                "--mount",
+                "sh",
+                "-c",
+                TMPFS_HOLDER,
+                "sh",
+            ])
+            .arg(mib.to_string())
+            .arg(&data_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run `unshare`: {e}\n{TMPFS_HELP}"));
+        let mut line = String::new();
+        let _ = io::BufRead::read_line(
+            &mut io::BufReader::new(holder.stdout.take().expect("holder stdout")),
+            &mut line,
+        );
+        if line.trim() != "mounted" {
+            let _ = holder.kill();
+            let out = holder.wait_with_output().expect("holder output");
+            panic!(
+                "could not mount a tmpfs for the data directory ({}): {}\n{TMPFS_HELP}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let mut s = Server {
+            child: None,
+            io: io.to_string(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            dir,
+            data_dir,
+            addr: String::new(),
+            admin_token: format!("adm_{}", random_token()),
+            starts: 0,
+            tmpfs: Some(Tmpfs { holder }),
+        };
+        s.spawn();
+        s
+    }
+
+    /// A path under the data directory as the server sees it (through its mount namespace when it
+    /// runs on a tmpfs of its own).
+    pub fn fs_path(&self, rel: &str) -> PathBuf {
+        match &self.tmpfs {
+            Some(t) => PathBuf::from(format!(
+                "/proc/{}/root{}",
+                t.holder.id(),
+                self.data_dir.display()
+            ))
+            .join(rel),
+            None => self.data_dir.join(rel),
+        }
     }
 
     fn log_path(&self, n: u32) -> PathBuf {
@@ -238,7 +328,18 @@ impl Server {
         let _ = fs::remove_file(&ready);
         let log = fs::File::create(self.log_path(self.starts)).expect("create log file");
         let log2 = log.try_clone().expect("dup log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fleetgate"));
+        let mut cmd = match &self.tmpfs {
+            None => Command::new(env!("CARGO_BIN_EXE_fleetgate")),
+            Some(t) => {
+                // nsenter execs the server (no --fork): the child's pid is the server's.
+                let mut c = Command::new("nsenter");
+                c.arg("--target")
+                    .arg(t.holder.id().to_string())
+                    .args(["--user", "--mount", "--preserve-credentials", "--"])
+                    .arg(env!("CARGO_BIN_EXE_fleetgate"));
+                c
+            }
+        };
         cmd.arg("serve")
             .arg("--listen")
             .arg("127.0.0.1:0")
@@ -256,7 +357,11 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log2));
-        let child = cmd.spawn().expect("spawn fleetgate serve");
+        let child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) if self.tmpfs.is_some() => panic!("cannot run `nsenter`: {e}\n{TMPFS_HELP}"),
+            Err(e) => panic!("spawn fleetgate serve: {e}"),
+        };
         self.child = Some(child);
 
         let deadline = Instant::now() + READY_TIMEOUT;
@@ -275,6 +380,13 @@ impl Server {
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().expect("try_wait") {
                 self.child = None;
+                if self.tmpfs.is_some() {
+                    panic!(
+                        "fleetgate serve (run through nsenter in the tmpfs namespace) exited with \
+                         {status} before it was ready\n{TMPFS_HELP}\n{}",
+                        self.logs()
+                    );
+                }
                 panic!(
                     "fleetgate serve --io {} exited with {status} before it was ready\n{}",
                     self.io,
@@ -369,6 +481,15 @@ impl Server {
     /// Start again after `kill9()`/`stop()`.
     pub fn start_again(&mut self) {
         self.spawn();
+    }
+
+    /// The I/O driver the next start uses (`uring` or `epoll`).
+    pub fn set_io(&mut self, io: &str) {
+        self.io = io.to_string();
+    }
+
+    pub fn io(&self) -> &str {
+        &self.io
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -579,6 +700,11 @@ impl Drop for Server {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        // The tmpfs (and what the server wrote on it) goes with its namespace.
+        if let Some(mut t) = self.tmpfs.take() {
+            let _ = t.holder.kill();
+            let _ = t.holder.wait();
         }
         if std::thread::panicking() {
             eprintln!("test failed: server files kept in {}", self.dir.display());
