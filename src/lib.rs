@@ -11,6 +11,7 @@ pub mod commands;
 pub mod config;
 pub mod dashboard;
 pub mod device_http;
+pub mod doctor;
 pub mod generic;
 pub mod http;
 pub mod hub;
