@@ -35,6 +35,9 @@ pub enum Command {
         #[command(subcommand)]
         action: CommandAction,
     },
+    /// Check this machine against tuning/README.md (io_uring, limits, sysctls, CPUs, fsync
+    /// latency) and print what to change. Exit status 1 if any check FAILs.
+    Doctor(crate::doctor::DoctorArgs),
 }
 
 #[derive(Args, Debug)]

@@ -58,7 +58,7 @@ pub struct ServeConfig {
     #[arg(long, default_value_t = 86_400)]
     pub command_ttl: u64,
     /// Open connections per process (all shards). More: accepted and closed at once (503 / no upgrade).
-    #[arg(long, env = "FLEETGATE_MAX_CONNECTIONS", default_value_t = 19_900)]
+    #[arg(long, env = "FLEETGATE_MAX_CONNECTIONS", default_value_t = 19_600)]
     pub max_connections: usize,
     /// Messages queued toward one connection (acks, commands, broadcasts). A device connection that
     /// overflows is closed (1008); an admin subscriber that overflows is cut off (1013, "too slow").

@@ -10,6 +10,7 @@ pub mod commands;
 pub mod config;
 pub mod dashboard;
 pub mod device_http;
+pub mod doctor;
 pub mod guard;
 pub mod hub;
 pub mod pending;

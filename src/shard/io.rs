@@ -165,9 +165,13 @@ impl Transport for UringStream {
     }
 }
 
-/// Whether this kernel (and its seccomp policy) lets us set up an io_uring.
+/// Submission queue entries of a shard's ring.
+pub const RING_ENTRIES: u32 = 4096;
+
+/// Whether this kernel (and its seccomp policy and memlock limit) lets us set up a shard's ring:
+/// probed at the shards' own size, since older kernels charge rings to RLIMIT_MEMLOCK.
 pub fn uring_available() -> Result<(), io::Error> {
-    tokio_uring::uring_builder().build(8).map(drop)
+    tokio_uring::uring_builder().build(RING_ENTRIES).map(drop)
 }
 
 /// Lets the kernel reap dead and half-open peers without any per-connection timer of ours: TCP

@@ -428,7 +428,7 @@ pub fn run(
         inbox: inbox.rx.clone(),
     });
     if uring {
-        let rt = tokio_uring::Runtime::new(tokio_uring::builder().entries(4096))?;
+        let rt = tokio_uring::Runtime::new(tokio_uring::builder().entries(io::RING_ENTRIES))?;
         rt.block_on(async move {
             let l = tokio_uring::net::TcpListener::from_std(listener);
             shard_main(local, Listener::Uring(l), inbox).await

@@ -120,6 +120,11 @@ impl From<rocksdb::Error> for StoreError {
     }
 }
 
+/// Table files RocksDB keeps open at once (an LRU table cache beyond it). With the 64 + 6 per
+/// shard descriptors the server needs besides sessions, `--max-connections` 19,600 fits a 20,000
+/// descriptor limit however large the store grows.
+pub const MAX_OPEN_FILES: i32 = 256;
+
 pub struct Store {
     db: DB,
     write_opts: WriteOptions,
@@ -160,6 +165,8 @@ impl Store {
         // Concurrent writers from every shard's committer share one WAL write and one fsync.
         db_opts.set_enable_pipelined_write(true);
         db_opts.set_max_total_wal_size(256 << 20);
+        // A bound on descriptors: every session is one, and the process may have 20,000 at most.
+        db_opts.set_max_open_files(MAX_OPEN_FILES);
 
         let descriptors = Cf::ALL.iter().map(|&cf| {
             let mut o = Options::default();
