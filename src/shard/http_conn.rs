@@ -16,7 +16,9 @@ pub async fn serve<T: Transport>(local: &Rc<Local>, ctl: &Rc<ConnCtl>, io: T) {
     if let Some(tls) = local.shared.tls.clone() {
         match first_byte(local, ctl, &io).await {
             FirstByte::Tls => match TlsStream::new(io, tls) {
-                Ok(io) => return serve_http(local, ctl, io).await,
+                // Boxed: rustls's connection state is large, and plain sessions must not
+                // reserve room for it in their own task.
+                Ok(io) => return Box::pin(serve_http(local, ctl, io)).await,
                 Err(e) => {
                     tracing::warn!(error = %e, "TLS session setup failed");
                     return;
@@ -167,15 +169,16 @@ async fn serve_http<T: Transport>(local: &Rc<Local>, ctl: &Rc<ConnCtl>, io: T) {
                     let head_only = matches!(request.method, crate::http::request::Method::Head);
                     let keep_alive = request.keep_alive && !local.shutting_down.get();
                     let remote = ctl.peer.to_string();
-                    match crate::api::route(local, &request, &remote).await {
+                    // Boxed: a route's future is large and only lives for one request, so it
+                    // must not size every connection's task (idle sessions included).
+                    match Box::pin(crate::api::route(local, &request, &remote)).await {
                         Reply::Full(response) => {
                             response.write_to(out_buf(local, &mut out), keep_alive, head_only)
                         }
                         Reply::Csv(export) => {
-                            if stream_csv(local, &io, &mut out, export, keep_alive, head_only)
-                                .await
-                                .is_err()
-                            {
+                            let csv =
+                                stream_csv(local, &io, &mut out, export, keep_alive, head_only);
+                            if Box::pin(csv).await.is_err() {
                                 return;
                             }
                         }

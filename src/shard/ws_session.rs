@@ -159,7 +159,9 @@ impl Session<'_> {
             self.drain_outbox().await;
             self.drain_acks();
             if let Some((code, reason)) = self.ctl.close.get() {
-                self.close(io, code, reason).await;
+                // The rare paths are boxed: an async fn's future is as large as its largest await,
+                // and every idle session would otherwise carry the space of these.
+                Box::pin(self.close(io, code, reason)).await;
                 break;
             }
             if flush(io, self.local, &mut self.out).await.is_err() {
@@ -201,7 +203,7 @@ impl Session<'_> {
                 _ = async { if let Some(t) = &front { t.wait().await; } }, if front.is_some() => continue,
                 _ = self.local.batcher.room(), if !can_read && front.is_none() => continue,
                 _ = tokio::time::sleep(super::terminal::TICK), if self.terminal_busy() => {
-                    self.terminal_tick().await;
+                    Box::pin(self.terminal_tick()).await;
                     continue;
                 }
                 r = io.readable(), if can_read => {
@@ -353,7 +355,7 @@ impl Session<'_> {
             }
         }
         if matches!(self.role, Role::Terminal(_)) {
-            return self.terminal_frame(text).await;
+            return Box::pin(self.terminal_frame(text)).await;
         }
         // A payload is part of its frame: a frame within the limit cannot carry a payload over it,
         // so only larger frames pay for measuring (re-encoding) the payload in `classify`.
@@ -397,7 +399,7 @@ impl Session<'_> {
         };
         match (&self.role, msg) {
             (Role::Pending, Inbound::Register { device_id, token }) => {
-                self.register(device_id, token).await
+                Box::pin(self.register(device_id, token)).await
             }
             (Role::Pending, Inbound::Subscribe { role, token }) => self.subscribe(role, token),
             (Role::Pending, _) => {
@@ -508,8 +510,7 @@ impl Session<'_> {
                 },
             ) => {
                 let payload = payload.map_or_else(|| "{}".to_string(), json::encode);
-                self.admin_command(device_id, command, &payload, ttl_s)
-                    .await;
+                Box::pin(self.admin_command(device_id, command, &payload, ttl_s)).await;
             }
             (_, _) => {
                 self.local.metrics.msg_other.increment(1);
@@ -895,7 +896,7 @@ impl Session<'_> {
                         let dev = dev.clone();
                         self.deliver_commands(&dev);
                     }
-                    Role::Terminal(_) => self.terminal_commands().await,
+                    Role::Terminal(_) => Box::pin(self.terminal_commands()).await,
                     _ => {}
                 },
             }
