@@ -6,6 +6,8 @@
 pub mod aiface;
 pub mod attendance;
 pub mod device_http;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod generic;
 pub mod http;
 pub mod json;
