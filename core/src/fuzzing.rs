@@ -474,7 +474,7 @@ const MAX_ACTIONS: usize = 8;
 /// The runtime's side of a conversation, as far as the conversation can tell.
 struct Runtime {
     now: Timestamp,
-    /// How the next `Identify` is answered: `K`nown, `U`nknown or `R`efused.
+    /// How the next `Identify` is answered: `U`nknown, `R`efused, else known.
     answer: u8,
     token: Option<String>,
     position: u64,
@@ -591,7 +591,7 @@ impl Runtime {
             if self.closed {
                 return;
             }
-            let known = self.answer == b'K';
+            let known = !matches!(self.answer, b'U' | b'R');
             let identity = match self.answer {
                 b'U' => Identity::Unknown,
                 b'R' => Identity::Refused,
@@ -621,8 +621,8 @@ fn check_punch(p: &attendance::Punch) {
 }
 
 /// Drives a conversation from a script: the input split at NUL bytes, each piece one step.
-/// `T` + 2 bytes: that many seconds pass, then a tick. `I` + `K`/`U`/`R`: how identity queries
-/// are answered from now on. `C` + `name payload`: an operator's command. Anything else: a text
+/// `T` + 2 bytes: that many seconds pass, then a tick. `I` + `U`/`R`/other: how identity queries
+/// are answered from now on (unknown, refused, known). `C` + `name payload`: an operator's command. Anything else: a text
 /// frame from the terminal. `Identify` is answered right after the call that asked.
 fn converse<C: Conversation>(c: &mut C, data: &[u8], well_formed: fn(&str) -> bool) {
     let mut rt = Runtime::new(well_formed);
