@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes fuzz/seeds/<target>/ from the protocol transcripts (the frames of the transcript tests in
+"""Writes fuzz/seeds/<target>/ (and fuzz/dicts/<target>.dict) from the protocol transcripts (the frames of the transcript tests in
 core/src/{aiface,smackbio}/tests.rs and the examples in the protocol reference). The output is
 committed; re-run after changing this file: python3 fuzz/gen_seeds.py
 
@@ -179,6 +179,32 @@ for name, text in {
 }.items():
     seed("device_http", name, text)
 
+# --- Dictionaries (libFuzzer -dict): the words each protocol is made of ---------------------------
+AF_WORDS = "access admin all backupnum cleanadmin cleanlog cleanuser cloudtime cmd confirm count cpusn deleteuser delete_user devinfo door enableuser enflag enrollid event fetch_logs firmware from get_users getalllog getdevinfo getnewlog gettime getuserinfo getuserlist heartbeat image inout logindex mode modelname name nosenduser open_door opendoor raw reason reboot record records reg result ret sendlog sendqrcode senduser set_time set_user settime setuserinfo sn stn time to userid verifymode".split()
+SB_TAGS = "APStat Action AdminLog AdminLog_v2 AttendStat BeginLogPos CloudId DevTime DeviceSerialNo Event GetFirstGlog GetFirstUserData GetNextGlog GetNextUserDataExt GetUserData JobCode KeepAlive LockControl LogID LogId LogImage Login Message Mode Name OpLog_v2 Operation Photo Privilege ProductName Register Request Response Restart Result ServerTime Session SetTime SetUserData TerminalID TerminalType Time TimeLog TimeLog_v2 Token TransID UserID UserID_Base36 UtcTimezoneMinutes".split()
+GENERIC_WORDS = "type register device_id token subscribe role admin telemetry payload ts msg_id event event_type ping pong command_result command_id status ok error command ttl_s".split()
+HTTP_WORDS = ["GET ", "POST ", "HTTP/1.1", "HTTP/1.0", "\r\n", "\r\n\r\n", "Host: ", "Content-Length: ", "Transfer-Encoding: chunked", "Connection: ", "keep-alive", "close", "Upgrade", "websocket", "Expect: 100-continue", "Sec-WebSocket-Key: ", "Sec-WebSocket-Version: 13", "%2F", "%00", "?"]
+JSON_PUNCT = ['{', '}', '[', ']', ':', ',', '"', '\\u00', 'null', 'true', 'false', '-1', '1e400', '18446744073709551616']
+
+
+def dict_escape(word):
+    """A dictionary entry's text: backslash, quote and non-printable bytes escaped."""
+    out = ""
+    for b in word.encode():
+        c = chr(b)
+        out += "\\" + c if c in '\\"' else c if 32 <= b < 127 else f"\\x{b:02X}"
+    return out
+
+
+dicts = {
+    "aiface": [f'"{w}"' for w in AF_WORDS] + ['2026-06-12 09:00:00', 'CONFIRM'] + JSON_PUNCT + ['\0T\0\x10', '\0IU', '\0IK', '\0C'],
+    "device_http": [f'"{w}"' for w in AF_WORDS + ["checklive", "utc_offset_minutes"]] + ['2026-06-12T09:15:30Z', '2026-6-1 8:5:3', '.123456789', '+08:00'] + JSON_PUNCT,
+    "generic": [f'"{w}"' for w in GENERIC_WORDS] + JSON_PUNCT,
+    "smackbio": [f"<{t}>" for t in SB_TAGS] + [f"</{t}>" for t in SB_TAGS] + ['<?xml version="1.0"?>', '&amp;', '&#x41;', '<![CDATA[', ']]>', '2026-08-29-T08:15:30Z', 'OK', 'Fail', 'success', 'fail', '/>', '\0T\0\x10', '\0IU', '\0IK', '\0C'],
+    "http_request": HTTP_WORDS,
+    "ws_handshake": HTTP_WORDS + ["Origin: ", "dGhlIHNhbXBsZSBub25jZQ=="],
+}
+
 if __name__ == "__main__":
     if os.path.isdir(OUT):
         shutil.rmtree(OUT)
@@ -187,4 +213,11 @@ if __name__ == "__main__":
         for name, data in sorted(files.items()):
             with open(os.path.join(OUT, target, name), "wb") as f:
                 f.write(data)
-    print(f"wrote {sum(len(f) for f in seeds.values())} seeds for {len(seeds)} targets to {OUT}")
+    dict_dir = os.path.join(HERE, "dicts")
+    os.makedirs(dict_dir, exist_ok=True)
+    for target, words in sorted(dicts.items()):
+        with open(os.path.join(dict_dir, f"{target}.dict"), "w") as f:
+            f.write(f"# libFuzzer dictionary for {target}; written by fuzz/gen_seeds.py\n")
+            for w in dict.fromkeys(words):
+                f.write(f'"{dict_escape(w)}"\n')
+    print(f"wrote {sum(len(f) for f in seeds.values())} seeds for {len(seeds)} targets to {OUT}, and {len(dicts)} dictionaries")
