@@ -16,7 +16,8 @@ use crate::time::{now_ms, now_us};
 use crate::{attendance, attendance::Kind, json};
 
 // Reading the body is sans-IO and lives in the core crate, where it is fuzzed.
-pub use fleetgate_core::device_http::{Body, Cmd, Payload, Rejection, cloudtime, parse, refuse};
+pub use fleetgate_core::device_http::cloudtime;
+use fleetgate_core::device_http::{Payload, parse, refuse};
 
 fn ok(ret: &str) -> Response {
     fleetgate_core::device_http::ok(ret, now_ms())
