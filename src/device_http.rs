@@ -5,115 +5,49 @@
 
 use std::sync::Arc;
 
-use simd_json::BorrowedValue as Value;
-use simd_json::prelude::*;
-
-use crate::attendance::{self, Kind};
 use crate::http::request::Request;
 use crate::http::response::Response;
-use crate::json;
 use crate::provision::{NewDevice, ProvisionError, provision};
 use crate::registry::Device;
 use crate::shard::Local;
 use crate::store::records::{self, Protocol, Source};
 use crate::store::{Cf, keys};
 use crate::time::{now_ms, now_us};
+use crate::{attendance, attendance::Kind, json};
 
-/// `cloudtime` as the guide shows it: RFC 3339, UTC, whole seconds, `Z`.
-pub fn cloudtime(ms: u64) -> String {
-    match jiff::Timestamp::from_millisecond(ms as i64) {
-        Ok(t) => t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
-        Err(_) => "1970-01-01T00:00:00Z".to_string(),
-    }
-}
+// Reading the body is sans-IO and lives in the core crate, where it is fuzzed.
+pub use fleetgate_core::device_http::cloudtime;
+use fleetgate_core::device_http::{Payload, parse, refuse};
 
-fn ok(ret: &str, extra: &str) -> Response {
-    let mut s = String::from("{\"ret\":");
-    json::push_str(&mut s, ret);
-    s.push_str(",\"result\":true,\"cloudtime\":\"");
-    s.push_str(&cloudtime(now_ms()));
-    s.push('"');
-    s.push_str(extra);
-    s.push('}');
-    Response::json(200, s.into_bytes())
-}
-
-fn refuse(ret: &str, reason: &str) -> Response {
-    let mut s = String::from("{\"ret\":");
-    json::push_str(&mut s, ret);
-    s.push_str(",\"result\":false,\"reason\":");
-    json::push_str(&mut s, reason);
-    s.push('}');
-    Response::json(200, s.into_bytes())
+fn ok(ret: &str) -> Response {
+    fleetgate_core::device_http::ok(ret, now_ms())
 }
 
 pub async fn handle(local: &Local, req: &Request, remote: &str) -> Response {
-    let ct = req
-        .header_str("content-type")
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    if !ct.starts_with("application/json") {
-        return Response::error(
-            400,
-            "unsupported_content_type",
-            "send the body as Content-Type: application/json",
-        );
-    }
-    let mut body = crate::lenient::strip_trailing_commas(&req.body);
-    if crate::lenient::too_deep(&body, crate::lenient::MAX_JSON_DEPTH) {
-        return Response::error(400, "invalid_json", "the JSON nests too deep");
-    }
-    let v = match simd_json::to_borrowed_value(&mut body) {
-        Ok(v) if v.is_object() => v,
-        Ok(_) => return Response::error(400, "invalid_json", "the body must be a JSON object"),
-        Err(e) => {
-            return Response::error(400, "invalid_json", &format!("malformed JSON body: {e}"));
-        }
+    let body = match parse(req.header_str("content-type"), &req.body) {
+        Ok(b) => b,
+        Err(r) => return r.response(),
     };
-    let Some(cmd) = v.get("cmd").and_then(|c| c.as_str()) else {
-        return Response::error(
-            400,
-            "invalid_message",
-            "`cmd` is required (reg, sendlog or checklive)",
-        );
-    };
-    if !matches!(cmd, "reg" | "sendlog" | "checklive") {
-        return refuse(
-            cmd,
-            &format!("unknown cmd {cmd:?}: this endpoint takes reg, sendlog and checklive"),
-        );
-    }
-    let sn = match v.get("sn") {
-        Some(s) if s.is_str() => s.as_str().unwrap_or("").trim().to_string(),
-        Some(s) if s.is_u64() || s.is_i64() => json::encode(s),
-        _ => String::new(),
-    };
-    if sn.is_empty() || sn.len() > 64 {
-        return refuse(
-            cmd,
-            "sn is required: the device's serial number, 1 to 64 characters",
-        );
-    }
-    let now = now_ms();
-    let devinfo = v.get("devinfo").filter(|d| d.is_object());
-    let dev = match local.shared.registry.by_serial(&sn) {
+    let (cmd, sn) = (body.cmd.as_str(), body.sn.as_str());
+    let dev = match local.shared.registry.by_serial(sn) {
         Some(d) => d,
         None if local.config().auto_approve => {
-            let model = devinfo.and_then(|d| json::get_str(d, "modelname"));
-            match create_for_serial(local, &sn, Protocol::Http, model, devinfo.map(json::encode))
-                .await
-            {
+            let model = body.model.as_deref();
+            match create_for_serial(local, sn, Protocol::Http, model, body.devinfo.clone()).await {
                 Ok(d) => d,
                 Err(e) => return refuse(cmd, &e),
             }
         }
         None => {
-            let model = devinfo.and_then(|d| json::get_str(d, "modelname"));
-            let firmware = devinfo.and_then(|d| json::get_str(d, "firmware"));
-            local
-                .shared
-                .pending
-                .seen(local, &sn, Protocol::Http, model, firmware, remote, now);
+            local.shared.pending.seen(
+                local,
+                sn,
+                Protocol::Http,
+                body.model.as_deref(),
+                body.firmware.as_deref(),
+                remote,
+                now_ms(),
+            );
             return refuse(
                 cmd,
                 &format!(
@@ -123,10 +57,14 @@ pub async fn handle(local: &Local, req: &Request, remote: &str) -> Response {
         }
     };
     local.http_seen(&dev, remote);
-    match cmd {
-        "reg" => register(local, &dev, &v, devinfo).await,
-        "sendlog" => sendlog(local, &dev, &v).await,
-        _ => ok("checklive", ""),
+    match body.payload {
+        Payload::Reg(Ok(info)) => register(local, &dev, info).await,
+        Payload::Sendlog(Ok(records)) => match store_records(local, &dev, &records).await {
+            Ok(()) => ok("sendlog"),
+            Err(reason) => refuse("sendlog", &reason),
+        },
+        Payload::Reg(Err(reason)) | Payload::Sendlog(Err(reason)) => refuse(cmd, &reason),
+        Payload::Checklive => ok("checklive"),
     }
 }
 
@@ -171,28 +109,7 @@ pub async fn create_for_serial(
     }
 }
 
-async fn register(
-    local: &Local,
-    dev: &Arc<Device>,
-    v: &Value<'_>,
-    devinfo: Option<&Value<'_>>,
-) -> Response {
-    let mut info = String::from("{");
-    if let Some(c) = v.get("cpusn") {
-        info.push_str("\"cpusn\":");
-        info.push_str(&json::encode(c));
-    }
-    if let Some(d) = devinfo {
-        if info.len() > 1 {
-            info.push(',');
-        }
-        info.push_str("\"devinfo\":");
-        info.push_str(&json::encode(d));
-    }
-    info.push('}');
-    if info.len() > 16 * 1024 {
-        return refuse("reg", "devinfo is too large (16 KiB at most)");
-    }
+async fn register(local: &Local, dev: &Arc<Device>, info: String) -> Response {
     let rec = dev.update_record(|r| r.info = Some(info));
     if let Err(e) = local
         .batcher
@@ -202,31 +119,7 @@ async fn register(
         tracing::error!(error = %e, "storing devinfo failed");
         return refuse("reg", "the server could not store the registration; retry");
     }
-    ok("reg", "")
-}
-
-async fn sendlog(local: &Local, dev: &Arc<Device>, v: &Value<'_>) -> Response {
-    let Some(list) = v
-        .get("record")
-        .or_else(|| v.get("records"))
-        .and_then(|r| r.as_array())
-    else {
-        return refuse(
-            "sendlog",
-            "record is required: an array of attendance records",
-        );
-    };
-    if list.len() > attendance::MAX_RECORDS {
-        return refuse(
-            "sendlog",
-            &format!("at most {} records per sendlog", attendance::MAX_RECORDS),
-        );
-    }
-    let owned: Vec<simd_json::OwnedValue> = list.iter().map(|r| r.clone().into()).collect();
-    match store_records(local, dev, &owned).await {
-        Ok(()) => ok("sendlog", ""),
-        Err(reason) => refuse("sendlog", &reason),
-    }
+    ok("reg")
 }
 
 /// Stores a `sendlog`'s records and waits for the commit. Punches are de-duplicated against the

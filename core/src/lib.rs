@@ -4,6 +4,10 @@
 //! crate re-exports these modules under the same names.
 
 pub mod aiface;
+pub mod attendance;
+pub mod device_http;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod generic;
 pub mod http;
 pub mod json;

@@ -1,0 +1,220 @@
+//! `POST /api/device-http`, sans-IO: reading and validating a legacy terminal's JSON body (`reg`,
+//! `sendlog`, `checklive`, identified by serial number), and the answers the connect guide shows:
+//! `{"ret":<cmd>,"result":true|false,"cloudtime"|"reason"}`. The server (`fleetgate::device_http`)
+//! looks the serial up, stores, and answers; everything that needs no server state is here, where
+//! it is fuzzed.
+
+use simd_json::OwnedValue;
+use simd_json::prelude::*;
+
+use crate::attendance;
+use crate::http::response::Response;
+use crate::json;
+
+/// Largest device info record a `reg` may store (its JSON text).
+pub const MAX_INFO: usize = 16 * 1024;
+/// Longest serial number accepted.
+pub const MAX_SERIAL: usize = 64;
+
+/// The commands this endpoint takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cmd {
+    Reg,
+    Sendlog,
+    Checklive,
+}
+
+impl Cmd {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cmd::Reg => "reg",
+            Cmd::Sendlog => "sendlog",
+            Cmd::Checklive => "checklive",
+        }
+    }
+}
+
+/// A body that names a known command and a serial.
+#[derive(Debug)]
+pub struct Body {
+    pub cmd: Cmd,
+    /// Trimmed; 1 to `MAX_SERIAL` bytes. A numeric `sn` is kept as its JSON text.
+    pub sn: String,
+    /// `devinfo`, when it is an object, as JSON text.
+    pub devinfo: Option<String>,
+    /// `devinfo.modelname` and `devinfo.firmware`, for the pending list and auto-approval.
+    pub model: Option<String>,
+    pub firmware: Option<String>,
+    /// What the command carries. Its problems are answered only once the serial is known to
+    /// belong to an approved device, so they are kept here rather than refused by `parse`.
+    pub payload: Payload,
+}
+
+#[derive(Debug)]
+pub enum Payload {
+    /// The device info record to store (`{"cpusn":…,"devinfo":…}`), or why it is refused.
+    Reg(Result<String, String>),
+    /// The records as sent (not yet normalised: see `attendance::parse_record`), or why the
+    /// `sendlog` is refused.
+    Sendlog(Result<Vec<OwnedValue>, String>),
+    Checklive,
+}
+
+/// Why a body was not accepted.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// Not this endpoint's language at all: HTTP 400 with an error code.
+    BadRequest { code: &'static str, message: String },
+    /// Understood but refused: `200 {"ret":…,"result":false,"reason":…}`.
+    Refused { ret: String, reason: String },
+}
+
+impl Rejection {
+    pub fn response(&self) -> Response {
+        match self {
+            Rejection::BadRequest { code, message } => Response::error(400, code, message),
+            Rejection::Refused { ret, reason } => refuse(ret, reason),
+        }
+    }
+}
+
+fn bad(code: &'static str, message: impl Into<String>) -> Rejection {
+    Rejection::BadRequest {
+        code,
+        message: message.into(),
+    }
+}
+
+fn refused(ret: &str, reason: impl Into<String>) -> Rejection {
+    Rejection::Refused {
+        ret: ret.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Reads a request's body given its `Content-Type`. Checks, in order: JSON content type, nesting
+/// depth, JSON syntax (trailing commas tolerated), an object, a known `cmd`, a serial.
+pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Body, Rejection> {
+    let ct = content_type.unwrap_or("").to_ascii_lowercase();
+    if !ct.starts_with("application/json") {
+        return Err(bad(
+            "unsupported_content_type",
+            "send the body as Content-Type: application/json",
+        ));
+    }
+    let mut body = crate::lenient::strip_trailing_commas(body);
+    if crate::lenient::too_deep(&body, crate::lenient::MAX_JSON_DEPTH) {
+        return Err(bad("invalid_json", "the JSON nests too deep"));
+    }
+    let v = match simd_json::to_borrowed_value(&mut body) {
+        Ok(v) if v.is_object() => v,
+        Ok(_) => return Err(bad("invalid_json", "the body must be a JSON object")),
+        Err(e) => return Err(bad("invalid_json", format!("malformed JSON body: {e}"))),
+    };
+    let Some(cmd) = v.get("cmd").and_then(|c| c.as_str()) else {
+        return Err(bad(
+            "invalid_message",
+            "`cmd` is required (reg, sendlog or checklive)",
+        ));
+    };
+    let cmd = match cmd {
+        "reg" => Cmd::Reg,
+        "sendlog" => Cmd::Sendlog,
+        "checklive" => Cmd::Checklive,
+        _ => {
+            return Err(refused(
+                cmd,
+                format!("unknown cmd {cmd:?}: this endpoint takes reg, sendlog and checklive"),
+            ));
+        }
+    };
+    let sn = match v.get("sn") {
+        Some(s) if s.is_str() => s.as_str().unwrap_or("").trim().to_string(),
+        Some(s) if s.is_u64() || s.is_i64() => json::encode(s),
+        _ => String::new(),
+    };
+    if sn.is_empty() || sn.len() > MAX_SERIAL {
+        return Err(refused(
+            cmd.as_str(),
+            "sn is required: the device's serial number, 1 to 64 characters",
+        ));
+    }
+    let devinfo = v.get("devinfo").filter(|d| d.is_object());
+    let payload = match cmd {
+        Cmd::Reg => {
+            let mut info = String::from("{");
+            if let Some(c) = v.get("cpusn") {
+                info.push_str("\"cpusn\":");
+                info.push_str(&json::encode(c));
+            }
+            if let Some(d) = devinfo {
+                if info.len() > 1 {
+                    info.push(',');
+                }
+                info.push_str("\"devinfo\":");
+                info.push_str(&json::encode(d));
+            }
+            info.push('}');
+            Payload::Reg(if info.len() > MAX_INFO {
+                Err("devinfo is too large (16 KiB at most)".into())
+            } else {
+                Ok(info)
+            })
+        }
+        Cmd::Sendlog => Payload::Sendlog(
+            match v
+                .get("record")
+                .or_else(|| v.get("records"))
+                .and_then(|r| r.as_array())
+            {
+                None => Err("record is required: an array of attendance records".into()),
+                Some(list) if list.len() > attendance::MAX_RECORDS => Err(format!(
+                    "at most {} records per sendlog",
+                    attendance::MAX_RECORDS
+                )),
+                Some(list) => Ok(list.iter().map(|r| r.clone().into()).collect()),
+            },
+        ),
+        Cmd::Checklive => Payload::Checklive,
+    };
+    Ok(Body {
+        cmd,
+        sn,
+        devinfo: devinfo.map(json::encode),
+        model: devinfo
+            .and_then(|d| json::get_str(d, "modelname"))
+            .map(str::to_string),
+        firmware: devinfo
+            .and_then(|d| json::get_str(d, "firmware"))
+            .map(str::to_string),
+        payload,
+    })
+}
+
+/// `cloudtime` as the guide shows it: RFC 3339, UTC, whole seconds, `Z`.
+pub fn cloudtime(ms: u64) -> String {
+    match jiff::Timestamp::from_millisecond(ms as i64) {
+        Ok(t) => t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        Err(_) => "1970-01-01T00:00:00Z".to_string(),
+    }
+}
+
+/// `{"ret":…,"result":true,"cloudtime":…}` at `now_ms`.
+pub fn ok(ret: &str, now_ms: u64) -> Response {
+    let mut s = String::from("{\"ret\":");
+    json::push_str(&mut s, ret);
+    s.push_str(",\"result\":true,\"cloudtime\":\"");
+    s.push_str(&cloudtime(now_ms));
+    s.push_str("\"}");
+    Response::json(200, s.into_bytes())
+}
+
+/// `{"ret":…,"result":false,"reason":…}`.
+pub fn refuse(ret: &str, reason: &str) -> Response {
+    let mut s = String::from("{\"ret\":");
+    json::push_str(&mut s, ret);
+    s.push_str(",\"result\":false,\"reason\":");
+    json::push_str(&mut s, reason);
+    s.push('}');
+    Response::json(200, s.into_bytes())
+}

@@ -1,0 +1,771 @@
+//! The fuzz harnesses: one function per target in `fuzz/fuzz_targets/`, each taking arbitrary
+//! bytes and panicking when an invariant breaks. They live here, not in `fuzz/`, so that
+//! `tests/fuzz_regressions.rs` replays the seeds and every input that ever crashed through exactly
+//! the code the fuzzer ran, under a plain `cargo test`. See `docs/fuzzing.md`.
+//!
+//! Each harness drives a codec the way the runtime does, and checks what is cheap to check beyond
+//! "no panic": limits hold, chunking does not change what a decoder sees, what the server would
+//! send is well-formed, and a conversation's actions stay few and consistent.
+
+use jiff::tz::{Offset, TimeZone};
+use jiff::{SignedDuration, Timestamp};
+use simd_json::OwnedValue;
+use simd_json::prelude::*;
+
+use crate::terminal::{Action, CommandError, Conversation, Identity, Known};
+use crate::ws::{CloseError, Decoder, Event, Limits, Opcode};
+use crate::{attendance, device_http, generic, http, json, lenient, ws};
+
+/// The targets by name: the directories under `fuzz/seeds/` and `fuzz/regressions/`.
+pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+    ("http_request", http_request),
+    ("ws_frame", ws_frame),
+    ("ws_handshake", ws_handshake),
+    ("generic", generic),
+    ("aiface", aiface),
+    ("smackbio", smackbio),
+    ("device_http", device_http),
+];
+
+/// The harness named `target`, if there is one.
+pub fn harness(target: &str) -> Option<fn(&[u8])> {
+    TARGETS.iter().find(|(n, _)| *n == target).map(|(_, f)| *f)
+}
+
+fn is_json(text: &str) -> bool {
+    simd_json::to_owned_value(&mut text.as_bytes().to_vec()).is_ok()
+}
+
+fn assert_json(what: &str, text: &str) {
+    assert!(is_json(text), "{what} is not JSON: {text:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP
+
+/// `http::request::parse` under tight and default limits: the limits hold, and since the runtime
+/// re-parses a growing buffer, a complete request parses the same from exactly its own bytes and
+/// is only `Partial` (never an error) when cut short.
+pub fn http_request(data: &[u8]) {
+    let tight = http::request::Limits {
+        max_header_bytes: 512,
+        max_headers: 8,
+        max_body: 256,
+    };
+    for limits in [tight, http::request::Limits::default()] {
+        // Pipelined requests: the runtime parses what follows a complete request next.
+        let mut rest = data;
+        for _ in 0..4 {
+            match http_parse_once(rest, &limits) {
+                Some(consumed) => rest = &rest[consumed..],
+                None => break,
+            }
+        }
+    }
+}
+
+/// Parses one request and checks it; the bytes it took, if it was complete.
+fn http_parse_once(data: &[u8], limits: &http::request::Limits) -> Option<usize> {
+    use http::request::{Parse, parse};
+    match parse(data, limits) {
+        Ok(Parse::Complete { request, consumed }) => {
+            assert!(consumed <= data.len() && consumed > 0);
+            assert!(request.body.len() <= limits.max_body);
+            assert!(consumed - request.body.len() <= limits.max_header_bytes);
+            assert!(request.headers.len() <= limits.max_headers);
+            assert!(request.version <= 1);
+            // Decoding refuses control characters (and `%2F`); an encoded `?` is path text.
+            assert!(!request.path.chars().any(char::is_control));
+            let again = parse(&data[..consumed], limits);
+            assert_eq!(
+                again,
+                Ok(Parse::Complete {
+                    request: request.clone(),
+                    consumed
+                }),
+                "the request parses differently from its own bytes"
+            );
+            for cut in [consumed - 1, consumed / 2] {
+                if cut > 0 {
+                    assert!(
+                        matches!(parse(&data[..cut], limits), Ok(Parse::Partial { .. })),
+                        "a request cut at {cut} of {consumed} bytes is not Partial"
+                    );
+                }
+            }
+            let pairs = http::query::parse(&request.query);
+            for (k, _) in &pairs {
+                let _ = http::query::get(&pairs, k);
+            }
+            let _ = request.is_websocket_upgrade();
+            let _ = request.header_str("content-type");
+            Some(consumed)
+        }
+        Ok(Parse::Partial { .. }) => None,
+        Err(e) => {
+            assert!(
+                matches!(e.status, 400 | 413 | 431 | 501 | 505),
+                "unexpected status {}",
+                e.status
+            );
+            None
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// WebSocket
+
+/// What a decoder reported, owned, to compare runs.
+#[derive(Debug, PartialEq, Eq)]
+enum Seen {
+    Text(Vec<u8>),
+    Binary(Vec<u8>),
+    Ping(Vec<u8>),
+    Pong(Vec<u8>),
+    Close(Option<u16>, String),
+    Error(CloseError),
+}
+
+/// Feeds `stream` to a fresh decoder in chunks of the given sizes (cycled; the rest in one go
+/// when empty), the way the runtime does: append what was read, decode until no event, drop the
+/// consumed prefix. Checks the decoder's contract on every call.
+fn decode_chunked(stream: &[u8], max_message: usize, chunks: &[usize]) -> Vec<Seen> {
+    let mut dec = Decoder::new(Limits { max_message });
+    let mut seen = Vec::new();
+    let mut buf = Vec::new();
+    let mut fed = 0;
+    let mut sizes = chunks.iter().cycle();
+    while fed < stream.len() {
+        let n = sizes
+            .next()
+            .copied()
+            .unwrap_or(stream.len())
+            .clamp(1, stream.len() - fed);
+        buf.extend_from_slice(&stream[fed..fed + n]);
+        fed += n;
+        loop {
+            let needed = dec.bytes_needed(&buf);
+            assert!(
+                needed <= max_message.max(ws::MAX_CONTROL_PAYLOAD) + 14 || needed == buf.len(),
+                "bytes_needed {needed} past the limit"
+            );
+            let len = buf.len();
+            let result = dec.decode(&mut buf);
+            let done = match result {
+                Err(e) => {
+                    assert!(matches!(
+                        e.code,
+                        CloseError::PROTOCOL_ERROR
+                            | CloseError::INVALID_PAYLOAD
+                            | CloseError::MESSAGE_TOO_BIG
+                    ));
+                    assert!(e.reason.len() <= 123);
+                    seen.push(Seen::Error(e));
+                    return seen;
+                }
+                Ok(d) => {
+                    assert!(d.consumed <= len);
+                    let closed = matches!(d.event, Some(Event::Close { .. }));
+                    match d.event {
+                        None => {
+                            if d.consumed == 0 {
+                                assert!(len < needed, "no progress with {len} of {needed} bytes");
+                            }
+                            (d.consumed, true)
+                        }
+                        Some(ev) => {
+                            assert!(d.consumed > 0);
+                            seen.push(match ev {
+                                Event::Text(t) => {
+                                    assert!(t.len() <= max_message);
+                                    assert!(std::str::from_utf8(t).is_ok());
+                                    Seen::Text(t.to_vec())
+                                }
+                                Event::Binary(b) => {
+                                    assert!(b.len() <= max_message);
+                                    Seen::Binary(b.to_vec())
+                                }
+                                Event::Ping(p) => {
+                                    assert!(p.len() <= ws::MAX_CONTROL_PAYLOAD);
+                                    Seen::Ping(p.to_vec())
+                                }
+                                Event::Pong(p) => {
+                                    assert!(p.len() <= ws::MAX_CONTROL_PAYLOAD);
+                                    Seen::Pong(p.to_vec())
+                                }
+                                Event::Close { code, reason } => {
+                                    assert!(reason.len() <= ws::MAX_CONTROL_PAYLOAD - 2);
+                                    Seen::Close(code, reason.to_string())
+                                }
+                            });
+                            (d.consumed, closed)
+                        }
+                    }
+                }
+            };
+            let (consumed, stop) = done;
+            buf.drain(..consumed);
+            if matches!(seen.last(), Some(Seen::Close(..))) {
+                // The client sends nothing after Close; the runtime stops decoding.
+                return seen;
+            }
+            if stop {
+                break;
+            }
+        }
+    }
+    seen
+}
+
+/// A client frame: FIN as given, masked with `key`, shortest length.
+fn client_frame(fin: bool, opcode: Opcode, payload: &[u8], key: [u8; 4]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(payload.len() + 14);
+    f.push(if fin { 0x80 } else { 0 } | opcode as u8);
+    match payload.len() {
+        n @ 0..=125 => f.push(0x80 | n as u8),
+        n @ 126..=0xFFFF => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&key);
+    f.extend(payload.iter().zip(key.iter().cycle()).map(|(b, k)| b ^ k));
+    f
+}
+
+/// The server's frame as a client would send it: mask bit set, a zero key inserted.
+fn masked(server_frame: &[u8]) -> Vec<u8> {
+    let len_bytes = match server_frame[1] & 0x7F {
+        126 => 2,
+        127 => 8,
+        _ => 0,
+    };
+    let mut f = server_frame.to_vec();
+    f[1] |= 0x80;
+    f.splice(2 + len_bytes..2 + len_bytes, [0u8; 4]);
+    f
+}
+
+/// Input: 2 bytes of message limit, 1 byte choosing chunk sizes, then the byte stream. The
+/// stream is decoded whole and in chunks (the events must agree); then a payload cut from it
+/// is encoded, fragmented, decoded and compared.
+pub fn ws_frame(data: &[u8]) {
+    let [a, b, c, stream @ ..] = data else {
+        return;
+    };
+    let max_message = usize::from(u16::from_be_bytes([*a, *b]));
+    let chunks: Vec<usize> = match c % 4 {
+        0 => vec![1],
+        1 => vec![2, 1, 7],
+        2 => vec![usize::from(*c >> 2).max(1)],
+        _ => vec![3, 14, 1, 126, 5],
+    };
+    let whole = decode_chunked(stream, max_message, &[]);
+    let chunked = decode_chunked(stream, max_message, &chunks);
+    assert_eq!(whole, chunked, "chunking changed what the decoder saw");
+
+    // Round trip: the first bytes of the stream as a payload, in 1 to 3 fragments, with a ping
+    // between fragments; then the server's own Close.
+    let key = [*a, *b, *c, 0x5A];
+    let take = stream.len().min(usize::from(*c) * 3);
+    let payload = &stream[..take];
+    let text = std::str::from_utf8(payload).is_ok();
+    let opcode = if text { Opcode::Text } else { Opcode::Binary };
+    let cut1 = payload.len() / 3;
+    let cut2 = payload.len() * 2 / 3;
+    let mut frames = Vec::new();
+    if c & 1 == 0 {
+        frames.extend(client_frame(true, opcode, payload, key));
+    } else {
+        frames.extend(client_frame(false, opcode, &payload[..cut1], key));
+        frames.extend(client_frame(true, Opcode::Ping, b"p", key));
+        frames.extend(client_frame(
+            false,
+            Opcode::Continuation,
+            &payload[cut1..cut2],
+            key,
+        ));
+        frames.extend(client_frame(
+            true,
+            Opcode::Continuation,
+            &payload[cut2..],
+            key,
+        ));
+    }
+    let reason = String::from_utf8_lossy(&stream[take..]);
+    let mut close = Vec::new();
+    ws::encode_close(&mut close, 1000, &reason);
+    frames.extend(masked(&close));
+    let seen = decode_chunked(&frames, payload.len(), &chunks);
+    let message = if text {
+        Seen::Text(payload.to_vec())
+    } else {
+        Seen::Binary(payload.to_vec())
+    };
+    let close_reason = match seen.last() {
+        Some(Seen::Close(Some(1000), r)) => r.clone(),
+        other => panic!("the round trip ended with {other:?}"),
+    };
+    assert!(reason.starts_with(close_reason.as_str()));
+    let data_events: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| matches!(s, Seen::Text(_) | Seen::Binary(_)))
+        .collect();
+    assert_eq!(
+        data_events,
+        [&message],
+        "the round trip changed the message"
+    );
+
+    // The server's unfragmented frames decode back to themselves.
+    let mut out = Vec::new();
+    ws::encode_frame(&mut out, opcode, payload);
+    let seen = decode_chunked(&masked(&out), payload.len(), &chunks);
+    assert_eq!(seen, [message]);
+}
+
+/// The upgrade as the runtime runs it (an HTTP request, then `handshake::accept` on its
+/// headers), and `accept` on raw lines (`METHOD`, then `name: value` lines).
+pub fn ws_handshake(data: &[u8]) {
+    use http::request::{Limits, Parse, parse};
+    if let Ok(Parse::Complete { request, .. }) = parse(data, &Limits::default()) {
+        let headers = request
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_slice()));
+        check_accept(ws::handshake::accept("GET", headers));
+    }
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let mut lines = text.split("\r\n");
+    let method = lines.next().unwrap_or("");
+    let headers = lines.filter_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        Some((n, v.as_bytes()))
+    });
+    check_accept(ws::handshake::accept(method, headers));
+}
+
+fn check_accept(r: Result<Vec<u8>, ws::handshake::HandshakeError>) {
+    match r {
+        Ok(resp) => {
+            let text = std::str::from_utf8(&resp).expect("101 response is not UTF-8");
+            assert!(text.starts_with("HTTP/1.1 101 "), "{text}");
+            assert!(text.ends_with("\r\n\r\n"));
+            let accept = text
+                .lines()
+                .find_map(|l| l.strip_prefix("Sec-WebSocket-Accept: "))
+                .expect("no Sec-WebSocket-Accept");
+            // base64 of a SHA-1: 28 characters.
+            assert_eq!(accept.len(), 28, "{accept}");
+        }
+        Err(e) => {
+            assert!((400..500).contains(&e.status()), "{e:?}");
+            assert!(!e.code().is_empty() && !e.message().is_empty());
+            for (n, v) in e.response_headers() {
+                assert!(!n.is_empty() && !v.contains(['\r', '\n']));
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Generic protocol
+
+/// A text frame of the generic protocol: parse, classify with a small payload limit and without
+/// one, and build the answers the server sends from what was read.
+pub fn generic(data: &[u8]) {
+    const LIMIT: usize = 64;
+    // Valid JSON passes through the trailing-comma filter unchanged.
+    if !lenient::too_deep(data, lenient::MAX_JSON_DEPTH)
+        && simd_json::to_owned_value(&mut data.to_vec()).is_ok()
+    {
+        assert_eq!(lenient::strip_trailing_commas(data), data);
+    }
+    let mut frame = data.to_vec();
+    let Ok(v) = generic::parse(&mut frame) else {
+        return;
+    };
+    let unlimited = generic::classify(&v, usize::MAX);
+    let limited = generic::classify(&v, LIMIT);
+    if let Ok(m) = &limited {
+        assert_eq!(
+            std::mem::discriminant(m),
+            std::mem::discriminant(unlimited.as_ref().expect("limit accepted more"))
+        );
+    }
+    let msg = match (unlimited, limited) {
+        (Err(e), _) => {
+            assert!(!e.code.is_empty());
+            assert_json("error frame", &generic::error(e.code, &e.message, None));
+            return;
+        }
+        (Ok(m), Err(e)) => {
+            assert_eq!(e.code, "payload_too_large", "{e:?}");
+            m
+        }
+        (Ok(m), Ok(_)) => m,
+    };
+    // Ids in server frames are the server's own (a device's UUID, a command's id), never text
+    // from the frame: the runtime looks a frame's `device_id` up and uses the device's id.
+    let (dev, ts) = (
+        "0190f3a2-7c4e-7d1a-9b2f-3c4d5e6f7a8b",
+        "2026-06-12T07:00:00.000Z",
+    );
+    let out = match msg {
+        generic::Inbound::Register { device_id, token } => {
+            assert_json("token", &json::quote(token));
+            assert_json("device_id", &json::quote(device_id));
+            generic::registered(dev, ts)
+        }
+        generic::Inbound::Subscribe { role, .. } => {
+            assert_json("role", &json::quote(role));
+            generic::subscribed(ts)
+        }
+        generic::Inbound::Telemetry {
+            payload, msg_id, ..
+        } => {
+            assert!(payload.is_object());
+            if let Some(m) = msg_id {
+                let m = json::encode(m);
+                assert!(m.len() <= generic::MAX_MSG_ID, "msg_id {m} too long");
+                assert_json("ack", &generic::ack(&m));
+            }
+            generic::telemetry_broadcast(dev, ts, &json::encode(payload))
+        }
+        generic::Inbound::Event {
+            event_type,
+            payload,
+            msg_id,
+            ..
+        } => {
+            assert!((1..=64).contains(&event_type.len()));
+            if let Some(m) = msg_id {
+                let m = json::encode(m);
+                assert!(m.len() <= generic::MAX_MSG_ID, "msg_id {m} too long");
+                assert_json("error", &generic::error("x", "y", Some(&m)));
+            }
+            let payload = payload.map_or_else(|| "null".to_string(), json::encode);
+            generic::event_broadcast(dev, event_type, ts, &payload)
+        }
+        generic::Inbound::Ping => generic::PONG.to_string(),
+        generic::Inbound::Pong => return,
+        generic::Inbound::CommandResult {
+            command_id,
+            payload,
+            ..
+        } => {
+            // The runtime looks the id up and stores the payload as the command's result.
+            assert_json("command_id", &json::quote(command_id));
+            payload.map_or_else(|| "null".to_string(), json::encode)
+        }
+        generic::Inbound::Command {
+            command, payload, ..
+        } => {
+            let payload = payload.map_or_else(|| "{}".to_string(), json::encode);
+            assert_json("command", &generic::command("c", command, &payload));
+            generic::command_queued("c", dev, "queued")
+        }
+    };
+    assert_json("server frame", &out);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Terminal conversations
+
+/// Actions one call may return at most: the most any step needs is four (a paged reply's store,
+/// its next request, a position and a result).
+const MAX_ACTIONS: usize = 8;
+
+/// The runtime's side of a conversation, as far as the conversation can tell.
+struct Runtime {
+    now: Timestamp,
+    /// How the next `Identify` is answered: `U`nknown, `R`efused, else known.
+    answer: u8,
+    token: Option<String>,
+    position: u64,
+    commands: u32,
+    /// Commands started and not finished.
+    outstanding: Vec<String>,
+    closed: bool,
+    well_formed: fn(&str) -> bool,
+}
+
+impl Runtime {
+    fn new(well_formed: fn(&str) -> bool) -> Runtime {
+        Runtime {
+            now: "2026-06-12T07:00:00Z".parse().unwrap(),
+            answer: b'K',
+            token: None,
+            position: 0,
+            commands: 0,
+            outstanding: Vec::new(),
+            closed: false,
+            well_formed,
+        }
+    }
+
+    fn frame_ok(&self, what: &str, f: &str) {
+        assert!((self.well_formed)(f), "{what} is not well-formed: {f:?}");
+    }
+
+    /// Performs `actions` as the shard's terminal executor does; answers `Identify` at once.
+    fn perform<C: Conversation>(&mut self, c: &mut C, actions: Vec<Action>, from_known: bool) {
+        assert!(
+            actions.len() <= MAX_ACTIONS,
+            "{} actions from one call: {actions:?}",
+            actions.len()
+        );
+        let mut identities = 0;
+        for a in actions {
+            match a {
+                Action::Send(f) => self.frame_ok("frame", &f),
+                Action::Identify { serial, .. } => {
+                    assert!(!serial.is_empty());
+                    identities += 1;
+                }
+                Action::Online => {
+                    assert!(from_known, "Online without a known identity");
+                    assert!(c.is_authenticated(), "Online but not authenticated");
+                }
+                Action::SaveToken(t) => self.token = Some(t),
+                Action::StoreRecords {
+                    records,
+                    on_stored,
+                    on_failed,
+                } => {
+                    for r in &records {
+                        // The executor normalises each record so; it must not panic.
+                        if let Ok(p) = attendance::parse_record(r) {
+                            check_punch(&p);
+                        }
+                    }
+                    for f in on_stored.iter().chain(&on_failed) {
+                        self.frame_ok("store reply", f);
+                    }
+                }
+                Action::Event {
+                    payload,
+                    on_stored,
+                    on_failed,
+                    kind,
+                } => {
+                    assert!(!kind.is_empty());
+                    assert_json("event payload", &payload);
+                    for f in on_stored.iter().chain(&on_failed) {
+                        self.frame_ok("event reply", f);
+                    }
+                }
+                Action::StoreUser {
+                    payload,
+                    on_stored,
+                    on_failed,
+                    ..
+                } => {
+                    assert_json("user payload", &payload);
+                    for f in on_stored.iter().chain(&on_failed) {
+                        self.frame_ok("user reply", f);
+                    }
+                }
+                Action::CommandDone {
+                    command_id, result, ..
+                } => {
+                    let at = self
+                        .outstanding
+                        .iter()
+                        .position(|id| *id == command_id)
+                        .unwrap_or_else(|| panic!("{command_id} finished but is not outstanding"));
+                    self.outstanding.remove(at);
+                    assert_json("command result", &result);
+                }
+                Action::SavePosition(p) => self.position = p,
+                Action::Close(reason) => {
+                    assert!(!reason.is_empty());
+                    self.closed = true;
+                }
+            }
+        }
+        if c.is_idle() {
+            assert!(c.is_authenticated());
+            assert!(
+                self.outstanding.is_empty(),
+                "idle with {:?}",
+                self.outstanding
+            );
+        }
+        for _ in 0..identities {
+            if self.closed {
+                return;
+            }
+            let known = !matches!(self.answer, b'U' | b'R');
+            let identity = match self.answer {
+                b'U' => Identity::Unknown,
+                b'R' => Identity::Refused,
+                _ => Identity::Known(Known {
+                    device_id: "dev-1".into(),
+                    tz: TimeZone::fixed(Offset::constant(2)),
+                    token: self.token.clone(),
+                    log_position: self.position,
+                }),
+            };
+            let out = c.on_identity(identity, self.now);
+            self.perform(c, out, known);
+        }
+    }
+}
+
+fn check_punch(p: &attendance::Punch) {
+    assert!(
+        p.photo
+            .as_ref()
+            .is_none_or(|b| b.len() <= attendance::MAX_PHOTO)
+    );
+    assert_json("record fields", &p.fields);
+    let _ = p.identity();
+    let _ = p.utc(&TimeZone::UTC);
+    let _ = p.utc(&TimeZone::fixed(Offset::constant(-11)));
+}
+
+/// Drives a conversation from a script: the input split at NUL bytes, each piece one step.
+/// `T` + 2 bytes: that many seconds pass, then a tick. `I` + `U`/`R`/other: how identity queries
+/// are answered from now on (unknown, refused, known). `C` + `name payload`: an operator's command. Anything else: a text
+/// frame from the terminal. `Identify` is answered right after the call that asked.
+fn converse<C: Conversation>(c: &mut C, data: &[u8], well_formed: fn(&str) -> bool) {
+    let mut rt = Runtime::new(well_formed);
+    for step in data.split(|&b| b == 0) {
+        if rt.closed {
+            return;
+        }
+        match step {
+            [b'T', hi, lo, ..] => {
+                let secs = i64::from(u16::from_be_bytes([*hi, *lo]));
+                rt.now = rt
+                    .now
+                    .saturating_add(SignedDuration::from_secs(secs))
+                    .unwrap();
+                let out = c.on_tick(rt.now);
+                rt.perform(c, out, false);
+            }
+            [b'I', answer, ..] => rt.answer = *answer,
+            [b'C', rest @ ..] => {
+                let rest = String::from_utf8_lossy(rest);
+                let (name, payload) = rest.split_once(' ').unwrap_or((&rest, "{}"));
+                let mut text = lenient::strip_trailing_commas(payload.as_bytes());
+                let payload = if lenient::too_deep(&text, lenient::MAX_JSON_DEPTH) {
+                    OwnedValue::null()
+                } else {
+                    simd_json::to_owned_value(&mut text).unwrap_or_else(|_| OwnedValue::null())
+                };
+                rt.commands += 1;
+                let id = format!("c{}", rt.commands);
+                let idle = c.is_idle();
+                match c.start_command(&id, name, &payload, rt.now) {
+                    Ok(out) => {
+                        assert!(idle, "a command started while not idle");
+                        rt.outstanding.push(id);
+                        rt.perform(c, out, false);
+                    }
+                    Err(CommandError::Busy) => assert!(!idle, "Busy while idle"),
+                    Err(CommandError::NotReady) => assert!(!c.is_authenticated()),
+                    Err(CommandError::Invalid(m)) => assert!(!m.is_empty()),
+                }
+            }
+            frame => {
+                let mut frame = frame.to_vec();
+                let out = c.on_frame(&mut frame, rt.now);
+                rt.perform(c, out, false);
+            }
+        }
+    }
+}
+
+fn json_object(f: &str) -> bool {
+    simd_json::to_owned_value(&mut f.as_bytes().to_vec()).is_ok_and(|v| v.is_object())
+}
+
+fn xml_document(f: &str) -> bool {
+    let mut reader = quick_xml::Reader::from_str(f);
+    let mut depth = 0usize;
+    let mut elements = 0;
+    loop {
+        match reader.read_event() {
+            Err(_) => return false,
+            Ok(quick_xml::events::Event::Eof) => return depth == 0 && elements > 0,
+            Ok(quick_xml::events::Event::Start(_)) => {
+                depth += 1;
+                elements += 1;
+            }
+            Ok(quick_xml::events::Event::End(_)) => depth -= 1,
+            Ok(quick_xml::events::Event::Empty(_)) => elements += 1,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// The AiFace conversation (see `converse` for the input's shape).
+pub fn aiface(data: &[u8]) {
+    let mut s = crate::aiface::Session::new(crate::aiface::DEFAULT_TIMEOUT);
+    converse(&mut s, data, json_object);
+}
+
+/// The SmackBio conversation, either dialect (see `converse` for the input's shape).
+pub fn smackbio(data: &[u8]) {
+    let mut s = crate::smackbio::Session::new(
+        crate::smackbio::DEFAULT_COMMAND_TIMEOUT,
+        0x1111_1111_1111_1111,
+    );
+    converse(&mut s, data, |f| xml_document(f) || json_object(f));
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP devices
+
+/// A `POST /api/device-http` body: read as the server does, each `sendlog` record normalised,
+/// and every answer well-formed JSON.
+pub fn device_http(data: &[u8]) {
+    let body = match device_http::parse(Some("application/json"), data) {
+        Ok(b) => b,
+        Err(r) => {
+            if let device_http::Rejection::Refused { ret, .. } = &r {
+                assert_json("refusal", std::str::from_utf8(&r.response().body).unwrap());
+                let _ = ret;
+            }
+            return;
+        }
+    };
+    assert!(!body.sn.is_empty() && body.sn.len() <= device_http::MAX_SERIAL);
+    if let Some(d) = &body.devinfo {
+        assert_json("devinfo", d);
+    }
+    match &body.payload {
+        device_http::Payload::Reg(Ok(info)) => {
+            assert!(info.len() <= device_http::MAX_INFO);
+            assert_json("info", info);
+        }
+        device_http::Payload::Sendlog(Ok(records)) => {
+            assert!(records.len() <= attendance::MAX_RECORDS);
+            for r in records {
+                match attendance::parse_record(r) {
+                    Ok(p) => check_punch(&p),
+                    Err(e) => assert!(!e.0.is_empty()),
+                }
+            }
+        }
+        device_http::Payload::Reg(Err(reason)) | device_http::Payload::Sendlog(Err(reason)) => {
+            let r = device_http::refuse(body.cmd.as_str(), reason);
+            assert_json("refusal", std::str::from_utf8(&r.body).unwrap());
+        }
+        device_http::Payload::Checklive => {}
+    }
+    let ms = data
+        .iter()
+        .fold(0u64, |a, &b| a.wrapping_mul(31).wrapping_add(u64::from(b)));
+    let r = device_http::ok(body.cmd.as_str(), ms);
+    assert_json("answer", std::str::from_utf8(&r.body).unwrap());
+}
