@@ -10,6 +10,7 @@
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
@@ -389,6 +390,23 @@ fn open(spec: &Spec, idx: usize, poll: &Poll) -> io::Result<Conn> {
     if !spec.sources.is_empty() {
         // One address holds ~28k ephemeral ports toward one server port; spreading over
         // 127.0.0.2, .3, … keeps large fleets (and their TIME_WAIT after a storm) clear of that.
+        // IP_BIND_ADDRESS_NO_PORT leaves the port to connect(): bind(port 0) would pick one from
+        // half the range by scanning the bind table, which with ~19,000 ports in use or in
+        // TIME_WAIT after a reconnect storm costs milliseconds per socket and throttled the
+        // harness instead of measuring the server. connect() picks by the full 4-tuple and may
+        // reuse TIME_WAIT ports on loopback (tcp_tw_reuse).
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt reads `one` for the given length; the descriptor is valid (owned by
+        // `sock`). A failure only loses the optimisation.
+        unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
         let src = spec.sources[idx % spec.sources.len()];
         sock.bind(&SocketAddr::new(src, 0).into())?;
     }
