@@ -50,6 +50,8 @@ pub struct Report {
     pub accepted: u64,
     pub api_errors: u64,
     pub late: u64,
+    /// Due inside the window but posted after it (the driver fell that far behind).
+    pub after_window: u64,
     pub api: Option<Histogram<u64>>,
     pub status: Option<Histogram<u64>>,
     pub status_sampled: u64,
@@ -68,6 +70,7 @@ struct Shared {
     accepted: AtomicU64,
     api_errors: AtomicU64,
     late: AtomicU64,
+    after_window: AtomicU64,
     status_sampled: AtomicU64,
     status_failed: AtomicU64,
     samples: Mutex<Vec<String>>,
@@ -95,6 +98,7 @@ pub fn start(cfg: Config) -> Driver {
         accepted: AtomicU64::new(0),
         api_errors: AtomicU64::new(0),
         late: AtomicU64::new(0),
+        after_window: AtomicU64::new(0),
         status_sampled: AtomicU64::new(0),
         status_failed: AtomicU64::new(0),
         samples: Mutex::new(Vec::new()),
@@ -144,6 +148,7 @@ impl Driver {
             accepted: s.accepted.load(Ordering::Relaxed),
             api_errors: s.api_errors.load(Ordering::Relaxed),
             late: s.late.load(Ordering::Relaxed),
+            after_window: s.after_window.load(Ordering::Relaxed),
             api: Some(api),
             status: Some(status),
             status_sampled: s.status_sampled.load(Ordering::Relaxed),
@@ -177,6 +182,9 @@ fn send_loop(
         let t0 = now_ns();
         if t0 > due + LATE_NS {
             shared.late.fetch_add(1, Ordering::Relaxed);
+        }
+        if t0 >= cfg.end_ns {
+            shared.after_window.fetch_add(1, Ordering::Relaxed);
         }
         let device = &cfg.device_ids[(k % devices) as usize];
         let path = format!("/api/devices/{device}/commands");

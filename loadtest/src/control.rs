@@ -1,7 +1,8 @@
 //! The parent ↔ worker control channel: the worker's stdin and stdout, one line per message.
 //!
 //! Parent → worker: the `Spec` as one JSON line, later `GO <ns>` (start the run window when
-//! CLOCK_MONOTONIC reaches `<ns>`). Worker → parent: `READY` once its devices are set up,
+//! CLOCK_MONOTONIC reaches `<ns>`), and `DRAINED` once the parent sends nothing more to the
+//! devices (the command driver may post late commands after the window). Worker → parent: `READY` once its devices are set up,
 //! `RUN_END` when its run window closes, and finally the `Outcome` as one JSON line. Workers set
 //! up at different speeds; the shared start time puts every worker's window (and the reconnect
 //! storm's drop) at the same instant, and lets the parent sample the server's CPU over exactly
@@ -9,11 +10,13 @@
 
 use std::io::{BufRead, Write};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 pub const READY: &str = "READY";
 pub const RUN_END: &str = "RUN_END";
 pub const GO: &str = "GO ";
+/// Parent → worker: nothing more will be sent to the devices (the command driver has stopped).
+pub const DRAINED: &str = "DRAINED";
 
 /// No `GO` yet.
 const PENDING: u64 = 0;
@@ -29,19 +32,23 @@ pub enum Go {
 /// The worker's side of the channel.
 pub struct Gate {
     go: Arc<AtomicU64>,
+    drained: Arc<AtomicBool>,
 }
 
 impl Gate {
     /// Reads the rest of stdin on a thread (the readiness loop must not block on it).
     pub fn from_stdin(mut rest: impl BufRead + Send + 'static) -> Gate {
         let go = Arc::new(AtomicU64::new(PENDING));
-        let flag = go.clone();
+        let drained = Arc::new(AtomicBool::new(false));
+        let (flag, done) = (go.clone(), drained.clone());
         std::thread::spawn(move || {
             let mut line = String::new();
             loop {
                 line.clear();
                 match rest.read_line(&mut line) {
                     Ok(0) | Err(_) => {
+                        // The parent is gone: nothing more can come.
+                        done.store(true, Ordering::Release);
                         // Only an abort if the run has not been started.
                         let _ = flag.compare_exchange(
                             PENDING,
@@ -51,6 +58,7 @@ impl Gate {
                         );
                         return;
                     }
+                    Ok(_) if line.trim() == DRAINED => done.store(true, Ordering::Release),
                     Ok(_) => {
                         if let Some(t) = line.trim().strip_prefix(GO.trim_end()) {
                             if let Ok(ns) = t.trim().parse::<u64>() {
@@ -61,7 +69,12 @@ impl Gate {
                 }
             }
         });
-        Gate { go }
+        Gate { go, drained }
+    }
+
+    /// Whether the parent has said `DRAINED` (or gone away).
+    pub fn drained(&self) -> bool {
+        self.drained.load(Ordering::Acquire)
     }
 
     pub fn go(&self) -> Go {

@@ -99,7 +99,7 @@ pub struct Args {
     #[arg(long, default_value_t = 3.0)]
     grace: f64,
     /// command-storm: keep-alive admin API connections posting commands (one thread each).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 32)]
     cmd_conns: usize,
     /// command-storm: one command in this many has its status polled until `acked`.
     #[arg(long, default_value_t = 100)]
@@ -475,9 +475,14 @@ fn run_workers(
     }
     stats.rss_held_kib = server_pid.and_then(procstat::rss_kib);
     *cmd_report = driver.map(cmdstorm::Driver::join);
+    // Late commands (due inside the window, posted after it) have now all been posted.
+    for s in stdins.iter_mut() {
+        let _ = writeln!(s, "{}", control::DRAINED);
+        let _ = s.flush();
+    }
 
     // 4. Outcomes, after each worker's grace period.
-    let deadline = now_ns() + secs_ns(args.grace + 30.0);
+    let deadline = now_ns() + secs_ns(args.grace + 90.0);
     while outcomes.iter().zip(&closed).any(|(o, c)| o.is_none() && !c) {
         match next_line(&rx, deadline) {
             Some(Line::Text(i, l)) => {

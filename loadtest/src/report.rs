@@ -199,6 +199,7 @@ pub fn print(
                 put("cmd_api_errors", json!(c.api_errors));
                 put("cmd_lost", json!(lost));
                 put("cmd_late", json!(c.late));
+                put("cmd_after_window", json!(c.after_window));
                 put(
                     "cmd_per_s",
                     json!(if s.window_s > 0.0 {

@@ -33,6 +33,10 @@ const WBUF_CAP: usize = 256 * 1024;
 /// A reconnect that failed is tried again after this long (devices retry; an instant retry
 /// would spin on a refusing server).
 const RETRY_NS: u64 = 100_000_000;
+/// How long the command storm's devices wait for the parent's DRAINED after their window.
+const DRAIN_WAIT_NS: u64 = 60_000_000_000;
+/// After DRAINED, time for the last posted commands to reach their devices.
+const LAST_COMMAND_NS: u64 = 1_000_000_000;
 /// How often heartbeats and clock-driven sends are checked when nothing finer is needed.
 const SWEEP_NS: u64 = 100_000_000;
 
@@ -239,6 +243,8 @@ pub fn run(spec: &Spec, gate: &Gate) -> io::Result<Outcome> {
     let mut run_end = u64::MAX;
     let mut grace_min_end = u64::MAX;
     let mut grace_end = u64::MAX;
+    // Only the command storm has a sender (the parent's driver) that may outlast the window.
+    let mut drained = spec.scenario != Scenario::CommandStorm;
     let mut last_sweep = start;
     loop {
         let now = now_ns();
@@ -316,23 +322,27 @@ pub fn run(spec: &Spec, gate: &Gate) -> io::Result<Outcome> {
                         .count() as u64;
                     w.stage = Stage::Grace;
                     gate.run_ended();
-                    // A command posted just before the window closed may still be on its way.
-                    let min_grace = if spec.scenario == Scenario::CommandStorm {
-                        500_000_000
-                    } else {
-                        0
-                    };
-                    grace_min_end = now + min_grace;
-                    grace_end = now + secs_ns(spec.grace_s).max(min_grace);
+                    grace_min_end = now;
+                    grace_end = now + secs_ns(spec.grace_s);
+                    if !drained {
+                        // Bounded even if the parent never says DRAINED.
+                        grace_end += DRAIN_WAIT_NS;
+                    }
                     w.to_open.clear();
                 }
             }
             Stage::Grace => {
+                if !drained && gate.drained() {
+                    // The command driver has stopped; its last commands still have to arrive.
+                    drained = true;
+                    grace_min_end = now + LAST_COMMAND_NS;
+                    grace_end = now + secs_ns(spec.grace_s).max(LAST_COMMAND_NS);
+                }
                 let waiting = conns
                     .iter()
                     .flatten()
                     .any(|c| !c.inflight.is_empty() || !c.fences.is_empty());
-                if (!waiting && now >= grace_min_end) || now >= grace_end {
+                if (drained && !waiting && now >= grace_min_end) || now >= grace_end {
                     break;
                 }
             }
