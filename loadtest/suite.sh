@@ -35,7 +35,7 @@ run() { # label, loadtest args...
     local label=$1; shift
     echo "== $label: loadtest $*" >&2
     local line
-    line=$("$LT" --json "$@" | tail -1)
+    line=$("$LT" --json --fsync-probe "$WORK" "$@" | tail -1)
     echo "{\"label\":\"$label\",\"args\":\"$*\",\"result\":${line:-null}}" >>"$OUT"
     echo "$line" >&2
 }

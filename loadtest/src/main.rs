@@ -104,6 +104,10 @@ pub struct Args {
     /// command-storm: one command in this many has its status polled until `acked`.
     #[arg(long, default_value_t = 100)]
     cmd_sample_every: u64,
+    /// Sample fdatasync latency in this directory (put it on the server's data-dir disk) every
+    /// 100 ms during the window: the disk conditions the group commits met.
+    #[arg(long)]
+    fsync_probe: Option<std::path::PathBuf>,
     /// The server's pid, to report its RSS and CPU.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -162,6 +166,8 @@ pub struct ServerStats {
     pub loadavg_end: Option<f64>,
     pub window_s: f64,
     pub provision_s: f64,
+    /// fdatasync latencies (µs) sampled during the window, with `--fsync-probe`.
+    pub fsync_us: Vec<u64>,
 }
 
 fn parent_main(args: &Args) -> Res<()> {
@@ -433,6 +439,11 @@ fn run_workers(
     clock::sleep_until(start);
     let cpu_before = server_pid.and_then(procstat::cpu_ticks);
     let harness_before = harness_ticks();
+    let probe_stop = Arc::new(AtomicBool::new(false));
+    let probe = args
+        .fsync_probe
+        .clone()
+        .map(|dir| procstat::fsync_probe(dir, probe_stop.clone()));
     let machine_before = procstat::machine_busy_ticks();
     stats.loadavg_start = procstat::loadavg();
 
@@ -456,6 +467,10 @@ fn run_workers(
         }
     }
     let window_end = now_ns();
+    probe_stop.store(true, Ordering::Relaxed);
+    if let Some(p) = probe {
+        stats.fsync_us = p.join().unwrap_or_default();
+    }
     stats.window_s = (window_end - start) as f64 / 1e9;
     stats.cpu_pct = procstat::cpu_pct(
         cpu_before,

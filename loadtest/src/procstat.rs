@@ -59,6 +59,34 @@ pub fn loadavg() -> Option<f64> {
         .ok()
 }
 
+/// Samples the disk's `fdatasync` latency every 100 ms on a 4 KiB write in `dir` until `stop`:
+/// what a group commit with `--sync-writes true` waits for, under whatever else the disk is
+/// doing during the window. Returns the latencies in µs.
+pub fn fsync_probe(
+    dir: std::path::PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<u64>> {
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let path = dir.join(format!(".loadtest-fsync-probe-{}", std::process::id()));
+        let mut out = Vec::new();
+        let Ok(mut f) = std::fs::File::create(&path) else {
+            return out;
+        };
+        let block = [0x5au8; 4096];
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let t = std::time::Instant::now();
+            if f.write_all(&block).is_err() || f.sync_data().is_err() {
+                break;
+            }
+            out.push((t.elapsed().as_micros() as u64).max(1));
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = std::fs::remove_file(&path);
+        out
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

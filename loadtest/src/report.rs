@@ -101,6 +101,16 @@ pub fn print(
     });
     let mut extra: Vec<(&'static str, Value)> = Vec::new();
     let mut put = |k: &'static str, v: Value| extra.push((k, v));
+    if !s.fsync_us.is_empty() {
+        let mut f = new_histogram();
+        for &us in &s.fsync_us {
+            f.saturating_record(us);
+        }
+        put("fsync_samples", json!(f.len()));
+        put("fsync_p50_ms", q(&f, 0.5));
+        put("fsync_p99_ms", q(&f, 0.99));
+        put("fsync_max_ms", q(&f, 1.0));
+    }
     if let (Some(before), Some(held_kib)) = (s.rss_before_kib, s.rss_held_kib)
         && held > 0
     {
@@ -141,15 +151,13 @@ pub fn print(
                     round_ms.saturating_record((end - start) / 1000);
                 }
             }
+            let overrun = sum(|o| o.bursts_overrun);
             put("burst_rounds", json!(rounds.len()));
-            put(
-                "burst_records_per_s",
-                json!(if busy_ns > 0 {
-                    (records as f64 / (busy_ns as f64 / 1e9)).round()
-                } else {
-                    0.0
-                }),
-            );
+            // With overruns the server never caught up between bursts: it was draining all
+            // window long, records_per_s is the drain rate, and rounds mean nothing.
+            let drain = (busy_ns > 0 && overrun == 0)
+                .then(|| (records as f64 / (busy_ns as f64 / 1e9)).round());
+            put("burst_records_per_s", json!(drain));
             put("burst_round_p50_ms", q(&round_ms, 0.5));
             put("burst_round_max_ms", q(&round_ms, 1.0));
             put("burst_p50_ms", q(&burst, 0.5));
