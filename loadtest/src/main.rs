@@ -162,6 +162,9 @@ pub struct ServerStats {
     /// neither the server nor the harness: other work on the box that the figures competed with.
     pub machine_cpu_pct: Option<f64>,
     pub other_cpu_pct: Option<f64>,
+    /// Time the server's threads waited for a CPU over the window, as a percentage of the
+    /// window (100 = one thread's worth of waiting for the whole window).
+    pub runq_wait_pct: Option<f64>,
     pub loadavg_start: Option<f64>,
     pub loadavg_end: Option<f64>,
     pub window_s: f64,
@@ -445,6 +448,7 @@ fn run_workers(
         .clone()
         .map(|dir| procstat::fsync_probe(dir, probe_stop.clone()));
     let machine_before = procstat::machine_busy_ticks();
+    let runq_before = server_pid.and_then(procstat::runq_wait_ns);
     stats.loadavg_start = procstat::loadavg();
 
     // 3. Every run window closed: the CPU window ends with the last one.
@@ -484,6 +488,12 @@ fn run_workers(
         stats.window_s,
     );
     stats.loadavg_end = procstat::loadavg();
+    if let (Some(b), Some(a)) = (runq_before, server_pid.and_then(procstat::runq_wait_ns))
+        && stats.window_s > 0.0
+    {
+        let pct = a.saturating_sub(b) as f64 / 1e9 / stats.window_s * 100.0;
+        stats.runq_wait_pct = Some((pct * 10.0).round() / 10.0);
+    }
     if let (Some(m), Some(h)) = (stats.machine_cpu_pct, stats.harness_cpu_pct) {
         let other = m - h - stats.cpu_pct.unwrap_or(0.0);
         stats.other_cpu_pct = Some((other.max(0.0) * 10.0).round() / 10.0);

@@ -35,6 +35,27 @@ pub fn cpu_pct(before: Option<u64>, after: Option<u64>, wall_s: f64) -> Option<f
     Some((pct * 10.0).round() / 10.0)
 }
 
+/// Nanoseconds the process's threads have spent runnable but waiting for a CPU (the second
+/// field of each `/proc/PID/task/*/schedstat`). Over a window, this is how much the process
+/// was held back by whatever else was running.
+pub fn runq_wait_ns(pid: u32) -> Option<u64> {
+    let mut total = 0u64;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) else {
+            continue;
+        };
+        total += s
+            .split_whitespace()
+            .nth(1)
+            .and_then(|x| x.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Some(total)
+}
+
 /// Busy ticks of the whole machine (all CPUs: everything but idle and iowait), from /proc/stat.
 pub fn machine_busy_ticks() -> Option<u64> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;

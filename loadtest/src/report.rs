@@ -96,6 +96,7 @@ pub fn print(
         "harness_cpu_pct": s.harness_cpu_pct,
         "machine_cpu_pct": s.machine_cpu_pct,
         "other_cpu_pct": s.other_cpu_pct,
+        "server_runq_wait_pct": s.runq_wait_pct,
         "loadavg_start": s.loadavg_start,
         "loadavg_end": s.loadavg_end,
     });
