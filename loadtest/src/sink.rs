@@ -1,6 +1,13 @@
-//! The raw-sink baseline: a minimal WebSocket server that acks every text frame with
-//! `{"type":"ack"}` and stores nothing. Driving it with the same client loop as the real server
-//! measures what the box itself (loopback, syscalls, the harness) can do in the same run.
+//! The raw-sink baseline: a minimal single-threaded server that speaks just enough of every
+//! protocol to answer the harness, and stores nothing. Driving it with the same client loop as the
+//! real server measures what the box itself (loopback, syscalls, the harness) can do in the same
+//! run.
+//!
+//! It answers generic `register`/`ping`/msg_id frames, AiFace `reg`/`sendlog`, SmackBio
+//! `Register`/`Login`/`TimeLog_v2`/`KeepAlive`, HTTP `POST /api/device-http`, and routes
+//! `POST /api/devices/{id}/commands` straight to the device's socket (with
+//! `GET /api/devices/{id}/commands` reporting the last command's status), so the command storm has
+//! a baseline too. It checks no credentials.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -14,11 +21,13 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
 use crate::frame::{self, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT};
+use crate::httpwire;
+use crate::proto::smackbio::tag;
 
 const LISTENER: Token = Token(usize::MAX);
-const ACK: &[u8] = br#"{"type":"ack"}"#;
-/// Heads larger than this are not a WebSocket upgrade the harness sends; drop the connection.
-const MAX_HEAD: usize = 8 * 1024;
+/// Unsent bytes a connection may hold; a peer that does not read is dropped beyond this.
+const MAX_WBUF: usize = 8 << 20;
+const CLOUDTIME: &str = "2026-01-01 00:00:00";
 
 pub struct Sink {
     pub addr: SocketAddr,
@@ -60,14 +69,27 @@ struct SinkConn {
     stream: TcpStream,
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
-    upgraded: bool,
+    ws: bool,
     closing: bool,
+    /// The generic device id registered on this WebSocket (for command routing).
+    device: Option<String>,
+}
+
+/// Command routing state: which connection holds each device, and each device's last command.
+#[derive(Default)]
+struct Router {
+    devices: HashMap<String, usize>,
+    last: HashMap<String, (String, &'static str)>,
+    next_command: u64,
 }
 
 fn serve(mut poll: Poll, listener: TcpListener, stop: &AtomicBool) {
     let mut events = Events::with_capacity(1024);
     let mut conns: HashMap<usize, SinkConn> = HashMap::new();
+    let mut router = Router::default();
     let mut next = 0usize;
+    // Frames for other connections (routed commands), written after the current one.
+    let mut deliveries: Vec<(usize, Vec<u8>)> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         if let Err(e) = poll.poll(&mut events, Some(Duration::from_millis(50))) {
             if e.kind() == io::ErrorKind::Interrupted {
@@ -95,8 +117,9 @@ fn serve(mut poll: Poll, listener: TcpListener, stop: &AtomicBool) {
                                         stream,
                                         rbuf: Vec::new(),
                                         wbuf: Vec::new(),
-                                        upgraded: false,
+                                        ws: false,
                                         closing: false,
+                                        device: None,
                                     },
                                 );
                             }
@@ -105,6 +128,7 @@ fn serve(mut poll: Poll, listener: TcpListener, stop: &AtomicBool) {
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                         Err(e) => {
+                            // Out of descriptors, typically: the client sees the refusal.
                             eprintln!("raw-sink: accept failed: {e}");
                             break;
                         }
@@ -114,49 +138,97 @@ fn serve(mut poll: Poll, listener: TcpListener, stop: &AtomicBool) {
             }
             let id = ev.token().0;
             let alive = match conns.get_mut(&id) {
-                Some(c) => drive(c),
+                Some(c) => drive(c, id, &mut router, &mut deliveries),
                 None => continue,
             };
-            if !alive && let Some(mut c) = conns.remove(&id) {
-                let _ = poll.registry().deregister(&mut c.stream);
+            if !alive {
+                close(&mut conns, &mut router, &poll, id);
+            }
+            for (to, bytes) in deliveries.drain(..) {
+                let alive = match conns.get_mut(&to) {
+                    Some(c) => {
+                        c.wbuf.extend_from_slice(&bytes);
+                        flush(c)
+                    }
+                    None => continue,
+                };
+                if !alive {
+                    close(&mut conns, &mut router, &poll, to);
+                }
             }
         }
     }
 }
 
+fn close(conns: &mut HashMap<usize, SinkConn>, router: &mut Router, poll: &Poll, id: usize) {
+    if let Some(mut c) = conns.remove(&id) {
+        let _ = poll.registry().deregister(&mut c.stream);
+        if let Some(d) = c.device
+            && router.devices.get(&d) == Some(&id)
+        {
+            router.devices.remove(&d);
+        }
+    }
+}
+
 /// Reads everything available, answers it, flushes. Returns false when the connection is done.
-fn drive(c: &mut SinkConn) -> bool {
+fn drive(
+    c: &mut SinkConn,
+    id: usize,
+    router: &mut Router,
+    deliveries: &mut Vec<(usize, Vec<u8>)>,
+) -> bool {
     let mut chunk = [0u8; 16 * 1024];
     loop {
         match c.stream.read(&mut chunk) {
             Ok(0) => return false,
-            Ok(n) => c.rbuf.extend_from_slice(&chunk[..n]),
+            Ok(n) => {
+                c.rbuf.extend_from_slice(&chunk[..n]);
+                if !answer(c, id, router, deliveries) {
+                    return false;
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => return false,
         }
     }
-    if !c.upgraded {
-        let Some(end) = frame::head_end(&c.rbuf) else {
-            return c.rbuf.len() <= MAX_HEAD;
-        };
-        let head = String::from_utf8_lossy(&c.rbuf[..end]).into_owned();
-        let key = head.lines().find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.trim()
-                .eq_ignore_ascii_case("sec-websocket-key")
-                .then(|| value.trim().to_owned())
-        });
-        let Some(key) = key else { return false };
-        let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
-        c.wbuf.extend_from_slice(
-            format!(
-                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
-            )
-            .as_bytes(),
-        );
-        c.rbuf.drain(..end);
-        c.upgraded = true;
+    flush(c) && !c.closing
+}
+
+fn flush(c: &mut SinkConn) -> bool {
+    while !c.wbuf.is_empty() {
+        match c.stream.write(&c.wbuf) {
+            Ok(0) => return false,
+            Ok(n) => {
+                c.wbuf.drain(..n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return c.wbuf.len() <= MAX_WBUF,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// Answers every complete request or frame in the read buffer.
+fn answer(
+    c: &mut SinkConn,
+    id: usize,
+    router: &mut Router,
+    deliveries: &mut Vec<(usize, Vec<u8>)>,
+) -> bool {
+    while !c.ws && !c.closing {
+        match httpwire::parse_request(&c.rbuf) {
+            Ok(Some((req, used))) => {
+                c.rbuf.drain(..used);
+                if !http_request(c, req, router, deliveries) {
+                    return false;
+                }
+            }
+            Ok(None) => return true,
+            Err(_) => return false,
+        }
     }
     let mut used = 0;
     while !c.closing {
@@ -164,7 +236,7 @@ fn drive(c: &mut SinkConn) -> bool {
             Ok(Some((f, n))) => {
                 used += n;
                 match f.opcode {
-                    OP_TEXT => frame::push_frame(&mut c.wbuf, OP_TEXT, ACK, None),
+                    OP_TEXT => ws_text(c, id, &f.payload, router),
                     OP_PING => frame::push_frame(&mut c.wbuf, OP_PONG, &f.payload, None),
                     OP_CLOSE => {
                         frame::push_frame(&mut c.wbuf, OP_CLOSE, &f.payload, None);
@@ -179,16 +251,204 @@ fn drive(c: &mut SinkConn) -> bool {
         }
     }
     c.rbuf.drain(..used);
-    while !c.wbuf.is_empty() {
-        match c.stream.write(&c.wbuf) {
-            Ok(0) => return false,
-            Ok(n) => {
-                c.wbuf.drain(..n);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => return false,
-        }
+    true
+}
+
+fn http_request(
+    c: &mut SinkConn,
+    req: httpwire::Request,
+    router: &mut Router,
+    deliveries: &mut Vec<(usize, Vec<u8>)>,
+) -> bool {
+    if let Some(key) = &req.ws_key {
+        let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+        c.wbuf.extend_from_slice(
+            format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        c.ws = true;
+        return true;
     }
-    !c.closing
+    let segs: Vec<&str> = req
+        .path
+        .split('?')
+        .next()
+        .unwrap_or("")
+        .split('/')
+        .collect();
+    let (status, reason, body) = match (req.method.as_str(), segs.as_slice()) {
+        ("POST", ["", "api", "device-http"]) => {
+            let v: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
+            let cmd = v.get("cmd").and_then(|x| x.as_str()).unwrap_or("?");
+            (
+                200,
+                "OK",
+                format!(r#"{{"ret":"{cmd}","result":true,"cloudtime":"2026-01-01T00:00:00Z"}}"#),
+            )
+        }
+        ("POST", ["", "api", "devices", dev, "commands"]) => {
+            let v: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
+            let command = v.get("command").and_then(|x| x.as_str()).unwrap_or("?");
+            let payload = v.get("payload").cloned().unwrap_or_default();
+            router.next_command += 1;
+            let command_id = format!("00000000-0000-4000-8000-{:012x}", router.next_command);
+            let status = match router.devices.get(*dev) {
+                Some(&to) => {
+                    let text = format!(
+                        r#"{{"type":"command","command_id":"{command_id}","command":"{command}","payload":{payload}}}"#
+                    );
+                    let mut bytes = Vec::new();
+                    frame::push_frame(&mut bytes, OP_TEXT, text.as_bytes(), None);
+                    deliveries.push((to, bytes));
+                    "sent"
+                }
+                None => "queued",
+            };
+            router
+                .last
+                .insert((*dev).to_string(), (command_id.clone(), status));
+            (
+                202,
+                "Accepted",
+                format!(r#"{{"command_id":"{command_id}","device_id":"{dev}","status":"queued"}}"#),
+            )
+        }
+        ("GET", ["", "api", "devices", dev, "commands"]) => {
+            let items = match router.last.get(*dev) {
+                Some((cid, st)) => format!(r#"{{"command_id":"{cid}","status":"{st}"}}"#),
+                None => String::new(),
+            };
+            (
+                200,
+                "OK",
+                format!(r#"{{"items":[{items}],"next_cursor":null}}"#),
+            )
+        }
+        _ => (
+            404,
+            "Not Found",
+            r#"{"error":{"code":"not_found"}}"#.to_string(),
+        ),
+    };
+    c.wbuf.extend_from_slice(&httpwire::response(
+        status,
+        reason,
+        body.as_bytes(),
+        req.close,
+    ));
+    if req.close {
+        c.closing = true;
+    }
+    true
+}
+
+/// The raw text of a JSON field's value in one of the harness's own messages (a string with its
+/// quotes, or a number): enough to echo ids without parsing the whole message.
+fn raw_field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    let pat = format!("\"{key}\":");
+    let start = text.find(&pat)? + pat.len();
+    let rest = text[start..].trim_start();
+    let off = text.len() - rest.len();
+    let len = if let Some(body) = rest.strip_prefix('"') {
+        body.find('"')? + 2
+    } else {
+        rest.find([',', '}', ']']).unwrap_or(rest.len())
+    };
+    Some(text[off..off + len].trim())
+}
+
+fn ws_text(c: &mut SinkConn, id: usize, payload: &[u8], router: &mut Router) {
+    let Ok(text) = std::str::from_utf8(payload) else {
+        return;
+    };
+    let t = text.trim_start();
+    let reply: Option<String> = if t.starts_with('<') {
+        smackbio(t)
+    } else if t.contains("\"type\"") {
+        let kind = raw_field(t, "type").unwrap_or("");
+        match kind {
+            "\"telemetry\"" | "\"event\"" => {
+                raw_field(t, "msg_id").map(|m| format!(r#"{{"type":"ack","msg_id":{m}}}"#))
+            }
+            "\"ping\"" => Some(r#"{"type":"pong"}"#.to_string()),
+            "\"register\"" => {
+                let dev = raw_field(t, "device_id").unwrap_or("\"\"");
+                let name = dev.trim_matches('"').to_string();
+                router.devices.insert(name.clone(), id);
+                c.device = Some(name);
+                Some(format!(
+                    r#"{{"type":"registered","device_id":{dev},"server_time":"2026-01-01T00:00:00Z"}}"#
+                ))
+            }
+            "\"command_result\"" => {
+                if let Some(d) = &c.device
+                    && let Some(last) = router.last.get_mut(d)
+                {
+                    last.1 = "acked";
+                }
+                None
+            }
+            _ => None,
+        }
+    } else {
+        match raw_field(t, "cmd").unwrap_or("") {
+            "\"reg\"" => Some(format!(
+                r#"{{"ret":"reg","result":true,"cloudtime":"{CLOUDTIME}","nosenduser":true}}"#
+            )),
+            "\"sendlog\"" => {
+                let count = raw_field(t, "count").unwrap_or("1");
+                let index = raw_field(t, "logindex").unwrap_or("0");
+                Some(format!(
+                    r#"{{"ret":"sendlog","result":true,"count":{count},"logindex":{index},"cloudtime":"{CLOUDTIME}","access":1}}"#
+                ))
+            }
+            _ => None,
+        }
+    };
+    if let Some(r) = reply {
+        frame::push_frame(&mut c.wbuf, OP_TEXT, r.as_bytes(), None);
+    }
+}
+
+fn smackbio(t: &str) -> Option<String> {
+    let serial = tag(t, "DeviceSerialNo").unwrap_or("");
+    let head = "<?xml version=\"1.0\"?><Message>";
+    match (tag(t, "Request"), tag(t, "Event")) {
+        (Some("Register"), _) => Some(format!(
+            "{head}<Response>Register</Response><DeviceSerialNo>{serial}</DeviceSerialNo><Token>sink-token</Token><Result>OK</Result></Message>"
+        )),
+        (Some("Login"), _) => Some(format!(
+            "{head}<Response>Login</Response><DeviceSerialNo>{serial}</DeviceSerialNo><Result>OK</Result></Message>"
+        )),
+        (None, Some(ev @ ("TimeLog_v2" | "AdminLog_v2"))) => {
+            let trans = tag(t, "TransID").unwrap_or("");
+            Some(format!(
+                "{head}<Response>{ev}</Response><Result>OK</Result><TransID>{trans}</TransID></Message>"
+            ))
+        }
+        (None, Some("KeepAlive")) => {
+            let dev_time = tag(t, "DevTime").unwrap_or("");
+            Some(format!(
+                "{head}<Response>KeepAlive</Response><Result>OK</Result><DevTime>{dev_time}</DevTime><ServerTime>2026-01-01-T00:00:00Z</ServerTime></Message>"
+            ))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_fields() {
+        let t = r#"{"type":"telemetry","msg_id":"12","payload":{"seq":12}}"#;
+        assert_eq!(raw_field(t, "type"), Some("\"telemetry\""));
+        assert_eq!(raw_field(t, "msg_id"), Some("\"12\""));
+        assert_eq!(raw_field(t, "seq"), Some("12"));
+        let a = r#"{"cmd":"sendlog","sn":"X","count":3,"logindex":9,"record":[]}"#;
+        assert_eq!(raw_field(a, "logindex"), Some("9"));
+    }
 }

@@ -1,35 +1,59 @@
 //! The client side: one readiness loop (mio, edge-triggered) holding every connection of this
 //! process. A connection is a phase plus two byte buffers, so 15,000 of them cost a few MiB and
-//! one thread.
+//! one thread. The protocol modules decide what to say; this loop does the I/O, the pacing and
+//! the measuring.
+//!
+//! Stages: `Setup` (connect and register, paced) → `Wait` (told the parent `READY`; keeps the
+//! sessions alive until the shared start time) → `Run` (the measured window) → `Grace` (waits a
+//! bounded time for outstanding acks).
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::os::fd::AsRawFd;
 
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use serde::{Deserialize, Serialize};
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
 
+use crate::clock::{elapsed_us, now_ns, secs_ns};
+use crate::control::{Gate, Go};
 use crate::frame::{self, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT};
+use crate::httpwire;
+use crate::proto::{Inbound, Protocol, aiface, generic, http, smackbio};
+use crate::provision::Cred;
 
-/// At most this many connections in connect/handshake/register at once: an unpaced burst of
-/// thousands overflows the listen backlog and measures SYN retries instead of the server.
-const MAX_SETTING_UP: usize = 256;
-/// Ping interval of the idle fleet (the server closes sessions silent for 90 s).
-const IDLE_PING: Duration = Duration::from_secs(30);
-/// How long after the run the loop waits for outstanding acks before giving up on them.
-pub const GRACE: Duration = Duration::from_secs(3);
 /// Error texts kept for the report; the rest are only counted.
 const MAX_SAMPLES: usize = 5;
+/// Stop queueing new data on a connection whose unsent bytes reach this: the kernel's send buffer
+/// is full, and growing ours would only hide that.
+const WBUF_CAP: usize = 256 * 1024;
+/// A reconnect that failed is tried again after this long (devices retry; an instant retry
+/// would spin on a refusing server).
+const RETRY_NS: u64 = 100_000_000;
+/// How long the command storm's devices wait for the parent's DRAINED after their window.
+const DRAIN_WAIT_NS: u64 = 60_000_000_000;
+/// After DRAINED, time for the last posted commands to reach their devices.
+const LAST_COMMAND_NS: u64 = 1_000_000_000;
+/// How often heartbeats and clock-driven sends are checked when nothing finer is needed.
+const SWEEP_NS: u64 = 100_000_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Scenario {
+    /// Register and stay connected, heartbeating.
     IdleFleet,
+    /// Every device sends data messages as fast as its ack window (or `--rate`) allows.
     TelemetryFlood,
+    /// Devices answer commands that the parent drives through the admin API.
+    CommandStorm,
+    /// All sessions drop at once and reconnect.
+    ReconnectStorm,
+    /// Every device pushes `--burst` attendance messages at the same instants.
+    AttendanceBurst,
+    /// `telemetry-flood` against the built-in sink instead of a server (kept for scripts).
     RawSink,
 }
 
@@ -37,20 +61,30 @@ pub enum Scenario {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Spec {
     pub scenario: Scenario,
+    pub protocol: Protocol,
     /// Where to connect (the server, or the raw sink).
     pub target: SocketAddr,
-    /// `(device_id, token)` per connection; empty credentials mean "do not register" (raw sink).
-    pub devices: Vec<(String, String)>,
-    /// Source addresses to bind, used round-robin; empty means "let the kernel choose".
+    pub devices: Vec<Cred>,
+    /// Source addresses to bind, by connection index; empty means "let the kernel choose".
     pub sources: Vec<IpAddr>,
+    /// Data messages per second per device (`telemetry-flood`); 0 = as fast as acks allow.
     pub rate: f64,
+    /// Unacked data messages per device at most (HTTP devices: always 1).
     pub inflight: usize,
     pub duration_s: f64,
     pub payload_bytes: usize,
     pub setup_timeout_s: f64,
+    pub records_per_msg: u32,
+    pub burst: u32,
+    pub burst_interval_s: f64,
+    /// Heartbeat interval per device; 0 = none.
+    pub heartbeat_s: f64,
+    /// Connections in connect/handshake/register at once.
+    pub max_connecting: usize,
+    pub grace_s: f64,
 }
 
-/// What a worker reports back (one JSON line on stdout for worker processes).
+/// What a worker reports back (one JSON line on stdout).
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Outcome {
     pub connected: u64,
@@ -61,21 +95,58 @@ pub struct Outcome {
     pub acked: u64,
     /// Acks that arrived inside the run window (the msgs/s numerator).
     pub acked_in_run: u64,
+    pub records_acked_in_run: u64,
+    pub nacked: u64,
+    pub heartbeats: u64,
     pub pongs: u64,
     pub errors: u64,
     pub error_samples: Vec<String>,
     pub setup_s: f64,
+    pub run_start_ns: u64,
     pub run_s: f64,
-    /// Ack latency histogram in microseconds as `(value, count)` pairs, merged by the parent.
+    /// Ack latency (data message sent → ack) in µs as `(value, count)` pairs.
     pub latency_us: Vec<(u64, u64)>,
+    /// Command storm: commands received, and how many of those had their result confirmed
+    /// durable (fence acked).
+    pub cmd_received: u64,
+    pub cmd_confirmed: u64,
+    /// API request sent → command frame received by the device.
+    pub cmd_deliver_us: Vec<(u64, u64)>,
+    /// API request sent → the device's result confirmed durable.
+    pub cmd_rt_us: Vec<(u64, u64)>,
+    /// Attendance bursts: completed, and bursts that began before the previous one finished.
+    pub bursts_done: u64,
+    pub bursts_overrun: u64,
+    /// Burst start → last ack of the burst.
+    pub burst_us: Vec<(u64, u64)>,
+    /// Per burst round: `(start_ns, last ack of any device's burst_ns, records acked)`; the parent
+    /// merges rounds by start (the same instants in every worker) into the throughput while
+    /// bursts are being drained.
+    pub rounds: Vec<(u64, u64, u64)>,
+    /// Reconnect storm: sessions dropped, back and registered, the instant the last came back,
+    /// and connect attempts that had to be repeated.
+    pub dropped: u64,
+    pub reconnected: u64,
+    pub reconnect_last_ns: u64,
+    pub reconnect_retries: u64,
+    /// Drop → registered again, per session.
+    pub reconnect_us: Vec<(u64, u64)>,
 }
 
-#[derive(PartialEq, Eq, Clone, Copy)]
+#[derive(PartialEq, Eq, Clone, Copy, Debug)]
 enum Phase {
     Connecting,
     Handshake,
     Registering,
     Ready,
+}
+
+#[derive(PartialEq, Eq, Clone, Copy, Debug)]
+enum Stage {
+    Setup,
+    Wait,
+    Run,
+    Grace,
 }
 
 struct Conn {
@@ -85,77 +156,104 @@ struct Conn {
     phase: Phase,
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
-    /// Unacked msg_ids with their send time, oldest first.
-    inflight: VecDeque<(u64, Instant)>,
-    next_msg: u64,
-    last_ping: Instant,
+    /// Unacked data messages: `(id, sent_ns, records)`, oldest first.
+    inflight: VecDeque<(u64, u64, u32)>,
+    next_hb_ns: u64,
     setting_up: bool,
+    /// SmackBio: the token from the last `Register` answer.
+    token: Option<String>,
+    /// HTTP: the request in flight.
+    http: Option<http::Pending>,
+    /// Command fences not yet acked: `(k, t0_ns)`.
+    fences: VecDeque<(u64, u64)>,
+    burst_left: u32,
+    /// When the unfinished burst began; 0 = none.
+    burst_start_ns: u64,
+    /// Records acked in the unfinished burst.
+    burst_records: u64,
 }
 
-#[derive(PartialEq, Eq, Clone, Copy)]
-enum Stage {
-    Setup,
-    Run,
-    Grace,
+pub fn new_histogram() -> Histogram<u64> {
+    // 1 µs .. 10 min at 3 significant digits; larger values are clamped by saturating_record.
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("static histogram bounds are valid")
+}
+
+fn pairs(h: &Histogram<u64>) -> Vec<(u64, u64)> {
+    h.iter_recorded()
+        .map(|v| (v.value_iterated_to(), v.count_at_value()))
+        .collect()
 }
 
 struct Worker<'a> {
     spec: &'a Spec,
     out: Outcome,
     hist: Histogram<u64>,
+    cmd_rt: Histogram<u64>,
+    cmd_deliver: Histogram<u64>,
+    burst_hist: Histogram<u64>,
+    reconnect_hist: Histogram<u64>,
     stage: Stage,
-    run_start: Instant,
+    run_start_ns: u64,
     setting_up: usize,
     mask_state: u32,
     pad: String,
+    /// Per device, kept across reconnects: the next correlation id and the next record number.
+    /// (The server remembers msg_ids for a day: a reconnected device must not reuse one.)
+    ids: Vec<(u64, u64)>,
+    /// Reconnect storm: when each device's session was dropped; 0 = not waiting for it.
+    drop_ns: Vec<u64>,
+    next_fence: u64,
+    next_burst_ns: u64,
+    /// Connections to open: `(index, not before ns)`, in non-decreasing time order.
+    to_open: VecDeque<(usize, u64)>,
+    replies: Vec<String>,
+    hb_ns: u64,
 }
 
-pub fn new_histogram() -> Histogram<u64> {
-    // 1 µs .. 10 min at 3 significant digits; values beyond are clamped by saturating_record.
-    Histogram::new_with_bounds(1, 600_000_000, 3).expect("static histogram bounds are valid")
-}
-
-/// Runs one slice to completion; bounded by setup timeout + duration + grace.
-pub fn run(spec: &Spec) -> io::Result<Outcome> {
+/// Runs one slice to completion; every stage is bounded in time.
+pub fn run(spec: &Spec, gate: &Gate) -> io::Result<Outcome> {
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(4096);
     let n = spec.devices.len();
     let mut conns: Vec<Option<Conn>> = (0..n).map(|_| None).collect();
-    let now = Instant::now();
+    let start = now_ns();
     let mut w = Worker {
         spec,
         out: Outcome::default(),
         hist: new_histogram(),
+        cmd_rt: new_histogram(),
+        cmd_deliver: new_histogram(),
+        burst_hist: new_histogram(),
+        reconnect_hist: new_histogram(),
         stage: Stage::Setup,
-        run_start: now,
+        run_start_ns: start,
         setting_up: 0,
         mask_state: 0x9E37_79B9 ^ std::process::id(),
         // The payload object is `{"seq":N,"pad":"…"}`; pad it to roughly --payload-bytes.
         pad: "x".repeat(spec.payload_bytes.saturating_sub(24)),
+        ids: vec![(0, 0); n],
+        drop_ns: vec![0; n],
+        next_fence: 0,
+        next_burst_ns: u64::MAX,
+        to_open: (0..n).map(|i| (i, start)).collect(),
+        replies: Vec::new(),
+        hb_ns: secs_ns(spec.heartbeat_s),
     };
-    let setup_start = now;
-    let setup_deadline = now + Duration::from_secs_f64(spec.setup_timeout_s);
-    let mut run_end = now;
-    let mut grace_end = now;
-    let mut next_open = 0usize;
-    let mut last_tick = now;
+    let setup_deadline = start + secs_ns(spec.setup_timeout_s);
+    let mut run_end = u64::MAX;
+    let mut grace_min_end = u64::MAX;
+    let mut grace_end = u64::MAX;
+    // Only the command storm has a sender (the parent's driver) that may outlast the window.
+    let mut drained = spec.scenario != Scenario::CommandStorm;
+    let mut last_sweep = start;
     loop {
-        while w.stage == Stage::Setup && next_open < n && w.setting_up < MAX_SETTING_UP {
-            match open(spec, next_open, &poll) {
-                Ok(c) => {
-                    conns[next_open] = Some(c);
-                    w.setting_up += 1;
-                }
-                Err(e) => w.error(format!("connect: {e}")),
-            }
-            next_open += 1;
-        }
-        let timeout = if w.stage == Stage::Run && spec.rate > 0.0 {
-            Duration::from_millis(2)
-        } else {
-            Duration::from_millis(20)
-        };
-        if let Err(e) = poll.poll(&mut events, Some(timeout)) {
+        let now = now_ns();
+        w.open_due(&mut conns, &poll, now);
+        let timeout_ns = w.poll_timeout(now, gate);
+        if let Err(e) = poll.poll(
+            &mut events,
+            Some(std::time::Duration::from_nanos(timeout_ns)),
+        ) {
             if e.kind() != io::ErrorKind::Interrupted {
                 return Err(e);
             }
@@ -171,10 +269,10 @@ pub fn run(spec: &Spec) -> io::Result<Outcome> {
                 w.drop_conn(c, &poll);
             }
         }
-        let now = Instant::now();
+        let now = now_ns();
         match w.stage {
             Stage::Setup => {
-                let all_done = next_open == n && w.setting_up == 0;
+                let all_done = w.to_open.is_empty() && w.setting_up == 0;
                 if all_done || now >= setup_deadline {
                     // Connections still setting up at the deadline count as failures.
                     for slot in conns.iter_mut() {
@@ -185,36 +283,79 @@ pub fn run(spec: &Spec) -> io::Result<Outcome> {
                             w.drop_conn(c, &poll);
                         }
                     }
-                    w.out.setup_s = (now - setup_start).as_secs_f64();
-                    w.stage = Stage::Run;
-                    w.run_start = now;
-                    run_end = now + Duration::from_secs_f64(spec.duration_s);
-                    last_tick = now;
-                    w.pump_all(&mut conns, &poll, now);
+                    let unopened = w.to_open.len();
+                    if unopened > 0 {
+                        w.out.errors += unopened as u64;
+                        w.sample(format!(
+                            "{unopened} connections not even attempted before the setup timeout"
+                        ));
+                        w.to_open.clear();
+                    }
+                    w.out.setup_s = (now - start) as f64 / 1e9;
+                    w.stage = Stage::Wait;
+                    gate.ready();
                 }
             }
+            Stage::Wait => match gate.go() {
+                Go::NotYet => {}
+                Go::Abort => {
+                    w.sample("the parent went away before the run started".into());
+                    w.out.errors += 1;
+                    break;
+                }
+                Go::At(t) if now >= t => {
+                    w.start_run(&mut conns, &poll, t);
+                    run_end = t + secs_ns(spec.duration_s);
+                    last_sweep = 0;
+                }
+                Go::At(_) => {}
+            },
             Stage::Run => {
-                if now >= run_end {
-                    w.out.run_s = (now - w.run_start).as_secs_f64();
+                let storm_over =
+                    spec.scenario == Scenario::ReconnectStorm && w.out.reconnected >= w.out.dropped;
+                if now >= run_end || storm_over {
+                    w.out.run_s = (now - w.run_start_ns) as f64 / 1e9;
                     w.out.held = conns
                         .iter()
                         .flatten()
                         .filter(|c| c.phase == Phase::Ready)
                         .count() as u64;
                     w.stage = Stage::Grace;
-                    grace_end = now + GRACE;
-                } else if spec.rate > 0.0 || now - last_tick >= Duration::from_millis(100) {
-                    // Rate-limited sending and idle pings are clock-driven, not ack-driven.
-                    last_tick = now;
-                    w.pump_all(&mut conns, &poll, now);
+                    gate.run_ended();
+                    grace_min_end = now;
+                    grace_end = now + secs_ns(spec.grace_s);
+                    if !drained {
+                        // Bounded even if the parent never says DRAINED.
+                        grace_end += DRAIN_WAIT_NS;
+                    }
+                    w.to_open.clear();
                 }
             }
             Stage::Grace => {
-                let waiting = conns.iter().flatten().any(|c| !c.inflight.is_empty());
-                if !waiting || now >= grace_end {
+                if !drained && gate.drained() {
+                    // The command driver has stopped; its last commands still have to arrive.
+                    drained = true;
+                    grace_min_end = now + LAST_COMMAND_NS;
+                    grace_end = now + secs_ns(spec.grace_s).max(LAST_COMMAND_NS);
+                }
+                let waiting = conns
+                    .iter()
+                    .flatten()
+                    .any(|c| !c.inflight.is_empty() || !c.fences.is_empty());
+                if (drained && !waiting && now >= grace_min_end) || now >= grace_end {
                     break;
                 }
             }
+        }
+        // Heartbeats, bursts and rate-limited sends are clock-driven, not event-driven.
+        let burst_due = w.stage == Stage::Run && now >= w.next_burst_ns;
+        let rate_due = w.stage == Stage::Run && w.flooding() && spec.rate > 0.0;
+        if burst_due || rate_due || now.saturating_sub(last_sweep) >= SWEEP_NS {
+            last_sweep = now;
+            if burst_due {
+                w.start_bursts(&mut conns, now);
+            }
+            w.pump_all(&mut conns, &poll, now);
         }
     }
     // Unanswered messages are errors: the server never acked them within the grace period.
@@ -223,33 +364,59 @@ pub fn run(spec: &Spec) -> io::Result<Outcome> {
         w.out.errors += lost as u64;
         w.sample(format!("{lost} messages unacked after the grace period"));
     }
-    for mut c in conns.into_iter().flatten() {
-        // Best effort close frame (1000); the socket is dropped either way.
-        let mut buf = Vec::new();
-        frame::push_frame(
-            &mut buf,
-            OP_CLOSE,
-            &1000u16.to_be_bytes(),
-            Some([7, 7, 7, 7]),
-        );
-        let _ = c.stream.write(&buf);
+    let unconfirmed: usize = conns.iter().flatten().map(|c| c.fences.len()).sum();
+    if unconfirmed > 0 {
+        w.out.errors += unconfirmed as u64;
+        w.sample(format!(
+            "{unconfirmed} command results not confirmed durable after the grace period"
+        ));
     }
-    w.out.latency_us = w
-        .hist
-        .iter_recorded()
-        .map(|v| (v.value_iterated_to(), v.count_at_value()))
-        .collect();
+    for mut c in conns.into_iter().flatten() {
+        if spec.protocol.is_websocket() && c.phase != Phase::Connecting {
+            // Best effort close frame (1000); the socket is dropped either way.
+            let mut buf = Vec::new();
+            frame::push_frame(
+                &mut buf,
+                OP_CLOSE,
+                &1000u16.to_be_bytes(),
+                Some([7, 7, 7, 7]),
+            );
+            let _ = c.stream.write(&buf);
+        }
+    }
+    w.out.latency_us = pairs(&w.hist);
+    w.out.cmd_rt_us = pairs(&w.cmd_rt);
+    w.out.cmd_deliver_us = pairs(&w.cmd_deliver);
+    w.out.burst_us = pairs(&w.burst_hist);
+    w.out.reconnect_us = pairs(&w.reconnect_hist);
     Ok(w.out)
 }
 
 /// Opens a non-blocking connection from the slice's source address for connection `idx`.
 fn open(spec: &Spec, idx: usize, poll: &Poll) -> io::Result<Conn> {
-    let sock = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, Some(SockProtocol::TCP))?;
     sock.set_nonblocking(true)?;
     sock.set_tcp_nodelay(true)?;
     if !spec.sources.is_empty() {
         // One address holds ~28k ephemeral ports toward one server port; spreading over
-        // 127.0.0.2, .3, … keeps large fleets clear of that limit.
+        // 127.0.0.2, .3, … keeps large fleets (and their TIME_WAIT after a storm) clear of that.
+        // IP_BIND_ADDRESS_NO_PORT leaves the port to connect(): bind(port 0) would pick one from
+        // half the range by scanning the bind table, which with ~19,000 ports in use or in
+        // TIME_WAIT after a reconnect storm costs milliseconds per socket and throttled the
+        // harness instead of measuring the server. connect() picks by the full 4-tuple and may
+        // reuse TIME_WAIT ports on loopback (tcp_tw_reuse).
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt reads `one` for the given length; the descriptor is valid (owned by
+        // `sock`). A failure only loses the optimisation.
+        unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
         let src = spec.sources[idx % spec.sources.len()];
         sock.bind(&SocketAddr::new(src, 0).into())?;
     }
@@ -272,9 +439,14 @@ fn open(spec: &Spec, idx: usize, poll: &Poll) -> io::Result<Conn> {
         rbuf: Vec::new(),
         wbuf: Vec::new(),
         inflight: VecDeque::new(),
-        next_msg: 0,
-        last_ping: Instant::now(),
+        next_hb_ns: u64::MAX,
         setting_up: true,
+        token: None,
+        http: None,
+        fences: VecDeque::new(),
+        burst_left: 0,
+        burst_start_ns: 0,
+        burst_records: 0,
     })
 }
 
@@ -290,11 +462,87 @@ impl Worker<'_> {
         self.sample(msg);
     }
 
+    /// Whether this run sends data messages continuously.
+    fn flooding(&self) -> bool {
+        matches!(
+            self.spec.scenario,
+            Scenario::TelemetryFlood | Scenario::RawSink
+        )
+    }
+
+    fn window(&self) -> usize {
+        if self.spec.protocol == Protocol::Http {
+            1
+        } else {
+            self.spec.inflight.max(1)
+        }
+    }
+
+    fn poll_timeout(&self, now: u64, gate: &Gate) -> u64 {
+        const MS: u64 = 1_000_000;
+        match self.stage {
+            Stage::Wait => match gate.go() {
+                // The parent's GO cannot wake the poll; check it often.
+                Go::NotYet => 5 * MS,
+                Go::At(t) => t.saturating_sub(now).clamp(1, 20 * MS),
+                Go::Abort => 1,
+            },
+            Stage::Run if self.flooding() && self.spec.rate > 0.0 => 2 * MS,
+            Stage::Run if self.next_burst_ns != u64::MAX => {
+                self.next_burst_ns.saturating_sub(now).clamp(1, 20 * MS)
+            }
+            _ if !self.to_open.is_empty() && self.setting_up < self.spec.max_connecting => MS,
+            _ => 20 * MS,
+        }
+    }
+
+    /// Opens queued connections while fewer than `max_connecting` are setting up: an unpaced
+    /// burst of thousands overflows the listen backlog and measures SYN retries instead.
+    fn open_due(&mut self, conns: &mut [Option<Conn>], poll: &Poll, now: u64) {
+        while self.setting_up < self.spec.max_connecting.max(1) {
+            let Some(&(idx, not_before)) = self.to_open.front() else {
+                break;
+            };
+            if not_before > now {
+                break;
+            }
+            self.to_open.pop_front();
+            match open(self.spec, idx, poll) {
+                Ok(c) => {
+                    conns[idx] = Some(c);
+                    self.setting_up += 1;
+                }
+                Err(e) => {
+                    self.error(format!("connect: {e}"));
+                    self.retry(idx, now);
+                }
+            }
+        }
+    }
+
+    /// In a reconnect storm, a device that has not come back tries again.
+    fn retry(&mut self, idx: usize, now: u64) {
+        if self.stage == Stage::Run
+            && self.spec.scenario == Scenario::ReconnectStorm
+            && self.drop_ns[idx] != 0
+        {
+            self.out.reconnect_retries += 1;
+            self.to_open.push_back((idx, now + RETRY_NS));
+        }
+    }
+
     fn drop_conn(&mut self, mut c: Conn, poll: &Poll) {
         if c.setting_up {
             self.setting_up -= 1;
         }
         let _ = poll.registry().deregister(&mut c.stream);
+        // Lost with the connection: counted as errors like unacked messages after the grace.
+        if !c.inflight.is_empty() || !c.fences.is_empty() {
+            let lost = c.inflight.len() + c.fences.len();
+            self.out.errors += lost as u64;
+            self.sample(format!("{lost} messages unanswered on a closed connection"));
+        }
+        self.retry(c.idx, now_ns());
     }
 
     fn setup_done(&mut self, c: &mut Conn) {
@@ -302,6 +550,68 @@ impl Worker<'_> {
             c.setting_up = false;
             self.setting_up -= 1;
         }
+    }
+
+    /// The run window opens at `t`, the same instant in every worker.
+    fn start_run(&mut self, conns: &mut [Option<Conn>], poll: &Poll, t: u64) {
+        self.stage = Stage::Run;
+        self.run_start_ns = t;
+        self.out.run_start_ns = t;
+        match self.spec.scenario {
+            Scenario::ReconnectStorm => {
+                // Every registered session drops at once (the socket is closed, no close frame:
+                // as when a network path fails), and every device reconnects at once.
+                for slot in conns.iter_mut() {
+                    let Some(c) = slot.take() else { continue };
+                    let was_ready = c.phase == Phase::Ready;
+                    let idx = c.idx;
+                    self.drop_conn(c, poll);
+                    if was_ready {
+                        self.out.dropped += 1;
+                        self.drop_ns[idx] = t;
+                        self.to_open.push_back((idx, t));
+                    }
+                }
+            }
+            Scenario::AttendanceBurst => self.next_burst_ns = t,
+            _ => {}
+        }
+    }
+
+    fn start_bursts(&mut self, conns: &mut [Option<Conn>], now: u64) {
+        let at = self.next_burst_ns;
+        for c in conns.iter_mut().flatten() {
+            if c.phase != Phase::Ready {
+                continue;
+            }
+            if c.burst_start_ns != 0 {
+                // The previous burst is still being acked: this one queues behind it.
+                self.out.bursts_overrun += 1;
+            } else {
+                c.burst_start_ns = at;
+            }
+            c.burst_left += self.spec.burst;
+        }
+        self.out.rounds.push((at, 0, 0));
+        let step = secs_ns(self.spec.burst_interval_s).max(1_000_000);
+        self.next_burst_ns = at + step;
+        if self.next_burst_ns <= now {
+            // Far behind (the loop stalled): skip missed bursts rather than pile them up.
+            self.next_burst_ns = now + step;
+        }
+    }
+
+    /// A device acked its whole burst: its time, and its share of the round's throughput.
+    fn burst_done(&mut self, c: &mut Conn, now: u64) {
+        let start = c.burst_start_ns;
+        self.burst_hist.saturating_record(elapsed_us(start, now));
+        self.out.bursts_done += 1;
+        if let Some(r) = self.out.rounds.iter_mut().rev().find(|r| r.0 == start) {
+            r.1 = r.1.max(now);
+            r.2 += c.burst_records;
+        }
+        c.burst_start_ns = 0;
+        c.burst_records = 0;
     }
 
     fn next_mask(&mut self) -> [u8; 4] {
@@ -314,7 +624,7 @@ impl Worker<'_> {
         x.to_le_bytes()
     }
 
-    fn pump_all(&mut self, conns: &mut [Option<Conn>], poll: &Poll, now: Instant) {
+    fn pump_all(&mut self, conns: &mut [Option<Conn>], poll: &Poll, now: u64) {
         for slot in conns.iter_mut() {
             let Some(mut c) = slot.take() else { continue };
             if c.phase == Phase::Ready {
@@ -328,37 +638,106 @@ impl Worker<'_> {
         }
     }
 
-    /// Queues whatever the scenario allows this connection to send now.
-    fn pump(&mut self, c: &mut Conn, now: Instant) {
-        if self.stage != Stage::Run || c.phase != Phase::Ready {
-            return;
-        }
-        if self.spec.scenario == Scenario::IdleFleet {
-            if now - c.last_ping >= IDLE_PING {
-                c.last_ping = now;
-                let mask = self.next_mask();
-                frame::push_frame(&mut c.wbuf, OP_TEXT, br#"{"type":"ping"}"#, Some(mask));
-            }
-            return;
-        }
-        let allowed = if self.spec.rate > 0.0 {
-            // Token bucket from the run start: at most rate × elapsed (+1) messages so far.
-            ((now - self.run_start).as_secs_f64() * self.spec.rate) as u64 + 1
-        } else {
-            u64::MAX
-        };
-        while c.inflight.len() < self.spec.inflight && c.next_msg < allowed {
-            let id = c.next_msg;
-            c.next_msg += 1;
-            let text = format!(
-                r#"{{"type":"telemetry","msg_id":"{id}","payload":{{"seq":{id},"pad":"{}"}}}}"#,
-                self.pad
-            );
+    /// Queues a text message: a masked frame on a WebSocket, a POST on an HTTP connection.
+    fn send(&mut self, c: &mut Conn, text: &str) {
+        if self.spec.protocol.is_websocket() {
             let mask = self.next_mask();
             frame::push_frame(&mut c.wbuf, OP_TEXT, text.as_bytes(), Some(mask));
-            c.inflight.push_back((id, now));
-            self.out.sent += 1;
+        } else {
+            let host = self.spec.target.to_string();
+            c.wbuf.extend_from_slice(&httpwire::request(
+                "POST",
+                http::PATH,
+                &host,
+                None,
+                Some(text.as_bytes()),
+            ));
         }
+    }
+
+    fn serial<'s>(&'s self, c: &Conn) -> &'s str {
+        &self.spec.devices[c.idx].id
+    }
+
+    /// Queues whatever this connection may send now: a heartbeat when due, and in the run
+    /// window the scenario's data messages up to the ack window.
+    fn pump(&mut self, c: &mut Conn, now: u64) {
+        if c.phase != Phase::Ready {
+            return;
+        }
+        let http_busy = |c: &Conn| c.http.is_some();
+        if self.hb_ns > 0 && now >= c.next_hb_ns && !http_busy(c) {
+            c.next_hb_ns = now + self.hb_ns;
+            self.out.heartbeats += 1;
+            match self.spec.protocol {
+                Protocol::Generic => self.send(c, generic::PING),
+                // AiFace terminals have no JSON heartbeat in the vendor text; the vendor demo
+                // sees WebSocket pings (§3.7).
+                Protocol::Aiface => {
+                    let mask = self.next_mask();
+                    frame::push_frame(&mut c.wbuf, OP_PING, b"hb", Some(mask));
+                }
+                Protocol::Smackbio => {
+                    let text = smackbio::keepalive(self.serial(c));
+                    self.send(c, &text);
+                }
+                Protocol::Http => {
+                    let text = http::checklive(self.serial(c));
+                    self.send(c, &text);
+                    c.http = Some(http::Pending::Checklive);
+                }
+            }
+        }
+        if self.stage != Stage::Run {
+            return;
+        }
+        let allowed = match self.spec.scenario {
+            Scenario::TelemetryFlood | Scenario::RawSink if self.spec.rate > 0.0 => {
+                // Token bucket from the run start: at most rate × elapsed (+1) messages so far.
+                let elapsed = now.saturating_sub(self.run_start_ns) as f64 / 1e9;
+                (elapsed * self.spec.rate) as u64 + 1
+            }
+            Scenario::TelemetryFlood | Scenario::RawSink => u64::MAX,
+            Scenario::AttendanceBurst => u64::MAX,
+            _ => return,
+        };
+        let window = self.window();
+        while c.inflight.len() < window && c.wbuf.len() < WBUF_CAP && !http_busy(c) {
+            if self.spec.scenario == Scenario::AttendanceBurst {
+                if c.burst_left == 0 {
+                    break;
+                }
+                c.burst_left -= 1;
+            } else if self.ids[c.idx].0 >= allowed {
+                break;
+            }
+            self.send_data(c, now);
+        }
+    }
+
+    /// One data message with the device's next correlation id.
+    fn send_data(&mut self, c: &mut Conn, now: u64) {
+        let (id, first) = self.ids[c.idx];
+        let k = self
+            .spec
+            .protocol
+            .records_per_msg(self.spec.records_per_msg);
+        let burst = self.spec.scenario == Scenario::AttendanceBurst;
+        let serial = self.serial(c).to_string();
+        let text = match self.spec.protocol {
+            Protocol::Generic if burst => generic::attendance(id, first),
+            Protocol::Generic => generic::telemetry(id, &self.pad),
+            Protocol::Aiface => aiface::sendlog(&serial, id, first, k),
+            Protocol::Smackbio => smackbio::timelog(&serial, id, first),
+            Protocol::Http => http::sendlog(&serial, id, first, k),
+        };
+        self.ids[c.idx] = (id + 1, first + u64::from(k));
+        self.send(c, &text);
+        if self.spec.protocol == Protocol::Http {
+            c.http = Some(http::Pending::Data(id));
+        }
+        c.inflight.push_back((id, now, k));
+        self.out.sent += 1;
     }
 
     /// Writes until the socket would block. Returns false if the connection failed.
@@ -403,15 +782,22 @@ impl Worker<'_> {
                 }
             }
             self.out.connected += 1;
-            c.phase = Phase::Handshake;
-            let host = self.spec.target;
-            c.wbuf.extend_from_slice(
-                format!(
-                    "GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                    frame::CLIENT_KEY
-                )
-                .as_bytes(),
-            );
+            if self.spec.protocol.is_websocket() {
+                c.phase = Phase::Handshake;
+                let host = self.spec.target;
+                c.wbuf.extend_from_slice(
+                    format!(
+                        "GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                        frame::CLIENT_KEY
+                    )
+                    .as_bytes(),
+                );
+            } else {
+                c.phase = Phase::Registering;
+                let text = http::reg(self.serial(c));
+                self.send(c, &text);
+                c.http = Some(http::Pending::Reg);
+            }
         }
         let mut chunk = [0u8; 16 * 1024];
         let mut eof = false;
@@ -421,7 +807,13 @@ impl Worker<'_> {
                     eof = true;
                     break;
                 }
-                Ok(k) => c.rbuf.extend_from_slice(&chunk[..k]),
+                Ok(k) => {
+                    // Parsed chunk by chunk, so the read buffer stays one message plus a chunk.
+                    c.rbuf.extend_from_slice(&chunk[..k]);
+                    if !self.process_input(c) {
+                        return false;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -430,20 +822,24 @@ impl Worker<'_> {
                 }
             }
         }
-        if !self.process_input(c) {
-            return false;
-        }
         if eof {
-            self.error("server closed the connection".into());
+            self.error(format!("server closed the connection ({:?})", c.phase));
             return false;
         }
-        self.pump(c, Instant::now());
+        self.pump(c, now_ns());
         self.flush(c)
     }
 
     fn process_input(&mut self, c: &mut Conn) -> bool {
+        if !self.spec.protocol.is_websocket() {
+            return self.http_input(c);
+        }
         if c.phase == Phase::Handshake {
             let Some(end) = frame::head_end(&c.rbuf) else {
+                if c.rbuf.len() > httpwire::MAX_HEAD {
+                    self.error("oversized handshake answer".into());
+                    return false;
+                }
                 return true;
             };
             if !c.rbuf.starts_with(b"HTTP/1.1 101") {
@@ -452,17 +848,15 @@ impl Worker<'_> {
                 return false;
             }
             c.rbuf.drain(..end);
-            let (id, token) = &self.spec.devices[c.idx];
-            if id.is_empty() {
-                // Raw sink: no register step.
-                c.phase = Phase::Ready;
-                self.setup_done(c);
-            } else {
-                c.phase = Phase::Registering;
-                let text = format!(r#"{{"type":"register","device_id":"{id}","token":"{token}"}}"#);
-                let mask = self.next_mask();
-                frame::push_frame(&mut c.wbuf, OP_TEXT, text.as_bytes(), Some(mask));
-            }
+            c.phase = Phase::Registering;
+            let cred = &self.spec.devices[c.idx];
+            let text = match self.spec.protocol {
+                Protocol::Generic => generic::register(&cred.id, &cred.secret),
+                Protocol::Aiface => aiface::register(&cred.id),
+                Protocol::Smackbio => smackbio::register(&cred.id),
+                Protocol::Http => String::new(),
+            };
+            self.send(c, &text);
         }
         let mut used = 0;
         let mut alive = true;
@@ -483,6 +877,36 @@ impl Worker<'_> {
         alive
     }
 
+    fn http_input(&mut self, c: &mut Conn) -> bool {
+        loop {
+            match httpwire::parse_response(&c.rbuf) {
+                Ok(Some((resp, used))) => {
+                    c.rbuf.drain(..used);
+                    let Some(pending) = c.http.take() else {
+                        self.error("HTTP response without a request".into());
+                        return false;
+                    };
+                    let inbound = http::parse(pending, resp.status, &resp.body);
+                    if !self.on_inbound(c, inbound) {
+                        return false;
+                    }
+                    if resp.close {
+                        self.error(format!(
+                            "server closed the HTTP connection (status {})",
+                            resp.status
+                        ));
+                        return false;
+                    }
+                }
+                Ok(None) => return true,
+                Err(e) => {
+                    self.error(e);
+                    return false;
+                }
+            }
+        }
+    }
+
     fn on_frame(&mut self, c: &mut Conn, f: frame::Frame) -> bool {
         match f.opcode {
             OP_TEXT if f.fin => {}
@@ -501,65 +925,123 @@ impl Worker<'_> {
                 self.error(format!("closed by server: {code} {reason}"));
                 return false;
             }
-            OP_PONG => return true,
+            OP_PONG => return self.on_inbound(c, Inbound::Pong),
             _ => {
                 self.error(format!("unexpected frame opcode {}", f.opcode));
                 return true;
             }
         }
-        let v: serde_json::Value = match serde_json::from_slice(&f.payload) {
-            Ok(v) => v,
-            Err(e) => {
-                self.error(format!("invalid JSON from server: {e}"));
-                return true;
+        let inbound = match self.spec.protocol {
+            Protocol::Generic => generic::parse(&f.payload),
+            Protocol::Aiface => aiface::parse(&f.payload, &mut self.replies),
+            Protocol::Smackbio => {
+                let serial = &self.spec.devices[c.idx].id;
+                smackbio::parse(&f.payload, serial, &mut c.token, &mut self.replies)
             }
+            Protocol::Http => Inbound::Other,
         };
-        let kind = v.get("type").and_then(|t| t.as_str()).unwrap_or("");
-        let msg_id = v.get("msg_id").map(|m| match m {
-            serde_json::Value::String(s) => s.parse::<u64>().ok(),
-            other => other.as_u64(),
-        });
-        match kind {
-            "registered" => {
+        self.on_inbound(c, inbound)
+    }
+
+    /// Acts on what a message meant. Returns false if the connection should end.
+    fn on_inbound(&mut self, c: &mut Conn, inbound: Inbound) -> bool {
+        for text in std::mem::take(&mut self.replies) {
+            self.send(c, &text);
+        }
+        let now = now_ns();
+        match inbound {
+            Inbound::Registered => {
                 if c.phase == Phase::Registering {
                     c.phase = Phase::Ready;
-                    c.last_ping = Instant::now();
                     self.out.registered += 1;
                     self.setup_done(c);
+                    // Heartbeats are spread over the interval, not synchronised by the setup.
+                    if self.hb_ns > 0 {
+                        let spread = self.hb_ns / 1000 * (c.idx as u64 % 1000);
+                        c.next_hb_ns = now + spread.max(self.hb_ns / 2);
+                    }
+                    let dropped = self.drop_ns[c.idx];
+                    if dropped != 0 && self.stage == Stage::Run {
+                        self.drop_ns[c.idx] = 0;
+                        self.reconnect_hist
+                            .saturating_record(elapsed_us(dropped, now));
+                        self.out.reconnected += 1;
+                        self.out.reconnect_last_ns = self.out.reconnect_last_ns.max(now);
+                    }
                 }
             }
-            "ack" => {
-                // The server echoes msg_id; the raw sink does not, and answers in order.
-                let pos = match msg_id {
-                    Some(Some(id)) => c.inflight.iter().position(|(m, _)| *m == id),
-                    Some(None) => None,
-                    None => (!c.inflight.is_empty()).then_some(0),
-                };
-                match pos.and_then(|p| c.inflight.remove(p)) {
-                    Some((_, sent)) => {
-                        let us = sent.elapsed().as_micros().min(u128::from(u64::MAX)) as u64;
-                        self.hist.saturating_record(us.max(1));
-                        self.out.acked += 1;
-                        if self.stage == Stage::Run {
-                            self.out.acked_in_run += 1;
+            Inbound::Refused(why) => {
+                self.error(why);
+                return false;
+            }
+            Inbound::Ack(id) => match c.inflight.iter().position(|(m, _, _)| *m == id) {
+                Some(p) => {
+                    let (_, sent, records) = c.inflight.remove(p).unwrap_or((id, now, 1));
+                    self.hist.saturating_record(elapsed_us(sent, now));
+                    self.out.acked += 1;
+                    if self.stage == Stage::Run {
+                        self.out.acked_in_run += 1;
+                        self.out.records_acked_in_run += u64::from(records);
+                    }
+                    if c.burst_start_ns != 0 {
+                        c.burst_records += u64::from(records);
+                        if c.burst_left == 0 && c.inflight.is_empty() {
+                            self.burst_done(c, now);
                         }
                     }
-                    None => self.error("ack for an unknown msg_id".into()),
                 }
-            }
-            "pong" => self.out.pongs += 1,
-            "error" => {
-                if let Some(Some(id)) = msg_id
-                    && let Some(p) = c.inflight.iter().position(|(m, _)| *m == id)
-                {
+                None => self.error(format!("ack for an unknown id {id}")),
+            },
+            Inbound::Nack(id, why) => {
+                if let Some(p) = c.inflight.iter().position(|(m, _, _)| *m == id) {
                     c.inflight.remove(p);
                 }
-                let code = v.get("code").and_then(|t| t.as_str()).unwrap_or("?");
-                self.error(format!("server error frame: {code}"));
+                self.out.nacked += 1;
+                self.error(format!("not stored: {why}"));
             }
-            // Commands, and anything newer, are not part of these scenarios.
-            _ => {}
+            Inbound::Command { command_id, t0_ns } => {
+                self.out.cmd_received += 1;
+                let t0 = match t0_ns {
+                    Some(t0) if t0 <= now => {
+                        self.cmd_deliver.saturating_record(elapsed_us(t0, now));
+                        t0
+                    }
+                    _ => now,
+                };
+                let k = self.next_fence;
+                self.next_fence += 1;
+                self.send(c, &generic::command_result(&command_id));
+                self.send(c, &generic::fence(k));
+                c.fences.push_back((k, t0));
+            }
+            Inbound::FenceAck(k) => match c.fences.iter().position(|(f, _)| *f == k) {
+                Some(p) => {
+                    let t0 = c.fences.remove(p).map_or(now, |(_, t0)| t0);
+                    self.cmd_rt.saturating_record(elapsed_us(t0, now));
+                    self.out.cmd_confirmed += 1;
+                }
+                None => self.error(format!("ack for an unknown fence {k}")),
+            },
+            Inbound::Pong => self.out.pongs += 1,
+            Inbound::ServerError(e) => self.error(e),
+            Inbound::Other => {}
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_pairs_round_trip() {
+        let mut h = new_histogram();
+        h.saturating_record(5);
+        h.saturating_record(5);
+        h.saturating_record(1_000);
+        let p = pairs(&h);
+        assert_eq!(p.iter().map(|(_, n)| n).sum::<u64>(), 3);
+        let _ = crate::clock::now_ns();
     }
 }

@@ -1,0 +1,87 @@
+#!/bin/bash
+# The issue-6 measurement suite: each scenario against a fresh server, then the same scenario
+# against the raw sink, in one session. Appends one JSON line per run (with a "label") to $OUT.
+#
+#   loadtest/suite.sh [OUT] [STEPS...]     STEPS: cmd cmd-nosync reconnect attendance idle (default: all)
+#
+# Needs the release binaries in $TARGET (default /var/cache/ft-load/release).
+set -u
+OUT=${1:-/tmp/loadtest-suite.jsonl}; shift || true
+STEPS=${*:-"cmd cmd-nosync reconnect attendance idle"}
+TARGET=${TARGET:-/var/cache/ft-load/release}
+LT=$TARGET/loadtest
+FG=$TARGET/fleetgate
+TOKEN=loadtest-admin-token-123
+WORK=$(mktemp -d /tmp/lt-suite-XXXX)
+SERVER_PID=
+
+start_server() { # extra serve args...
+    rm -f "$WORK/addr"
+    local data; data=$(mktemp -d "$WORK/data-XXXX")
+    FLEETGATE_ADMIN_TOKEN=$TOKEN "$FG" serve --listen 127.0.0.1:0 --data-dir "$data" \
+        --ready-file "$WORK/addr" "$@" >"$WORK/server.log" 2>&1 &
+    SERVER_PID=$!
+    for _ in $(seq 1 100); do [ -s "$WORK/addr" ] && break; sleep 0.1; done
+    URL=http://$(cat "$WORK/addr")
+    echo "server pid $SERVER_PID at $URL ($*)" >&2
+}
+
+stop_server() {
+    [ -n "$SERVER_PID" ] && kill "$SERVER_PID" && wait "$SERVER_PID" 2>/dev/null
+    SERVER_PID=
+}
+
+run() { # label, loadtest args...
+    local label=$1; shift
+    echo "== $label: loadtest $*" >&2
+    local line
+    line=$("$LT" --json --fsync-probe "$WORK" "$@" | tail -1)
+    echo "{\"label\":\"$label\",\"args\":\"$*\",\"result\":${line:-null}}" >>"$OUT"
+    echo "$line" >&2
+}
+
+trap 'stop_server; rm -rf "$WORK"' EXIT
+
+for step in $STEPS; do
+    case $step in
+    cmd)
+        start_server
+        run cmd-storm --url "$URL" --admin-token $TOKEN --scenario command-storm --devices 19000 \
+            --processes 2 --rate 1000 --duration 30 --server-pid "$SERVER_PID"
+        stop_server
+        run cmd-storm-sink --sink --scenario command-storm --devices 19000 --processes 2 --rate 1000 --duration 30
+        ;;
+    cmd-nosync)
+        start_server --sync-writes false
+        run cmd-storm-nosync --url "$URL" --admin-token $TOKEN --scenario command-storm --devices 19000 \
+            --processes 2 --rate 1000 --duration 30 --server-pid "$SERVER_PID"
+        stop_server
+        ;;
+    reconnect)
+        start_server
+        run reconnect-storm --url "$URL" --admin-token $TOKEN --scenario reconnect-storm --devices 19000 \
+            --processes 2 --duration 60 --server-pid "$SERVER_PID"
+        stop_server
+        run reconnect-storm-sink --sink --scenario reconnect-storm --devices 19000 --processes 2 --duration 60
+        ;;
+    attendance)
+        for p in generic aiface smackbio http; do
+            start_server
+            run "attendance-$p" --url "$URL" --admin-token $TOKEN --scenario attendance-burst --protocol $p \
+                --devices 1000 --burst 20 --records-per-msg 10 --burst-interval 5 --duration 20 \
+                --server-pid "$SERVER_PID"
+            stop_server
+            run "attendance-$p-sink" --sink --scenario attendance-burst --protocol $p \
+                --devices 1000 --burst 20 --records-per-msg 10 --burst-interval 5 --duration 20
+        done
+        ;;
+    idle)
+        start_server
+        run idle-fleet --url "$URL" --admin-token $TOKEN --scenario idle-fleet --devices 19500 \
+            --processes 2 --duration 30 --server-pid "$SERVER_PID"
+        stop_server
+        run idle-fleet-sink --sink --scenario idle-fleet --devices 19500 --processes 2 --duration 30
+        ;;
+    *) echo "unknown step $step" >&2 ;;
+    esac
+done
