@@ -4,11 +4,11 @@
 #
 #   loadtest/suite.sh [OUT] [STEPS...]     STEPS: cmd cmd-nosync reconnect attendance idle (default: all)
 #
-# Needs the release binaries in $TARGET (default /var/cache/ft-load/release).
+# Needs the release binaries in $TARGET (default ${CARGO_TARGET_DIR:-/var/cache/fleetgate-target}/release).
 set -u
 OUT=${1:-/tmp/loadtest-suite.jsonl}; shift || true
 STEPS=${*:-"cmd cmd-nosync reconnect attendance idle"}
-TARGET=${TARGET:-/var/cache/ft-load/release}
+TARGET=${TARGET:-${CARGO_TARGET_DIR:-/var/cache/fleetgate-target}/release}
 LT=$TARGET/loadtest
 FG=$TARGET/fleetgate
 TOKEN=loadtest-admin-token-123
@@ -19,7 +19,8 @@ start_server() { # extra serve args...
     rm -f "$WORK/addr"
     local data; data=$(mktemp -d "$WORK/data-XXXX")
     FLEETGATE_ADMIN_TOKEN=$TOKEN "$FG" serve --listen 127.0.0.1:0 --data-dir "$data" \
-        --ready-file "$WORK/addr" "$@" >"$WORK/server.log" 2>&1 &
+        --ready-file "$WORK/addr" --max-connections-per-ip 0 --max-msg-rate 0 --flap-max-per-minute 0 \
+        "$@" >"$WORK/server.log" 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 1 100); do [ -s "$WORK/addr" ] && break; sleep 0.1; done
     URL=http://$(cat "$WORK/addr")
