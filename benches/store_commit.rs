@@ -15,7 +15,6 @@
 //! `cargo bench --bench store_commit`
 
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use fleetgate::store::commit::{Batcher, Ticket, spawn_committer};
+use fleetgate::store::temp::TempStore;
 use fleetgate::store::{Cf, Store, keys, records};
 use fleetgate::time::now_us;
 use uuid::Uuid;
@@ -33,50 +33,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The shard's open-batch bound (`shard::BATCH_MAX_BYTES`).
 const BATCH_MAX_BYTES: usize = 4 << 20;
-/// The default `--msg-id-retention-hours`.
-const MSG_ID_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
 /// The loadtest's ~150-byte telemetry payload object.
 fn payload() -> String {
     format!(r#"{{"seq":42,"pad":"{}"}}"#, "x".repeat(150 - 24))
-}
-
-/// A store in a fresh directory, removed on drop.
-struct TempStore {
-    dir: PathBuf,
-    store: Option<Arc<Store>>,
-}
-
-impl TempStore {
-    fn open(sync: bool) -> TempStore {
-        let base = std::env::var_os("FLEETGATE_BENCH_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(std::env::temp_dir);
-        let dir = base.join(format!(
-            "fleetgate-bench-store-{}-{}",
-            std::process::id(),
-            if sync { "sync" } else { "nosync" }
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("bench directory");
-        let store = Store::open(&dir, sync, MSG_ID_RETENTION).expect("open store");
-        TempStore {
-            dir,
-            store: Some(Arc::new(store)),
-        }
-    }
-
-    fn store(&self) -> &Arc<Store> {
-        self.store.as_ref().unwrap()
-    }
-}
-
-impl Drop for TempStore {
-    fn drop(&mut self) {
-        // The batcher and committer hold clones; they are gone by now, so this closes the DB.
-        drop(self.store.take());
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 /// Stages one telemetry record with a fresh msg_id, as `ws_session::store_record` does.
@@ -109,7 +69,8 @@ fn commit(c: &mut Criterion) {
     let mut g = c.benchmark_group("store_commit");
     g.sample_size(20);
     for sync in [true, false] {
-        let tmp = TempStore::open(sync);
+        let tmp = TempStore::open(if sync { "bench-sync" } else { "bench-nosync" }, sync)
+            .expect("open store");
         let (committer, thread) =
             spawn_committer(tmp.store().clone(), "bench-commit".into()).expect("committer");
         let batcher = Batcher::new(tmp.store().clone(), committer, BATCH_MAX_BYTES);

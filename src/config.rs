@@ -133,4 +133,45 @@ impl ServeConfig {
     pub fn register_timeout(&self) -> Duration {
         Duration::from_secs(self.register_timeout)
     }
+
+    /// The settings of the product's rules.
+    pub fn rules(&self) -> crate::fleet::state::Rules {
+        crate::fleet::state::Rules {
+            command_queue_limit: self.command_queue_limit,
+            command_ttl_s: self.command_ttl,
+            auto_approve: self.auto_approve,
+        }
+    }
+
+    /// The abuse guard's limits.
+    pub fn guard_limits(&self) -> crate::fleet::guard::GuardLimits {
+        crate::fleet::guard::GuardLimits {
+            max_connections_per_ip: self.max_connections_per_ip,
+            auth_free_failures: self.auth_free_failures,
+            auth_max_backoff_s: self.auth_max_backoff,
+            flap_max_per_minute: self.flap_max_per_minute,
+            flap_ban_s: self.flap_ban,
+        }
+    }
+
+    /// The runtime's limits.
+    pub fn runtime_limits(&self) -> crate::shard::local::Limits {
+        crate::shard::local::Limits {
+            shards: self.shard_count(),
+            max_message: self.max_message,
+            max_body: self.max_body,
+            register_timeout: self.register_timeout,
+            ws_idle_timeout: self.ws_idle_timeout,
+            header_timeout: self.header_timeout,
+            keepalive_timeout: self.keepalive_timeout,
+            max_connections: self.max_connections,
+            outbox_limit: self.outbox_limit,
+            inflight_limit: self.inflight_limit,
+            http_offline_after: self.http_offline_after,
+            max_msg_rate: self.max_msg_rate,
+            rate_disconnect_after: self.rate_disconnect_after,
+            write_timeout: self.write_timeout,
+            buffer_budget_mb: self.buffer_budget_mb,
+        }
+    }
 }

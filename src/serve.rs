@@ -11,11 +11,14 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
 
-use crate::auth::{self, TokenHash};
 use crate::config::{IoMode, ServeConfig};
-use crate::hub::Hub;
-use crate::registry::Registry;
-use crate::shard::{self, Shared};
+use crate::fleet::auth::{self, TokenHash};
+use crate::fleet::links::Links;
+use crate::fleet::registry::Registry;
+use crate::fleet::state::Fleet;
+use crate::shard::hub::Hub;
+use crate::shard::local::Shared;
+use crate::shard::run;
 use crate::store::Store;
 use crate::store::commit::spawn_committer;
 
@@ -50,7 +53,7 @@ pub fn run(config: ServeConfig) -> Result<(), Error> {
         Duration::from_secs(config.msg_id_retention_hours * 3600),
     )?);
     let registry = Registry::load(&store)?;
-    let pending = crate::pending::Pending::load(&store)?;
+    let pending = crate::fleet::pending::Pending::load(&store)?;
     let accounts = initial_accounts(&store, &config.data_dir)?;
     metrics::gauge!("fleetgate_devices").set(registry.len() as f64);
     tracing::info!(devices = registry.len(), dir = %config.data_dir.display(), "store open");
@@ -76,19 +79,29 @@ pub fn run(config: ServeConfig) -> Result<(), Error> {
     tracing::info!(driver = if uring { "io_uring" } else { "epoll" }, shards, addr = %bound, "I/O driver selected");
 
     let (hub, inboxes) = Hub::new(shards);
+    let hub = Arc::new(hub);
     let ready_file = config.ready_file.clone();
-    let shared = Arc::new(Shared {
-        guard: crate::guard::Guard::new(&config),
-        tls,
-        config,
+    let fleet = Fleet {
         store: store.clone(),
         registry,
         pending,
-        hub,
-        admin_token,
         accounts,
+        guard: crate::fleet::guard::Guard::new(&config.guard_limits()),
+        admin_token,
+        rules: config.rules(),
+        links: hub.clone() as Arc<dyn Links>,
         messages: std::sync::atomic::AtomicU64::new(0),
+    };
+    let handler = Arc::new(crate::api::Api {
+        data_dir: config.data_dir.clone(),
         prometheus,
+    });
+    let shared = Arc::new(Shared {
+        limits: config.runtime_limits(),
+        fleet,
+        hub,
+        handler,
+        tls,
         connections: AtomicUsize::new(0),
         started: Instant::now(),
     });
@@ -108,7 +121,7 @@ pub fn run(config: ServeConfig) -> Result<(), Error> {
                     if let Some(c) = core {
                         pin_to_core(c);
                     }
-                    if let Err(e) = shard::run(i, shared, inbox, committer, listener, uring) {
+                    if let Err(e) = run::run(i, shared, inbox, committer, listener, uring) {
                         tracing::error!(shard = i, error = %e, "shard failed");
                     }
                 })?,
@@ -162,13 +175,13 @@ fn admin_token(dir: &Path) -> Result<TokenHash, Error> {
 /// Loads the dashboard accounts; on first start (no users) creates `admin` with a random password,
 /// written to `<data-dir>/initial-admin-password` (mode 0600) and logged once. This is independent
 /// of the bootstrap admin token: `FLEETGATE_ADMIN_TOKEN` does not replace the dashboard's user.
-fn initial_accounts(store: &Store, dir: &Path) -> Result<crate::accounts::Accounts, Error> {
-    let accounts = crate::accounts::Accounts::load(store)?;
+fn initial_accounts(store: &Store, dir: &Path) -> Result<crate::fleet::accounts::Accounts, Error> {
+    let accounts = crate::fleet::accounts::Accounts::load(store)?;
     if let Some(password) = accounts.bootstrap(store, crate::time::now_ms())? {
         let path = dir.join("initial-admin-password");
         write_atomically(&path, format!("{password}\n").as_bytes(), 0o600)?;
         tracing::info!(
-            user = crate::accounts::INITIAL_ADMIN,
+            user = crate::fleet::accounts::INITIAL_ADMIN,
             password = %password,
             path = %path.display(),
             "created the dashboard user (shown once; also in this file; change it at first login)"

@@ -3,12 +3,14 @@
 //! unit-tested, fuzzed (`fuzz/`) and benchmarked (`benches/`) on plain byte strings. The server
 //! crate re-exports these modules under the same names.
 
+pub mod ack_window;
 pub mod aiface;
 pub mod attendance;
 pub mod device_http;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod generic;
+pub mod generic_session;
 pub mod http;
 pub mod json;
 pub mod lenient;

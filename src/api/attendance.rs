@@ -1,14 +1,18 @@
 //! `GET /api/attendance` (JSON pages), `GET /api/attendance.csv` (streamed), and photos.
 
+use std::sync::Arc;
+
 use simd_json::prelude::*;
 use uuid::Uuid;
 
-use super::{limit, page, store_error};
-use crate::attendance::{self, csv_field};
-use crate::auth;
+use crate::api::answer::{page, store_error};
+use crate::api::extract::limit;
+use crate::fleet::attendance::{self, csv_field};
+use crate::fleet::auth;
 use crate::http::query;
 use crate::http::response::Response;
-use crate::shard::Local;
+use crate::shard::handler::{ChunkSource, Chunked};
+use crate::shard::local::Local;
 use crate::store::{Cf, Store, StoreError};
 
 /// Rows a filtered page may examine before returning with a cursor.
@@ -66,7 +70,7 @@ impl Filter {
     }
 
     pub fn cursor(&self, q: &[(String, String)]) -> Result<Option<Vec<u8>>, Response> {
-        super::cursor(q, &self.prefix())
+        crate::api::extract::cursor(q, &self.prefix())
     }
 }
 
@@ -153,26 +157,38 @@ pub fn list(local: &Local, q: &[(String, String)]) -> Response {
         Ok(c) => c,
         Err(r) => return r,
     };
-    match scan(&local.shared.store, &f, before.as_deref(), limit) {
+    match scan(&local.fleet().store, &f, before.as_deref(), limit) {
         Ok((items, next)) => page(&items, next.map(|k| auth::hex(&k))),
         Err(e) => store_error(e),
     }
 }
 
 /// A CSV export in progress: the filter and where the next chunk starts.
-pub struct CsvExport {
-    pub filter: Filter,
-    pub next: Option<Vec<u8>>,
-    pub done: bool,
+struct CsvExport {
+    store: Arc<Store>,
+    filter: Filter,
+    header_sent: bool,
+    next: Option<Vec<u8>>,
+    done: bool,
+}
+
+impl ChunkSource for CsvExport {
+    fn next_chunk(&mut self, out: &mut Vec<u8>) -> Result<bool, String> {
+        if !self.header_sent {
+            self.header_sent = true;
+            out.extend_from_slice(CSV_HEADER.as_bytes());
+        }
+        self.rows(out).map_err(|e| e.to_string())
+    }
 }
 
 impl CsvExport {
     /// Appends the next chunk of rows to `out`; `Ok(false)` once the export is complete.
-    pub fn next_chunk(&mut self, store: &Store, out: &mut Vec<u8>) -> Result<bool, StoreError> {
+    fn rows(&mut self, out: &mut Vec<u8>) -> Result<bool, StoreError> {
         if self.done {
             return Ok(false);
         }
-        let (items, next) = scan(store, &self.filter, self.next.as_deref(), CSV_CHUNK)?;
+        let (items, next) = scan(&self.store, &self.filter, self.next.as_deref(), CSV_CHUNK)?;
         let mut s = String::with_capacity(items.len() * 160);
         for it in items {
             let mut b = it.into_bytes();
@@ -224,12 +240,19 @@ impl CsvExport {
     }
 }
 
-pub fn csv(q: &[(String, String)]) -> Result<CsvExport, Response> {
+/// The `attendance.csv` download, streamed one chunk of rows at a time.
+pub fn csv(store: Arc<Store>, q: &[(String, String)]) -> Result<Chunked, Response> {
     let filter = Filter::parse(q)?;
-    Ok(CsvExport {
-        filter,
-        next: None,
-        done: false,
+    Ok(Chunked {
+        content_type: "text/csv; charset=utf-8",
+        filename: Some("attendance.csv"),
+        body: Box::new(CsvExport {
+            store,
+            filter,
+            header_sent: false,
+            next: None,
+            done: false,
+        }),
     })
 }
 
@@ -237,7 +260,7 @@ pub fn photo(local: &Local, id: &str) -> Response {
     let Some(key) = auth::unhex(id).filter(|k| k.len() == 32) else {
         return Response::error(404, "not_found", "no such photo");
     };
-    match local.shared.store.get(Cf::Photos, &key) {
+    match local.fleet().store.get(Cf::Photos, &key) {
         Ok(Some(b)) => Response::text(200, "image/jpeg", b),
         Ok(None) => Response::error(404, "not_found", "no such photo"),
         Err(e) => store_error(e),

@@ -1,21 +1,19 @@
 //! Device routes: CRUD, token rotation, telemetry history, and the command queue.
 
-use std::sync::atomic::Ordering;
-
 use simd_json::prelude::*;
 use uuid::Uuid;
 
-use super::{cursor, json_body, limit, page, parse_object, store_error};
-use crate::auth;
-use crate::commands::{self, EnqueueError};
+use crate::api::answer::{page, store_error};
+use crate::api::extract::{cursor, json_body, limit, parse_object};
+use crate::fleet::auth;
+use crate::fleet::commands::{self, EnqueueError};
+use crate::fleet::provision::{NewDevice, ProvisionError, provision};
+use crate::fleet::registry::Device;
 use crate::http::query;
 use crate::http::request::Request;
 use crate::http::response::Response;
-use crate::hub::ShardMsg;
 use crate::json;
-use crate::provision::{NewDevice, ProvisionError, provision};
-use crate::registry::Device;
-use crate::shard::Local;
+use crate::shard::local::Local;
 use crate::store::records::{self, Protocol};
 use crate::store::{Cf, keys};
 use crate::time::{now_ms, rfc3339_ms};
@@ -53,7 +51,7 @@ pub fn device_json(dev: &Device, latest: Option<&str>) -> String {
     s.push_str(",\"created_at\":\"");
     s.push_str(&rfc3339_ms(r.created_at));
     s.push_str("\",\"queued_commands\":");
-    s.push_str(&dev.queued_commands.load(Ordering::Relaxed).to_string());
+    s.push_str(&dev.commands.queued().to_string());
     s.push_str(",\"settings\":{");
     for (i, (k, v)) in r.settings.iter().enumerate() {
         if i > 0 {
@@ -131,37 +129,48 @@ pub fn list(local: &Local, q: &[(String, String)]) -> Response {
         if status.is_some_and(|s| (s == "online") != dev.is_online()) {
             return false;
         }
-        let r = dev.record();
-        if protocol.is_some_and(|p| r.protocol != p) {
-            return false;
-        }
-        needle.as_ref().is_none_or(|n| {
-            r.name.to_lowercase().contains(n.as_str())
-                || r.serial
-                    .as_ref()
-                    .is_some_and(|s| s.to_lowercase().contains(n.as_str()))
-                || dev.id.to_string().contains(n.as_str())
+        dev.with_record(|r| {
+            if protocol.is_some_and(|p| r.protocol != p) {
+                return false;
+            }
+            needle.as_ref().is_none_or(|n| {
+                r.name.to_lowercase().contains(n.as_str())
+                    || r.serial
+                        .as_ref()
+                        .is_some_and(|s| s.to_lowercase().contains(n.as_str()))
+                    || dev.id.to_string().contains(n.as_str())
+            })
         })
     };
-    let all = local.shared.registry.snapshot();
+    let registry = &local.fleet().registry;
     if let Some(sort) = sort {
-        return sorted_page(&all, matches, sort, limit, q);
+        // Sorting needs the whole filtered list; only the matching devices are collected.
+        let mut all = Vec::new();
+        registry.visit_from(None, |d| {
+            if matches(d) {
+                all.push(d.clone());
+            }
+            true
+        });
+        return sorted_page(&all, sort, limit, q);
     }
+    // By id: a walk from the cursor that stops at the page's end, holding no copy of the registry.
     let mut items = Vec::new();
     let mut last = None;
     let mut next = None;
-    for dev in all.iter().filter(|d| after.is_none_or(|a| d.id > a)) {
+    registry.visit_from(after, |dev| {
         if !matches(dev) {
-            continue;
+            return true;
         }
         if items.len() == limit {
             // The cursor is the id of this page's last item; the next page starts after it.
             next = last.map(|id: Uuid| id.to_string());
-            break;
+            return false;
         }
         items.push(device_json(dev, None));
         last = Some(dev.id);
-    }
+        true
+    });
     page(&items, next)
 }
 
@@ -170,7 +179,6 @@ pub fn list(local: &Local, q: &[(String, String)]) -> Response {
 /// which suits a dashboard's view of a live fleet.
 fn sorted_page(
     all: &[std::sync::Arc<Device>],
-    matches: impl Fn(&Device) -> bool,
     sort: &str,
     limit: usize,
     q: &[(String, String)],
@@ -190,14 +198,13 @@ fn sorted_page(
     };
     let mut rows: Vec<(&Device, String, bool, u64)> = all
         .iter()
-        .filter(|d| matches(d))
         .map(|d| {
-            let r = d.record();
+            let seen = d.last_seen_ms.load(std::sync::atomic::Ordering::Relaxed);
             (
                 &**d,
-                r.name.to_lowercase(),
+                d.with_record(|r| r.name.to_lowercase()),
                 d.is_online(),
-                r.last_seen.unwrap_or(0),
+                seen,
             )
         })
         .collect();
@@ -281,7 +288,7 @@ pub async fn create(local: &Local, req: &Request) -> Response {
         settings,
         info: None,
     };
-    match provision(local, new, |_| Ok(())).await {
+    match provision(local.fleet(), &local.batcher, new, |_| Ok(())).await {
         Ok((dev, token)) => created(&dev, &token),
         Err(ProvisionError::SerialTaken) => Response::error(
             409,
@@ -342,13 +349,13 @@ pub fn settings_from(
 }
 
 pub fn get(local: &Local, id: Uuid) -> Response {
-    let Some(dev) = local.shared.registry.get(&id) else {
+    let Some(dev) = local.fleet().registry.get(&id) else {
         return not_found();
     };
     let mut latest = None;
     let r =
         local
-            .shared
+            .fleet()
             .store
             .scan_reverse(Cf::Telemetry, &keys::device(&id), None, 1, 1, |_, v| {
                 latest = Some(String::from_utf8_lossy(v).into_owned());
@@ -361,7 +368,7 @@ pub fn get(local: &Local, id: Uuid) -> Response {
 }
 
 pub async fn patch(local: &Local, id: Uuid, req: &Request) -> Response {
-    let Some(dev) = local.shared.registry.get(&id) else {
+    let Some(dev) = local.fleet().registry.get(&id) else {
         return not_found();
     };
     let mut body = match json_body(req) {
@@ -421,18 +428,11 @@ pub async fn patch(local: &Local, id: Uuid, req: &Request) -> Response {
 }
 
 pub async fn delete(local: &Local, id: Uuid) -> Response {
-    let Some(dev) = local.shared.registry.remove(&id) else {
+    let Some(dev) = local.fleet().registry.remove(&id) else {
         return not_found();
     };
     if let Some(s) = dev.session() {
-        local.shared.hub.send(
-            s.shard,
-            ShardMsg::Close {
-                conn: s.conn,
-                code: 1008,
-                reason: "device deleted",
-            },
-        );
+        local.fleet().links.close_session(s, 1008, "device deleted");
     }
     if let Err(e) = local
         .batcher
@@ -441,7 +441,7 @@ pub async fn delete(local: &Local, id: Uuid) -> Response {
     {
         return store_error(e);
     }
-    metrics::gauge!("fleetgate_devices").set(local.shared.registry.len() as f64);
+    metrics::gauge!("fleetgate_devices").set(local.fleet().registry.len() as f64);
     Response::json(
         200,
         format!("{{\"device_id\":\"{id}\",\"deleted\":true}}").into_bytes(),
@@ -449,7 +449,7 @@ pub async fn delete(local: &Local, id: Uuid) -> Response {
 }
 
 pub async fn rotate_token(local: &Local, id: Uuid) -> Response {
-    let Some(dev) = local.shared.registry.get(&id) else {
+    let Some(dev) = local.fleet().registry.get(&id) else {
         return not_found();
     };
     let token = match auth::generate_token() {
@@ -467,14 +467,7 @@ pub async fn rotate_token(local: &Local, id: Uuid) -> Response {
     }
     dev.set_token(hash);
     if let Some(s) = dev.session() {
-        local.shared.hub.send(
-            s.shard,
-            ShardMsg::Close {
-                conn: s.conn,
-                code: 1008,
-                reason: "token rotated",
-            },
-        );
+        local.fleet().links.close_session(s, 1008, "token rotated");
     }
     let mut body = format!("{{\"device_id\":\"{id}\",\"token\":");
     json::push_str(&mut body, &token);
@@ -483,7 +476,7 @@ pub async fn rotate_token(local: &Local, id: Uuid) -> Response {
 }
 
 pub fn telemetry(local: &Local, id: Uuid, q: &[(String, String)]) -> Response {
-    if local.shared.registry.get(&id).is_none() {
+    if local.fleet().registry.get(&id).is_none() {
         return not_found();
     }
     let limit = match limit(q) {
@@ -522,7 +515,7 @@ pub fn telemetry(local: &Local, id: Uuid, q: &[(String, String)]) -> Response {
     }
     let mut items = Vec::new();
     let mut stopped_early = false;
-    let r = local.shared.store.scan_reverse(
+    let r = local.fleet().store.scan_reverse(
         Cf::Telemetry,
         &prefix,
         before.as_deref(),
@@ -547,7 +540,7 @@ pub fn telemetry(local: &Local, id: Uuid, q: &[(String, String)]) -> Response {
 }
 
 pub fn commands(local: &Local, id: Uuid, q: &[(String, String)]) -> Response {
-    if local.shared.registry.get(&id).is_none() {
+    if local.fleet().registry.get(&id).is_none() {
         return not_found();
     }
     let limit = match limit(q) {
@@ -561,7 +554,7 @@ pub fn commands(local: &Local, id: Uuid, q: &[(String, String)]) -> Response {
     };
     let now = now_ms();
     let mut items = Vec::new();
-    let r = local.shared.store.scan_reverse(
+    let r = local.fleet().store.scan_reverse(
         Cf::Commands,
         &prefix,
         before.as_deref(),
@@ -580,7 +573,7 @@ pub fn commands(local: &Local, id: Uuid, q: &[(String, String)]) -> Response {
 }
 
 pub async fn send_command(local: &Local, id: Uuid, req: &Request) -> Response {
-    let Some(dev) = local.shared.registry.get(&id) else {
+    let Some(dev) = local.fleet().registry.get(&id) else {
         return not_found();
     };
     let mut body = match json_body(req) {
@@ -607,7 +600,7 @@ pub async fn send_command(local: &Local, id: Uuid, req: &Request) -> Response {
             }
         },
     };
-    match commands::enqueue(local, &dev, command, &payload, ttl).await {
+    match commands::enqueue(local.fleet(), &local.batcher, &dev, command, &payload, ttl).await {
         Ok(c) => Response::json(202, c.to_api_json(now_ms()).into_bytes()),
         Err(EnqueueError::Invalid(m)) => Response::error(400, "invalid_field", &m),
         Err(EnqueueError::QueueFull(n)) => Response::error(

@@ -2,11 +2,12 @@
 
 use uuid::Uuid;
 
-use super::{cursor, limit, page, store_error};
-use crate::auth;
+use crate::api::answer::{page, store_error};
+use crate::api::extract::{cursor, limit};
+use crate::fleet::auth;
 use crate::http::query;
 use crate::http::response::Response;
-use crate::shard::Local;
+use crate::shard::local::Local;
 use crate::store::{Cf, keys};
 
 /// Rows a filtered page may examine before it returns what it found with a cursor, so a rare
@@ -32,7 +33,7 @@ pub fn list(local: &Local, q: &[(String, String)]) -> Response {
             .and_then(|x| crate::json::get_str(&x, "type").map(|t| t == kind))
             .unwrap_or(false)
     };
-    let store = &local.shared.store;
+    let store = &local.fleet().store;
     let mut items = Vec::new();
     let res = match query::get(q, "device_id").filter(|d| !d.is_empty()) {
         Some(d) => {

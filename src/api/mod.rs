@@ -7,42 +7,51 @@
 //! needs a bearer token or an admin session. Errors are `{"error":{"code","message"}}` with the
 //! matching status. Lists are `{"items":[...],"next_cursor"}`. Other paths serve the dashboard.
 
+mod answer;
 pub mod attendance;
+pub mod device_http;
 mod devices;
 mod events;
+mod extract;
 mod pending;
 mod users;
 
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
 use std::rc::Rc;
 
-use simd_json::BorrowedValue;
-use simd_json::prelude::*;
+use metrics_exporter_prometheus::PrometheusHandle;
 use uuid::Uuid;
 
-use crate::accounts::{self, Principal, Role, Via};
-use crate::auth;
+use crate::fleet::accounts::{self, Principal, Role, Via};
+use crate::fleet::principal;
 use crate::http::query;
 use crate::http::request::{Method, Request};
 use crate::http::response::Response;
-use crate::shard::Local;
+use crate::shard::handler::Reply;
+use crate::shard::local::{Handler, Local};
 
-/// Items per page when the client does not say, and the most it may ask for.
-pub const DEFAULT_LIMIT: usize = 100;
-pub const MAX_LIMIT: usize = 1000;
-
-/// What a route answers: a whole response, or a CSV export the connection streams in chunks.
-pub enum Reply {
-    Full(Response),
-    Csv(attendance::CsvExport),
+/// The app's HTTP routes, wired into the runtime as its `Handler`.
+pub struct Api {
+    /// `--data-dir`: the initial admin password's file is removed there once it is changed.
+    pub data_dir: PathBuf,
+    /// Renders `/metrics`.
+    pub prometheus: PrometheusHandle,
 }
 
-impl From<Response> for Reply {
-    fn from(r: Response) -> Self {
-        Reply::Full(r)
+impl Handler for Api {
+    fn route<'a>(
+        &'a self,
+        local: &'a Rc<Local>,
+        req: &'a Request,
+        remote: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Reply> + 'a>> {
+        Box::pin(route(self, local, req, remote))
     }
 }
 
-pub async fn route(local: &Rc<Local>, req: &Request, remote: &str) -> Reply {
+async fn route(api: &Api, local: &Rc<Local>, req: &Request, remote: &str) -> Reply {
     let path = req.path.trim_end_matches('/');
     let segs: Vec<&str> = path.split('/').skip(1).collect();
     match segs.as_slice() {
@@ -51,7 +60,7 @@ pub async fn route(local: &Rc<Local>, req: &Request, remote: &str) -> Reply {
                 // Liveness: the process serves. `store` tells whether writes currently fail (disk
                 // full, I/O errors); devices then hear "not stored" and keep their data.
                 Method::Get | Method::Head => {
-                    let body: &[u8] = if local.shared.store.writes_failing() {
+                    let body: &[u8] = if local.fleet().store.writes_failing() {
                         b"{\"status\":\"ok\",\"store\":\"writes_failing\"}"
                     } else {
                         b"{\"status\":\"ok\",\"store\":\"ok\"}"
@@ -65,7 +74,7 @@ pub async fn route(local: &Rc<Local>, req: &Request, remote: &str) -> Reply {
         // Devices authenticate by serial on this route, not with the admin token.
         ["api", "device-http"] => {
             return match req.method {
-                Method::Post => crate::device_http::handle(local, req, remote).await,
+                Method::Post => device_http::handle(local, req, remote).await,
                 _ => method_not_allowed(),
             }
             .into();
@@ -103,7 +112,7 @@ pub async fn route(local: &Rc<Local>, req: &Request, remote: &str) -> Reply {
     let bearer = req.header_str("authorization").is_some();
     if let (Some(ip), true) = (ip, bearer) {
         let wait = local
-            .shared
+            .fleet()
             .guard
             .auth_wait_ms(ip, None, crate::time::now_ms());
         if wait > 0 {
@@ -117,12 +126,13 @@ pub async fn route(local: &Rc<Local>, req: &Request, remote: &str) -> Reply {
             .into();
         }
     }
-    let principal = match authenticate(local, req) {
+    let now = crate::time::now_ms();
+    let principal = match principal::authenticate(local.fleet(), &local.batcher, req, now) {
         Some(p) => p,
         None => {
             if let (Some(ip), true) = (ip, bearer) {
                 local
-                    .shared
+                    .fleet()
                     .guard
                     .auth_failed(ip, None, crate::time::now_ms());
             }
@@ -136,12 +146,14 @@ pub async fn route(local: &Rc<Local>, req: &Request, remote: &str) -> Reply {
         (&req.method, segs.as_slice()),
         (Method::Get, ["api", "attendance.csv"])
     ) {
-        return match attendance::csv(&query::parse(&req.query)) {
-            Ok(export) => Reply::Csv(export),
+        return match attendance::csv(local.fleet().store.clone(), &query::parse(&req.query)) {
+            Ok(export) => Reply::Chunked(export),
             Err(r) => r.into(),
         };
     }
-    admin(local, req, &segs, &principal, remote).await.into()
+    admin(api, local, req, &segs, &principal, remote)
+        .await
+        .into()
 }
 
 fn unauthorized(local: &Local) -> Response {
@@ -194,56 +206,8 @@ fn forbidden() -> Response {
     Response::error(403, "forbidden", "your role does not allow this")
 }
 
-/// The caller: a bearer token (bootstrap admin token or named API token) if one is sent,
-/// otherwise the session cookie. A wrong bearer token does not fall back to the cookie.
-pub fn authenticate(local: &Local, req: &Request) -> Option<Principal> {
-    let now = crate::time::now_ms();
-    if let Some(h) = req.header_str("authorization") {
-        let t = h
-            .strip_prefix("Bearer ")
-            .or_else(|| h.strip_prefix("bearer "))?
-            .trim();
-        return bearer_principal(local, t, now);
-    }
-    session_principal(local, req, now)
-}
-
-/// The principal of a bearer token; persists a named token's `last_used` at most once a minute.
-pub fn bearer_principal(local: &Local, t: &str, now: u64) -> Option<Principal> {
-    if auth::verify_token(t, &local.shared.admin_token) {
-        return Some(Principal {
-            name: "admin-token".to_string(),
-            role: Role::Admin,
-            via: Via::Bearer,
-            must_change_password: false,
-        });
-    }
-    if !t.starts_with(accounts::API_TOKEN_PREFIX) {
-        return None;
-    }
-    let (tok, stale) = local.shared.accounts.api_token(t, now)?;
-    if stale {
-        // Not waited for: last_used is informational, and a lost update costs nothing.
-        let key = accounts::last_used_key(&tok.id);
-        let _ = local
-            .batcher
-            .stage(|st| st.put(crate::store::Cf::ApiTokens, &key, &now.to_be_bytes()));
-    }
-    Some(Principal {
-        name: tok.name,
-        role: tok.role,
-        via: Via::Bearer,
-        must_change_password: false,
-    })
-}
-
-/// The principal of the request's `fg_session` cookie, if it names a live session.
-pub fn session_principal(local: &Local, req: &Request, now: u64) -> Option<Principal> {
-    let id = accounts::cookie(req.header_str("cookie")?, accounts::SESSION_COOKIE)?;
-    local.shared.accounts.session(id, now)
-}
-
 async fn admin(
+    api: &Api,
     local: &Rc<Local>,
     req: &Request,
     segs: &[&str],
@@ -255,11 +219,11 @@ async fn admin(
         (Method::Get, ["metrics"]) => Response::text(
             200,
             "text/plain; version=0.0.4",
-            local.shared.prometheus.render().into_bytes(),
+            api.prometheus.render().into_bytes(),
         ),
         (Method::Get, ["api", "me"]) => users::me(principal),
         (Method::Post, ["api", "me", "password"]) => {
-            users::change_password(local, req, principal, remote).await
+            users::change_password(local, req, principal, remote, &api.data_dir).await
         }
         (Method::Get, ["api", "users"]) => users::list_users(local),
         (Method::Post, ["api", "users"]) => users::create_user(local, req).await,
@@ -344,98 +308,4 @@ fn with_id(s: &str, f: impl FnOnce(Uuid) -> Response) -> Response {
         Ok(id) => f(id),
         Err(r) => r,
     }
-}
-
-/// A copy of a JSON request body to parse in place; a wrong content type is a 415.
-fn json_body(req: &Request) -> Result<Vec<u8>, Response> {
-    let ct = req.header_str("content-type").unwrap_or("");
-    if !ct.to_ascii_lowercase().starts_with("application/json") {
-        return Err(Response::error(
-            415,
-            "unsupported_media_type",
-            "send the body as Content-Type: application/json",
-        ));
-    }
-    Ok(req.body.clone())
-}
-
-fn parse_object<'a>(buf: &'a mut [u8]) -> Result<BorrowedValue<'a>, Response> {
-    if crate::lenient::too_deep(buf, crate::lenient::MAX_JSON_DEPTH) {
-        return Err(Response::error(
-            400,
-            "invalid_json",
-            "the JSON body nests too deep",
-        ));
-    }
-    let v = simd_json::to_borrowed_value(buf)
-        .map_err(|e| Response::error(400, "invalid_json", &format!("malformed JSON body: {e}")))?;
-    if !v.is_object() {
-        return Err(Response::error(
-            400,
-            "invalid_json",
-            "the body must be a JSON object",
-        ));
-    }
-    Ok(v)
-}
-
-fn limit(q: &[(String, String)]) -> Result<usize, Response> {
-    match query::get(q, "limit") {
-        None => Ok(DEFAULT_LIMIT),
-        Some(s) => match s.parse::<usize>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-            _ => Err(Response::error(
-                400,
-                "invalid_query",
-                &format!("limit must be 1 to {MAX_LIMIT}"),
-            )),
-        },
-    }
-}
-
-/// Cursors are the hex of the store key to continue from; opaque to clients.
-fn cursor(q: &[(String, String)], prefix: &[u8]) -> Result<Option<Vec<u8>>, Response> {
-    match query::get(q, "cursor") {
-        None | Some("") => Ok(None),
-        Some(c) => match auth::unhex(c) {
-            Some(k) if k.starts_with(prefix) => Ok(Some(k)),
-            _ => Err(Response::error(
-                400,
-                "invalid_query",
-                "cursor is not one this list returned",
-            )),
-        },
-    }
-}
-
-/// `{"items":[...],"next_cursor":...}` from already-encoded items.
-fn page(items: &[String], next: Option<String>) -> Response {
-    let mut s = String::with_capacity(32 + items.iter().map(|i| i.len() + 1).sum::<usize>());
-    s.push_str("{\"items\":[");
-    for (i, it) in items.iter().enumerate() {
-        if i > 0 {
-            s.push(',');
-        }
-        s.push_str(it);
-    }
-    s.push_str("],\"next_cursor\":");
-    match next {
-        Some(c) => {
-            s.push('"');
-            s.push_str(&c);
-            s.push('"');
-        }
-        None => s.push_str("null"),
-    }
-    s.push('}');
-    Response::json(200, s.into_bytes())
-}
-
-fn store_error(e: impl std::fmt::Display) -> Response {
-    tracing::error!(error = %e, "store error in API");
-    Response::error(
-        503,
-        "store_unavailable",
-        "the store could not complete the request; retry",
-    )
 }

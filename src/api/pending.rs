@@ -2,13 +2,14 @@
 
 use simd_json::prelude::*;
 
-use super::{json_body, page, parse_object, store_error};
+use crate::api::answer::{page, store_error};
+use crate::api::extract::{json_body, parse_object};
+use crate::fleet::pending::PendingDevice;
+use crate::fleet::provision::{NewDevice, ProvisionError, provision};
 use crate::http::request::Request;
 use crate::http::response::Response;
 use crate::json;
-use crate::pending::PendingDevice;
-use crate::provision::{NewDevice, ProvisionError, provision};
-use crate::shard::Local;
+use crate::shard::local::Local;
 use crate::store::Cf;
 use crate::time::rfc3339_ms;
 
@@ -40,12 +41,12 @@ fn item(p: &PendingDevice) -> String {
 }
 
 pub fn list(local: &Local) -> Response {
-    let items: Vec<String> = local.shared.pending.list().iter().map(item).collect();
+    let items: Vec<String> = local.fleet().pending.list().iter().map(item).collect();
     page(&items, None)
 }
 
 pub async fn approve(local: &Local, serial: &str, req: &Request) -> Response {
-    if local.shared.pending.get(serial).is_none() {
+    if local.fleet().pending.get(serial).is_none() {
         return Response::error(404, "not_found", "no pending device with this serial");
     }
     let mut body = match json_body(req) {
@@ -68,14 +69,14 @@ pub async fn approve(local: &Local, serial: &str, req: &Request) -> Response {
     };
     let settings = match v.get("settings") {
         None => Default::default(),
-        Some(s) => match super::devices::settings_from(s) {
+        Some(s) => match crate::api::devices::settings_from(s) {
             Ok(m) => m,
             Err(r) => return r,
         },
     };
     // Take the entry before the commit's wait, so that of concurrent approvals exactly one
     // creates the device (provisioning also reserves the serial).
-    let Some(p) = local.shared.pending.remove(serial) else {
+    let Some(p) = local.fleet().pending.remove(serial) else {
         return Response::error(404, "not_found", "no pending device with this serial");
     };
     let new = NewDevice {
@@ -85,22 +86,26 @@ pub async fn approve(local: &Local, serial: &str, req: &Request) -> Response {
         settings,
         info: None,
     };
-    match provision(local, new, |st| st.delete(Cf::Pending, serial.as_bytes())).await {
-        Ok((dev, token)) => super::devices::created(&dev, &token),
+    match provision(local.fleet(), &local.batcher, new, |st| {
+        st.delete(Cf::Pending, serial.as_bytes())
+    })
+    .await
+    {
+        Ok((dev, token)) => crate::api::devices::created(&dev, &token),
         Err(ProvisionError::SerialTaken) => Response::error(
             409,
             "serial_taken",
             "a device with this serial exists or is being created",
         ),
         Err(ProvisionError::Failed(e)) => {
-            local.shared.pending.restore(p);
+            local.fleet().pending.restore(p);
             store_error(e)
         }
     }
 }
 
 pub async fn dismiss(local: &Local, serial: &str) -> Response {
-    if local.shared.pending.remove(serial).is_none() {
+    if local.fleet().pending.remove(serial).is_none() {
         return Response::error(404, "not_found", "no pending device with this serial");
     }
     if let Err(e) = local

@@ -7,12 +7,13 @@ use serde::Serialize;
 use simd_json::prelude::*;
 use uuid::Uuid;
 
-use super::{json_body, parse_object, store_error};
-use crate::accounts::{self, ApiToken, Login, Principal, Role, User, Via};
-use crate::auth;
+use crate::api::answer::store_error;
+use crate::api::extract::{json_body, parse_object};
+use crate::fleet::accounts::{self, ApiToken, Login, Principal, Role, User, Via};
+use crate::fleet::auth;
 use crate::http::request::Request;
 use crate::http::response::Response;
-use crate::shard::Local;
+use crate::shard::local::Local;
 use crate::store::Cf;
 use crate::store::records;
 use crate::time::{now_ms, rfc3339_ms};
@@ -149,7 +150,7 @@ pub fn login(local: &Local, req: &Request, remote: &str) -> Response {
         return invalid_credentials(local);
     }
     match local
-        .shared
+        .fleet()
         .accounts
         .login(&client_addr(remote), username, password, now_ms())
     {
@@ -180,7 +181,7 @@ pub fn logout(local: &Local, req: &Request) -> Response {
         .header_str("cookie")
         .and_then(|c| accounts::cookie(c, accounts::SESSION_COOKIE))
     {
-        local.shared.accounts.end_session(id);
+        local.fleet().accounts.end_session(id);
     }
     Response::json(200, OK.to_vec())
         .with_header("Set-Cookie", session_cookie("", Some(0), req.secure))
@@ -195,6 +196,7 @@ pub async fn change_password(
     req: &Request,
     p: &Principal,
     remote: &str,
+    data_dir: &std::path::Path,
 ) -> Response {
     let Via::Session { id_hash, .. } = &p.via else {
         return Response::error(
@@ -223,7 +225,7 @@ pub async fn change_password(
     if current.len() > accounts::MAX_PASSWORD {
         return invalid("the current password is wrong");
     }
-    let acc = &local.shared.accounts;
+    let acc = &local.fleet().accounts;
     match acc.check_password(&client_addr(remote), &p.name, current, now_ms()) {
         Ok(()) => {}
         Err(Some(s)) => return too_many(s),
@@ -248,7 +250,7 @@ pub async fn change_password(
     acc.end_sessions_of(&p.name, Some(id_hash));
     if p.name == accounts::INITIAL_ADMIN {
         // The initial password is no longer valid; do not leave it lying around.
-        let _ = std::fs::remove_file(local.config().data_dir.join("initial-admin-password"));
+        let _ = std::fs::remove_file(data_dir.join("initial-admin-password"));
     }
     Response::json(200, OK.to_vec())
 }
@@ -263,7 +265,7 @@ async fn save_user(local: &Local, u: &User) -> Result<(), Response> {
 }
 
 pub fn list_users(local: &Local) -> Response {
-    let users = local.shared.accounts.users();
+    let users = local.fleet().accounts.users();
     Response::json_value(
         200,
         &Items {
@@ -312,7 +314,7 @@ pub async fn create_user(local: &Local, req: &Request) -> Response {
         must_change_password: must_change,
         created_at: now_ms(),
     };
-    let acc = &local.shared.accounts;
+    let acc = &local.fleet().accounts;
     // Reserved in memory first, so two concurrent creations of one name make one user.
     if !acc.insert_new_user(user.clone()) {
         return Response::error(409, "conflict", "a user with this name exists");
@@ -333,7 +335,7 @@ pub async fn patch_user(local: &Local, req: &Request, name: &str) -> Response {
         Ok(v) => v,
         Err(r) => return r,
     };
-    let acc = &local.shared.accounts;
+    let acc = &local.fleet().accounts;
     let Some(mut user) = acc.user(name) else {
         return Response::error(404, "not_found", "no such user");
     };
@@ -378,7 +380,7 @@ pub async fn patch_user(local: &Local, req: &Request, name: &str) -> Response {
 }
 
 pub async fn delete_user(local: &Local, name: &str, p: &Principal) -> Response {
-    let acc = &local.shared.accounts;
+    let acc = &local.fleet().accounts;
     if matches!(p.via, Via::Session { .. }) && p.name == name {
         return Response::error(409, "conflict", "you cannot delete yourself");
     }
@@ -400,7 +402,7 @@ pub async fn delete_user(local: &Local, name: &str, p: &Principal) -> Response {
 }
 
 pub fn list_tokens(local: &Local) -> Response {
-    let tokens = local.shared.accounts.tokens();
+    let tokens = local.fleet().accounts.tokens();
     Response::json_value(
         200,
         &Items {
@@ -475,7 +477,7 @@ pub async fn create_token(local: &Local, req: &Request) -> Response {
     {
         return store_error(e);
     }
-    local.shared.accounts.insert_token(hash, rec.clone());
+    local.fleet().accounts.insert_token(hash, rec.clone());
     Response::json_value(
         201,
         &NewTokenJson {
@@ -489,7 +491,7 @@ pub async fn create_token(local: &Local, req: &Request) -> Response {
 }
 
 pub async fn delete_token(local: &Local, id: &str) -> Response {
-    let acc = &local.shared.accounts;
+    let acc = &local.fleet().accounts;
     // Out of memory first: revocation takes effect before the store write returns.
     let Some((hash, rec)) = acc.remove_token(id) else {
         return Response::error(404, "not_found", "no such token");
@@ -521,24 +523,25 @@ struct Stats {
 
 /// Counts for the overview. `online`, `offline` (seen before) and `never_seen` partition `devices`.
 pub fn stats(local: &Local) -> Response {
-    let all = local.shared.registry.snapshot();
-    let (mut online, mut never_seen) = (0, 0);
-    for d in &all {
+    let (mut devices, mut online, mut never_seen) = (0, 0, 0);
+    local.fleet().registry.visit_from(None, |d| {
+        devices += 1;
         if d.is_online() {
             online += 1;
         } else if d.last_seen_ms.load(Ordering::Relaxed) == 0 {
             never_seen += 1;
         }
-    }
+        true
+    });
     Response::json_value(
         200,
         &Stats {
-            devices: all.len(),
+            devices,
             online,
-            offline: all.len() - online - never_seen,
+            offline: devices - online - never_seen,
             never_seen,
-            pending: local.shared.pending.len(),
-            messages_total: local.shared.messages.load(Ordering::Relaxed),
+            pending: local.fleet().pending.len(),
+            messages_total: local.fleet().messages.load(Ordering::Relaxed),
         },
     )
 }

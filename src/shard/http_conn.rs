@@ -1,15 +1,16 @@
 //! One TCP connection from accept to close: HTTP/1.1 requests with keep-alive, until the connection
-//! asks for a WebSocket upgrade on `/ws`, which hands it to `ws_session`.
+//! asks for a WebSocket upgrade on `/ws`, which hands it to `ws_session`. Every other request goes
+//! to the `Handler` the app wired in: the runtime knows how to carry requests, not what they mean.
 
 use std::rc::Rc;
 
-use super::io::Transport;
-use super::tls::{HANDSHAKE_RECORD, TlsStream};
-use super::{ConnCtl, Deadline, Local, flush, out_buf};
-use crate::api::Reply;
-use crate::api::attendance::{CSV_HEADER, CsvExport};
 use crate::http::request::{self, Limits, Parse};
 use crate::http::response::Response;
+use crate::shard::handler::{Chunked, Reply};
+use crate::shard::io::Transport;
+use crate::shard::local::{CloseReason, ConnCtl, Deadline, Local, flush, out_buf};
+use crate::shard::tls::{HANDSHAKE_RECORD, TlsStream};
+use crate::shard::ws_session;
 use crate::time::now_ms;
 
 pub async fn serve<T: Transport>(local: &Rc<Local>, ctl: &Rc<ConnCtl>, io: T) {
@@ -43,7 +44,7 @@ enum FirstByte {
 async fn first_byte<T: Transport>(local: &Local, ctl: &ConnCtl, io: &T) -> FirstByte {
     local.set_deadline(
         ctl,
-        now_ms() + local.config().header_timeout * 1000,
+        now_ms() + local.limits().header_timeout * 1000,
         Deadline::Header,
     );
     loop {
@@ -66,7 +67,7 @@ async fn first_byte<T: Transport>(local: &Local, ctl: &ConnCtl, io: &T) -> First
 }
 
 async fn serve_http<T: Transport>(local: &Rc<Local>, ctl: &Rc<ConnCtl>, io: T) {
-    let cfg = local.config();
+    let cfg = local.limits();
     let limits = Limits {
         max_body: cfg.max_body,
         ..Limits::default()
@@ -78,19 +79,19 @@ async fn serve_http<T: Transport>(local: &Rc<Local>, ctl: &Rc<ConnCtl>, io: T) {
     let mut sent_continue = false;
     local.set_deadline(ctl, now_ms() + keepalive_ms, Deadline::KeepAlive);
     loop {
-        if let Some((_, reason)) = ctl.close.get() {
-            let answer = match (reason, inbuf.is_empty()) {
-                ("server at connection limit", _) => Some(Response::error(
+        if let Some(why) = ctl.close.get() {
+            let answer = match (why, inbuf.is_empty()) {
+                (CloseReason::ConnectionLimit, _) => Some(Response::error(
                     503,
                     "overloaded",
                     "the server is at its connection limit; retry later",
                 )),
-                ("too many connections from this address", _) => Some(Response::error(
+                (CloseReason::AddressLimit, _) => Some(Response::error(
                     429,
                     "too_many_connections",
                     "too many open connections from your address; close some and retry",
                 )),
-                ("timeout", false) => Some(Response::error(
+                (CloseReason::DeadlinePassed, false) => Some(Response::error(
                     408,
                     "request_timeout",
                     "the request head did not arrive in time",
@@ -163,22 +164,21 @@ async fn serve_http<T: Transport>(local: &Rc<Local>, ctl: &Rc<ConnCtl>, io: T) {
                         if flush(&io, local, &mut out).await.is_err() {
                             return;
                         }
-                        super::ws_session::upgrade(local, ctl, io, request, inbuf).await;
+                        ws_session::upgrade(local, ctl, io, request, inbuf).await;
                         return;
                     }
                     let head_only = matches!(request.method, crate::http::request::Method::Head);
                     let keep_alive = request.keep_alive && !local.shutting_down.get();
                     let remote = ctl.peer.to_string();
-                    // Boxed: a route's future is large and only lives for one request, so it
-                    // must not size every connection's task (idle sessions included).
-                    match Box::pin(crate::api::route(local, &request, &remote)).await {
+                    let handler = local.shared.handler.clone();
+                    match handler.route(local, &request, &remote).await {
                         Reply::Full(response) => {
                             response.write_to(out_buf(local, &mut out), keep_alive, head_only)
                         }
-                        Reply::Csv(export) => {
-                            let csv =
-                                stream_csv(local, &io, &mut out, export, keep_alive, head_only);
-                            if Box::pin(csv).await.is_err() {
+                        Reply::Chunked(body) => {
+                            let sent =
+                                stream_chunked(local, &io, &mut out, body, keep_alive, head_only);
+                            if Box::pin(sent).await.is_err() {
                                 return;
                             }
                         }
@@ -212,36 +212,36 @@ async fn serve_http<T: Transport>(local: &Rc<Local>, ctl: &Rc<ConnCtl>, io: T) {
     }
 }
 
-/// Streams a CSV export with chunked transfer encoding: one chunk of rows in memory at a time,
-/// each written before the next is read from the store.
-async fn stream_csv<T: Transport>(
+/// Streams a chunked body: one chunk in memory at a time, each written before the next is made.
+async fn stream_chunked<T: Transport>(
     local: &Local,
     io: &T,
     out: &mut Vec<u8>,
-    mut export: CsvExport,
+    mut body: Chunked,
     keep_alive: bool,
     head_only: bool,
 ) -> std::io::Result<()> {
     let conn = if keep_alive { "keep-alive" } else { "close" };
+    let disposition = body
+        .filename
+        .map(|f| format!("Content-Disposition: attachment; filename=\"{f}\"\r\n"))
+        .unwrap_or_default();
     out_buf(local, out).extend_from_slice(
         format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/csv; charset=utf-8\r\nContent-Disposition: attachment; filename=\"attendance.csv\"\r\nTransfer-Encoding: chunked\r\nConnection: {conn}\r\n\r\n"
+            "HTTP/1.1 200 OK\r\nContent-Type: {}\r\n{disposition}Transfer-Encoding: chunked\r\nConnection: {conn}\r\n\r\n",
+            body.content_type
         )
         .as_bytes(),
     );
     if head_only {
         return flush(io, local, out).await;
     }
-    let mut chunk = CSV_HEADER.as_bytes().to_vec();
+    let mut chunk = Vec::new();
     loop {
-        let more = match export.next_chunk(&local.shared.store, &mut chunk) {
-            Ok(m) => m,
-            Err(e) => {
-                // Headers are gone already: end the stream early; the client sees a short body.
-                tracing::error!(error = %e, "CSV export failed mid-stream");
-                return Err(std::io::Error::other(e.to_string()));
-            }
-        };
+        let more = body.body.next_chunk(&mut chunk).map_err(|e| {
+            tracing::error!(error = %e, "chunked response failed mid-stream");
+            std::io::Error::other(e)
+        })?;
         if !chunk.is_empty() {
             let o = out_buf(local, out);
             o.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());

@@ -15,7 +15,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ServerConfig, ServerConnection};
 
-use super::io::Transport;
+use crate::shard::io::Transport;
 
 /// The first byte of a TLS record carrying a handshake message.
 pub const HANDSHAKE_RECORD: u8 = 0x16;

@@ -66,6 +66,9 @@ pub fn spawn_committer(
 pub struct Ticket {
     outcome: Cell<Option<bool>>,
     done: Notify,
+    /// Run once the batch resolves (or, should the batcher go away first, when the ticket does):
+    /// how a session's device claim is released only after its last record is answered.
+    on_resolve: RefCell<Vec<Box<dyn FnOnce()>>>,
 }
 
 impl Ticket {
@@ -84,9 +87,34 @@ impl Ticket {
         self.outcome.get()
     }
 
+    /// Runs `f` when the batch resolves; at once if it already has.
+    pub fn on_resolve(&self, f: impl FnOnce() + 'static) {
+        if self.outcome.get().is_some() {
+            f();
+        } else {
+            self.on_resolve.borrow_mut().push(Box::new(f));
+        }
+    }
+
     fn resolve(&self, ok: bool) {
         self.outcome.set(Some(ok));
         self.done.notify_waiters();
+        self.run_callbacks();
+    }
+
+    fn run_callbacks(&self) {
+        let callbacks = std::mem::take(&mut *self.on_resolve.borrow_mut());
+        for f in callbacks {
+            f();
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        // A ticket dropped unresolved belongs to a batch that will never be answered (the shard is
+        // going away): what waits on it must not wait forever.
+        self.run_callbacks();
     }
 }
 
@@ -271,5 +299,135 @@ impl Batcher {
     pub fn close(&self) {
         self.committer.borrow_mut().take();
         self.kick.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::temp::TempStore;
+
+    fn run_local<F: std::future::Future>(f: F) -> F::Output {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        tokio::task::LocalSet::new().block_on(&rt, f)
+    }
+
+    fn put(st: &mut Staging<'_>, k: &[u8]) -> Result<(), StoreError> {
+        st.put(Cf::Meta, k, b"v")
+    }
+
+    #[test]
+    fn tickets_resolve_in_staging_order_and_only_after_the_write() {
+        let tmp = TempStore::open("commit-order", false).expect("store");
+        let (committer, thread) = spawn_committer(tmp.store().clone(), "t".into()).expect("thread");
+        let batcher = Rc::new(Batcher::new(tmp.store().clone(), committer, 1 << 20));
+        run_local(async {
+            let run = tokio::task::spawn_local({
+                let b = batcher.clone();
+                async move { b.run().await }
+            });
+            let order = Rc::new(RefCell::new(Vec::new()));
+            let mut tickets = Vec::new();
+            for i in 0..50u32 {
+                let key = format!("k{i}");
+                let t = batcher.stage(|st| put(st, key.as_bytes())).expect("stage");
+                let (o, s) = (order.clone(), tmp.store().clone());
+                t.on_resolve(move || {
+                    // When a ticket reports, its record is readable: the ack point is the commit.
+                    let there = s.get(Cf::Meta, key.as_bytes()).ok().flatten().is_some();
+                    o.borrow_mut().push((i, there));
+                });
+                tickets.push(t);
+                if i % 7 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            let last = tickets.last().cloned().expect("tickets");
+            assert!(last.wait().await);
+            let order = order.borrow();
+            assert_eq!(order.len(), 50);
+            assert!(
+                order.windows(2).all(|w| w[0].0 < w[1].0),
+                "out of order: {order:?}"
+            );
+            assert!(
+                order.iter().all(|&(_, there)| there),
+                "answered before durable"
+            );
+            batcher.close();
+            run.await.expect("batcher loop");
+        });
+        thread.join().expect("committer");
+    }
+
+    #[test]
+    fn a_failed_commit_answers_every_record_of_the_batch_as_not_stored() {
+        let tmp = TempStore::open("commit-fail", false).expect("store");
+        // A committer whose thread is gone: every send fails, as a dead or failing writer would.
+        let (tx, rx) = channel::bounded::<Job>(COMMITTER_QUEUE);
+        drop(rx);
+        let batcher = Rc::new(Batcher::new(tmp.store().clone(), Committer { tx }, 1 << 20));
+        run_local(async {
+            let run = tokio::task::spawn_local({
+                let b = batcher.clone();
+                async move { b.run().await }
+            });
+            let a = batcher.stage(|st| put(st, b"a")).expect("stage");
+            let b = batcher.stage(|st| put(st, b"b")).expect("stage");
+            assert!(!a.wait().await);
+            assert!(!b.wait().await);
+            assert_eq!(a.outcome(), Some(false));
+            assert!(
+                batcher.commit(|st| put(st, b"c")).await.is_err(),
+                "commit() reports the failure"
+            );
+            assert!(tmp.store().get(Cf::Meta, b"a").expect("get").is_none());
+            batcher.close();
+            run.await.expect("batcher loop");
+        });
+    }
+
+    #[test]
+    fn callbacks_run_once_even_if_the_ticket_is_dropped_unresolved() {
+        let ran = Rc::new(Cell::new(0));
+        let t = Ticket::default();
+        let r = ran.clone();
+        t.on_resolve(move || r.set(r.get() + 1));
+        assert_eq!(ran.get(), 0);
+        drop(t);
+        assert_eq!(ran.get(), 1);
+        let t = Ticket::default();
+        t.resolve(true);
+        let r = ran.clone();
+        t.on_resolve(move || r.set(r.get() + 1));
+        assert_eq!(ran.get(), 2, "a resolved ticket runs the callback at once");
+        drop(t);
+        assert_eq!(ran.get(), 2);
+    }
+
+    #[test]
+    fn a_full_batch_holds_stagers_until_it_is_taken() {
+        let tmp = TempStore::open("commit-full", false).expect("store");
+        let (committer, thread) = spawn_committer(tmp.store().clone(), "t".into()).expect("thread");
+        let batcher = Rc::new(Batcher::new(tmp.store().clone(), committer, 64));
+        run_local(async {
+            batcher
+                .stage(|st| st.put(Cf::Meta, b"big", &[0u8; 128]))
+                .expect("stage");
+            assert!(batcher.is_full());
+            let run = tokio::task::spawn_local({
+                let b = batcher.clone();
+                async move { b.run().await }
+            });
+            batcher.room().await;
+            assert!(!batcher.is_full());
+            batcher.flush().await;
+            batcher.close();
+            run.await.expect("batcher loop");
+        });
+        thread.join().expect("committer");
     }
 }

@@ -8,6 +8,7 @@
 pub mod commit;
 pub mod keys;
 pub mod records;
+pub mod temp;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -98,6 +99,8 @@ pub enum StoreError {
     Corrupt(String),
     /// The batch holding the record did not commit (its error is logged by the committer).
     CommitFailed,
+    /// The store's directory could not be prepared.
+    Io(std::io::Error),
 }
 
 impl std::fmt::Display for StoreError {
@@ -108,6 +111,7 @@ impl std::fmt::Display for StoreError {
             StoreError::Schema(m) => write!(f, "schema: {m}"),
             StoreError::Corrupt(m) => write!(f, "corrupt record: {m}"),
             StoreError::CommitFailed => write!(f, "the group commit failed"),
+            StoreError::Io(e) => write!(f, "store directory: {e}"),
         }
     }
 }

@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use crossbeam::channel::{self, Receiver, Sender, TrySendError};
 use tokio::sync::Notify;
 
+use crate::fleet::links::SessionRef;
+
 /// Messages queued toward one shard. Past this, broadcasts to that shard are dropped (and counted)
 /// rather than blocking a device's shard; commands are durable, so a dropped delivery nudge only
 /// delays a command until the device's next registration.
@@ -112,5 +114,31 @@ impl Hub {
             let _ = inbox.tx.send(ShardMsg::Shutdown);
             inbox.wake.notify_one();
         }
+    }
+}
+
+/// The rules reach sessions and admin subscribers on any shard through the hub.
+impl crate::fleet::links::Links for Hub {
+    fn has_admins(&self) -> bool {
+        Hub::has_admins(self)
+    }
+
+    fn broadcast(&self, frame: Arc<str>) {
+        Hub::broadcast(self, frame);
+    }
+
+    fn commands_pending(&self, session: SessionRef) {
+        self.send(session.shard, ShardMsg::Commands { conn: session.conn });
+    }
+
+    fn close_session(&self, session: SessionRef, code: u16, reason: &'static str) {
+        self.send(
+            session.shard,
+            ShardMsg::Close {
+                conn: session.conn,
+                code,
+                reason,
+            },
+        );
     }
 }

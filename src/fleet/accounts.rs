@@ -20,10 +20,10 @@ use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
-use crate::auth::{self, RandomError, TokenHash};
+use crate::fleet::auth::{self, RandomError, TokenHash};
+use crate::fleet::throttle::{Policy, Throttle};
 use crate::store::records;
 use crate::store::{Cf, Store, StoreError};
-use crate::throttle::{Policy, Throttle};
 
 /// The user created on first start.
 pub const INITIAL_ADMIN: &str = "admin";

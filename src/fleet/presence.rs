@@ -4,14 +4,22 @@
 
 use std::sync::atomic::Ordering;
 
+use crate::fleet::registry::Device;
+use crate::fleet::state::Fleet;
 use crate::generic;
 use crate::json;
-use crate::registry::Device;
-use crate::shard::Local;
+use crate::store::commit::Batcher;
 use crate::store::records::{self, Source};
 use crate::time::{now_us, rfc3339_ms};
 
-pub fn record(local: &Local, dev: &Device, online: bool, reason: &str, remote: Option<&str>) {
+pub fn record(
+    fleet: &Fleet,
+    batch: &Batcher,
+    dev: &Device,
+    online: bool,
+    reason: &str,
+    remote: Option<&str>,
+) {
     let kind = if online {
         "device_connected"
     } else {
@@ -24,23 +32,22 @@ pub fn record(local: &Local, dev: &Device, online: bool, reason: &str, remote: O
         json::push_str(&mut payload, r);
     }
     payload.push('}');
-    let id = local.shared.store.ids.next(now_us());
-    let rec = dev.record();
-    let staged = local.batcher.stage(|st| {
+    let id = fleet.store.ids.next(now_us());
+    let staged = batch.stage(|st| {
         records::stage_event(st, id, Some(&dev.id), kind, Source::Server, &payload, None)?;
         // last_seen is kept in memory while online and persisted when the device goes offline.
         if !online && !dev.deleted.load(Ordering::Acquire) {
-            records::stage_device(st, &rec)?;
+            records::stage_device(st, &dev.record())?;
         }
         Ok(())
     });
     if let Err(e) = staged {
         tracing::error!(error = %e, "recording a presence event failed");
     }
-    if local.shared.hub.has_admins() {
+    if fleet.has_admins() {
         let ts = rfc3339_ms(id / 1000);
         let d = dev.id.to_string();
-        local.broadcast(generic::device_status(&d, online, &ts));
-        local.broadcast(generic::event_broadcast(&d, kind, &ts, &payload));
+        fleet.broadcast(generic::device_status(&d, online, &ts));
+        fleet.broadcast(generic::event_broadcast(&d, kind, &ts, &payload));
     }
 }

@@ -6,12 +6,17 @@
 //! time, event): the same punch re-sent is recognised even if the device's time zone setting has
 //! changed since, because the key uses the local time as sent, not the derived UTC instant.
 
+use std::rc::Rc;
+
 use uuid::Uuid;
 
+use crate::fleet::registry::Device;
+use crate::fleet::state::Fleet;
 use crate::json;
-use crate::store::commit::Staging;
-use crate::store::{Cf, StoreError};
-use crate::time::rfc3339_ms;
+use crate::store::commit::{Batcher, Staging, Ticket};
+use crate::store::records::{self, Source};
+use crate::store::{Cf, StoreError, keys};
+use crate::time::{now_ms, now_us, rfc3339_ms};
 
 // Normalising what terminals send is sans-IO and lives in the core crate (fuzzed there).
 pub use fleetgate_core::attendance::{
@@ -64,7 +69,7 @@ pub fn item_json(
     received_ms: u64,
     has_photo: bool,
 ) -> String {
-    let id = crate::auth::hex(primary);
+    let id = crate::fleet::auth::hex(primary);
     let mut s = String::with_capacity(256 + p.fields.len());
     s.push_str("{\"id\":\"");
     s.push_str(&id);
@@ -129,6 +134,124 @@ pub fn csv_field(out: &mut String, s: &str) {
         out.push('"');
     } else {
         out.push_str(s);
+    }
+}
+
+/// What a terminal or HTTP device hears when its records could not be stored: it keeps them.
+pub const NOT_STORED: &str = "the records could not be stored; keep them and send again";
+
+/// Stages a batch of records a device sent (`sendlog` and the terminals' logs). Punches are
+/// de-duplicated against the store and within the batch; door events and unknown faces become
+/// events; a record that cannot be read is kept as an `attendance_invalid` event rather than
+/// dropped (a re-send could never fix it, and refusing the batch would make the device re-send it
+/// forever). Returns the ticket to wait on before answering, or None when nothing new was staged.
+pub fn stage_records(
+    fleet: &Fleet,
+    batch: &Batcher,
+    dev: &Device,
+    list: &[simd_json::OwnedValue],
+) -> Result<Option<Rc<Ticket>>, StoreError> {
+    let store = &fleet.store;
+    let (tz, serial) = dev.with_record(|r| {
+        let tz = r
+            .settings
+            .get("timezone")
+            .and_then(|t| jiff::tz::TimeZone::get(t).ok());
+        (tz, r.serial.clone())
+    });
+    let tz = tz.unwrap_or_else(jiff::tz::TimeZone::system);
+    let received = now_ms();
+    let mut seen = std::collections::HashSet::new();
+    let mut staged_any = false;
+    let ticket = batch.stage(|st| {
+        for raw in list {
+            let p = match parse_record(raw) {
+                Ok(p) => p,
+                Err(e) => {
+                    let mut payload = String::from("{\"error\":");
+                    json::push_str(&mut payload, &e.0);
+                    payload.push_str(",\"record\":");
+                    payload.push_str(&json::encode(raw));
+                    payload.push('}');
+                    let id = store.ids.next(now_us());
+                    records::stage_event(
+                        st,
+                        id,
+                        Some(&dev.id),
+                        "attendance_invalid",
+                        Source::Device,
+                        &payload,
+                        None,
+                    )?;
+                    staged_any = true;
+                    continue;
+                }
+            };
+            let identity = p.identity();
+            if !seen.insert(identity)
+                || store.exists(Cf::AttendanceDedup, &dedup_key(&dev.id, &identity))?
+            {
+                metrics::counter!("fleetgate_attendance_duplicates_total").increment(1);
+                continue;
+            }
+            let utc_us = p
+                .utc(&tz)
+                .map_or(received * 1000, |t| t.as_microsecond().max(0) as u64);
+            let primary = key(&dev.id, utc_us, &identity);
+            let item = item_json(
+                &primary,
+                &dev.id,
+                serial.as_deref(),
+                &p,
+                utc_us,
+                received,
+                p.photo.is_some(),
+            );
+            match p.kind {
+                Kind::Punch => {
+                    stage(st, &dev.id, &primary, &identity, &item, p.photo.as_deref())?;
+                    metrics::counter!("fleetgate_attendance_records_total").increment(1);
+                }
+                Kind::Door | Kind::UnknownFace => {
+                    // Not attendance: an event, de-duplicated like a punch.
+                    let kind = if p.kind == Kind::Door {
+                        "door_event"
+                    } else {
+                        "unknown_face"
+                    };
+                    let id = store.ids.next(now_us());
+                    records::stage_event(st, id, Some(&dev.id), kind, Source::Device, &item, None)?;
+                    st.put(
+                        Cf::AttendanceDedup,
+                        &dedup_key(&dev.id, &identity),
+                        &keys::event(id),
+                    )?;
+                    if let Some(ph) = &p.photo {
+                        st.put(Cf::Photos, &primary, ph)?;
+                    }
+                }
+            }
+            staged_any = true;
+        }
+        Ok(())
+    })?;
+    Ok(staged_any.then_some(ticket))
+}
+
+/// Stores a batch of records and waits for the commit: `Err` carries what to tell the device.
+pub async fn store_records(
+    fleet: &Fleet,
+    batch: &Batcher,
+    dev: &Device,
+    list: &[simd_json::OwnedValue],
+) -> Result<(), &'static str> {
+    let ticket = stage_records(fleet, batch, dev, list).map_err(|e| {
+        tracing::error!(error = %e, "staging attendance failed");
+        NOT_STORED
+    })?;
+    match ticket {
+        Some(t) if !t.wait().await => Err(NOT_STORED),
+        _ => Ok(()),
     }
 }
 

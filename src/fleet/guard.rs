@@ -9,8 +9,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use uuid::Uuid;
 
-use crate::config::ServeConfig;
-use crate::throttle::{Policy, Throttle};
+use crate::fleet::throttle::{Policy, Throttle};
 
 /// Devices tracked for flapping at once; past it the stalest entry is forgotten.
 const MAX_FLAP_ENTRIES: usize = 100_000;
@@ -55,6 +54,21 @@ struct Flap {
     banned_until_ms: u64,
 }
 
+/// The guard's limits (`serve`'s abuse flags; see `docs/security.md`).
+#[derive(Clone, Debug)]
+pub struct GuardLimits {
+    /// Open connections per source address; 0 = no limit.
+    pub max_connections_per_ip: usize,
+    /// Failed authentications per address and per subject before back-off.
+    pub auth_free_failures: u32,
+    /// Longest authentication back-off, seconds.
+    pub auth_max_backoff_s: u64,
+    /// Registrations of one device per minute before it counts as flapping; 0 = off.
+    pub flap_max_per_minute: u32,
+    /// How long a flapping device is banned, seconds.
+    pub flap_ban_s: u64,
+}
+
 pub struct Guard {
     per_ip_max: usize,
     per_ip: Mutex<HashMap<IpAddr, u32>>,
@@ -70,18 +84,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Guard {
-    pub fn new(cfg: &ServeConfig) -> Guard {
+    pub fn new(cfg: &GuardLimits) -> Guard {
         Guard {
             per_ip_max: cfg.max_connections_per_ip,
             per_ip: Mutex::new(HashMap::new()),
             auth: Mutex::new(Throttle::new(Policy {
                 free_failures: cfg.auth_free_failures,
                 first_backoff_ms: 1000,
-                max_backoff_ms: cfg.auth_max_backoff.max(1) * 1000,
+                max_backoff_ms: cfg.auth_max_backoff_s.max(1) * 1000,
                 max_entries: 100_000,
             })),
             flap_max: cfg.flap_max_per_minute,
-            flap_ban_ms: cfg.flap_ban * 1000,
+            flap_ban_ms: cfg.flap_ban_s * 1000,
             flaps: Mutex::new(HashMap::new()),
         }
     }
@@ -247,23 +261,23 @@ impl MsgRate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
 
-    #[derive(Parser)]
-    struct Args {
-        #[command(flatten)]
-        serve: ServeConfig,
-    }
-
-    fn guard(args: &[&str]) -> Guard {
-        let mut argv = vec!["serve"];
-        argv.extend_from_slice(args);
-        Guard::new(&Args::parse_from(argv).serve)
+    /// `serve`'s defaults, changed by `f`.
+    fn guard(f: impl FnOnce(&mut GuardLimits)) -> Guard {
+        let mut limits = GuardLimits {
+            max_connections_per_ip: 1000,
+            auth_free_failures: 10,
+            auth_max_backoff_s: 900,
+            flap_max_per_minute: 15,
+            flap_ban_s: 300,
+        };
+        f(&mut limits);
+        Guard::new(&limits)
     }
 
     #[test]
     fn connections_per_address_are_capped_and_released() {
-        let g = guard(&["--max-connections-per-ip", "2"]);
+        let g = guard(|l| l.max_connections_per_ip = 2);
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         assert!(g.connect(a) && g.connect(a));
@@ -279,7 +293,7 @@ mod tests {
 
     #[test]
     fn zero_means_no_address_limit() {
-        let g = guard(&["--max-connections-per-ip", "0"]);
+        let g = guard(|l| l.max_connections_per_ip = 0);
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         assert!((0..5000).all(|_| g.connect(a)));
     }
@@ -315,7 +329,10 @@ mod tests {
 
     #[test]
     fn flapping_bans_then_lets_back() {
-        let g = guard(&["--flap-max-per-minute", "3", "--flap-ban", "10"]);
+        let g = guard(|l| {
+            l.flap_max_per_minute = 3;
+            l.flap_ban_s = 10;
+        });
         let d = Uuid::new_v4();
         for t in 0..3 {
             assert_eq!(g.registration(d, t), Ok(()));
@@ -329,7 +346,7 @@ mod tests {
 
     #[test]
     fn registrations_spread_over_minutes_are_not_flapping() {
-        let g = guard(&["--flap-max-per-minute", "2"]);
+        let g = guard(|l| l.flap_max_per_minute = 2);
         let d = Uuid::new_v4();
         for i in 0..10 {
             assert_eq!(g.registration(d, i * 40_000), Ok(()));

@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use crate::auth;
-use crate::registry::Device;
-use crate::shard::Local;
+use crate::fleet::auth;
+use crate::fleet::registry::Device;
+use crate::fleet::state::Fleet;
 use crate::store::StoreError;
-use crate::store::commit::Staging;
+use crate::store::commit::{Batcher, Staging};
 use crate::store::records::{self, DeviceRecord, Protocol};
 use crate::time::now_ms;
 
@@ -34,11 +34,12 @@ pub enum ProvisionError {
 /// Creates the device; `also` stages more writes into the same commit. Returns the device and
 /// its token (the only time the token exists outside the device).
 pub async fn provision(
-    local: &Local,
+    fleet: &Fleet,
+    batch: &Batcher,
     new: NewDevice,
     also: impl FnOnce(&mut Staging<'_>) -> Result<(), StoreError>,
 ) -> Result<(Arc<Device>, String), ProvisionError> {
-    let registry = &local.shared.registry;
+    let registry = &fleet.registry;
     let reservation = match &new.serial {
         Some(s) => Some(
             registry
@@ -60,8 +61,7 @@ pub async fn provision(
         settings: new.settings,
         info: new.info,
     };
-    local
-        .batcher
+    batch
         .commit(|st| {
             records::stage_device(st, &rec)?;
             also(st)
@@ -73,3 +73,44 @@ pub async fn provision(
     metrics::gauge!("fleetgate_devices").set(registry.len() as f64);
     Ok((dev, token))
 }
+
+/// Creates a device for a serial that presented itself (`--auto-approve`), for any protocol. A
+/// concurrent creation of the same serial (the device retried on another connection) is waited
+/// for, bounded, and its device returned.
+pub async fn create_for_serial(
+    fleet: &Fleet,
+    batch: &Batcher,
+    sn: &str,
+    protocol: Protocol,
+    model: Option<&str>,
+    info: Option<String>,
+) -> Result<Arc<Device>, String> {
+    let new = NewDevice {
+        name: format!("{} {sn}", model.unwrap_or("device")),
+        protocol,
+        serial: Some(sn.to_string()),
+        settings: Default::default(),
+        info,
+    };
+    match provision(fleet, batch, new, |_| Ok(())).await {
+        Ok((dev, _token)) => {
+            tracing::info!(
+                serial = sn,
+                protocol = protocol.as_str(),
+                "auto-approved a new device"
+            );
+            Ok(dev)
+        }
+        Err(ProvisionError::SerialTaken) => {
+            let wait = fleet.registry.serial_settled(sn);
+            match tokio::time::timeout(CREATION_WAIT, wait).await {
+                Ok(Some(d)) => Ok(d),
+                _ => Err(format!("device {sn} is being registered; retry")),
+            }
+        }
+        Err(ProvisionError::Failed(e)) => Err(e),
+    }
+}
+
+/// How long a request waits for a concurrent creation of the same serial.
+const CREATION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);

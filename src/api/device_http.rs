@@ -1,0 +1,90 @@
+//! `POST /api/device-http`: terminals that cannot hold a socket post JSON commands (`reg`,
+//! `sendlog`, `checklive`), identified by serial number. Answers follow the connect guide:
+//! `{"ret":<cmd>,"result":true|false,"cloudtime"|"reason"}`; `sendlog` answers `true` only after the
+//! records are durable, so a device that hears `false` keeps its records and sends them again.
+
+use crate::fleet::registry::Device;
+use crate::fleet::{attendance, provision};
+use crate::http::request::Request;
+use crate::http::response::Response;
+use crate::shard::local::Local;
+use crate::store::records::{self, Protocol};
+use crate::time::now_ms;
+
+// Reading the body is sans-IO and lives in the core crate, where it is fuzzed.
+pub use fleetgate_core::device_http::cloudtime;
+use fleetgate_core::device_http::{Payload, parse, refuse};
+
+fn ok(ret: &str) -> Response {
+    fleetgate_core::device_http::ok(ret, now_ms())
+}
+
+pub async fn handle(local: &Local, req: &Request, remote: &str) -> Response {
+    let body = match parse(req.header_str("content-type"), &req.body) {
+        Ok(b) => b,
+        Err(r) => return r.response(),
+    };
+    let (cmd, sn) = (body.cmd.as_str(), body.sn.as_str());
+    let fleet = local.fleet();
+    let dev = match fleet.registry.by_serial(sn) {
+        Some(d) => d,
+        None if fleet.rules.auto_approve => {
+            let model = body.model.as_deref();
+            let info = body.devinfo.clone();
+            let created = provision::create_for_serial(
+                fleet,
+                &local.batcher,
+                sn,
+                Protocol::Http,
+                model,
+                info,
+            );
+            match created.await {
+                Ok(d) => d,
+                Err(e) => return refuse(cmd, &e),
+            }
+        }
+        None => {
+            fleet.pending.seen(
+                &local.batcher,
+                sn,
+                Protocol::Http,
+                body.model.as_deref(),
+                body.firmware.as_deref(),
+                remote,
+                now_ms(),
+            );
+            return refuse(
+                cmd,
+                &format!(
+                    "device {sn} is not approved yet: an administrator must approve it in the pending devices list"
+                ),
+            );
+        }
+    };
+    local.http_seen(&dev, remote);
+    match body.payload {
+        Payload::Reg(Ok(info)) => register(local, &dev, info).await,
+        Payload::Sendlog(Ok(records)) => {
+            match attendance::store_records(fleet, &local.batcher, &dev, &records).await {
+                Ok(()) => ok("sendlog"),
+                Err(reason) => refuse("sendlog", reason),
+            }
+        }
+        Payload::Reg(Err(reason)) | Payload::Sendlog(Err(reason)) => refuse(cmd, &reason),
+        Payload::Checklive => ok("checklive"),
+    }
+}
+
+async fn register(local: &Local, dev: &Device, info: String) -> Response {
+    let rec = dev.update_record(|r| r.info = Some(info));
+    if let Err(e) = local
+        .batcher
+        .commit(|st| records::stage_device(st, &rec))
+        .await
+    {
+        tracing::error!(error = %e, "storing devinfo failed");
+        return refuse("reg", "the server could not store the registration; retry");
+    }
+    ok("reg")
+}

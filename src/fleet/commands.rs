@@ -1,0 +1,284 @@
+//! The durable per-device command queue, shared by the REST API, admin WebSocket sessions and the
+//! device sessions that deliver it.
+//!
+//! A command is committed as `queued` before anyone is told it exists; the device's session then
+//! delivers queued commands in sequence order (on register, and when nudged through `Links`) and
+//! records `sent`, then `acked`/`failed` from the device's answer.
+//!
+//! Order: delivery looks only as far as the device's visible watermark (`queue::CommandQueue`), so
+//! commands reach the device in the order their sequence numbers were assigned, whichever shard
+//! enqueued them and whenever each commit returned.
+
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use crate::fleet::registry::Device;
+use crate::fleet::state::Fleet;
+use crate::store::commit::Batcher;
+use crate::store::records::{self, CommandRecord, CommandStatus};
+use crate::store::{Store, StoreError};
+use crate::time::now_ms;
+
+pub const MAX_COMMAND_NAME: usize = 64;
+pub const MAX_COMMAND_PAYLOAD: usize = 64 * 1024;
+/// The longest TTL a command may ask for: 30 days.
+pub const MAX_TTL_S: u64 = 30 * 86_400;
+
+/// A sequence number whose commit is under way. Resolves as failed if dropped unresolved (the
+/// enqueuing task was cancelled), so the device's watermark can never stick behind it.
+struct Reserved<'a> {
+    dev: &'a Device,
+    seq: u64,
+    resolved: bool,
+}
+
+impl Reserved<'_> {
+    fn resolve(mut self, committed: bool) -> bool {
+        self.resolved = true;
+        self.dev.commands.resolve(self.seq, committed)
+    }
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        if !self.resolved {
+            self.dev.commands.resolve(self.seq, false);
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum EnqueueError {
+    Invalid(String),
+    QueueFull(u32),
+    Store(String),
+}
+
+/// Validates and commits a command as `queued`, then nudges the device's live session (on
+/// whatever shard) if it may now deliver something.
+pub async fn enqueue(
+    fleet: &Fleet,
+    batch: &Batcher,
+    dev: &Arc<Device>,
+    command: &str,
+    payload_json: &str,
+    ttl_s: Option<u64>,
+) -> Result<CommandRecord, EnqueueError> {
+    if command.is_empty() || command.len() > MAX_COMMAND_NAME {
+        return Err(EnqueueError::Invalid(format!(
+            "`command` must be 1 to {MAX_COMMAND_NAME} characters"
+        )));
+    }
+    if payload_json.len() > MAX_COMMAND_PAYLOAD {
+        return Err(EnqueueError::Invalid(format!(
+            "`payload` must be at most {MAX_COMMAND_PAYLOAD} bytes of JSON"
+        )));
+    }
+    let ttl = ttl_s.unwrap_or(fleet.rules.command_ttl_s);
+    if ttl == 0 || ttl > MAX_TTL_S {
+        return Err(EnqueueError::Invalid(format!(
+            "`ttl_s` must be 1 to {MAX_TTL_S}"
+        )));
+    }
+    let seq = dev
+        .commands
+        .reserve(fleet.rules.command_queue_limit)
+        .map_err(EnqueueError::QueueFull)?;
+    let reserved = Reserved {
+        dev,
+        seq,
+        resolved: false,
+    };
+    let now = now_ms();
+    let rec = CommandRecord {
+        command_id: Uuid::new_v4(),
+        device_id: dev.id,
+        seq,
+        command: command.to_string(),
+        payload: payload_json.to_string(),
+        status: CommandStatus::Queued,
+        created_at: now,
+        updated_at: now,
+        expires_at: now + ttl * 1000,
+        result: None,
+    };
+    let committed = batch.commit(|st| records::stage_command(st, &rec)).await;
+    if reserved.resolve(committed.is_ok()) {
+        nudge(fleet, dev);
+    }
+    committed.map_err(|e| EnqueueError::Store(e.to_string()))?;
+    metrics::counter!("fleetgate_commands_total", "stage" => "queued").increment(1);
+    Ok(rec)
+}
+
+fn nudge(fleet: &Fleet, dev: &Device) {
+    if let Some(s) = dev.session() {
+        fleet.links.commands_pending(s);
+    }
+}
+
+/// Records what the device answered: `acked` or `failed`, with its result (JSON text).
+pub fn finish(batch: &Batcher, mut cmd: CommandRecord, ok: bool, result: Option<String>) {
+    cmd.status = if ok {
+        CommandStatus::Acked
+    } else {
+        CommandStatus::Failed
+    };
+    cmd.result = result;
+    cmd.updated_at = now_ms();
+    metrics::counter!("fleetgate_commands_total", "stage" => cmd.status.as_str()).increment(1);
+    save(batch, &cmd);
+}
+
+#[derive(Debug)]
+pub enum ResultError {
+    /// No command with this id was sent to this device.
+    Unknown,
+    Store(StoreError),
+}
+
+/// A generic device's `command_result`: records it against the device's own command.
+pub fn result(
+    store: &Store,
+    batch: &Batcher,
+    dev: &Device,
+    command_id: &str,
+    ok: bool,
+    payload: Option<String>,
+) -> Result<(), ResultError> {
+    let id = Uuid::parse_str(command_id).map_err(|_| ResultError::Unknown)?;
+    match records::get_command(store, &id) {
+        Ok(Some(c)) if c.device_id == dev.id => {
+            finish(batch, c, ok, payload);
+            Ok(())
+        }
+        Ok(_) => Err(ResultError::Unknown),
+        Err(e) => Err(ResultError::Store(e)),
+    }
+}
+
+/// Delivers up to `max` queued commands in sequence order through `send`, recording each as
+/// `sent` (or `expired`, unsent). Returns whether more may be waiting (the caller delivers again).
+pub fn deliver(
+    store: &Store,
+    batch: &Batcher,
+    dev: &Device,
+    now: u64,
+    max: usize,
+    mut send: impl FnMut(&CommandRecord),
+) -> Result<bool, StoreError> {
+    // The watermark is read before the scan: everything at or below it is already in the store.
+    let visible = dev.commands.visible_through();
+    let after = dev.commands.delivered_through();
+    let cmds = records::commands_after(store, &dev.id, after, max)?;
+    let mut more = cmds.len() == max;
+    let mut through = after;
+    let mut result = Ok(());
+    for mut c in cmds {
+        if c.seq > visible {
+            // An earlier seq is still committing; its commit nudges the session again.
+            more = false;
+            break;
+        }
+        through = c.seq;
+        match c.effective_status(now) {
+            CommandStatus::Queued => {
+                send(&c);
+                c.status = CommandStatus::Sent;
+                metrics::counter!("fleetgate_commands_total", "stage" => "sent").increment(1);
+            }
+            CommandStatus::Expired if c.status == CommandStatus::Queued => {
+                c.status = CommandStatus::Expired;
+                metrics::counter!("fleetgate_commands_total", "stage" => "expired").increment(1);
+            }
+            _ => continue,
+        }
+        c.updated_at = now;
+        dev.commands.left();
+        if let Err(e) = batch.stage(|st| records::stage_command(st, &c)) {
+            result = Err(e);
+            break;
+        }
+    }
+    dev.commands.delivered(through);
+    result.map(|()| more)
+}
+
+/// For terminals, which run one command at a time: the next queued command in sequence order,
+/// taken out of the queue (expired ones on the way are recorded as such). The caller records it
+/// `sent` ([`sent`]), gives it back (`CommandQueue::put_back`) or fails it ([`fail`]).
+pub fn take_next(
+    store: &Store,
+    batch: &Batcher,
+    dev: &Device,
+    now: u64,
+) -> Result<Option<CommandRecord>, StoreError> {
+    loop {
+        let visible = dev.commands.visible_through();
+        let after = dev.commands.delivered_through();
+        let Some(mut cmd) = records::commands_after(store, &dev.id, after, 1)?.pop() else {
+            return Ok(None);
+        };
+        if cmd.seq > visible {
+            return Ok(None);
+        }
+        dev.commands.delivered(cmd.seq);
+        if cmd.status != CommandStatus::Queued {
+            continue;
+        }
+        dev.commands.left();
+        cmd.updated_at = now;
+        if cmd.effective_status(now) == CommandStatus::Expired {
+            cmd.status = CommandStatus::Expired;
+            metrics::counter!("fleetgate_commands_total", "stage" => "expired").increment(1);
+            save(batch, &cmd);
+            continue;
+        }
+        return Ok(Some(cmd));
+    }
+}
+
+/// A command handed to the device.
+pub fn sent(batch: &Batcher, cmd: &mut CommandRecord) {
+    cmd.status = CommandStatus::Sent;
+    metrics::counter!("fleetgate_commands_total", "stage" => "sent").increment(1);
+    save(batch, cmd);
+}
+
+/// A command the device's protocol cannot carry out: failed, with the reason as its result.
+pub fn fail(batch: &Batcher, mut cmd: CommandRecord, reason: &str) {
+    cmd.status = CommandStatus::Failed;
+    let mut r = String::from("{\"error\":");
+    crate::json::push_str(&mut r, reason);
+    r.push('}');
+    cmd.result = Some(r);
+    metrics::counter!("fleetgate_commands_total", "stage" => "failed").increment(1);
+    save(batch, &cmd);
+}
+
+/// Stages a command's new status without waiting: the status is the record of what happened, and
+/// a lost update (a failing disk) is logged, not retried.
+fn save(batch: &Batcher, cmd: &CommandRecord) {
+    if let Err(e) = batch.stage(|st| records::stage_command(st, cmd)) {
+        tracing::error!(error = %e, "recording a command's status failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dropped_reservation_resolves_as_failed() {
+        let dev = crate::fleet::registry::test_device();
+        let seq = dev.commands.reserve(5).unwrap();
+        drop(Reserved {
+            dev: &dev,
+            seq,
+            resolved: false,
+        });
+        assert_eq!(dev.commands.visible_through(), seq);
+        assert_eq!(dev.commands.queued(), 0);
+    }
+}

@@ -1,0 +1,25 @@
+//! The product's rules: which devices exist and who may speak for them, the one-session-per-device
+//! claim, the durable command queue and its order, presence, provisioning, pending serials,
+//! attendance and msg_id ingest, dashboard accounts and API principals, and the abuse guard.
+//!
+//! This layer sits between the store and the runtime. Its functions take the fleet state
+//! (`state::Fleet`) and a batch handle (the calling shard's `Batcher`), never the shard runtime: what
+//! they need from the runtime (admin broadcasts, nudging or closing another shard's session) they
+//! ask through `links::Links`, which the runtime implements. So every rule here can be exercised with
+//! a store in a temporary directory and no sockets.
+
+pub mod accounts;
+pub mod attendance;
+pub mod auth;
+pub mod commands;
+pub mod guard;
+pub mod ingest;
+pub mod links;
+pub mod pending;
+pub mod presence;
+pub mod principal;
+pub mod provision;
+pub mod queue;
+pub mod registry;
+pub mod state;
+pub mod throttle;

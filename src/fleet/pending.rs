@@ -1,0 +1,201 @@
+//! Serials that tried to connect but match no device, kept until an admin approves (creating the
+//! device) or dismisses them. HTTP devices and the biometric WebSocket protocols share this list.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Mutex, MutexGuard};
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::commit::Batcher;
+use crate::store::records::{self, Protocol};
+use crate::store::{Cf, Store, StoreError};
+
+/// Serials remembered at once. Past this the longest-silent one is forgotten (a scanner sending
+/// random serials must not grow memory or the store without bound).
+pub const MAX_PENDING: usize = 10_000;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PendingDevice {
+    pub serial: String,
+    pub protocol: Protocol,
+    pub first_seen: u64,
+    pub last_seen: u64,
+    pub model: Option<String>,
+    pub firmware: Option<String>,
+    pub remote: String,
+    pub requests: u64,
+}
+
+#[derive(Default)]
+pub struct Pending(Mutex<Entries>);
+
+/// The entries, with an index by last activity so that making room takes the longest-silent one
+/// without scanning them all (the lock is shared by every shard).
+#[derive(Default)]
+struct Entries {
+    map: HashMap<String, PendingDevice>,
+    by_age: BTreeSet<(u64, String)>,
+}
+
+impl Entries {
+    fn insert(&mut self, p: PendingDevice) {
+        if let Some(old) = self.map.remove(&p.serial) {
+            self.by_age.remove(&(old.last_seen, old.serial));
+        }
+        self.by_age.insert((p.last_seen, p.serial.clone()));
+        self.map.insert(p.serial.clone(), p);
+    }
+
+    fn remove(&mut self, serial: &str) -> Option<PendingDevice> {
+        let p = self.map.remove(serial)?;
+        self.by_age.remove(&(p.last_seen, p.serial.clone()));
+        Some(p)
+    }
+
+    /// Forgets the longest-silent entry; returns its serial.
+    fn evict_oldest(&mut self) -> Option<String> {
+        let (_, serial) = self.by_age.pop_first()?;
+        self.map.remove(&serial);
+        Some(serial)
+    }
+}
+
+impl Pending {
+    pub fn load(store: &Store) -> Result<Pending, StoreError> {
+        let mut entries = Entries::default();
+        store.scan_forward(Cf::Pending, &[], None, MAX_PENDING, |_, v| {
+            entries.insert(records::decode(v)?);
+            Ok(true)
+        })?;
+        Ok(Pending(Mutex::new(entries)))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Entries> {
+        // Each update keeps map and index in step before anything can panic.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notes a request from an unknown serial and persists the entry (without waiting: the list is
+    /// advisory, the device will ask again).
+    #[allow(clippy::too_many_arguments)]
+    pub fn seen(
+        &self,
+        batch: &Batcher,
+        serial: &str,
+        protocol: Protocol,
+        model: Option<&str>,
+        firmware: Option<&str>,
+        remote: &str,
+        now: u64,
+    ) {
+        let (entry, evicted, len) = {
+            let mut entries = self.lock();
+            let mut evicted = None;
+            if !entries.map.contains_key(serial) && entries.map.len() >= MAX_PENDING {
+                evicted = entries.evict_oldest();
+            }
+            let mut e = entries.remove(serial).unwrap_or_else(|| PendingDevice {
+                serial: serial.to_string(),
+                protocol,
+                first_seen: now,
+                last_seen: now,
+                model: None,
+                firmware: None,
+                remote: remote.to_string(),
+                requests: 0,
+            });
+            e.last_seen = now;
+            e.requests += 1;
+            e.remote = remote.to_string();
+            if let Some(m) = model {
+                e.model = Some(m.chars().take(128).collect());
+            }
+            if let Some(f) = firmware {
+                e.firmware = Some(f.chars().take(128).collect());
+            }
+            entries.insert(e.clone());
+            (e, evicted, entries.map.len())
+        };
+        let staged = batch.stage(|st| {
+            if let Some(old) = &evicted {
+                st.delete(Cf::Pending, old.as_bytes())?;
+            }
+            st.put(
+                Cf::Pending,
+                entry.serial.as_bytes(),
+                &records::encode(&entry)?,
+            )
+        });
+        if let Err(e) = staged {
+            tracing::warn!(error = %e, "recording a pending device failed");
+        }
+        metrics::gauge!("fleetgate_pending_devices").set(len as f64);
+    }
+
+    pub fn get(&self, serial: &str) -> Option<PendingDevice> {
+        self.lock().map.get(serial).cloned()
+    }
+
+    /// Puts back an entry taken for an approval whose commit failed.
+    pub fn restore(&self, p: PendingDevice) {
+        self.lock().insert(p);
+    }
+
+    pub fn remove(&self, serial: &str) -> Option<PendingDevice> {
+        self.lock().remove(serial)
+    }
+
+    /// Newest activity first (ties by serial).
+    pub fn list(&self) -> Vec<PendingDevice> {
+        let mut v: Vec<_> = self.lock().map.values().cloned().collect();
+        v.sort_by(|a, b| {
+            b.last_seen
+                .cmp(&a.last_seen)
+                .then_with(|| a.serial.cmp(&b.serial))
+        });
+        v
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(serial: &str, last_seen: u64) -> PendingDevice {
+        PendingDevice {
+            serial: serial.into(),
+            protocol: Protocol::Http,
+            first_seen: last_seen,
+            last_seen,
+            model: None,
+            firmware: None,
+            remote: "127.0.0.1:1".into(),
+            requests: 1,
+        }
+    }
+
+    #[test]
+    fn eviction_takes_the_longest_silent_entry_and_the_index_follows_updates() {
+        let mut e = Entries::default();
+        e.insert(entry("a", 10));
+        e.insert(entry("b", 5));
+        e.insert(entry("c", 20));
+        // "b" speaks again: it is no longer the oldest.
+        e.insert(entry("b", 30));
+        assert_eq!(e.evict_oldest().as_deref(), Some("a"));
+        assert_eq!(e.evict_oldest().as_deref(), Some("c"));
+        assert_eq!(e.map.len(), 1);
+        assert_eq!(e.by_age.len(), 1);
+        assert!(e.remove("b").is_some());
+        assert!(e.by_age.is_empty());
+        assert_eq!(e.evict_oldest(), None);
+    }
+}

@@ -1,0 +1,156 @@
+//! Running a shard: its thread's runtime (io_uring or epoll), its accept loop, its timer tick and
+//! its inbox, and the ordered shutdown.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::shard::http_conn;
+use crate::shard::hub::InboxReceiver;
+use crate::shard::io;
+use crate::shard::local::{CloseReason, Local, Shared, TICK};
+use crate::store::commit::Committer;
+
+/// Accepted sockets, per driver.
+pub enum Listener {
+    Uring(tokio_uring::net::TcpListener),
+    Epoll(tokio::net::TcpListener),
+}
+
+/// Runs a shard to completion on the current thread. `uring` picks the driver.
+pub fn run(
+    index: usize,
+    shared: Arc<Shared>,
+    inbox: InboxReceiver,
+    committer: Committer,
+    listener: std::net::TcpListener,
+    uring: bool,
+) -> std::io::Result<()> {
+    let local = Rc::new(Local::new(index, shared, committer, inbox.rx.clone()));
+    if uring {
+        let rt = tokio_uring::Runtime::new(tokio_uring::builder().entries(io::RING_ENTRIES))?;
+        rt.block_on(async move {
+            let l = tokio_uring::net::TcpListener::from_std(listener);
+            shard_main(local, Listener::Uring(l), inbox).await
+        });
+    } else {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let set = tokio::task::LocalSet::new();
+        set.block_on(&rt, async move {
+            listener.set_nonblocking(true)?;
+            let l = tokio::net::TcpListener::from_std(listener)?;
+            shard_main(local, Listener::Epoll(l), inbox).await;
+            Ok::<_, std::io::Error>(())
+        })?;
+    }
+    Ok(())
+}
+
+async fn shard_main(local: Rc<Local>, listener: Listener, inbox: InboxReceiver) {
+    let batcher = tokio::task::spawn_local({
+        let l = local.clone();
+        async move { l.batcher.run().await }
+    });
+    let acceptor = tokio::task::spawn_local(accept_loop(local.clone(), listener));
+    let ticker = tokio::task::spawn_local({
+        let l = local.clone();
+        async move {
+            let mut iv = tokio::time::interval(TICK);
+            iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                iv.tick().await;
+                l.tick();
+            }
+        }
+    });
+    // The inbox: drain everything queued, then sleep until the next wake-up.
+    'inbox: loop {
+        let woken = inbox.wake.notified();
+        while let Ok(msg) = inbox.rx.try_recv() {
+            if !local.on_inbox(msg) {
+                break 'inbox;
+            }
+        }
+        woken.await;
+    }
+    // Shutdown: stop accepting, close every connection with 1001, wait (bounded) for them to finish
+    // their pending acks, then commit what is staged and stop the committer.
+    local.shutting_down.set(true);
+    acceptor.abort();
+    let conns: Vec<_> = local.conns.borrow().values().cloned().collect();
+    for c in conns {
+        c.request_close(CloseReason::Ws(1001, "server shutting down"));
+    }
+    let deadline = tokio::time::sleep(Duration::from_secs(5));
+    tokio::pin!(deadline);
+    loop {
+        let gone = local.conns_gone.notified();
+        if local.conns.borrow().is_empty() {
+            break;
+        }
+        tokio::select! {
+            _ = gone => {}
+            _ = &mut deadline => {
+                tracing::warn!(shard = local.index, left = local.conns.borrow().len(), "connections still open at shutdown deadline");
+                break;
+            }
+        }
+    }
+    local.batcher.flush().await;
+    local.batcher.close();
+    let _ = batcher.await;
+    ticker.abort();
+}
+
+async fn accept_loop(local: Rc<Local>, listener: Listener) {
+    loop {
+        let accepted = match &listener {
+            Listener::Uring(l) => l.accept().await.and_then(|(s, peer)| {
+                s.set_nodelay(true)?;
+                io::reap_dead_peers(std::os::fd::AsRawFd::as_raw_fd(&s))?;
+                Ok((Conn::Uring(io::UringStream::new(s)?), peer))
+            }),
+            Listener::Epoll(l) => l.accept().await.and_then(|(s, peer)| {
+                s.set_nodelay(true)?;
+                io::reap_dead_peers(std::os::fd::AsRawFd::as_raw_fd(&s))?;
+                Ok((Conn::Epoll(io::EpollStream(s)), peer))
+            }),
+        };
+        match accepted {
+            Ok((conn, peer)) => {
+                let n = local.shared.connections.fetch_add(1, Ordering::Relaxed) + 1;
+                let ctl = local.open_conn(peer);
+                if n > local.limits().max_connections {
+                    metrics::counter!("fleetgate_connections_refused_total").increment(1);
+                    ctl.request_close(CloseReason::ConnectionLimit);
+                } else if local.fleet().guard.connect(peer.ip()) {
+                    ctl.addr_counted.set(true);
+                } else {
+                    ctl.request_close(CloseReason::AddressLimit);
+                }
+                let l = local.clone();
+                tokio::task::spawn_local(async move {
+                    match conn {
+                        Conn::Uring(s) => http_conn::serve(&l, &ctl, s).await,
+                        Conn::Epoll(s) => http_conn::serve(&l, &ctl, s).await,
+                    }
+                    l.close_conn(&ctl);
+                });
+            }
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                metrics::counter!("fleetgate_accept_errors_total").increment(1);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+enum Conn {
+    Uring(io::UringStream),
+    Epoll(io::EpollStream),
+}

@@ -1,0 +1,471 @@
+//! The runtime half of a terminal session: carries out its conversation's actions (identity,
+//! storage, commands) and feeds the outcomes back. The conversation decides what to say.
+
+use std::collections::VecDeque;
+
+use crate::fleet::{attendance, auth, commands, presence, provision};
+use crate::shard::local::{CloseReason, Deadline};
+use crate::shard::terminal::{
+    SETTING_CLOUD_ID, SETTING_LOG_POSITION, SETTING_TIMEZONE, SETTING_TOKEN_HASH, Terminal,
+    jiff_now,
+};
+use crate::shard::ws_session::{Role, Session};
+use crate::store::Cf;
+use crate::store::records::{self, Protocol, Source};
+use crate::terminal::{Action, CommandError, Identity, Known};
+use crate::time::{now_ms, now_us};
+
+impl Session<'_> {
+    fn terminal(&mut self) -> Option<&mut Terminal> {
+        match &mut self.role {
+            Role::Terminal(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// Whether the conversation has something running that the clock can finish.
+    pub(super) fn terminal_busy(&self) -> bool {
+        matches!(&self.role, Role::Terminal(t) if !t.conv.is_idle())
+    }
+
+    pub(super) async fn terminal_frame(&mut self, text: &mut [u8]) {
+        let now = jiff_now();
+        let Some(t) = self.terminal() else { return };
+        let was_idle = t.conv.is_idle();
+        let actions = t.conv.on_frame(text, now);
+        self.run_actions(actions).await;
+        self.touch_terminal();
+        self.after_progress(was_idle).await;
+    }
+
+    pub(super) async fn terminal_tick(&mut self) {
+        let now = jiff_now();
+        let Some(t) = self.terminal() else { return };
+        let was_idle = t.conv.is_idle();
+        let actions = t.conv.on_tick(now);
+        self.run_actions(actions).await;
+        self.after_progress(was_idle).await;
+    }
+
+    /// The conversation's own jobs (clock set, backfill) end without a `CommandDone`: when it turns
+    /// idle, queued commands that had to wait get their turn.
+    async fn after_progress(&mut self, was_idle: bool) {
+        let idle_now = matches!(&self.role, Role::Terminal(t) if t.conv.is_idle());
+        if !was_idle && idle_now {
+            self.terminal_commands().await;
+        }
+    }
+
+    pub(super) async fn terminal_commands(&mut self) {
+        let actions = self.next_command();
+        self.run_actions(actions).await;
+    }
+
+    /// Performs actions in order. Outcomes that produce more actions (identity answers, the next
+    /// queued command) are performed next, before the rest, as the conversation expects.
+    async fn run_actions(&mut self, actions: Vec<Action>) {
+        let mut work: VecDeque<Action> = actions.into();
+        let mut check_commands = false;
+        // A backfill position may only move past logs that were stored.
+        let mut store_failed = false;
+        loop {
+            let Some(action) = work.pop_front() else {
+                if !check_commands {
+                    break;
+                }
+                check_commands = false;
+                work.extend(self.next_command());
+                continue;
+            };
+            let failed_before = std::mem::take(&mut store_failed);
+            match action {
+                Action::Send(frame) => self.send_text(&frame),
+                Action::Identify {
+                    serial,
+                    model,
+                    firmware,
+                    token,
+                    cloud_id,
+                } => {
+                    let identity = self
+                        .identify(
+                            &serial,
+                            model.as_deref(),
+                            firmware.as_deref(),
+                            token.as_deref(),
+                            cloud_id.as_deref(),
+                        )
+                        .await;
+                    let now = jiff_now();
+                    if let Some(t) = self.terminal() {
+                        let more = t.conv.on_identity(identity, now);
+                        for a in more.into_iter().rev() {
+                            work.push_front(a);
+                        }
+                    }
+                }
+                Action::Online => {
+                    let Some(dev) = self.terminal().and_then(|t| t.dev.clone()) else {
+                        continue;
+                    };
+                    if self.terminal().is_some_and(|t| t.claim.is_some()) {
+                        continue;
+                    }
+                    let Some(claim) = self.claim(&dev).await else {
+                        return;
+                    };
+                    let protocol = self.terminal().map_or(Protocol::Aiface, |t| t.protocol);
+                    if let Some(t) = self.terminal() {
+                        t.claim = Some(claim);
+                    }
+                    dev.touch(now_ms());
+                    self.touch_terminal();
+                    metrics::gauge!("fleetgate_sessions", "protocol" => protocol.as_str())
+                        .increment(1.0);
+                    presence::record(
+                        self.local.fleet(),
+                        &self.local.batcher,
+                        &dev,
+                        true,
+                        "registered",
+                        Some(&self.ctl.peer.to_string()),
+                    );
+                    check_commands = true;
+                }
+                Action::SaveToken(token) => {
+                    let hash = auth::hex(&auth::hash_token(&token));
+                    self.update_settings(|s| {
+                        s.insert(SETTING_TOKEN_HASH.into(), hash);
+                    });
+                }
+                Action::SavePosition(pos) => {
+                    if !failed_before {
+                        self.update_settings(|s| {
+                            s.insert(SETTING_LOG_POSITION.into(), pos.to_string());
+                        });
+                    }
+                }
+                Action::StoreRecords {
+                    records,
+                    on_stored,
+                    on_failed,
+                } => {
+                    let Some(dev) = self.terminal().and_then(|t| t.device().cloned()) else {
+                        continue;
+                    };
+                    let local = self.local;
+                    let staged =
+                        attendance::stage_records(local.fleet(), &local.batcher, &dev, &records);
+                    let stored = match staged {
+                        Ok(Some(ticket)) => {
+                            self.staged(&ticket);
+                            ticket.wait().await
+                        }
+                        Ok(None) => true,
+                        Err(e) => {
+                            tracing::error!(error = %e, "staging attendance failed");
+                            false
+                        }
+                    };
+                    let reply = if stored {
+                        on_stored
+                    } else {
+                        tracing::warn!(device = %dev.id, "terminal records not stored");
+                        store_failed = true;
+                        on_failed
+                    };
+                    if let Some(r) = reply {
+                        self.send_text(&r);
+                    }
+                }
+                Action::StoreUser {
+                    enrollid,
+                    payload,
+                    on_stored,
+                    on_failed,
+                } => {
+                    let Some(dev) = self.terminal().and_then(|t| t.device().cloned()) else {
+                        continue;
+                    };
+                    let key = crate::store::keys::user(&dev.id, enrollid);
+                    let ok = match self.stage(|st| st.put(Cf::Users, &key, payload.as_bytes())) {
+                        Ok(t) => t.wait().await,
+                        Err(_) => false,
+                    };
+                    if let Some(r) = if ok { on_stored } else { on_failed } {
+                        self.send_text(&r);
+                    }
+                }
+                Action::Event {
+                    kind,
+                    payload,
+                    on_stored,
+                    on_failed,
+                } => {
+                    let Some(dev) = self.terminal().and_then(|t| t.device().cloned()) else {
+                        continue;
+                    };
+                    let id = self.local.fleet().store.ids.next(now_us());
+                    let staged = self.stage(|st| {
+                        records::stage_event(
+                            st,
+                            id,
+                            Some(&dev.id),
+                            &kind,
+                            Source::Device,
+                            &payload,
+                            None,
+                        )
+                    });
+                    let ticket = match staged {
+                        Ok(t) => Some(t),
+                        Err(e) => {
+                            tracing::error!(error = %e, "storing a terminal event failed");
+                            None
+                        }
+                    };
+                    if self.local.fleet().has_admins() {
+                        let ts = crate::time::rfc3339_ms(id / 1000);
+                        self.local
+                            .fleet()
+                            .broadcast(crate::generic::event_broadcast(
+                                &dev.id.to_string(),
+                                &kind,
+                                &ts,
+                                &payload,
+                            ));
+                    }
+                    // A reply that acknowledges the event goes out only once it is durable.
+                    if on_stored.is_some() || on_failed.is_some() {
+                        let ok = match ticket {
+                            Some(t) => t.wait().await,
+                            None => false,
+                        };
+                        if !ok {
+                            store_failed = true;
+                        }
+                        if let Some(r) = if ok { on_stored } else { on_failed } {
+                            self.send_text(&r);
+                        }
+                    }
+                }
+                Action::CommandDone {
+                    command_id,
+                    ok,
+                    result,
+                } => {
+                    self.command_done(&command_id, ok, result);
+                    check_commands = true;
+                }
+                Action::Close(reason) => {
+                    self.end_reason.get_or_insert(reason);
+                    self.ctl.request_close(CloseReason::Ws(1008, reason));
+                }
+            }
+        }
+    }
+
+    pub(super) fn touch_terminal(&self) {
+        if let Role::Terminal(t) = &self.role {
+            if let Some(dev) = t.device() {
+                let now = now_ms();
+                dev.touch(now);
+                self.local.set_deadline(
+                    self.ctl,
+                    now + self.local.limits().ws_idle_timeout * 1000,
+                    Deadline::Idle,
+                );
+            }
+        }
+    }
+
+    fn update_settings(&mut self, f: impl FnOnce(&mut std::collections::BTreeMap<String, String>)) {
+        let Some(dev) = self.terminal().and_then(|t| t.dev.clone()) else {
+            return;
+        };
+        let rec = dev.update_record(|r| f(&mut r.settings));
+        if let Err(e) = self
+            .local
+            .batcher
+            .stage(|st| records::stage_device(st, &rec))
+        {
+            tracing::error!(error = %e, "saving terminal settings failed");
+        }
+    }
+
+    /// Stages the terminal's records through its device claim (the slot then outlives their
+    /// commit), or straight into the batch before it has one.
+    fn stage(
+        &mut self,
+        f: impl FnOnce(&mut crate::store::commit::Staging<'_>) -> Result<(), crate::store::StoreError>,
+    ) -> Result<std::rc::Rc<crate::store::commit::Ticket>, crate::store::StoreError> {
+        let batch = &self.local.batcher;
+        match self.terminal().and_then(|t| t.claim.as_mut()) {
+            Some(claim) => claim.stage(batch, f),
+            None => batch.stage(f),
+        }
+    }
+
+    /// Notes a ticket of records staged for the device by other means.
+    fn staged(&mut self, ticket: &std::rc::Rc<crate::store::commit::Ticket>) {
+        if let Some(claim) = self.terminal().and_then(|t| t.claim.as_mut()) {
+            claim.staged(ticket);
+        }
+    }
+
+    /// Resolves a presented serial: the device (checking cloud id and token), or the pending list.
+    async fn identify(
+        &mut self,
+        serial: &str,
+        model: Option<&str>,
+        firmware: Option<&str>,
+        token: Option<&str>,
+        cloud_id: Option<&str>,
+    ) -> Identity {
+        let protocol = self.terminal().map_or(Protocol::Aiface, |t| t.protocol);
+        let serial = serial.trim();
+        if serial.is_empty() || serial.len() > 64 {
+            return Identity::Unknown;
+        }
+        let ip = self.ctl.peer.ip();
+        let now = now_ms();
+        let local = self.local;
+        let fleet = local.fleet();
+        if fleet.guard.auth_wait_ms(ip, Some(serial), now) > 0 {
+            return Identity::Refused;
+        }
+        let remote = self.ctl.peer.to_string();
+        let dev = match fleet.registry.by_serial(serial) {
+            Some(d) => d,
+            None if fleet.rules.auto_approve => {
+                let created = provision::create_for_serial(
+                    fleet,
+                    &local.batcher,
+                    serial,
+                    protocol,
+                    model,
+                    None,
+                );
+                match created.await {
+                    Ok(d) => d,
+                    Err(_) => return Identity::Unknown,
+                }
+            }
+            None => {
+                fleet.pending.seen(
+                    &local.batcher,
+                    serial,
+                    protocol,
+                    model,
+                    firmware,
+                    &remote,
+                    now_ms(),
+                );
+                return Identity::Unknown;
+            }
+        };
+        let settings = dev.with_record(|r| r.settings.clone());
+        // The cloud id gates Register (the vendor checks it there); Login frames carry a token
+        // instead, and that token was issued only after a Register that passed this check.
+        if let (Some(expected), None) = (settings.get(SETTING_CLOUD_ID), token) {
+            if cloud_id != Some(expected.as_str()) {
+                self.local.metrics.auth_failures.increment(1);
+                fleet.guard.auth_failed(ip, Some(serial), now);
+                return Identity::Refused;
+            }
+        }
+        // Flapping counts connections, not frames: only the session's first identification.
+        let first = self.terminal().is_some_and(|t| t.dev.is_none());
+        if first && fleet.guard.registration(dev.id, now).is_err() {
+            return Identity::Refused;
+        }
+        // Only the token's hash is kept: a presented token that matches it is handed back to the
+        // conversation as "the token this serial holds"; anything else as none.
+        let token = token.filter(|t| {
+            settings
+                .get(SETTING_TOKEN_HASH)
+                .and_then(|h| auth::unhex(h))
+                .and_then(|h| <auth::TokenHash>::try_from(h.as_slice()).ok())
+                .is_some_and(|h| auth::verify_token(t, &h))
+        });
+        let tz = settings
+            .get(SETTING_TIMEZONE)
+            .and_then(|z| jiff::tz::TimeZone::get(z).ok())
+            .unwrap_or_else(jiff::tz::TimeZone::system);
+        let log_position = settings
+            .get(SETTING_LOG_POSITION)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        let device_id = dev.id.to_string();
+        if let Some(t) = self.terminal() {
+            t.dev = Some(dev);
+        }
+        Identity::Known(Known {
+            device_id,
+            tz,
+            token: token.map(str::to_string),
+            log_position,
+        })
+    }
+
+    /// Starts the next queued command if the terminal is ready for one; its first frames are
+    /// returned as actions. Commands the conversation refuses are recorded as failed.
+    fn next_command(&mut self) -> Vec<Action> {
+        let local = self.local;
+        let now = now_ms();
+        loop {
+            let Some(t) = self.terminal() else {
+                return Vec::new();
+            };
+            let Some(dev) = t.device().cloned() else {
+                return Vec::new();
+            };
+            if !t.conv.is_authenticated() || !t.conv.is_idle() || t.command.is_some() {
+                return Vec::new();
+            }
+            let next = commands::take_next(&local.fleet().store, &local.batcher, &dev, now);
+            let mut cmd = match next {
+                Ok(Some(c)) => c,
+                Ok(None) => return Vec::new(),
+                Err(e) => {
+                    tracing::error!(error = %e, "loading queued commands failed");
+                    return Vec::new();
+                }
+            };
+            let mut payload = cmd.payload.clone().into_bytes();
+            let payload = simd_json::to_owned_value(&mut payload)
+                .unwrap_or_else(|_| simd_json::OwnedValue::from(()));
+            let started = t.conv.start_command(
+                &cmd.command_id.to_string(),
+                &cmd.command,
+                &payload,
+                jiff_now(),
+            );
+            match started {
+                Ok(actions) => {
+                    commands::sent(&local.batcher, &mut cmd);
+                    t.command = Some(cmd);
+                    return actions;
+                }
+                Err(CommandError::Busy | CommandError::NotReady) => {
+                    // Not now: it stays first in the queue for the next check.
+                    dev.commands.put_back(cmd.seq);
+                    return Vec::new();
+                }
+                Err(CommandError::Invalid(m)) => commands::fail(&local.batcher, cmd, &m),
+            }
+        }
+    }
+
+    fn command_done(&mut self, command_id: &str, ok: bool, result: String) {
+        let batch = &self.local.batcher;
+        let Some(t) = self.terminal() else { return };
+        let Some(cmd) = t
+            .command
+            .take_if(|c| c.command_id.to_string() == command_id)
+        else {
+            return;
+        };
+        commands::finish(batch, cmd, ok, Some(result));
+    }
+}

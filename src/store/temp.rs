@@ -1,0 +1,53 @@
+//! A store in a fresh directory, removed when dropped: for the unit tests of the layers above the
+//! store and for the benches, which open it exactly as `serve` does.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::{Store, StoreError};
+
+/// The default `--msg-id-retention-hours`.
+const MSG_ID_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+pub struct TempStore {
+    dir: PathBuf,
+    store: Option<Arc<Store>>,
+}
+
+impl TempStore {
+    /// Opens a store under `$FLEETGATE_BENCH_DIR` if set (benches measure the disk the server
+    /// runs on), else the system temp dir. `sync`: fsync the WAL at every commit, as `serve` does.
+    pub fn open(name: &str, sync: bool) -> Result<TempStore, StoreError> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let base = std::env::var_os("FLEETGATE_BENCH_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        let dir = base.join(format!(
+            "fleetgate-{name}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(StoreError::Io)?;
+        let store = Store::open(&dir, sync, MSG_ID_RETENTION)?;
+        Ok(TempStore {
+            dir,
+            store: Some(Arc::new(store)),
+        })
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        // Only `drop` takes it out.
+        self.store.as_ref().expect("store is open until drop")
+    }
+}
+
+impl Drop for TempStore {
+    fn drop(&mut self) {
+        // Batchers and committers hold clones; once they are gone this closes the DB.
+        drop(self.store.take());
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
