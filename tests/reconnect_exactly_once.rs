@@ -167,4 +167,12 @@ fn fast_reconnect_after_a_burst_stores_each_msg_id_once(io: &str) {
         phantom.len(),
     );
     assert_eq!(rows.len() as u64, total, "{io}: rows listed");
+    // The scenario must really have taken the path it guards: old sessions that ended on EOF with
+    // records still committing, not only ones the handover asked to close first.
+    let evs = srv.events(&format!("device_id={}&type=device_disconnected", dev.id));
+    let reasons = counts(evs.iter().map(|e| s(field(e, "payload"), "reason")));
+    assert!(
+        reasons.get("connection closed").copied().unwrap_or(0) > 0,
+        "{io}: no old session ended on EOF, so the drop was not reproduced: {reasons:?}"
+    );
 }
