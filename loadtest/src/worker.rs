@@ -20,10 +20,10 @@ use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
 
 use crate::clock::{elapsed_us, now_ns, secs_ns};
 use crate::control::{Gate, Go};
-use crate::fleet::provision::Cred;
 use crate::frame::{self, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT};
 use crate::httpwire;
 use crate::proto::{Inbound, Protocol, aiface, generic, http, smackbio};
+use crate::provision::Cred;
 
 /// Error texts kept for the report; the rest are only counted.
 const MAX_SAMPLES: usize = 5;
