@@ -22,6 +22,7 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("ws_frame", ws_frame),
     ("ws_handshake", ws_handshake),
     ("generic", generic),
+    ("generic_session", generic_session),
     ("aiface", aiface),
     ("smackbio", smackbio),
     ("device_http", device_http),
@@ -474,6 +475,120 @@ pub fn generic(data: &[u8]) {
         }
     };
     assert_json("server frame", &out);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The generic session
+
+/// `generic_session::Session` driven the way the runtime drives it. The input is frames separated
+/// by newlines; the first byte of each frame (taken off) decides the runtime's answers: whether a
+/// register or subscribe is granted, whether a store is staged, a duplicate or fails, and how many
+/// staged batches then commit or fail. Invariants: every frame the session sends is JSON; nothing
+/// follows a close; a msg_id is acked only once it is durable (a batch holding it committed, or
+/// the store found it stored before); there are never more acks than records the device sent.
+pub fn generic_session(data: &[u8]) {
+    use crate::generic_session::{Action, Session, Stored};
+    use std::cell::Cell;
+    use std::collections::HashSet;
+    use std::rc::Rc;
+
+    type Batch = Rc<Cell<Option<bool>>>;
+    struct World {
+        closed: bool,
+        /// msg_ids a committed batch holds, or that were stored before.
+        durable: HashSet<String>,
+        /// Store and Seen actions: each is one record the device sent.
+        records: usize,
+        acks: usize,
+    }
+    impl World {
+        fn check(&mut self, actions: &[Action]) {
+            for a in actions {
+                match a {
+                    Action::Send(f) => {
+                        assert!(!self.closed, "a frame after close: {f}");
+                        assert_json("server frame", f);
+                        let mut b = f.clone().into_bytes();
+                        if let Ok(v) = simd_json::to_owned_value(&mut b)
+                            && v.get("type").and_then(|t| t.as_str()) == Some("ack")
+                        {
+                            let m = v.get("msg_id").map(json::encode).unwrap_or_default();
+                            assert!(self.durable.contains(&m), "{m} acked before it is durable");
+                            self.acks += 1;
+                        }
+                    }
+                    Action::Close(..) => self.closed = true,
+                    Action::Store { .. } | Action::Seen(_) => {
+                        assert!(!self.closed, "an action after close: {a:?}");
+                        self.records += 1;
+                    }
+                    _ => assert!(!self.closed, "an action after close: {a:?}"),
+                }
+            }
+            assert!(self.acks <= self.records, "more acks than records sent");
+        }
+    }
+    let dev = "0190f3a2-7c4e-7d1a-9b2f-3c4d5e6f7a8b";
+    let now = "2026-06-12T07:00:00.000Z";
+    let mut s: Session<Batch> = Session::default();
+    let mut staged: Vec<(Batch, Option<String>)> = Vec::new();
+    let mut w = World {
+        closed: false,
+        durable: HashSet::new(),
+        records: 0,
+        acks: 0,
+    };
+    for raw in data.split(|&b| b == b'\n') {
+        let Some((&knob, frame)) = raw.split_first() else {
+            continue;
+        };
+        let actions = s.on_frame(&mut frame.to_vec());
+        w.check(&actions);
+        for a in actions {
+            let answer = match a {
+                Action::Register { .. } if knob & 1 == 0 => {
+                    vec![Action::Send(s.registered(dev.to_string(), now))]
+                }
+                Action::Subscribe { .. } if knob & 1 == 0 => {
+                    vec![Action::Send(s.subscribed(knob & 2 == 0, now))]
+                }
+                Action::Register { .. } | Action::Subscribe { .. } => {
+                    s.refused("auth_failed", "no", (1008, "authentication failed"))
+                }
+                Action::Store { msg_id, .. } => {
+                    let outcome = match knob % 5 {
+                        0 => {
+                            w.durable.extend(msg_id.clone());
+                            Stored::Duplicate
+                        }
+                        1 => Stored::Failed,
+                        _ => {
+                            let b: Batch = Rc::new(Cell::new(None));
+                            staged.push((b.clone(), msg_id.clone()));
+                            Stored::Staged(b)
+                        }
+                    };
+                    s.stored(msg_id, outcome)
+                }
+                _ => Vec::new(),
+            };
+            w.check(&answer);
+        }
+        // Some batches resolve, oldest first, as a shard's batches do.
+        let commit = knob & 8 == 0;
+        for (b, m) in staged
+            .iter()
+            .filter(|(b, _)| b.get().is_none())
+            .take(usize::from(knob >> 4))
+        {
+            b.set(Some(commit));
+            if commit {
+                w.durable.extend(m.clone());
+            }
+        }
+        let answers = s.acks(|b| b.get());
+        w.check(&answers);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
