@@ -108,7 +108,12 @@ impl Session<'_> {
                     let Some(dev) = self.terminal().and_then(|t| t.dev.clone()) else {
                         continue;
                     };
-                    if self.terminal().is_some_and(|t| t.claim.is_some()) {
+                    // Already this device's session (a re-login on the same socket): nothing changes.
+                    if self
+                        .terminal()
+                        .and_then(|t| t.device())
+                        .is_some_and(|d| d.id == dev.id)
+                    {
                         continue;
                     }
                     let Some(claim) = self.claim(&dev).await else {
