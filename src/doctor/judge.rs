@@ -6,12 +6,14 @@
 //! its data directory). WARN means it runs, below what a large fleet needs, or that a reading could
 //! not be taken. OK means the recommendation is met.
 
+use super::finding::{Finding, Status};
+use super::plan::Plan;
 use super::probe::{CpuReading, FsyncReading, Limit, Read, Readings, UringReading};
-use super::{Finding, Plan, Status};
 use crate::config::IoMode;
+use crate::shard::io::RING_ENTRIES;
 
-/// Each shard's listen backlog (`serve::BACKLOG`); the kernel caps it at `net.core.somaxconn`.
-pub const LISTEN_BACKLOG: u64 = 4096;
+/// Each shard's listen backlog, in the unit of the sysctls that cap it.
+const BACKLOG: u64 = crate::config::LISTEN_BACKLOG as u64;
 /// Descriptors `serve` holds besides sessions, fixed part: stdio, RocksDB's LOCK, LOG, MANIFEST,
 /// WAL and one directory handle per column family (37 in all with 2 shards on an empty store, as
 /// measured), plus headroom for compaction outputs and a new WAL opening while old files are open.
@@ -101,12 +103,20 @@ const URING_REC: &str = "io_uring usable, so `--io auto` (the default) runs the 
     (correct, but not the driver fleetgate's figures are measured with) and `--io uring` refuses \
     to start.";
 
+/// Seccomp modes as `/proc/self/status` shows them.
+const SECCOMP_DISABLED: u64 = libc::SECCOMP_MODE_DISABLED as u64;
+const SECCOMP_STRICT: u64 = libc::SECCOMP_MODE_STRICT as u64;
+const SECCOMP_FILTER: u64 = libc::SECCOMP_MODE_FILTER as u64;
+/// `kernel.io_uring_disabled` values (Linux 6.6+; libc does not name them).
+const URING_GROUP_ONLY: u64 = 1;
+const URING_DISABLED: u64 = 2;
+
 pub fn io_uring(u: &UringReading, kernel: &Read<String>, io: IoMode) -> Finding {
     let kernel_s = kernel.as_deref().unwrap_or("unknown");
     let seccomp = match &u.seccomp {
-        Ok(0) => "off".to_string(),
-        Ok(1) => "strict".to_string(),
-        Ok(2) => "filter".to_string(),
+        Ok(SECCOMP_DISABLED) => "off".to_string(),
+        Ok(SECCOMP_STRICT) => "strict".to_string(),
+        Ok(SECCOMP_FILTER) => "filter".to_string(),
         Ok(n) => format!("mode {n}"),
         Err(_) => "unknown".to_string(),
     };
@@ -126,10 +136,9 @@ pub fn io_uring(u: &UringReading, kernel: &Read<String>, io: IoMode) -> Finding 
                 "io_uring",
                 Status::Ok,
                 format!(
-                    "usable{note}: set up {} ring(s) of {} entries at once, as serve's shards do \
-                     ({context})",
+                    "usable{note}: set up {} ring(s) of {RING_ENTRIES} entries at once, as serve's \
+                     shards do ({context})",
                     u.rings,
-                    super::probe::SHARD_RING_ENTRIES
                 ),
                 URING_REC,
                 "nothing to change (`serve --io auto` uses io_uring here; the log line \
@@ -141,7 +150,7 @@ pub fn io_uring(u: &UringReading, kernel: &Read<String>, io: IoMode) -> Finding 
         Err(e) => e,
     };
     values.push(("errno", e.errno.map_or(f64::NAN, f64::from)));
-    let filtered = matches!(u.seccomp, Ok(2));
+    let filtered = u.seccomp.as_ref().is_ok_and(|&m| m == SECCOMP_FILTER);
     let (cause, fix) = match e.errno {
         Some(libc::ENOSYS) if filtered => (
             "io_uring_setup answered ENOSYS under a seccomp filter: the filter (a container \
@@ -157,15 +166,18 @@ pub fn io_uring(u: &UringReading, kernel: &Read<String>, io: IoMode) -> Finding 
             "boot a kernel 5.11 or newer built with CONFIG_IO_URING=y".to_string(),
         ),
         Some(libc::EPERM) | Some(libc::EACCES) => match (&u.disabled, filtered) {
-            (Ok(2), _) => (
-                "io_uring is disabled system-wide (kernel.io_uring_disabled = 2)".to_string(),
+            (Ok(URING_DISABLED), _) => (
+                format!(
+                    "io_uring is disabled system-wide (kernel.io_uring_disabled = {URING_DISABLED})"
+                ),
                 "sysctl -w kernel.io_uring_disabled=0   # persist: tuning/99-fleetgate.conf"
                     .to_string(),
             ),
-            (Ok(1), _) => (
-                "io_uring is limited to the group kernel.io_uring_group \
-                 (kernel.io_uring_disabled = 1)"
-                    .to_string(),
+            (Ok(URING_GROUP_ONLY), _) => (
+                format!(
+                    "io_uring is limited to the group kernel.io_uring_group \
+                     (kernel.io_uring_disabled = {URING_GROUP_ONLY})"
+                ),
                 "sysctl -w kernel.io_uring_disabled=0, or add the service user to the group \
                  shown by `sysctl kernel.io_uring_group`"
                     .to_string(),
@@ -227,7 +239,8 @@ pub fn io_uring(u: &UringReading, kernel: &Read<String>, io: IoMode) -> Finding 
 // ---- RLIMIT_MEMLOCK -----------------------------------------------------------------------------
 
 /// Bytes one ring of `entries` pins on kernels before 5.12: the SQEs (64 B each), the SQ index
-/// array (4 B each), the CQEs (16 B each, twice as many) and the ring headers.
+/// array (4 B each), the CQEs (16 B each, twice as many) and the ring headers (a page each). The
+/// sizes are the kernel's structs (`io_uring_sqe`, `io_uring_cqe`), which no crate here exports.
 pub fn ring_bytes(entries: u64) -> u64 {
     entries * 64 + entries * 4 + 2 * entries * 16 + 2 * 4096
 }
@@ -256,7 +269,7 @@ pub fn memlock(m: &Read<Limit>, kernel: &Read<String>, plan: &Plan) -> Finding {
     };
     let values = vec![("soft_bytes", lim(m.soft)), ("hard_bytes", lim(m.hard))];
     let limits = format!("soft {}, hard {}", show_bytes(m.soft), show_bytes(m.hard));
-    let need = plan.shards as u64 * ring_bytes(u64::from(super::probe::SHARD_RING_ENTRIES));
+    let need = plan.shards as u64 * ring_bytes(u64::from(RING_ENTRIES));
     let version = kernel.as_deref().ok().and_then(kernel_version);
     let (status, why) = match (plan.io, version) {
         (IoMode::Epoll, _) => (Status::Ok, "unused with --io epoll".to_string()),
@@ -278,9 +291,8 @@ pub fn memlock(m: &Read<Limit>, kernel: &Read<String>, plan: &Plan) -> Finding {
                     .to_string(),
             };
             let need_s = format!(
-                "{} ring(s) of {} entries need about {}",
+                "{} ring(s) of {RING_ENTRIES} entries need about {}",
                 plan.shards,
-                super::probe::SHARD_RING_ENTRIES,
                 show_bytes(Some(need))
             );
             if m.soft.is_none_or(|s| s >= need) {
@@ -366,7 +378,8 @@ pub fn fd_budget(plan: &Plan, table_files: &Read<u64>) -> FdBudget {
     FdBudget {
         max_connections: plan.max_connections as u64,
         shards: plan.shards as u64,
-        // RocksDB keeps at most this many table files open, however large the store grows.
+        // RocksDB keeps at most this many table files open, however large the store grows (-1,
+        // RocksDB's "no bound", casts to no bound here too).
         table_files: (*table_files.as_ref().unwrap_or(&0)).min(crate::store::MAX_OPEN_FILES as u64),
         table_files_counted: table_files.is_ok(),
     }
@@ -541,9 +554,8 @@ const SOMAXCONN_REC: &str = "≥ 4096. Each shard listens with a backlog of 4096
     accept queue overflows, SYNs are dropped and devices retry after 1 s, 3 s, 7 s…";
 
 pub fn somaxconn(v: &Read<u64>) -> Finding {
-    let fix = format!(
-        "sysctl -w net.core.somaxconn={LISTEN_BACKLOG}   # persist: tuning/99-fleetgate.conf"
-    );
+    let fix =
+        format!("sysctl -w net.core.somaxconn={BACKLOG}   # persist: tuning/99-fleetgate.conf");
     match v {
         Err(e) => finding(
             "net.core.somaxconn",
@@ -553,10 +565,10 @@ pub fn somaxconn(v: &Read<u64>) -> Finding {
             fix,
             vec![],
         ),
-        Ok(v) if *v >= LISTEN_BACKLOG => finding(
+        Ok(v) if *v >= BACKLOG => finding(
             "net.core.somaxconn",
             Status::Ok,
-            format!("{v}: each shard's accept queue holds {LISTEN_BACKLOG}"),
+            format!("{v}: each shard's accept queue holds {BACKLOG}"),
             SOMAXCONN_REC,
             NOTHING.to_string(),
             vec![("value", *v as f64)],
@@ -660,7 +672,7 @@ pub fn port_range(
             );
         }
     };
-    if lo > hi || hi > 65_535 {
+    if lo > hi || hi > u64::from(u16::MAX) {
         return finding(
             "net.ipv4.ip_local_port_range",
             Status::Warn,
@@ -776,6 +788,7 @@ pub fn cpus(c: &CpuReading, plan: &Plan) -> Finding {
         ));
     }
     if let Some(q) = c.quota {
+        // A hundredth of a CPU of slack, for a quota that is the shard count up to rounding.
         if plan.shards as f64 > q + 0.01 {
             status = Status::Warn;
             best = best.min((q.floor() as usize).max(1));
@@ -785,6 +798,7 @@ pub fn cpus(c: &CpuReading, plan: &Plan) -> Finding {
             ));
         }
     }
+    // Under one and a half CPUs of quota the shards and the rest share what is in effect one core.
     if allowed == 1 || c.quota.is_some_and(|q| q < 1.5) {
         status = Status::Warn;
         reading.push_str(
