@@ -9,11 +9,16 @@
 use super::finding::{Finding, Status};
 use super::plan::Plan;
 use super::probe::{CpuReading, FsyncReading, Limit, Read, Readings, UringReading};
+use super::tuning;
 use crate::config::IoMode;
 use crate::shard::io::RING_ENTRIES;
 
 /// Each shard's listen backlog, in the unit of the sysctls that cap it.
 const BACKLOG: u64 = crate::config::LISTEN_BACKLOG as u64;
+// What tuning/ sets must hold serve's backlog: somaxconn caps it, and with syncookies off the
+// kernel drops SYNs once less than a quarter of tcp_max_syn_backlog is free.
+const _: () = assert!(tuning::SOMAXCONN >= BACKLOG);
+const _: () = assert!(tuning::SYN_BACKLOG * 3 > BACKLOG * 4);
 /// Descriptors `serve` holds besides sessions, fixed part: stdio, RocksDB's LOCK, LOG, MANIFEST,
 /// WAL and one directory handle per column family (37 in all with 2 shards on an empty store, as
 /// measured), plus headroom for compaction outputs and a new WAL opening while old files are open.
@@ -21,11 +26,6 @@ pub const FD_BASE: u64 = 64;
 /// Descriptors per shard: its listener, its ring or epoll instance, eventfds, and the connection
 /// accepted past `--max-connections` that is then closed.
 pub const FD_PER_SHARD: u64 = 6;
-/// The nofile limit `tuning/` sets (LimitNOFILE, limits.d).
-pub const NOFILE_RECOMMENDED: u64 = 65_536;
-/// `net.ipv4.tcp_max_syn_backlog` `tuning/` sets: above 4/3 of the listen backlog, so the
-/// no-syncookies "last quarter" rule never drops SYNs before the backlog itself is full.
-pub const SYN_BACKLOG_RECOMMENDED: u64 = 8192;
 /// Fewer ephemeral ports than this (the Linux default is 32768–60999, 28,232 ports): WARN.
 pub const PORTS_MIN: u64 = 28_000;
 /// fdatasync latency thresholds, milliseconds.
@@ -55,7 +55,6 @@ fn finding(
     check: &'static str,
     status: Status,
     reading: String,
-    recommendation: &str,
     fix: String,
     values: Vec<(&'static str, f64)>,
 ) -> Finding {
@@ -63,10 +62,25 @@ fn finding(
         check,
         status,
         reading,
-        recommendation: recommendation.to_string(),
+        recommendation: tuning::recommendation(check),
         fix,
         values,
     }
+}
+
+/// The command that sets sysctls now (`settings`: `name=value …`), and where they are made to last.
+fn sysctl_w(settings: &str) -> String {
+    format!("sysctl -w {settings}   # persist: tuning/99-fleetgate.conf")
+}
+
+/// How to give `serve` the locked memory `tuning/` recommends.
+fn memlock_fix() -> String {
+    format!(
+        "ulimit -l {} in the shell that starts serve; systemd: LimitMEMLOCK={} \
+         (tuning/fleetgate.service); login sessions: tuning/fleetgate-limits.conf",
+        tuning::MEMLOCK_KIB,
+        tuning::MEMLOCK
+    )
 }
 
 /// `major.minor` of a kernel release such as `6.18.44-fc-v782`.
@@ -96,13 +110,6 @@ fn lim(v: Option<u64>) -> f64 {
 
 // ---- io_uring ---------------------------------------------------------------------------------
 
-const URING_REC: &str = "io_uring usable, so `--io auto` (the default) runs the io_uring driver: \
-    each shard moves its bytes with io_uring operations. Needs Linux 5.11 or newer (tokio-uring \
-    does not work on 5.4), io_uring allowed by seccomp and by kernel.io_uring_disabled, and before \
-    5.12 enough RLIMIT_MEMLOCK for the rings. Where it is not, `--io auto` falls back to epoll \
-    (correct, but not the driver fleetgate's figures are measured with) and `--io uring` refuses \
-    to start.";
-
 /// Seccomp modes as `/proc/self/status` shows them.
 const SECCOMP_DISABLED: u64 = libc::SECCOMP_MODE_DISABLED as u64;
 const SECCOMP_STRICT: u64 = libc::SECCOMP_MODE_STRICT as u64;
@@ -110,6 +117,43 @@ const SECCOMP_FILTER: u64 = libc::SECCOMP_MODE_FILTER as u64;
 /// `kernel.io_uring_disabled` values (Linux 6.6+; libc does not name them).
 const URING_GROUP_ONLY: u64 = 1;
 const URING_DISABLED: u64 = 2;
+
+/// Why io_uring could not be set up, as far as the errno and the readings beside it tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UringCause {
+    /// ENOSYS under a seccomp filter: the filter, or a kernel without io_uring.
+    FilterOrKernel,
+    /// ENOSYS with no filter: a kernel without io_uring.
+    Kernel,
+    /// `kernel.io_uring_disabled = 2`.
+    DisabledSystemWide,
+    /// `kernel.io_uring_disabled = 1`: only `kernel.io_uring_group` may.
+    GroupOnly,
+    /// EPERM under a seccomp filter (container runtimes' default profiles).
+    Seccomp,
+    /// EPERM from some other policy (an LSM).
+    Policy,
+    /// ENOMEM: kernels before 5.12 charge rings to RLIMIT_MEMLOCK.
+    Memlock,
+    /// Anything else: the error says.
+    Other,
+}
+
+pub fn uring_cause(errno: Option<i32>, disabled: &Read<u64>, seccomp: &Read<u64>) -> UringCause {
+    let filtered = seccomp.as_ref().is_ok_and(|&m| m == SECCOMP_FILTER);
+    match errno {
+        Some(libc::ENOSYS) if filtered => UringCause::FilterOrKernel,
+        Some(libc::ENOSYS) => UringCause::Kernel,
+        Some(libc::EPERM) | Some(libc::EACCES) => match disabled {
+            Ok(URING_DISABLED) => UringCause::DisabledSystemWide,
+            Ok(URING_GROUP_ONLY) => UringCause::GroupOnly,
+            _ if filtered => UringCause::Seccomp,
+            _ => UringCause::Policy,
+        },
+        Some(libc::ENOMEM) => UringCause::Memlock,
+        _ => UringCause::Other,
+    }
+}
 
 pub fn io_uring(u: &UringReading, kernel: &Read<String>, io: IoMode) -> Finding {
     let kernel_s = kernel.as_deref().unwrap_or("unknown");
@@ -140,7 +184,6 @@ pub fn io_uring(u: &UringReading, kernel: &Read<String>, io: IoMode) -> Finding 
                      shards do ({context})",
                     u.rings,
                 ),
-                URING_REC,
                 "nothing to change (`serve --io auto` uses io_uring here; the log line \
                  \"I/O driver selected\" says driver=io_uring)"
                     .into(),
@@ -150,63 +193,57 @@ pub fn io_uring(u: &UringReading, kernel: &Read<String>, io: IoMode) -> Finding 
         Err(e) => e,
     };
     values.push(("errno", e.errno.map_or(f64::NAN, f64::from)));
-    let filtered = u.seccomp.as_ref().is_ok_and(|&m| m == SECCOMP_FILTER);
-    let (cause, fix) = match e.errno {
-        Some(libc::ENOSYS) if filtered => (
+    let allow_in_container = "run the container with a seccomp profile that allows \
+        io_uring_setup, io_uring_enter and io_uring_register (docker run --security-opt \
+        seccomp=PROFILE.json)";
+    let enable = sysctl_w(&format!(
+        "kernel.io_uring_disabled={}",
+        tuning::IO_URING_DISABLED
+    ));
+    let (cause, fix) = match uring_cause(e.errno, &u.disabled, &u.seccomp) {
+        UringCause::FilterOrKernel => (
             "io_uring_setup answered ENOSYS under a seccomp filter: the filter (a container \
              runtime's profile) or the kernel lacks io_uring"
                 .to_string(),
-            "in a container: run it with a seccomp profile that allows io_uring_setup, \
-             io_uring_enter and io_uring_register (docker run --security-opt seccomp=PROFILE.json); \
-             otherwise a kernel 5.11 or newer"
-                .to_string(),
+            format!("in a container: {allow_in_container}; otherwise a kernel 5.11 or newer"),
         ),
-        Some(libc::ENOSYS) => (
+        UringCause::Kernel => (
             "the kernel has no io_uring (io_uring_setup: ENOSYS)".to_string(),
             "boot a kernel 5.11 or newer built with CONFIG_IO_URING=y".to_string(),
         ),
-        Some(libc::EPERM) | Some(libc::EACCES) => match (&u.disabled, filtered) {
-            (Ok(URING_DISABLED), _) => (
-                format!(
-                    "io_uring is disabled system-wide (kernel.io_uring_disabled = {URING_DISABLED})"
-                ),
-                "sysctl -w kernel.io_uring_disabled=0   # persist: tuning/99-fleetgate.conf"
-                    .to_string(),
+        UringCause::DisabledSystemWide => (
+            format!(
+                "io_uring is disabled system-wide (kernel.io_uring_disabled = {URING_DISABLED})"
             ),
-            (Ok(URING_GROUP_ONLY), _) => (
-                format!(
-                    "io_uring is limited to the group kernel.io_uring_group \
-                     (kernel.io_uring_disabled = {URING_GROUP_ONLY})"
-                ),
-                "sysctl -w kernel.io_uring_disabled=0, or add the service user to the group \
-                 shown by `sysctl kernel.io_uring_group`"
-                    .to_string(),
+            enable,
+        ),
+        UringCause::GroupOnly => (
+            format!(
+                "io_uring is limited to the group kernel.io_uring_group \
+                 (kernel.io_uring_disabled = {URING_GROUP_ONLY})"
             ),
-            (_, true) => (
-                "a seccomp filter refuses io_uring_setup (container runtimes' default profiles \
-                 do)"
+            format!(
+                "{enable}\nor add the service user to the group shown by \
+                 `sysctl kernel.io_uring_group`"
+            ),
+        ),
+        UringCause::Seccomp => (
+            "a seccomp filter refuses io_uring_setup (container runtimes' default profiles do)"
                 .to_string(),
-                "run the container with a seccomp profile that allows io_uring_setup, \
-                 io_uring_enter and io_uring_register (docker run --security-opt \
-                 seccomp=PROFILE.json)"
-                    .to_string(),
-            ),
-            _ => (
-                "io_uring_setup was refused (EPERM) by a security policy (LSM or seccomp)"
-                    .to_string(),
-                "find the policy refusing io_uring_setup (audit log: ausearch -m SECCOMP,AVC)"
-                    .to_string(),
-            ),
-        },
-        Some(libc::ENOMEM) => (
+            allow_in_container.to_string(),
+        ),
+        UringCause::Policy => (
+            "io_uring_setup was refused (EPERM) by a security policy (LSM or seccomp)".to_string(),
+            "find the policy refusing io_uring_setup (audit log: ausearch -m SECCOMP,AVC)"
+                .to_string(),
+        ),
+        UringCause::Memlock => (
             "not enough locked memory for the rings (kernels before 5.12 charge io_uring rings to \
              RLIMIT_MEMLOCK)"
                 .to_string(),
-            "ulimit -l 65536 in the shell that starts serve; systemd: LimitMEMLOCK=64M \
-             (tuning/fleetgate.service)"
-                .to_string(),
+            memlock_fix(),
         ),
-        _ => (
+        UringCause::Other => (
             format!("io_uring_setup failed: {}", e.message),
             "see the error; `--io epoll` runs without io_uring".to_string(),
         ),
@@ -230,7 +267,6 @@ pub fn io_uring(u: &UringReading, kernel: &Read<String>, io: IoMode) -> Finding 
             "unusable: {cause}; ring {} of {} failed: {} ({context}). {what}",
             e.ring, u.rings, e.message
         ),
-        URING_REC,
         fix,
         values,
     )
@@ -245,15 +281,8 @@ pub fn ring_bytes(entries: u64) -> u64 {
     entries * 64 + entries * 4 + 2 * entries * 16 + 2 * 4096
 }
 
-const MEMLOCK_REC: &str = "On kernels before 5.12 every io_uring ring is charged to \
-    RLIMIT_MEMLOCK (per user, across processes); serve's probe uses a tiny ring, so with too little \
-    memlock it picks io_uring and then its shards fail to build their 4096-entry rings. 5.12 and \
-    later charge rings to the memory cgroup instead. tuning/ sets 64 MiB (LimitMEMLOCK=64M).";
-
 pub fn memlock(m: &Read<Limit>, kernel: &Read<String>, plan: &Plan) -> Finding {
-    let fix = "ulimit -l 65536 in the shell that starts serve; systemd: LimitMEMLOCK=64M \
-               (tuning/fleetgate.service); login sessions: tuning/fleetgate-limits.conf"
-        .to_string();
+    let fix = memlock_fix();
     let m = match m {
         Ok(m) => *m,
         Err(e) => {
@@ -261,7 +290,6 @@ pub fn memlock(m: &Read<Limit>, kernel: &Read<String>, plan: &Plan) -> Finding {
                 "memlock",
                 Status::Warn,
                 format!("could not read: {e}"),
-                MEMLOCK_REC,
                 fix,
                 vec![],
             );
@@ -316,14 +344,7 @@ pub fn memlock(m: &Read<Limit>, kernel: &Read<String>, plan: &Plan) -> Finding {
     } else {
         fix
     };
-    finding(
-        "memlock",
-        status,
-        format!("{limits}; {why}"),
-        MEMLOCK_REC,
-        fix,
-        values,
-    )
+    finding("memlock", status, format!("{limits}; {why}"), fix, values)
 }
 
 // ---- open files -----------------------------------------------------------------------------------
@@ -355,7 +376,7 @@ impl FdBudget {
 
     /// What to set the limit to: tuning/'s value, or more if this configuration needs more.
     pub fn recommended(&self) -> u64 {
-        self.need().max(NOFILE_RECOMMENDED)
+        self.need().max(tuning::NOFILE)
     }
 
     fn explain(&self) -> String {
@@ -385,12 +406,6 @@ pub fn fd_budget(plan: &Plan, table_files: &Read<u64>) -> FdBudget {
     }
 }
 
-const NOFILE_REC: &str = "Soft limit ≥ --max-connections + what serve keeps open itself (64 + 6 \
-    per shard + the store's open table files, at most 256 however large the data grows). \
-    serve does not raise its own soft limit. Past the limit accept() fails with EMFILE: new devices \
-    wait unanswered in the listen queue instead of getting 503/1013 from --max-connections. \
-    tuning/ sets 65536 (LimitNOFILE=65536, limits.d); lower --max-connections if it cannot be raised.";
-
 pub fn nofile(n: &Read<Limit>, b: &FdBudget) -> Finding {
     let rec = b.recommended();
     let n = match n {
@@ -400,7 +415,6 @@ pub fn nofile(n: &Read<Limit>, b: &FdBudget) -> Finding {
                 "nofile",
                 Status::Warn,
                 format!("could not read: {e}"),
-                NOFILE_REC,
                 format!("ulimit -n {rec}; systemd: LimitNOFILE={rec}"),
                 vec![],
             );
@@ -438,8 +452,8 @@ pub fn nofile(n: &Read<Limit>, b: &FdBudget) -> Finding {
             hard.min(rec)
         )
     } else {
-        let edit = if rec > NOFILE_RECOMMENDED {
-            format!(" after changing its 65536 to {rec}")
+        let edit = if rec > tuning::NOFILE {
+            format!(" after raising its nofile lines to {rec}")
         } else {
             String::new()
         };
@@ -454,28 +468,20 @@ pub fn nofile(n: &Read<Limit>, b: &FdBudget) -> Finding {
              nofile ≥ --max-connections + {}",
             b.overhead()
         );
-        finding("nofile", Status::Ok, reading, NOFILE_REC, fix, values)
+        finding("nofile", Status::Ok, reading, fix, values)
     } else {
-        finding("nofile", Status::Fail, reading, NOFILE_REC, fix, values)
+        finding("nofile", Status::Fail, reading, fix, values)
     }
 }
 
-const NR_OPEN_REC: &str = "No process's open-file limit can be raised above fs.nr_open; it must \
-    be at least the nofile limit serve needs (and ≥ 65536 for tuning/'s LimitNOFILE=65536). The \
-    kernel default, 1048576, is enough.";
-
 pub fn nr_open(v: &Read<u64>, b: &FdBudget) -> Finding {
     let rec = b.recommended();
-    let fix = format!(
-        "sysctl -w fs.nr_open={}   # persist: tuning/99-fleetgate.conf",
-        rec.max(1_048_576)
-    );
+    let fix = sysctl_w(&format!("fs.nr_open={}", rec.max(tuning::NR_OPEN)));
     match v {
         Err(e) => finding(
             "fs.nr_open",
             Status::Warn,
             format!("could not read: {e}"),
-            NR_OPEN_REC,
             fix,
             vec![],
         ),
@@ -492,7 +498,6 @@ pub fn nr_open(v: &Read<u64>, b: &FdBudget) -> Finding {
                 "fs.nr_open",
                 status,
                 format!("{v}{note}"),
-                NR_OPEN_REC,
                 if status == Status::Ok {
                     NOTHING.to_string()
                 } else {
@@ -504,22 +509,14 @@ pub fn nr_open(v: &Read<u64>, b: &FdBudget) -> Finding {
     }
 }
 
-const FILE_MAX_REC: &str = "fs.file-max caps open files across the whole system: at least twice \
-    what one serve needs, leaving room for the rest of the machine (load clients on the same box \
-    need one descriptor per session too). Below what serve needs, accept() fails with ENFILE.";
-
 pub fn file_max(v: &Read<u64>, b: &FdBudget) -> Finding {
     let want = 2 * b.need();
-    let fix = format!(
-        "sysctl -w fs.file-max={}   # persist: tuning/99-fleetgate.conf",
-        want.max(2_097_152)
-    );
+    let fix = sysctl_w(&format!("fs.file-max={}", want.max(tuning::FILE_MAX)));
     match v {
         Err(e) => finding(
             "fs.file-max",
             Status::Warn,
             format!("could not read: {e}"),
-            FILE_MAX_REC,
             fix,
             vec![],
         ),
@@ -535,7 +532,6 @@ pub fn file_max(v: &Read<u64>, b: &FdBudget) -> Finding {
                 "fs.file-max",
                 status,
                 format!("{v} (serve needs {}; recommended ≥ {want})", b.need()),
-                FILE_MAX_REC,
                 if status == Status::Ok {
                     format!("{NOTHING} (never lower it: the kernel's default scales with RAM)")
                 } else {
@@ -549,19 +545,13 @@ pub fn file_max(v: &Read<u64>, b: &FdBudget) -> Finding {
 
 // ---- TCP --------------------------------------------------------------------------------------
 
-const SOMAXCONN_REC: &str = "≥ 4096. Each shard listens with a backlog of 4096 and the kernel caps \
-    it at net.core.somaxconn; in a reconnect storm (a whole fleet back within seconds) a shorter \
-    accept queue overflows, SYNs are dropped and devices retry after 1 s, 3 s, 7 s…";
-
 pub fn somaxconn(v: &Read<u64>) -> Finding {
-    let fix =
-        format!("sysctl -w net.core.somaxconn={BACKLOG}   # persist: tuning/99-fleetgate.conf");
+    let fix = sysctl_w(&format!("net.core.somaxconn={}", tuning::SOMAXCONN));
     match v {
         Err(e) => finding(
             "net.core.somaxconn",
             Status::Warn,
             format!("could not read: {e}"),
-            SOMAXCONN_REC,
             fix,
             vec![],
         ),
@@ -569,7 +559,6 @@ pub fn somaxconn(v: &Read<u64>) -> Finding {
             "net.core.somaxconn",
             Status::Ok,
             format!("{v}: each shard's accept queue holds {BACKLOG}"),
-            SOMAXCONN_REC,
             NOTHING.to_string(),
             vec![("value", *v as f64)],
         ),
@@ -577,23 +566,18 @@ pub fn somaxconn(v: &Read<u64>) -> Finding {
             "net.core.somaxconn",
             Status::Warn,
             format!("{v}: each shard's accept queue holds {v}"),
-            SOMAXCONN_REC,
             fix,
             vec![("value", *v as f64)],
         ),
     }
 }
 
-const SYN_BACKLOG_REC: &str = "≥ 8192, or tcp_syncookies on (the default, 1). A listener's SYN \
-    queue is bounded by its listen backlog; when it is full, syncookies answer anyway. With \
-    syncookies off the kernel also drops SYNs once less than a quarter of tcp_max_syn_backlog is \
-    free, so it must exceed 4/3 of the 4096 backlog.";
-
 pub fn syn_backlog(v: &Read<u64>, cookies: &Read<u64>) -> Finding {
-    let fix = format!(
-        "sysctl -w net.ipv4.tcp_max_syn_backlog={SYN_BACKLOG_RECOMMENDED} \
-         net.ipv4.tcp_syncookies=1   # persist: tuning/99-fleetgate.conf"
-    );
+    let fix = sysctl_w(&format!(
+        "net.ipv4.tcp_max_syn_backlog={} net.ipv4.tcp_syncookies={}",
+        tuning::SYN_BACKLOG,
+        tuning::SYNCOOKIES
+    ));
     let v = match v {
         Ok(v) => *v,
         Err(e) => {
@@ -601,7 +585,6 @@ pub fn syn_backlog(v: &Read<u64>, cookies: &Read<u64>) -> Finding {
                 "net.ipv4.tcp_max_syn_backlog",
                 Status::Warn,
                 format!("could not read: {e}"),
-                SYN_BACKLOG_REC,
                 fix,
                 vec![],
             );
@@ -609,12 +592,13 @@ pub fn syn_backlog(v: &Read<u64>, cookies: &Read<u64>) -> Finding {
     };
     let mut values = vec![("value", v as f64)];
     let (status, note) = match cookies {
-        _ if v >= SYN_BACKLOG_RECOMMENDED => (Status::Ok, String::new()),
+        _ if v >= tuning::SYN_BACKLOG => (Status::Ok, String::new()),
         Ok(c) if *c >= 1 => (
             Status::Ok,
             format!(
-                "; below {SYN_BACKLOG_RECOMMENDED}, but tcp_syncookies = {c}, so a full SYN queue \
-                 answers with cookies and this value does not limit accepts"
+                "; below {}, but tcp_syncookies = {c}, so a full SYN queue answers with cookies \
+                 and this value does not limit accepts",
+                tuning::SYN_BACKLOG
             ),
         ),
         Ok(c) => (
@@ -630,7 +614,7 @@ pub fn syn_backlog(v: &Read<u64>, cookies: &Read<u64>) -> Finding {
         values.push(("syncookies", *c as f64));
     }
     let fix = match status {
-        Status::Ok if v >= SYN_BACKLOG_RECOMMENDED => NOTHING.to_string(),
+        Status::Ok if v >= tuning::SYN_BACKLOG => NOTHING.to_string(),
         Status::Ok => format!("{NOTHING} while tcp_syncookies is on; with it off: {fix}"),
         _ => fix,
     };
@@ -638,27 +622,20 @@ pub fn syn_backlog(v: &Read<u64>, cookies: &Read<u64>) -> Finding {
         "net.ipv4.tcp_max_syn_backlog",
         status,
         format!("{v}{note}"),
-        SYN_BACKLOG_REC,
         fix,
         values,
     )
 }
-
-const PORT_RANGE_REC: &str = "≥ 28000 ports (the default 32768–60999 has 28232). It bounds the \
-    connections one client address can open to one server address:port — which matters to load \
-    clients, not to serve (accepted connections use no ephemeral port). Load clients on this box: \
-    10000–65535, and spread clients over 127.0.0.x past ~28k connections per address pair. Keep \
-    serve's listen port out of the range, or reserve it, so no outgoing connection takes it while \
-    serve restarts.";
 
 pub fn port_range(
     range: &Read<(u64, u64)>,
     reserved: &Read<Vec<(u64, u64)>>,
     listen_port: u16,
 ) -> Finding {
-    let mut fix = "sysctl -w net.ipv4.ip_local_port_range='10000 65535'   # persist: \
-                   tuning/99-fleetgate.conf"
-        .to_string();
+    let (wide_lo, wide_hi) = tuning::PORT_RANGE;
+    let mut fix = sysctl_w(&format!(
+        "net.ipv4.ip_local_port_range='{wide_lo} {wide_hi}'"
+    ));
     let (lo, hi) = match range {
         Ok(r) => *r,
         Err(e) => {
@@ -666,7 +643,6 @@ pub fn port_range(
                 "net.ipv4.ip_local_port_range",
                 Status::Warn,
                 format!("could not read: {e}"),
-                PORT_RANGE_REC,
                 fix,
                 vec![],
             );
@@ -677,7 +653,6 @@ pub fn port_range(
             "net.ipv4.ip_local_port_range",
             Status::Warn,
             format!("{lo} {hi}: not a valid range"),
-            PORT_RANGE_REC,
             fix,
             vec![],
         );
@@ -713,7 +688,7 @@ pub fn port_range(
         reading.push_str(&format!("; serve's port {port} is outside it"));
     }
     if status == Status::Ok {
-        fix = if lo > 10_000 || hi < 65_535 {
+        fix = if lo > wide_lo || hi < wide_hi {
             format!("{NOTHING} for serve; for load clients on this box: {fix}")
         } else {
             NOTHING.to_string()
@@ -723,7 +698,6 @@ pub fn port_range(
         "net.ipv4.ip_local_port_range",
         status,
         reading,
-        PORT_RANGE_REC,
         fix,
         vec![
             ("low", lo as f64),
@@ -734,11 +708,6 @@ pub fn port_range(
 }
 
 // ---- CPUs -------------------------------------------------------------------------------------
-
-const CPUS_REC: &str = "One shard per usable core (the default): each shard thread is pinned to a \
-    core and owns its sessions. More shards than cores pins two shards to one core; a cgroup CPU \
-    quota below the shard count throttles them. Two or more cores, so the shards' committer threads \
-    and RocksDB's background jobs do not share the only core with all sessions.";
 
 pub fn cpus(c: &CpuReading, plan: &Plan) -> Finding {
     let fix_shards = |n: usize| {
@@ -753,7 +722,6 @@ pub fn cpus(c: &CpuReading, plan: &Plan) -> Finding {
                 "cpus",
                 Status::Warn,
                 format!("could not read the CPU affinity: {e}"),
-                CPUS_REC,
                 fix_shards(plan.shards),
                 vec![],
             );
@@ -810,7 +778,7 @@ pub fn cpus(c: &CpuReading, plan: &Plan) -> Finding {
     } else {
         fix_shards(best.max(1))
     };
-    finding("cpus", status, reading, CPUS_REC, fix, values)
+    finding("cpus", status, reading, fix, values)
 }
 
 // ---- disk ---------------------------------------------------------------------------------------
@@ -825,12 +793,6 @@ pub fn percentile(samples: &[u64], q: f64) -> Option<u64> {
     let rank = (q * s.len() as f64).ceil() as usize;
     Some(s[rank.clamp(1, s.len()) - 1])
 }
-
-const FSYNC_REC: &str = "p50 ≤ 2 ms and p99 ≤ 5 ms for an append + fdatasync in the data \
-    directory. A device hears its ack only after the WAL group commit holding its record is \
-    fsynced, and may wait for the commit in flight first: ack latency is about two fsyncs plus \
-    batching, so a 10 ms ack p99 needs fsync p99 well under 5 ms. Use local SSD/NVMe (ideally with \
-    power-loss protection), not network storage; never tmpfs (lost at reboot).";
 
 pub fn fsync(r: &Read<FsyncReading>) -> Finding {
     let fix = "serve --data-dir DIR on a local SSD/NVMe filesystem; compare candidates with \
@@ -847,7 +809,6 @@ pub fn fsync(r: &Read<FsyncReading>) -> Finding {
                     "could not write and fdatasync in the data directory as this user: {e} \
                      (serve needs the same to store anything)"
                 ),
-                FSYNC_REC,
                 format!(
                     "create the data directory writable by the user serve runs as (systemd: \
                      StateDirectory=fleetgate gives /var/lib/fleetgate); then {fix}"
@@ -865,7 +826,6 @@ pub fn fsync(r: &Read<FsyncReading>) -> Finding {
             "fsync",
             Status::Warn,
             "no samples taken".into(),
-            FSYNC_REC,
             fix,
             vec![],
         );
@@ -902,7 +862,6 @@ pub fn fsync(r: &Read<FsyncReading>) -> Finding {
         "fsync",
         status,
         reading,
-        FSYNC_REC,
         if status == Status::Ok {
             NOTHING.to_string()
         } else {
@@ -1180,7 +1139,7 @@ mod tests {
         assert_eq!(b.need(), 19_600 + 64 + 12 + 10);
         assert_eq!(b.sessions(20_000), 20_000 - 86);
         assert_eq!(b.sessions(10), 0);
-        assert_eq!(b.recommended(), NOFILE_RECOMMENDED);
+        assert_eq!(b.recommended(), tuning::NOFILE);
         let big = FdBudget {
             max_connections: 100_000,
             ..b
