@@ -512,11 +512,9 @@ mod tests {
         std::fs::create_dir_all(t.0.join("sys/net/ipv4")).unwrap();
         std::fs::write(t.0.join("sys/net/ipv4/tcp_syncookies"), "yes\n").unwrap();
         assert_eq!(sysctl_u64(&paths, "net.core.somaxconn"), Ok(4096));
+        // Errors name what could not be read: the file, or the value that is not a number.
         let missing = sysctl_u64(&paths, "fs.nr_open").unwrap_err();
-        assert!(
-            missing.starts_with("could not read ") && missing.contains("fs/nr_open"),
-            "{missing}"
-        );
+        assert!(missing.contains("sys/fs/nr_open"), "{missing}");
         let garbled = sysctl_u64(&paths, "net.ipv4.tcp_syncookies").unwrap_err();
         assert!(garbled.contains("\"yes\""), "{garbled}");
         // No cgroup files at all: no quota, and no panic.
@@ -603,10 +601,12 @@ mod tests {
             "the doctor must not create the data dir"
         );
 
-        // A file where the data dir should be: an error, not a panic.
-        std::fs::write(t.0.join("file"), "x").unwrap();
-        let e = measure_fsync(&t.0.join("file"), 2, 512).unwrap_err();
-        assert!(e.contains("is not a directory"), "{e}");
+        // A file where the data dir should be: an error naming it, not a panic, and no probe file.
+        let file = t.0.join("file");
+        std::fs::write(&file, "x").unwrap();
+        let e = measure_fsync(&file, 2, 512).unwrap_err();
+        assert!(e.contains(&file.display().to_string()), "{e}");
+        assert_eq!(std::fs::read_dir(&t.0).unwrap().count(), 1);
     }
 
     #[test]
