@@ -37,7 +37,7 @@ pub enum Command {
     },
     /// Check this machine against tuning/README.md (io_uring, limits, sysctls, CPUs, fsync
     /// latency) and print what to change. Exit status 1 if any check FAILs.
-    Doctor(crate::doctor::DoctorArgs),
+    Doctor(crate::doctor::args::DoctorArgs),
 }
 
 #[derive(Args, Debug)]

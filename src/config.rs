@@ -13,20 +13,49 @@ pub enum IoMode {
     Epoll,
 }
 
+/// Each shard's listen backlog: its accept queue, which the kernel caps at `net.core.somaxconn`.
+/// Past it, SYNs are dropped and clients retry after 1 s, 3 s, 7 s…
+pub const LISTEN_BACKLOG: i32 = 4096;
+
+/// The `serve` settings that ask something of the machine: an address, a data directory, cores, an
+/// I/O driver and a descriptor per connection. `serve` and `doctor` both take these flags (and
+/// environment variables), so the doctor judges the machine for the configuration `serve` will
+/// run with, defaults included.
 #[derive(Clone, Debug, clap::Args)]
-pub struct ServeConfig {
+pub struct MachineConfig {
     /// Address every shard listens on (SO_REUSEPORT; port 0 picks one free port for all shards).
     #[arg(long, env = "FLEETGATE_LISTEN", default_value = "0.0.0.0:3000")]
     pub listen: SocketAddr,
-    /// RocksDB directory.
+    /// RocksDB directory. `doctor` times fdatasync there (a temporary file, removed after) and
+    /// counts its table files toward the open-file budget.
     #[arg(long, env = "FLEETGATE_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
     /// Shard threads, one per core by default; each is pinned to a core and owns the sessions it accepts.
     #[arg(long, env = "FLEETGATE_SHARDS")]
     pub shards: Option<usize>,
-    /// I/O driver.
+    /// I/O driver. `uring` refuses to start without io_uring; `auto` falls back to epoll.
     #[arg(long, value_enum, env = "FLEETGATE_IO", default_value = "auto")]
     pub io: IoMode,
+    /// Open connections per process (all shards). More: accepted and closed at once (503 / no
+    /// upgrade). Each open connection is a file descriptor.
+    #[arg(long, env = "FLEETGATE_MAX_CONNECTIONS", default_value_t = 19_600)]
+    pub max_connections: usize,
+}
+
+impl MachineConfig {
+    /// The shards `serve` runs: `--shards`, else one per core this process may use.
+    pub fn shard_count(&self) -> usize {
+        self.shards
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .clamp(1, 256)
+    }
+}
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct ServeConfig {
+    // The flags `doctor` takes too, to judge the machine for them.
+    #[command(flatten)]
+    pub machine: MachineConfig,
     /// Largest WebSocket message (bytes). Bigger: close 1009.
     #[arg(long, env = "FLEETGATE_MAX_MESSAGE", default_value_t = 1 << 20)]
     pub max_message: usize,
@@ -57,9 +86,6 @@ pub struct ServeConfig {
     /// Default command time-to-live in seconds; undelivered commands then become `expired`.
     #[arg(long, default_value_t = 86_400)]
     pub command_ttl: u64,
-    /// Open connections per process (all shards). More: accepted and closed at once (503 / no upgrade).
-    #[arg(long, env = "FLEETGATE_MAX_CONNECTIONS", default_value_t = 19_600)]
-    pub max_connections: usize,
     /// Messages queued toward one connection (acks, commands, broadcasts). A device connection that
     /// overflows is closed (1008); an admin subscriber that overflows is cut off (1013, "too slow").
     #[arg(long, default_value_t = 1024)]
@@ -124,12 +150,6 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
-    pub fn shard_count(&self) -> usize {
-        self.shards
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-            .clamp(1, 256)
-    }
-
     pub fn register_timeout(&self) -> Duration {
         Duration::from_secs(self.register_timeout)
     }
@@ -157,14 +177,14 @@ impl ServeConfig {
     /// The runtime's limits.
     pub fn runtime_limits(&self) -> crate::shard::local::Limits {
         crate::shard::local::Limits {
-            shards: self.shard_count(),
+            shards: self.machine.shard_count(),
             max_message: self.max_message,
             max_body: self.max_body,
             register_timeout: self.register_timeout,
             ws_idle_timeout: self.ws_idle_timeout,
             header_timeout: self.header_timeout,
             keepalive_timeout: self.keepalive_timeout,
-            max_connections: self.max_connections,
+            max_connections: self.machine.max_connections,
             outbox_limit: self.outbox_limit,
             inflight_limit: self.inflight_limit,
             http_offline_after: self.http_offline_after,

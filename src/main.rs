@@ -19,7 +19,7 @@ fn main() -> std::process::ExitCode {
         Command::Device { api, action } => cli::run_device(api, action),
         Command::Command { api, action } => cli::run_command(api, action),
         // The doctor's exit status is its verdict (1: a check FAILed), not an error.
-        Command::Doctor(args) => return fleetgate::doctor::main(args),
+        Command::Doctor(args) => return fleetgate::doctor::run::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -24,9 +24,6 @@ use crate::store::commit::spawn_committer;
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
-/// Listen backlog per shard.
-const BACKLOG: i32 = 4096;
-
 pub fn run(config: ServeConfig) -> Result<(), Error> {
     // Block the shutdown signals in every thread (threads inherit the mask); the main thread then
     // takes them synchronously with sigwait, so no handler runs in the middle of a shard's work.
@@ -37,8 +34,8 @@ pub fn run(config: ServeConfig) -> Result<(), Error> {
         ])?
         .install_recorder()?;
 
-    std::fs::create_dir_all(&config.data_dir)?;
-    let admin_token = admin_token(&config.data_dir)?;
+    std::fs::create_dir_all(&config.machine.data_dir)?;
+    let admin_token = admin_token(&config.machine.data_dir)?;
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => {
             let tls = crate::shard::tls::load_config(cert, key)?;
@@ -48,17 +45,17 @@ pub fn run(config: ServeConfig) -> Result<(), Error> {
         _ => None,
     };
     let store = Arc::new(Store::open(
-        &config.data_dir,
+        &config.machine.data_dir,
         config.sync_writes,
         Duration::from_secs(config.msg_id_retention_hours * 3600),
     )?);
     let registry = Registry::load(&store)?;
     let pending = crate::fleet::pending::Pending::load(&store)?;
-    let accounts = initial_accounts(&store, &config.data_dir)?;
+    let accounts = initial_accounts(&store, &config.machine.data_dir)?;
     metrics::gauge!("fleetgate_devices").set(registry.len() as f64);
-    tracing::info!(devices = registry.len(), dir = %config.data_dir.display(), "store open");
+    tracing::info!(devices = registry.len(), dir = %config.machine.data_dir.display(), "store open");
 
-    let uring = match config.io {
+    let uring = match config.machine.io {
         IoMode::Epoll => false,
         IoMode::Uring => {
             crate::shard::io::uring_available()
@@ -73,8 +70,8 @@ pub fn run(config: ServeConfig) -> Result<(), Error> {
             }
         },
     };
-    let shards = config.shard_count();
-    let listeners = bind_all(config.listen, shards)?;
+    let shards = config.machine.shard_count();
+    let listeners = bind_all(config.machine.listen, shards)?;
     let bound = listeners[0].local_addr()?;
     tracing::info!(driver = if uring { "io_uring" } else { "epoll" }, shards, addr = %bound, "I/O driver selected");
 
@@ -93,7 +90,7 @@ pub fn run(config: ServeConfig) -> Result<(), Error> {
         messages: std::sync::atomic::AtomicU64::new(0),
     };
     let handler = Arc::new(crate::api::Api {
-        data_dir: config.data_dir.clone(),
+        data_dir: config.machine.data_dir.clone(),
         prometheus,
     });
     let shared = Arc::new(Shared {
@@ -218,7 +215,7 @@ fn bind_all(addr: SocketAddr, n: usize) -> std::io::Result<Vec<std::net::TcpList
         s.set_reuse_port(true)?;
         s.set_nonblocking(true)?;
         s.bind(&addr.into())?;
-        s.listen(BACKLOG)?;
+        s.listen(crate::config::LISTEN_BACKLOG)?;
         let l: std::net::TcpListener = s.into();
         addr = l.local_addr()?;
         out.push(l);

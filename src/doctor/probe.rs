@@ -7,7 +7,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::{DoctorArgs, Plan};
+use super::plan::Plan;
+use crate::shard::io::RING_ENTRIES;
 
 /// A reading, or why it could not be taken.
 pub type Read<T> = Result<T, String>;
@@ -99,18 +100,15 @@ pub struct Readings {
     pub fsync: Read<FsyncReading>,
 }
 
-/// io_uring entries per shard ring: `shard::run` builds its runtime with
-/// `tokio_uring::builder().entries(4096)`.
-pub const SHARD_RING_ENTRIES: u32 = 4096;
 /// Bytes appended before each timed fdatasync (about one small group commit).
 pub const FSYNC_BLOCK: usize = 4096;
 
-pub fn read_machine(paths: &Paths, data_dir: &Path, plan: &Plan, args: &DoctorArgs) -> Readings {
+pub fn read_machine(paths: &Paths, data_dir: &Path, plan: &Plan, fsync_samples: usize) -> Readings {
     Readings {
         kernel: kernel_release(),
         uring: UringReading {
             rings: plan.shards,
-            result: probe_uring(plan.shards, SHARD_RING_ENTRIES),
+            result: probe_uring(plan.shards, RING_ENTRIES),
             disabled: sysctl_u64(paths, "kernel.io_uring_disabled"),
             seccomp: read_file(&paths.proc.join("self/status")).and_then(|s| {
                 status_field(&s, "Seccomp")
@@ -139,7 +137,7 @@ pub fn read_machine(paths: &Paths, data_dir: &Path, plan: &Plan, args: &DoctorAr
             quota: cpu_quota(paths),
         },
         table_files: count_table_files(data_dir),
-        fsync: measure_fsync(data_dir, args.fsync_samples as usize, FSYNC_BLOCK),
+        fsync: measure_fsync(data_dir, fsync_samples, FSYNC_BLOCK),
     }
 }
 
@@ -359,7 +357,8 @@ fn cpu_quota(paths: &Paths) -> Option<f64> {
     None
 }
 
-/// RocksDB keeps every table file open (`max_open_files` is left at -1), so each costs a descriptor.
+/// RocksDB table files in the data directory: each open one costs a descriptor (the store keeps up
+/// to `store::MAX_OPEN_FILES` of them open).
 pub fn count_table_files(data_dir: &Path) -> Read<u64> {
     match std::fs::read_dir(data_dir) {
         Ok(entries) => {
@@ -454,6 +453,8 @@ fn fs_type(dir: &Path) -> Option<String> {
     Some(fs_name(st.f_type as u64 & 0xffff_ffff))
 }
 
+/// The statfs magic numbers are the kernel's (`linux/magic.h`); libc names only some of them (not
+/// zfs, ramfs, 9p or smb2), so they are listed here as the kernel defines them.
 pub fn fs_name(magic: u64) -> String {
     match magic {
         0xEF53 => "ext4".into(),
@@ -511,11 +512,9 @@ mod tests {
         std::fs::create_dir_all(t.0.join("sys/net/ipv4")).unwrap();
         std::fs::write(t.0.join("sys/net/ipv4/tcp_syncookies"), "yes\n").unwrap();
         assert_eq!(sysctl_u64(&paths, "net.core.somaxconn"), Ok(4096));
+        // Errors name what could not be read: the file, or the value that is not a number.
         let missing = sysctl_u64(&paths, "fs.nr_open").unwrap_err();
-        assert!(
-            missing.starts_with("could not read ") && missing.contains("fs/nr_open"),
-            "{missing}"
-        );
+        assert!(missing.contains("sys/fs/nr_open"), "{missing}");
         let garbled = sysctl_u64(&paths, "net.ipv4.tcp_syncookies").unwrap_err();
         assert!(garbled.contains("\"yes\""), "{garbled}");
         // No cgroup files at all: no quota, and no panic.
@@ -602,10 +601,12 @@ mod tests {
             "the doctor must not create the data dir"
         );
 
-        // A file where the data dir should be: an error, not a panic.
-        std::fs::write(t.0.join("file"), "x").unwrap();
-        let e = measure_fsync(&t.0.join("file"), 2, 512).unwrap_err();
-        assert!(e.contains("is not a directory"), "{e}");
+        // A file where the data dir should be: an error naming it, not a panic, and no probe file.
+        let file = t.0.join("file");
+        std::fs::write(&file, "x").unwrap();
+        let e = measure_fsync(&file, 2, 512).unwrap_err();
+        assert!(e.contains(&file.display().to_string()), "{e}");
+        assert_eq!(std::fs::read_dir(&t.0).unwrap().count(), 1);
     }
 
     #[test]
@@ -625,6 +626,6 @@ mod tests {
         let e = probe_uring(1, 0).unwrap_err();
         assert_eq!(e.ring, 1);
         assert!(e.errno.is_some(), "{e:?}");
-        assert!(probe_uring(0, SHARD_RING_ENTRIES).is_ok());
+        assert!(probe_uring(0, RING_ENTRIES).is_ok());
     }
 }
