@@ -7,13 +7,19 @@
 //! needs a bearer token or an admin session. Errors are `{"error":{"code","message"}}` with the
 //! matching status. Lists are `{"items":[...],"next_cursor"}`. Other paths serve the dashboard.
 
-mod answer;
 pub mod attendance;
+mod body;
+mod context;
 pub mod device_http;
 mod devices;
+mod error;
 mod events;
-mod extract;
+mod page;
 mod pending;
+mod query;
+mod session;
+mod status;
+mod tokens;
 mod users;
 
 use std::future::Future;
@@ -22,15 +28,15 @@ use std::pin::Pin;
 use std::rc::Rc;
 
 use metrics_exporter_prometheus::PrometheusHandle;
-use uuid::Uuid;
 
 use crate::fleet::accounts::{self, Principal, Role, Via};
 use crate::fleet::principal;
-use crate::http::query;
 use crate::http::request::{Method, Request};
 use crate::http::response::Response;
 use crate::shard::handler::Reply;
 use crate::shard::local::{Handler, Local};
+use context::Ctx;
+use error::ApiError;
 
 /// The app's HTTP routes, wired into the runtime as its `Handler`.
 pub struct Api {
@@ -51,33 +57,36 @@ impl Handler for Api {
     }
 }
 
+fn answer(r: Result<Response, ApiError>) -> Reply {
+    r.unwrap_or_else(Response::from).into()
+}
+
 async fn route(api: &Api, local: &Rc<Local>, req: &Request, remote: &str) -> Reply {
     let path = req.path.trim_end_matches('/');
     let segs: Vec<&str> = path.split('/').skip(1).collect();
+    let mut cx = Ctx {
+        local,
+        req,
+        remote,
+        query: query::Query::parse(&req.query),
+        params: Vec::new(),
+        principal: None,
+        data_dir: &api.data_dir,
+        prometheus: &api.prometheus,
+    };
     match segs.as_slice() {
         ["healthz"] => {
-            return match req.method {
-                // Liveness: the process serves. `store` tells whether writes currently fail (disk
-                // full, I/O errors); devices then hear "not stored" and keep their data.
-                Method::Get | Method::Head => {
-                    let body: &[u8] = if local.fleet().store.writes_failing() {
-                        b"{\"status\":\"ok\",\"store\":\"writes_failing\"}"
-                    } else {
-                        b"{\"status\":\"ok\",\"store\":\"ok\"}"
-                    };
-                    Response::json(200, body.to_vec())
-                }
-                _ => method_not_allowed(),
-            }
-            .into();
+            return answer(match req.method {
+                Method::Get | Method::Head => status::health(&cx),
+                _ => Err(ApiError::method_not_allowed()),
+            });
         }
         // Devices authenticate by serial on this route, not with the admin token.
         ["api", "device-http"] => {
-            return match req.method {
-                Method::Post => device_http::handle(local, req, remote).await,
-                _ => method_not_allowed(),
-            }
-            .into();
+            return answer(match req.method {
+                Method::Post => device_http::handle(&cx).await,
+                _ => Err(ApiError::method_not_allowed()),
+            });
         }
         _ => {}
     }
@@ -91,18 +100,16 @@ async fn route(api: &Api, local: &Rc<Local>, req: &Request, remote: &str) -> Rep
     // needs the CSRF header: login has no session yet, and a forged logout only logs someone out.
     match segs.as_slice() {
         ["api", "login"] => {
-            return match req.method {
-                Method::Post => users::login(local, req, remote),
-                _ => method_not_allowed(),
-            }
-            .into();
+            return answer(match req.method {
+                Method::Post => session::login(&cx),
+                _ => Err(ApiError::method_not_allowed()),
+            });
         }
         ["api", "logout"] => {
-            return match req.method {
-                Method::Post => users::logout(local, req),
-                _ => method_not_allowed(),
-            }
-            .into();
+            return answer(match req.method {
+                Method::Post => session::logout(&cx),
+                _ => Err(ApiError::method_not_allowed()),
+            });
         }
         _ => {}
     }
@@ -117,13 +124,12 @@ async fn route(api: &Api, local: &Rc<Local>, req: &Request, remote: &str) -> Rep
             .auth_wait_ms(ip, None, crate::time::now_ms());
         if wait > 0 {
             let secs = wait.div_ceil(1000);
-            return Response::error(
+            return answer(Err(ApiError::new(
                 429,
                 "auth_throttled",
-                &format!("too many failed authentications from this address; retry in {secs} s"),
+                format!("too many failed authentications from this address; retry in {secs} s"),
             )
-            .with_header("Retry-After", secs.to_string())
-            .into();
+            .with_header("Retry-After", secs.to_string())));
         }
     }
     let now = crate::time::now_ms();
@@ -136,34 +142,24 @@ async fn route(api: &Api, local: &Rc<Local>, req: &Request, remote: &str) -> Rep
                     .guard
                     .auth_failed(ip, None, crate::time::now_ms());
             }
-            return unauthorized(local).into();
+            local.metrics.auth_failures.increment(1);
+            return answer(Err(ApiError::unauthorized()));
         }
     };
-    if let Err(r) = permit(&principal, req, &segs) {
-        return r.into();
+    if let Err(e) = permit(&principal, req, &segs) {
+        return answer(Err(e));
     }
+    cx.principal = Some(principal);
     if matches!(
         (&req.method, segs.as_slice()),
         (Method::Get, ["api", "attendance.csv"])
     ) {
-        return match attendance::csv(local.fleet().store.clone(), &query::parse(&req.query)) {
+        return match attendance::csv(&cx) {
             Ok(export) => Reply::Chunked(export),
-            Err(r) => r.into(),
+            Err(e) => answer(Err(e)),
         };
     }
-    admin(api, local, req, &segs, &principal, remote)
-        .await
-        .into()
-}
-
-fn unauthorized(local: &Local) -> Response {
-    local.metrics.auth_failures.increment(1);
-    Response::error(
-        401,
-        "unauthorized",
-        "log in, or send Authorization: Bearer <admin or API token>",
-    )
-    .with_header("WWW-Authenticate", "Bearer".to_string())
+    answer(admin(&mut cx, &segs).await)
 }
 
 fn is_read(m: &Method) -> bool {
@@ -171,105 +167,105 @@ fn is_read(m: &Method) -> bool {
 }
 
 /// What a principal may do, checked before any route runs.
-fn permit(p: &Principal, req: &Request, segs: &[&str]) -> Result<(), Response> {
+fn permit(p: &Principal, req: &Request, segs: &[&str]) -> Result<(), ApiError> {
     let own_account = matches!(segs, ["api", "me"] | ["api", "me", "password"]);
     if let Via::Session { csrf, .. } = &p.via {
         // Cookies ride along on cross-site requests; the CSRF header cannot.
         if !is_read(&req.method) && !accounts::csrf_ok(req.header_str("x-csrf-token"), csrf) {
-            return Err(Response::error(
+            return Err(ApiError::new(
                 403,
                 "csrf_failed",
                 "send the session's csrf_token as X-CSRF-Token",
             ));
         }
         if p.must_change_password && !own_account {
-            return Err(Response::error(
+            return Err(ApiError::new(
                 403,
                 "password_change_required",
                 "change your password first (POST /api/me/password)",
             ));
         }
         if segs == ["metrics"] && p.role != Role::Admin {
-            return Err(forbidden());
+            return Err(ApiError::forbidden());
         }
     }
     if p.role == Role::Viewer && !is_read(&req.method) && !own_account {
-        return Err(forbidden());
+        return Err(ApiError::forbidden());
     }
     if matches!(segs, ["api", "users" | "tokens", ..]) && p.role != Role::Admin {
-        return Err(forbidden());
+        return Err(ApiError::forbidden());
     }
     Ok(())
 }
 
-fn forbidden() -> Response {
-    Response::error(403, "forbidden", "your role does not allow this")
-}
-
-async fn admin(
-    api: &Api,
-    local: &Rc<Local>,
-    req: &Request,
-    segs: &[&str],
-    principal: &Principal,
-    remote: &str,
-) -> Response {
-    let q = query::parse(&req.query);
-    match (&req.method, segs) {
-        (Method::Get, ["metrics"]) => Response::text(
-            200,
-            "text/plain; version=0.0.4",
-            api.prometheus.render().into_bytes(),
-        ),
-        (Method::Get, ["api", "me"]) => users::me(principal),
-        (Method::Post, ["api", "me", "password"]) => {
-            users::change_password(local, req, principal, remote, &api.data_dir).await
+async fn admin<'a>(cx: &mut Ctx<'a>, segs: &[&'a str]) -> Result<Response, ApiError> {
+    let method = cx.req.method;
+    match (&method, segs) {
+        (Method::Get, ["metrics"]) => status::metrics(cx),
+        (Method::Get, ["api", "me"]) => session::me(cx),
+        (Method::Post, ["api", "me", "password"]) => session::change_password(cx).await,
+        (Method::Get, ["api", "users"]) => users::list(cx),
+        (Method::Post, ["api", "users"]) => users::create(cx).await,
+        (Method::Patch, ["api", "users", name]) => {
+            cx.params = vec![("name", *name)];
+            users::patch(cx).await
         }
-        (Method::Get, ["api", "users"]) => users::list_users(local),
-        (Method::Post, ["api", "users"]) => users::create_user(local, req).await,
-        (Method::Patch, ["api", "users", name]) => users::patch_user(local, req, name).await,
         (Method::Delete, ["api", "users", name]) => {
-            users::delete_user(local, name, principal).await
+            cx.params = vec![("name", *name)];
+            users::delete(cx).await
         }
-        (Method::Get, ["api", "tokens"]) => users::list_tokens(local),
-        (Method::Post, ["api", "tokens"]) => users::create_token(local, req).await,
-        (Method::Delete, ["api", "tokens", id]) => users::delete_token(local, id).await,
-        (Method::Get, ["api", "stats"]) => users::stats(local),
-        (Method::Get, ["api", "devices"]) => devices::list(local, &q),
-        (Method::Post, ["api", "devices"]) => devices::create(local, req).await,
-        (Method::Get, ["api", "devices", id]) => with_id(id, |id| devices::get(local, id)),
-        (Method::Patch, ["api", "devices", id]) => match parse_id(id) {
-            Ok(id) => devices::patch(local, id, req).await,
-            Err(r) => r,
-        },
-        (Method::Delete, ["api", "devices", id]) => match parse_id(id) {
-            Ok(id) => devices::delete(local, id).await,
-            Err(r) => r,
-        },
-        (Method::Post, ["api", "devices", id, "token"]) => match parse_id(id) {
-            Ok(id) => devices::rotate_token(local, id).await,
-            Err(r) => r,
-        },
+        (Method::Get, ["api", "tokens"]) => tokens::list(cx),
+        (Method::Post, ["api", "tokens"]) => tokens::create(cx).await,
+        (Method::Delete, ["api", "tokens", id]) => {
+            cx.params = vec![("id", *id)];
+            tokens::delete(cx).await
+        }
+        (Method::Get, ["api", "stats"]) => status::stats(cx),
+        (Method::Get, ["api", "devices"]) => devices::list(cx),
+        (Method::Post, ["api", "devices"]) => devices::create(cx).await,
+        (Method::Get, ["api", "devices", id]) => {
+            cx.params = vec![("id", *id)];
+            devices::get(cx)
+        }
+        (Method::Patch, ["api", "devices", id]) => {
+            cx.params = vec![("id", *id)];
+            devices::patch(cx).await
+        }
+        (Method::Delete, ["api", "devices", id]) => {
+            cx.params = vec![("id", *id)];
+            devices::delete(cx).await
+        }
+        (Method::Post, ["api", "devices", id, "token"]) => {
+            cx.params = vec![("id", *id)];
+            devices::rotate_token(cx).await
+        }
         (Method::Get, ["api", "devices", id, "telemetry"]) => {
-            with_id(id, |id| devices::telemetry(local, id, &q))
+            cx.params = vec![("id", *id)];
+            devices::telemetry(cx)
         }
         (Method::Get, ["api", "devices", id, "commands"]) => {
-            with_id(id, |id| devices::commands(local, id, &q))
+            cx.params = vec![("id", *id)];
+            devices::commands(cx)
         }
-        (Method::Post, ["api", "devices", id, "commands"]) => match parse_id(id) {
-            Ok(id) => devices::send_command(local, id, req).await,
-            Err(r) => r,
-        },
-        (Method::Get, ["api", "events"]) => events::list(local, &q),
-        (Method::Get, ["api", "attendance"]) => attendance::list(local, &q),
-        (Method::Get, ["api", "attendance", id, "photo"]) => attendance::photo(local, id),
-        (Method::Get, ["api", "pending-devices"]) => pending::list(local),
+        (Method::Post, ["api", "devices", id, "commands"]) => {
+            cx.params = vec![("id", *id)];
+            devices::send_command(cx).await
+        }
+        (Method::Get, ["api", "events"]) => events::list(cx),
+        (Method::Get, ["api", "attendance"]) => attendance::list(cx),
+        (Method::Get, ["api", "attendance", id, "photo"]) => {
+            cx.params = vec![("id", *id)];
+            attendance::photo(cx)
+        }
+        (Method::Get, ["api", "pending-devices"]) => pending::list(cx),
         (Method::Post, ["api", "pending-devices", serial, "approve"]) => {
-            pending::approve(local, serial, req).await
+            cx.params = vec![("serial", *serial)];
+            pending::approve(cx).await
         }
         (Method::Post, ["api", "pending-devices", serial, "dismiss"])
         | (Method::Delete, ["api", "pending-devices", serial]) => {
-            pending::dismiss(local, serial).await
+            cx.params = vec![("serial", *serial)];
+            pending::dismiss(cx).await
         }
         (
             _,
@@ -286,26 +282,7 @@ async fn admin(
             | ["api", "pending-devices", _]
             | ["api", "pending-devices", _, "approve" | "dismiss"]
             | ["api", "attendance", _, "photo"],
-        ) => method_not_allowed(),
-        _ => Response::error(404, "not_found", "no such route"),
-    }
-}
-
-fn method_not_allowed() -> Response {
-    Response::error(
-        405,
-        "method_not_allowed",
-        "this route does not accept that method",
-    )
-}
-
-fn parse_id(s: &str) -> Result<Uuid, Response> {
-    Uuid::parse_str(s).map_err(|_| Response::error(404, "not_found", "no device with this id"))
-}
-
-fn with_id(s: &str, f: impl FnOnce(Uuid) -> Response) -> Response {
-    match parse_id(s) {
-        Ok(id) => f(id),
-        Err(r) => r,
+        ) => Err(ApiError::method_not_allowed()),
+        _ => Err(ApiError::not_found("no such route")),
     }
 }
