@@ -128,12 +128,12 @@ pub fn settings(body: &JsonObject) -> Result<Option<BTreeMap<String, String>>, A
         }
         out.insert(k.to_string(), s.to_string());
     }
-    if let Some(tz) = out.get("timezone") {
-        if jiff::tz::TimeZone::get(tz).is_err() {
-            return Err(ApiError::invalid_field(
-                "settings.timezone must be an IANA time zone name such as Europe/Berlin",
-            ));
-        }
+    if let Some(tz) = out.get("timezone")
+        && jiff::tz::TimeZone::get(tz).is_err()
+    {
+        return Err(ApiError::invalid_field(
+            "settings.timezone must be an IANA time zone name such as Europe/Berlin",
+        ));
     }
     Ok(Some(out))
 }
