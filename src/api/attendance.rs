@@ -5,14 +5,14 @@ use std::sync::Arc;
 use simd_json::prelude::*;
 use uuid::Uuid;
 
-use crate::api::answer::{page, store_error};
-use crate::api::extract::limit;
+use crate::api::context::Ctx;
+use crate::api::error::ApiError;
+use crate::api::page::key_page;
+use crate::api::query::Query;
 use crate::fleet::attendance::{self, csv_field};
 use crate::fleet::auth;
-use crate::http::query;
 use crate::http::response::Response;
 use crate::shard::handler::{ChunkSource, Chunked};
-use crate::shard::local::Local;
 use crate::store::{Cf, Store, StoreError};
 
 /// Rows a filtered page may examine before returning with a cursor.
@@ -32,32 +32,16 @@ pub struct Filter {
 }
 
 impl Filter {
-    pub fn parse(q: &[(String, String)]) -> Result<Filter, Response> {
-        let bad = |m: &str| Response::error(400, "invalid_query", m);
-        let device = match query::get(q, "device_id").filter(|s| !s.is_empty()) {
-            None => None,
-            Some(d) => Some(Uuid::parse_str(d).map_err(|_| bad("device_id must be a UUID"))?),
-        };
-        let enrollid = match query::get(q, "enrollid").filter(|s| !s.is_empty()) {
-            None => None,
-            Some(e) => Some(e.parse().map_err(|_| bad("enrollid must be a number"))?),
-        };
-        let time = |name: &str| -> Result<Option<u64>, Response> {
-            match query::get(q, name).filter(|s| !s.is_empty()) {
-                None => Ok(None),
-                Some(s) => s
-                    .parse::<jiff::Timestamp>()
-                    .map(|t| Some(t.as_microsecond().max(0) as u64))
-                    .map_err(|_| {
-                        bad(&format!(
-                            "{name} must be an RFC 3339 time such as 2026-06-12T00:00:00Z"
-                        ))
-                    }),
-            }
+    pub fn parse(q: &Query) -> Result<Filter, ApiError> {
+        let time = |name: &str| {
+            q.time_us(
+                name,
+                &format!("{name} must be an RFC 3339 time such as 2026-06-12T00:00:00Z"),
+            )
         };
         Ok(Filter {
-            device,
-            enrollid,
+            device: q.uuid("device_id")?,
+            enrollid: q.u64("enrollid")?,
             from_us: time("from")?,
             to_us: time("to")?,
         })
@@ -69,8 +53,8 @@ impl Filter {
             .unwrap_or_default()
     }
 
-    pub fn cursor(&self, q: &[(String, String)]) -> Result<Option<Vec<u8>>, Response> {
-        crate::api::extract::cursor(q, &self.prefix())
+    pub fn cursor(&self, q: &Query) -> Result<Option<Vec<u8>>, ApiError> {
+        q.key_cursor(&self.prefix())
     }
 }
 
@@ -148,19 +132,12 @@ fn lower_of(a: Option<&[u8]>, b: Option<&[u8]>) -> Option<Vec<u8>> {
     }
 }
 
-pub fn list(local: &Local, q: &[(String, String)]) -> Response {
-    let (f, limit) = match (Filter::parse(q), limit(q)) {
-        (Ok(f), Ok(l)) => (f, l),
-        (Err(r), _) | (_, Err(r)) => return r,
-    };
-    let before = match f.cursor(q) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    match scan(&local.fleet().store, &f, before.as_deref(), limit) {
-        Ok((items, next)) => page(&items, next.map(|k| auth::hex(&k))),
-        Err(e) => store_error(e),
-    }
+pub fn list(cx: &Ctx<'_>) -> Result<Response, ApiError> {
+    let f = Filter::parse(&cx.query)?;
+    let limit = cx.query.limit()?;
+    let before = f.cursor(&cx.query)?;
+    let (items, next) = scan(&cx.local.fleet().store, &f, before.as_deref(), limit)?;
+    Ok(key_page(&items, next))
 }
 
 /// A CSV export in progress: the filter and where the next chunk starts.
@@ -241,13 +218,13 @@ impl CsvExport {
 }
 
 /// The `attendance.csv` download, streamed one chunk of rows at a time.
-pub fn csv(store: Arc<Store>, q: &[(String, String)]) -> Result<Chunked, Response> {
-    let filter = Filter::parse(q)?;
+pub fn csv(cx: &Ctx<'_>) -> Result<Chunked, ApiError> {
+    let filter = Filter::parse(&cx.query)?;
     Ok(Chunked {
         content_type: "text/csv; charset=utf-8",
         filename: Some("attendance.csv"),
         body: Box::new(CsvExport {
-            store,
+            store: cx.local.fleet().store.clone(),
             filter,
             header_sent: false,
             next: None,
@@ -256,13 +233,16 @@ pub fn csv(store: Arc<Store>, q: &[(String, String)]) -> Result<Chunked, Respons
     })
 }
 
-pub fn photo(local: &Local, id: &str) -> Response {
-    let Some(key) = auth::unhex(id).filter(|k| k.len() == 32) else {
-        return Response::error(404, "not_found", "no such photo");
-    };
-    match local.fleet().store.get(Cf::Photos, &key) {
-        Ok(Some(b)) => Response::text(200, "image/jpeg", b),
-        Ok(None) => Response::error(404, "not_found", "no such photo"),
-        Err(e) => store_error(e),
-    }
+pub fn photo(cx: &Ctx<'_>) -> Result<Response, ApiError> {
+    let no_photo = || ApiError::not_found("no such photo");
+    let key = auth::unhex(cx.param("id"))
+        .filter(|k| k.len() == 32)
+        .ok_or_else(no_photo)?;
+    let jpeg = cx
+        .local
+        .fleet()
+        .store
+        .get(Cf::Photos, &key)?
+        .ok_or_else(no_photo)?;
+    Ok(Response::text(200, "image/jpeg", jpeg))
 }

@@ -3,6 +3,8 @@
 //! `{"ret":<cmd>,"result":true|false,"cloudtime"|"reason"}`; `sendlog` answers `true` only after the
 //! records are durable, so a device that hears `false` keeps its records and sends them again.
 
+use crate::api::context::Ctx;
+use crate::api::error::ApiError;
 use crate::fleet::registry::Device;
 use crate::fleet::{attendance, provision};
 use crate::http::request::Request;
@@ -19,7 +21,13 @@ fn ok(ret: &str) -> Response {
     fleetgate_core::device_http::ok(ret, now_ms())
 }
 
-pub async fn handle(local: &Local, req: &Request, remote: &str) -> Response {
+/// Every answer, refusals included, is in the device protocol's shape (`result:false` with a
+/// reason, or core's 400s), which devices parse; none is an `ApiError`.
+pub async fn handle(cx: &Ctx<'_>) -> Result<Response, ApiError> {
+    Ok(answer(cx.local, cx.req, cx.remote).await)
+}
+
+async fn answer(local: &Local, req: &Request, remote: &str) -> Response {
     let body = match parse(req.header_str("content-type"), &req.body) {
         Ok(b) => b,
         Err(r) => return r.response(),

@@ -1,19 +1,22 @@
 //! Device routes: CRUD, token rotation, telemetry history, and the command queue.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use simd_json::prelude::*;
 use uuid::Uuid;
 
-use crate::api::answer::{page, store_error};
-use crate::api::extract::{cursor, json_body, limit, parse_object};
+use crate::api::body::JsonObject;
+use crate::api::context::Ctx;
+use crate::api::error::ApiError;
+use crate::api::page::{key_page, page};
+use crate::api::query::{Query, bad_cursor};
 use crate::fleet::auth;
 use crate::fleet::commands::{self, EnqueueError};
 use crate::fleet::provision::{NewDevice, ProvisionError, provision};
 use crate::fleet::registry::Device;
-use crate::http::query;
-use crate::http::request::Request;
 use crate::http::response::Response;
 use crate::json;
-use crate::shard::local::Local;
 use crate::store::records::{self, Protocol};
 use crate::store::{Cf, keys};
 use crate::time::{now_ms, rfc3339_ms};
@@ -72,58 +75,98 @@ pub fn device_json(dev: &Device, latest: Option<&str>) -> String {
     s
 }
 
-fn not_found() -> Response {
-    Response::error(404, "not_found", "no device with this id")
+fn no_device() -> ApiError {
+    ApiError::not_found("no device with this id")
 }
 
-pub fn list(local: &Local, q: &[(String, String)]) -> Response {
-    let limit = match limit(q) {
-        Ok(l) => l,
-        Err(r) => return r,
+/// The `:id` of the path, which must be a device id; anything else names no device.
+fn device_id(cx: &Ctx<'_>) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(cx.param("id")).map_err(|_| no_device())
+}
+
+/// The device the path names.
+fn device(cx: &Ctx<'_>) -> Result<Arc<Device>, ApiError> {
+    cx.local
+        .fleet()
+        .registry
+        .get(&device_id(cx)?)
+        .ok_or_else(no_device)
+}
+
+/// `name` of a new device (also when a pending one is approved).
+pub fn new_name(body: &JsonObject) -> Result<String, ApiError> {
+    body.text(
+        "name",
+        MAX_NAME,
+        &format!("`name` is required: 1 to {MAX_NAME} characters"),
+    )
+}
+
+/// `settings` if the body has it: at most `MAX_SETTINGS` string values of at most
+/// `MAX_SETTING_LEN` characters, and `timezone`, if set, a zone this server knows.
+pub fn settings(body: &JsonObject) -> Result<Option<BTreeMap<String, String>>, ApiError> {
+    let Some(v) = body.get("settings") else {
+        return Ok(None);
     };
-    // A sorted list has its own cursors (see `sorted_page`).
-    let by_id = query::get(q, "sort").is_none_or(str::is_empty);
-    let after = match query::get(q, "cursor").filter(|c| !c.is_empty() && by_id) {
-        None => None,
-        Some(c) => match Uuid::parse_str(c) {
-            Ok(id) => Some(id),
-            Err(_) => {
-                return Response::error(
-                    400,
-                    "invalid_query",
-                    "cursor is not one this list returned",
-                );
-            }
-        },
+    let bad = || {
+        ApiError::invalid_field(format!(
+            "`settings` must be an object of at most {MAX_SETTINGS} string values of at most {MAX_SETTING_LEN} characters"
+        ))
     };
-    let status = query::get(q, "status").filter(|s| !s.is_empty());
-    if status.is_some_and(|s| s != "online" && s != "offline") {
-        return Response::error(400, "invalid_query", "status must be online or offline");
+    let obj = v.as_object().ok_or_else(bad)?;
+    if obj.len() > MAX_SETTINGS {
+        return Err(bad());
     }
-    let protocol = match query::get(q, "protocol").filter(|s| !s.is_empty()) {
+    let mut out = BTreeMap::new();
+    for (k, val) in obj.iter() {
+        let s = val
+            .as_str()
+            .filter(|s| s.len() <= MAX_SETTING_LEN)
+            .ok_or_else(bad)?;
+        if k.is_empty() || k.len() > 64 {
+            return Err(bad());
+        }
+        out.insert(k.to_string(), s.to_string());
+    }
+    if let Some(tz) = out.get("timezone")
+        && jiff::tz::TimeZone::get(tz).is_err()
+    {
+        return Err(ApiError::invalid_field(
+            "settings.timezone must be an IANA time zone name such as Europe/Berlin",
+        ));
+    }
+    Ok(Some(out))
+}
+
+pub fn list(cx: &Ctx<'_>) -> Result<Response, ApiError> {
+    let q = &cx.query;
+    let limit = q.limit()?;
+    // A sorted list has its own cursors (see `sorted_page`).
+    let by_id = q.given("sort").is_none();
+    let after = match q.given("cursor").filter(|_| by_id) {
         None => None,
-        Some(p) => match Protocol::parse(p) {
-            Some(p) => Some(p),
-            None => {
-                return Response::error(
-                    400,
-                    "invalid_query",
-                    "protocol must be generic, aiface, smackbio or http",
-                );
-            }
-        },
+        Some(c) => Some(Uuid::parse_str(c).map_err(|_| bad_cursor())?),
+    };
+    let status = q.given("status");
+    if status.is_some_and(|s| s != "online" && s != "offline") {
+        return Err(ApiError::invalid_query("status must be online or offline"));
+    }
+    let protocol = match q.given("protocol") {
+        None => None,
+        Some(p) => Some(Protocol::parse(p).ok_or_else(|| {
+            ApiError::invalid_query("protocol must be generic, aiface, smackbio or http")
+        })?),
     };
     // `q`: a case-insensitive substring of the name, serial or id.
-    let needle = query::get(q, "q")
+    let needle = q
+        .get("q")
         .map(|s| s.trim().to_lowercase())
         .filter(|s| !s.is_empty());
-    let sort = query::get(q, "sort").filter(|s| !s.is_empty());
+    let sort = q.given("sort");
     if sort.is_some_and(|s| !matches!(s, "name" | "last_seen" | "status")) {
-        return Response::error(
-            400,
-            "invalid_query",
+        return Err(ApiError::invalid_query(
             "sort must be name, last_seen or status",
-        );
+        ));
     }
     let matches = |dev: &Device| {
         if status.is_some_and(|s| (s == "online") != dev.is_online()) {
@@ -142,7 +185,7 @@ pub fn list(local: &Local, q: &[(String, String)]) -> Response {
             })
         })
     };
-    let registry = &local.fleet().registry;
+    let registry = &cx.local.fleet().registry;
     if let Some(sort) = sort {
         // Sorting needs the whole filtered list; only the matching devices are collected.
         let mut all = Vec::new();
@@ -171,30 +214,24 @@ pub fn list(local: &Local, q: &[(String, String)]) -> Response {
         last = Some(dev.id);
         true
     });
-    page(&items, next)
+    Ok(page(&items, next))
 }
 
 /// A page of the list in another order than by id. Sorting needs the whole filtered list, so the
 /// cursor is a position in it (`p<offset>`); a page may shift if devices change between pages,
 /// which suits a dashboard's view of a live fleet.
 fn sorted_page(
-    all: &[std::sync::Arc<Device>],
+    all: &[Arc<Device>],
     sort: &str,
     limit: usize,
-    q: &[(String, String)],
-) -> Response {
-    let offset = match query::get(q, "cursor").filter(|c| !c.is_empty()) {
+    q: &Query,
+) -> Result<Response, ApiError> {
+    let offset = match q.given("cursor") {
         None => 0,
-        Some(c) => match c.strip_prefix('p').and_then(|n| n.parse::<usize>().ok()) {
-            Some(n) => n,
-            None => {
-                return Response::error(
-                    400,
-                    "invalid_query",
-                    "cursor is not one this list returned",
-                );
-            }
-        },
+        Some(c) => c
+            .strip_prefix('p')
+            .and_then(|n| n.parse::<usize>().ok())
+            .ok_or_else(bad_cursor)?,
     };
     let mut rows: Vec<(&Device, String, bool, u64)> = all
         .iter()
@@ -226,76 +263,40 @@ fn sorted_page(
         .map(|r| device_json(r.0, None))
         .collect();
     let next = (offset + limit < rows.len()).then(|| format!("p{}", offset + limit));
-    page(&items, next)
+    Ok(page(&items, next))
 }
 
-pub async fn create(local: &Local, req: &Request) -> Response {
-    let mut body = match json_body(req) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let v = match parse_object(&mut body) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let name = match v.get("name").and_then(|n| n.as_str()).map(str::trim) {
-        Some(n) if !n.is_empty() && n.len() <= MAX_NAME => n.to_string(),
-        _ => {
-            return Response::error(
-                400,
-                "invalid_field",
-                &format!("`name` is required: 1 to {MAX_NAME} characters"),
-            );
-        }
-    };
-    let protocol = match v.get("protocol").filter(|p| !p.is_null()) {
-        None => Protocol::Generic,
-        Some(p) => match p.as_str().and_then(Protocol::parse) {
-            Some(p) => p,
-            None => {
-                return Response::error(
-                    400,
-                    "invalid_field",
-                    "`protocol` must be generic, aiface, smackbio or http",
-                );
-            }
-        },
-    };
-    let serial = match v.get("serial").filter(|s| !s.is_null()) {
-        None => None,
-        Some(s) => match s.as_str().map(str::trim) {
-            Some(s) if !s.is_empty() && s.len() <= MAX_SERIAL => Some(s.to_string()),
-            _ => {
-                return Response::error(
-                    400,
-                    "invalid_field",
-                    &format!("`serial` must be 1 to {MAX_SERIAL} characters"),
-                );
-            }
-        },
-    };
-    let settings = match v.get("settings") {
-        None => Default::default(),
-        Some(s) => match settings_from(s) {
-            Ok(m) => m,
-            Err(r) => return r,
-        },
-    };
+pub async fn create(cx: &Ctx<'_>) -> Result<Response, ApiError> {
+    let body = JsonObject::from_request(cx.req)?;
+    let name = new_name(&body)?;
+    let protocol = body
+        .opt_parsed(
+            "protocol",
+            Protocol::parse,
+            "`protocol` must be generic, aiface, smackbio or http",
+        )?
+        .unwrap_or(Protocol::Generic);
+    let serial = body.opt_text(
+        "serial",
+        MAX_SERIAL,
+        &format!("`serial` must be 1 to {MAX_SERIAL} characters"),
+    )?;
     let new = NewDevice {
         name,
         protocol,
         serial,
-        settings,
+        settings: settings(&body)?.unwrap_or_default(),
         info: None,
     };
+    let local = cx.local;
     match provision(local.fleet(), &local.batcher, new, |_| Ok(())).await {
-        Ok((dev, token)) => created(&dev, &token),
-        Err(ProvisionError::SerialTaken) => Response::error(
+        Ok((dev, token)) => Ok(created(&dev, &token)),
+        Err(ProvisionError::SerialTaken) => Err(ApiError::new(
             409,
             "serial_taken",
             "another device already has this serial",
-        ),
-        Err(ProvisionError::Failed(e)) => store_error(e),
+        )),
+        Err(ProvisionError::Failed(e)) => Err(ApiError::unavailable(e)),
     }
 }
 
@@ -309,105 +310,43 @@ pub fn created(dev: &Device, token: &str) -> Response {
     Response::json(201, body.into_bytes())
 }
 
-pub fn settings_from(
-    v: &simd_json::BorrowedValue<'_>,
-) -> Result<std::collections::BTreeMap<String, String>, Response> {
-    let bad = || {
-        Response::error(
-            400,
-            "invalid_field",
-            &format!(
-                "`settings` must be an object of at most {MAX_SETTINGS} string values of at most {MAX_SETTING_LEN} characters"
-            ),
-        )
-    };
-    let obj = v.as_object().ok_or_else(bad)?;
-    if obj.len() > MAX_SETTINGS {
-        return Err(bad());
-    }
-    let mut out = std::collections::BTreeMap::new();
-    for (k, val) in obj.iter() {
-        let s = val
-            .as_str()
-            .filter(|s| s.len() <= MAX_SETTING_LEN)
-            .ok_or_else(bad)?;
-        if k.is_empty() || k.len() > 64 {
-            return Err(bad());
-        }
-        out.insert(k.to_string(), s.to_string());
-    }
-    if let Some(tz) = out.get("timezone") {
-        if jiff::tz::TimeZone::get(tz).is_err() {
-            return Err(Response::error(
-                400,
-                "invalid_field",
-                "settings.timezone must be an IANA time zone name such as Europe/Berlin",
-            ));
-        }
-    }
-    Ok(out)
-}
-
-pub fn get(local: &Local, id: Uuid) -> Response {
-    let Some(dev) = local.fleet().registry.get(&id) else {
-        return not_found();
-    };
+pub fn get(cx: &Ctx<'_>) -> Result<Response, ApiError> {
+    let dev = device(cx)?;
     let mut latest = None;
-    let r =
-        local
-            .fleet()
-            .store
-            .scan_reverse(Cf::Telemetry, &keys::device(&id), None, 1, 1, |_, v| {
-                latest = Some(String::from_utf8_lossy(v).into_owned());
-                Ok(true)
-            });
-    if let Err(e) = r {
-        return store_error(e);
-    }
-    Response::json(200, device_json(&dev, latest.as_deref()).into_bytes())
+    cx.local.fleet().store.scan_reverse(
+        Cf::Telemetry,
+        &keys::device(&dev.id),
+        None,
+        1,
+        1,
+        |_, v| {
+            latest = Some(String::from_utf8_lossy(v).into_owned());
+            Ok(true)
+        },
+    )?;
+    Ok(Response::json(
+        200,
+        device_json(&dev, latest.as_deref()).into_bytes(),
+    ))
 }
 
-pub async fn patch(local: &Local, id: Uuid, req: &Request) -> Response {
-    let Some(dev) = local.fleet().registry.get(&id) else {
-        return not_found();
-    };
-    let mut body = match json_body(req) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let v = match parse_object(&mut body) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let name = match v.get("name") {
+pub async fn patch(cx: &Ctx<'_>) -> Result<Response, ApiError> {
+    let dev = device(cx)?;
+    let body = JsonObject::from_request(cx.req)?;
+    // Unlike at creation, a `null` name is a wrong name, not a missing one.
+    let name = match body.get("name") {
         None => None,
-        Some(n) => match n.as_str().map(str::trim) {
-            Some(n) if !n.is_empty() && n.len() <= MAX_NAME => Some(n.to_string()),
-            _ => {
-                return Response::error(
-                    400,
-                    "invalid_field",
-                    &format!("`name` must be 1 to {MAX_NAME} characters"),
-                );
-            }
-        },
+        Some(_) => Some(body.text(
+            "name",
+            MAX_NAME,
+            &format!("`name` must be 1 to {MAX_NAME} characters"),
+        )?),
     };
-    let settings = match v.get("settings") {
-        None => None,
-        Some(s) => match settings_from(s) {
-            Ok(m) => Some(m),
-            Err(r) => return r,
-        },
-    };
-    if let Some(k) = v
-        .as_object()
-        .and_then(|o| o.keys().find(|k| *k != "name" && *k != "settings"))
-    {
-        return Response::error(
-            400,
-            "invalid_field",
-            &format!("`{k}` cannot be changed; PATCH takes name and settings"),
-        );
+    let settings = settings(&body)?;
+    if let Some(k) = body.unknown_key(&["name", "settings"]) {
+        return Err(ApiError::invalid_field(format!(
+            "`{k}` cannot be changed; PATCH takes name and settings"
+        )));
     }
     let rec = dev.update_record(|r| {
         if let Some(n) = name {
@@ -417,96 +356,61 @@ pub async fn patch(local: &Local, id: Uuid, req: &Request) -> Response {
             r.settings.extend(s);
         }
     });
-    if let Err(e) = local
+    cx.local
         .batcher
         .commit(|st| records::stage_device(st, &rec))
-        .await
-    {
-        return store_error(e);
-    }
-    Response::json(200, device_json(&dev, None).into_bytes())
+        .await?;
+    Ok(Response::json(200, device_json(&dev, None).into_bytes()))
 }
 
-pub async fn delete(local: &Local, id: Uuid) -> Response {
-    let Some(dev) = local.fleet().registry.remove(&id) else {
-        return not_found();
-    };
+pub async fn delete(cx: &Ctx<'_>) -> Result<Response, ApiError> {
+    let id = device_id(cx)?;
+    let fleet = cx.local.fleet();
+    let dev = fleet.registry.remove(&id).ok_or_else(no_device)?;
     if let Some(s) = dev.session() {
-        local.fleet().links.close_session(s, 1008, "device deleted");
+        fleet.links.close_session(s, 1008, "device deleted");
     }
-    if let Err(e) = local
+    cx.local
         .batcher
         .commit(|st| records::stage_device_delete(st, &id))
-        .await
-    {
-        return store_error(e);
-    }
-    metrics::gauge!("fleetgate_devices").set(local.fleet().registry.len() as f64);
-    Response::json(
+        .await?;
+    metrics::gauge!("fleetgate_devices").set(fleet.registry.len() as f64);
+    Ok(Response::json(
         200,
         format!("{{\"device_id\":\"{id}\",\"deleted\":true}}").into_bytes(),
-    )
+    ))
 }
 
-pub async fn rotate_token(local: &Local, id: Uuid) -> Response {
-    let Some(dev) = local.fleet().registry.get(&id) else {
-        return not_found();
-    };
-    let token = match auth::generate_token() {
-        Ok(t) => t,
-        Err(e) => return store_error(e),
-    };
+pub async fn rotate_token(cx: &Ctx<'_>) -> Result<Response, ApiError> {
+    let dev = device(cx)?;
+    let token = auth::generate_token().map_err(ApiError::unavailable)?;
     let hash = auth::hash_token(&token);
     let rec = dev.update_record(|r| r.token_hash = auth::hex(&hash));
-    if let Err(e) = local
+    cx.local
         .batcher
         .commit(|st| records::stage_device(st, &rec))
-        .await
-    {
-        return store_error(e);
-    }
+        .await?;
     dev.set_token(hash);
     if let Some(s) = dev.session() {
-        local.fleet().links.close_session(s, 1008, "token rotated");
+        cx.local
+            .fleet()
+            .links
+            .close_session(s, 1008, "token rotated");
     }
-    let mut body = format!("{{\"device_id\":\"{id}\",\"token\":");
+    let mut body = format!("{{\"device_id\":\"{}\",\"token\":", dev.id);
     json::push_str(&mut body, &token);
     body.push('}');
-    Response::json(200, body.into_bytes())
+    Ok(Response::json(200, body.into_bytes()))
 }
 
-pub fn telemetry(local: &Local, id: Uuid, q: &[(String, String)]) -> Response {
-    if local.fleet().registry.get(&id).is_none() {
-        return not_found();
-    }
-    let limit = match limit(q) {
-        Ok(l) => l,
-        Err(r) => return r,
-    };
+pub fn telemetry(cx: &Ctx<'_>) -> Result<Response, ApiError> {
+    let id = device(cx)?.id;
+    let q = &cx.query;
+    let limit = q.limit()?;
     let prefix = keys::device(&id);
-    let mut before = match cursor(q, &prefix) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let bound = |name: &str| -> Result<Option<u64>, Response> {
-        match query::get(q, name).filter(|s| !s.is_empty()) {
-            None => Ok(None),
-            Some(s) => s
-                .parse::<jiff::Timestamp>()
-                .map(|t| Some(t.as_microsecond().max(0) as u64))
-                .map_err(|_| {
-                    Response::error(
-                        400,
-                        "invalid_query",
-                        &format!("{name} must be an RFC 3339 time"),
-                    )
-                }),
-        }
-    };
-    let (from, to) = match (bound("from"), bound("to")) {
-        (Ok(f), Ok(t)) => (f, t),
-        (Err(r), _) | (_, Err(r)) => return r,
-    };
+    let mut before = q.key_cursor(&prefix)?;
+    let bound = |name: &str| q.time_us(name, &format!("{name} must be an RFC 3339 time"));
+    let (from, to) = (bound("from")?, bound("to")?);
     if let Some(t) = to {
         let upper = keys::telemetry(&id, t.saturating_add(1)).to_vec();
         if before.as_ref().is_none_or(|b| *b > upper) {
@@ -515,7 +419,7 @@ pub fn telemetry(local: &Local, id: Uuid, q: &[(String, String)]) -> Response {
     }
     let mut items = Vec::new();
     let mut stopped_early = false;
-    let r = local.fleet().store.scan_reverse(
+    let next = cx.local.fleet().store.scan_reverse(
         Cf::Telemetry,
         &prefix,
         before.as_deref(),
@@ -529,32 +433,18 @@ pub fn telemetry(local: &Local, id: Uuid, q: &[(String, String)]) -> Response {
             items.push(String::from_utf8_lossy(v).into_owned());
             Ok(true)
         },
-    );
-    match r {
-        Ok(next) => page(
-            &items,
-            next.filter(|_| !stopped_early).map(|k| auth::hex(&k)),
-        ),
-        Err(e) => store_error(e),
-    }
+    )?;
+    Ok(key_page(&items, next.filter(|_| !stopped_early)))
 }
 
-pub fn commands(local: &Local, id: Uuid, q: &[(String, String)]) -> Response {
-    if local.fleet().registry.get(&id).is_none() {
-        return not_found();
-    }
-    let limit = match limit(q) {
-        Ok(l) => l,
-        Err(r) => return r,
-    };
+pub fn commands(cx: &Ctx<'_>) -> Result<Response, ApiError> {
+    let id = device(cx)?.id;
+    let limit = cx.query.limit()?;
     let prefix = keys::device(&id);
-    let before = match cursor(q, &prefix) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+    let before = cx.query.key_cursor(&prefix)?;
     let now = now_ms();
     let mut items = Vec::new();
-    let r = local.fleet().store.scan_reverse(
+    let next = cx.local.fleet().store.scan_reverse(
         Cf::Commands,
         &prefix,
         before.as_deref(),
@@ -565,49 +455,27 @@ pub fn commands(local: &Local, id: Uuid, q: &[(String, String)]) -> Response {
             items.push(c.to_api_json(now));
             Ok(true)
         },
-    );
-    match r {
-        Ok(next) => page(&items, next.map(|k| auth::hex(&k))),
-        Err(e) => store_error(e),
-    }
+    )?;
+    Ok(key_page(&items, next))
 }
 
-pub async fn send_command(local: &Local, id: Uuid, req: &Request) -> Response {
-    let Some(dev) = local.fleet().registry.get(&id) else {
-        return not_found();
-    };
-    let mut body = match json_body(req) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let v = match parse_object(&mut body) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let Some(command) = v.get("command").and_then(|c| c.as_str()) else {
-        return Response::error(400, "invalid_field", "`command` is required (a string)");
-    };
-    let payload = v
-        .get("payload")
-        .filter(|p| !p.is_null())
+pub async fn send_command(cx: &Ctx<'_>) -> Result<Response, ApiError> {
+    let dev = device(cx)?;
+    let body = JsonObject::from_request(cx.req)?;
+    let command = body.string("command", "`command` is required (a string)")?;
+    let payload = body
+        .given("payload")
         .map_or_else(|| "{}".to_string(), json::encode);
-    let ttl = match v.get("ttl_s").filter(|t| !t.is_null()) {
-        None => None,
-        Some(t) => match t.as_u64() {
-            Some(t) => Some(t),
-            None => {
-                return Response::error(400, "invalid_field", "`ttl_s` must be a positive integer");
-            }
-        },
-    };
+    let ttl = body.opt_u64("ttl_s", "`ttl_s` must be a positive integer")?;
+    let local = cx.local;
     match commands::enqueue(local.fleet(), &local.batcher, &dev, command, &payload, ttl).await {
-        Ok(c) => Response::json(202, c.to_api_json(now_ms()).into_bytes()),
-        Err(EnqueueError::Invalid(m)) => Response::error(400, "invalid_field", &m),
-        Err(EnqueueError::QueueFull(n)) => Response::error(
+        Ok(c) => Ok(Response::json(202, c.to_api_json(now_ms()).into_bytes())),
+        Err(EnqueueError::Invalid(m)) => Err(ApiError::invalid_field(m)),
+        Err(EnqueueError::QueueFull(n)) => Err(ApiError::new(
             429,
             "queue_full",
-            &format!("the device already has {n} undelivered commands"),
-        ),
-        Err(EnqueueError::Store(e)) => store_error(e),
+            format!("the device already has {n} undelivered commands"),
+        )),
+        Err(EnqueueError::Store(e)) => Err(ApiError::unavailable(e)),
     }
 }

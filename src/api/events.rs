@@ -1,25 +1,19 @@
 //! `GET /api/events?device_id&type&limit&cursor`: the event stream, newest first.
 
-use uuid::Uuid;
-
-use crate::api::answer::{page, store_error};
-use crate::api::extract::{cursor, limit};
-use crate::fleet::auth;
-use crate::http::query;
+use crate::api::context::Ctx;
+use crate::api::error::ApiError;
+use crate::api::page::key_page;
 use crate::http::response::Response;
-use crate::shard::local::Local;
 use crate::store::{Cf, keys};
 
 /// Rows a filtered page may examine before it returns what it found with a cursor, so a rare
 /// `type` never turns one request into a scan of the whole history.
 const SCAN_BUDGET: usize = 20_000;
 
-pub fn list(local: &Local, q: &[(String, String)]) -> Response {
-    let limit = match limit(q) {
-        Ok(l) => l,
-        Err(r) => return r,
-    };
-    let kind = query::get(q, "type").filter(|t| !t.is_empty());
+pub fn list(cx: &Ctx<'_>) -> Result<Response, ApiError> {
+    let q = &cx.query;
+    let limit = q.limit()?;
+    let kind = q.given("type");
     let type_matches = |v: &[u8]| -> bool {
         let Some(kind) = kind else { return true };
         // Cheap pre-check on the stored text, then an exact check on the parsed field.
@@ -33,18 +27,12 @@ pub fn list(local: &Local, q: &[(String, String)]) -> Response {
             .and_then(|x| crate::json::get_str(&x, "type").map(|t| t == kind))
             .unwrap_or(false)
     };
-    let store = &local.fleet().store;
+    let store = &cx.local.fleet().store;
     let mut items = Vec::new();
-    let res = match query::get(q, "device_id").filter(|d| !d.is_empty()) {
-        Some(d) => {
-            let Ok(dev) = Uuid::parse_str(d) else {
-                return Response::error(400, "invalid_query", "device_id must be a UUID");
-            };
+    let next = match q.uuid("device_id")? {
+        Some(dev) => {
             let prefix = keys::device(&dev);
-            let before = match cursor(q, &prefix) {
-                Ok(c) => c,
-                Err(r) => return r,
-            };
+            let before = q.key_cursor(&prefix)?;
             store.scan_reverse(
                 Cf::EventsByDevice,
                 &prefix,
@@ -66,10 +54,7 @@ pub fn list(local: &Local, q: &[(String, String)]) -> Response {
             )
         }
         None => {
-            let before = match cursor(q, &[]) {
-                Ok(c) => c,
-                Err(r) => return r,
-            };
+            let before = q.key_cursor(&[])?;
             store.scan_reverse(
                 Cf::Events,
                 &[],
@@ -86,9 +71,6 @@ pub fn list(local: &Local, q: &[(String, String)]) -> Response {
                 },
             )
         }
-    };
-    match res {
-        Ok(next) => page(&items, next.map(|k| auth::hex(&k))),
-        Err(e) => store_error(e),
-    }
+    }?;
+    Ok(key_page(&items, next))
 }

@@ -1,15 +1,14 @@
 //! Pending devices: serials that tried to connect, waiting for an admin's decision.
 
-use simd_json::prelude::*;
-
-use crate::api::answer::{page, store_error};
-use crate::api::extract::{json_body, parse_object};
+use crate::api::body::JsonObject;
+use crate::api::context::Ctx;
+use crate::api::devices;
+use crate::api::error::ApiError;
+use crate::api::page::page;
 use crate::fleet::pending::PendingDevice;
 use crate::fleet::provision::{NewDevice, ProvisionError, provision};
-use crate::http::request::Request;
 use crate::http::response::Response;
 use crate::json;
-use crate::shard::local::Local;
 use crate::store::Cf;
 use crate::time::rfc3339_ms;
 
@@ -40,45 +39,27 @@ fn item(p: &PendingDevice) -> String {
     s
 }
 
-pub fn list(local: &Local) -> Response {
-    let items: Vec<String> = local.fleet().pending.list().iter().map(item).collect();
-    page(&items, None)
+fn no_pending() -> ApiError {
+    ApiError::not_found("no pending device with this serial")
 }
 
-pub async fn approve(local: &Local, serial: &str, req: &Request) -> Response {
-    if local.fleet().pending.get(serial).is_none() {
-        return Response::error(404, "not_found", "no pending device with this serial");
+pub fn list(cx: &Ctx<'_>) -> Result<Response, ApiError> {
+    let items: Vec<String> = cx.local.fleet().pending.list().iter().map(item).collect();
+    Ok(page(&items, None))
+}
+
+pub async fn approve(cx: &Ctx<'_>) -> Result<Response, ApiError> {
+    let serial = cx.param("serial");
+    let fleet = cx.local.fleet();
+    if fleet.pending.get(serial).is_none() {
+        return Err(no_pending());
     }
-    let mut body = match json_body(req) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let v = match parse_object(&mut body) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let name = match v.get("name").and_then(|n| n.as_str()).map(str::trim) {
-        Some(n) if !n.is_empty() && n.len() <= 128 => n.to_string(),
-        _ => {
-            return Response::error(
-                400,
-                "invalid_field",
-                "`name` is required: 1 to 128 characters",
-            );
-        }
-    };
-    let settings = match v.get("settings") {
-        None => Default::default(),
-        Some(s) => match crate::api::devices::settings_from(s) {
-            Ok(m) => m,
-            Err(r) => return r,
-        },
-    };
+    let body = JsonObject::from_request(cx.req)?;
+    let name = devices::new_name(&body)?;
+    let settings = devices::settings(&body)?.unwrap_or_default();
     // Take the entry before the commit's wait, so that of concurrent approvals exactly one
     // creates the device (provisioning also reserves the serial).
-    let Some(p) = local.fleet().pending.remove(serial) else {
-        return Response::error(404, "not_found", "no pending device with this serial");
-    };
+    let p = fleet.pending.remove(serial).ok_or_else(no_pending)?;
     let new = NewDevice {
         name,
         protocol: p.protocol,
@@ -86,37 +67,37 @@ pub async fn approve(local: &Local, serial: &str, req: &Request) -> Response {
         settings,
         info: None,
     };
-    match provision(local.fleet(), &local.batcher, new, |st| {
+    match provision(fleet, &cx.local.batcher, new, |st| {
         st.delete(Cf::Pending, serial.as_bytes())
     })
     .await
     {
-        Ok((dev, token)) => crate::api::devices::created(&dev, &token),
-        Err(ProvisionError::SerialTaken) => Response::error(
+        Ok((dev, token)) => Ok(devices::created(&dev, &token)),
+        Err(ProvisionError::SerialTaken) => Err(ApiError::new(
             409,
             "serial_taken",
             "a device with this serial exists or is being created",
-        ),
+        )),
         Err(ProvisionError::Failed(e)) => {
-            local.fleet().pending.restore(p);
-            store_error(e)
+            fleet.pending.restore(p);
+            Err(ApiError::unavailable(e))
         }
     }
 }
 
-pub async fn dismiss(local: &Local, serial: &str) -> Response {
-    if local.fleet().pending.remove(serial).is_none() {
-        return Response::error(404, "not_found", "no pending device with this serial");
-    }
-    if let Err(e) = local
+pub async fn dismiss(cx: &Ctx<'_>) -> Result<Response, ApiError> {
+    let serial = cx.param("serial");
+    cx.local
+        .fleet()
+        .pending
+        .remove(serial)
+        .ok_or_else(no_pending)?;
+    cx.local
         .batcher
         .commit(|st| st.delete(Cf::Pending, serial.as_bytes()))
-        .await
-    {
-        return store_error(e);
-    }
+        .await?;
     let mut s = String::from("{\"serial\":");
     json::push_str(&mut s, serial);
     s.push_str(",\"dismissed\":true}");
-    Response::json(200, s.into_bytes())
+    Ok(Response::json(200, s.into_bytes()))
 }

@@ -1,0 +1,84 @@
+//! `Api`, the `Handler` the runtime calls for every HTTP request that is not a WebSocket upgrade:
+//! finds the route in the table, checks who may call it, runs it.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::rc::Rc;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::api::access;
+use crate::api::context::Ctx;
+use crate::api::error::ApiError;
+use crate::api::query::Query;
+use crate::api::router::{Access, Lookup, lookup};
+use crate::api::routes::ROUTES;
+use crate::http::request::Request;
+use crate::http::response::Response;
+use crate::shard::handler::Reply;
+use crate::shard::local::{Handler, Local};
+
+/// The app's HTTP routes, wired into the runtime as its `Handler`.
+pub struct Api {
+    /// `--data-dir`: the initial admin password's file is removed there once it is changed.
+    pub data_dir: PathBuf,
+    /// Renders `/metrics`.
+    pub prometheus: PrometheusHandle,
+}
+
+impl Handler for Api {
+    fn route<'a>(
+        &'a self,
+        local: &'a Rc<Local>,
+        req: &'a Request,
+        remote: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Reply> + 'a>> {
+        Box::pin(route(self, local, req, remote))
+    }
+}
+
+fn no_route() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+async fn route(api: &Api, local: &Rc<Local>, req: &Request, remote: &str) -> Reply {
+    let path = req.path.trim_end_matches('/');
+    let segs: Vec<&str> = path.split('/').skip(1).collect();
+    let found = lookup(ROUTES, req.method, &segs);
+    let principal = match (found.access(), segs.first()) {
+        (Some(Access::Open), _) => None,
+        // Signed routes, and unknown paths under /api and /metrics, answer only an admitted
+        // caller: even their 404 comes after authentication and the permission rules.
+        (Some(Access::Signed), _) | (None, Some(&"api" | &"metrics")) => {
+            match access::admit(local, req, remote, &segs) {
+                Ok(p) => Some(p),
+                Err(e) => return Response::from(e).into(),
+            }
+        }
+        // Every other path is the dashboard's.
+        (None, _) => {
+            return crate::dashboard::serve(req)
+                .unwrap_or_else(|| no_route().into())
+                .into();
+        }
+    };
+    let answer = match found {
+        Lookup::Found { route, params } => {
+            let cx = Ctx {
+                local,
+                req,
+                remote,
+                query: Query::parse(&req.query),
+                params,
+                principal,
+                data_dir: &api.data_dir,
+                prometheus: &api.prometheus,
+            };
+            (route.handle)(&cx).await
+        }
+        Lookup::WrongMethod { .. } => Err(ApiError::method_not_allowed()),
+        Lookup::NotFound => Err(no_route()),
+    };
+    answer.unwrap_or_else(|e| Response::from(e).into())
+}
