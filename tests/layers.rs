@@ -262,7 +262,9 @@ fn expand(rest: &str) -> Vec<Vec<String>> {
                 }
                 let body = &inner[..end];
                 let mut all = Vec::new();
-                for part in split_top(body) {
+                // A trailing comma (as rustfmt writes long groups) leaves an empty last part: it
+                // names nothing, not the group's prefix.
+                for part in split_top(body).into_iter().filter(|p| !p.trim().is_empty()) {
                     for sub in expand(part.trim()) {
                         let mut p = path.clone();
                         p.extend(sub);
@@ -461,7 +463,7 @@ fn strongly_connected(
 fn the_checker_sees_grouped_and_relative_imports() {
     let me = vec!["shard".to_string(), "ws_session".to_string()];
     let code = code_only(
-        "use super::{CloseReason, io::Transport};\n// use crate::api::x;\nlet s = \"crate::api\";\nuse crate::fleet::{presence, registry::{Claim, Device}};",
+        "use super::{CloseReason, io::Transport};\n// use crate::api::x;\nlet s = \"crate::api\";\nuse crate::fleet::{presence, registry::{Claim, Device},\n};",
     );
     let got = referenced(&code, &me);
     let want: Vec<Vec<String>> = [
