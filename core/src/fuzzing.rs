@@ -13,7 +13,7 @@ use simd_json::OwnedValue;
 use simd_json::prelude::*;
 
 use crate::terminal::{Action, CommandError, Conversation, Identity, Known};
-use crate::ws::{CloseError, Decoder, Event, Limits, Opcode};
+use crate::ws::{CloseError, Decoder, Event, LenEncoding, Limits, Opcode};
 use crate::{attendance, device_http, generic, http, json, lenient, ws};
 
 /// The targets by name: the directories under `fuzz/seeds/` and `fuzz/regressions/`.
@@ -218,23 +218,11 @@ fn decode_chunked(stream: &[u8], max_message: usize, chunks: &[usize]) -> Vec<Se
     seen
 }
 
-/// A client frame: FIN as given, masked with `key`, shortest length.
+/// A client frame: FIN as given (fragments have it clear), masked with `key`, shortest length.
 fn client_frame(fin: bool, opcode: Opcode, payload: &[u8], key: [u8; 4]) -> Vec<u8> {
     let mut f = Vec::with_capacity(payload.len() + 14);
-    f.push(if fin { 0x80 } else { 0 } | opcode as u8);
-    match payload.len() {
-        n @ 0..=125 => f.push(0x80 | n as u8),
-        n @ 126..=0xFFFF => {
-            f.push(0x80 | 126);
-            f.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            f.push(0x80 | 127);
-            f.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    f.extend_from_slice(&key);
-    f.extend(payload.iter().zip(key.iter().cycle()).map(|(b, k)| b ^ k));
+    let first = if fin { 0x80 } else { 0 } | opcode as u8;
+    ws::encode_raw(&mut f, first, payload, Some(key), LenEncoding::Shortest);
     f
 }
 
