@@ -30,13 +30,8 @@ pub fn encode_frame(out: &mut Vec<u8>, opcode: Opcode, payload: &[u8], key: [u8;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::ws::{RFC_KEY, RFC_MASKED_HELLO, RFC_UNMASKED_HELLO};
     use crate::ws::{CloseError, Decoder, Limits, OwnedEvent, encode_close};
-
-    /// RFC 6455 5.7: a masked text frame with "Hello", and the server's unmasked one.
-    const RFC_MASKED_HELLO: [u8; 11] = [
-        0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
-    ];
-    const RFC_UNMASKED_HELLO: [u8; 7] = [0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f];
 
     /// Every event a client-side decoder makes of `bytes`, or the error that stopped it.
     fn client_decode(bytes: &[u8]) -> Result<Vec<OwnedEvent>, CloseError> {
@@ -57,7 +52,7 @@ mod tests {
     #[test]
     fn encodes_the_rfc_masked_hello() {
         let mut out = Vec::new();
-        encode_frame(&mut out, Opcode::Text, b"Hello", [0x37, 0xfa, 0x21, 0x3d]);
+        encode_frame(&mut out, Opcode::Text, b"Hello", RFC_KEY);
         assert_eq!(out, RFC_MASKED_HELLO);
     }
 

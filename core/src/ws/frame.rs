@@ -608,10 +608,7 @@ mod tests {
     const PING: u8 = 0x9;
     const PONG: u8 = 0xA;
 
-    /// RFC 6455 5.7: a masked text frame with "Hello".
-    const RFC_MASKED_HELLO: [u8; 11] = [
-        0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
-    ];
+    use crate::fixtures::ws::RFC_MASKED_HELLO;
 
     fn decode_all(bytes: &[u8]) -> Outcome {
         drive(&mut Decoder::default(), [bytes])

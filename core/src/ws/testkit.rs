@@ -3,6 +3,7 @@
 
 use super::frame::{CloseError, Decoder, encode_raw};
 pub use super::frame::{LenEncoding, OwnedEvent as Owned};
+use crate::fixtures::ws::RFC_KEY;
 
 /// xorshift64: deterministic, dependency-free randomness for property tests.
 pub struct XorShift(u64);
@@ -43,12 +44,7 @@ pub fn client_frame_with(first: u8, payload: &[u8], key: [u8; 4], len: LenEncodi
 /// A masked client frame with the shortest length encoding; `opcode` is the raw 4 bits.
 pub fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
     let first = if fin { 0x80 } else { 0 } | opcode;
-    client_frame_with(
-        first,
-        payload,
-        [0x37, 0xfa, 0x21, 0x3d],
-        LenEncoding::Shortest,
-    )
+    client_frame_with(first, payload, RFC_KEY, LenEncoding::Shortest)
 }
 
 /// What a decoder made of a byte stream: its events, then the error that ended it if any.
