@@ -3,28 +3,17 @@
 //! what the server sends is read with [`Decoder::client`](super::Decoder::client). Both are the
 //! server's own codec run from the other end, so there is one framer to keep right.
 
-use super::frame::{LenEncoding, MAX_CONTROL_PAYLOAD, Opcode, encode_raw};
-
-const FIN: u8 = 0x80;
+use super::frame::{Opcode, encode_whole};
 
 /// Appends one complete (FIN=1) frame masked with `key`, as a client must send every frame
 /// (RFC 6455 5.3), with the shortest length encoding.
 ///
 /// The key only has to vary from frame to frame, not be unpredictable, for the peers that use
 /// this (see RFC 6455 10.3 for why browsers need better): the caller picks it. A control
-/// frame's payload must fit in [`MAX_CONTROL_PAYLOAD`] bytes (checked in debug builds).
+/// frame's payload must fit in [`MAX_CONTROL_PAYLOAD`](super::MAX_CONTROL_PAYLOAD) bytes
+/// (checked in debug builds).
 pub fn encode_frame(out: &mut Vec<u8>, opcode: Opcode, payload: &[u8], key: [u8; 4]) {
-    debug_assert!(
-        !opcode.is_control() || payload.len() <= MAX_CONTROL_PAYLOAD,
-        "control frame payload over 125 bytes"
-    );
-    encode_raw(
-        out,
-        FIN | opcode as u8,
-        payload,
-        Some(key),
-        LenEncoding::Shortest,
-    );
+    encode_whole(out, opcode, payload, Some(key));
 }
 
 #[cfg(test)]

@@ -508,6 +508,17 @@ fn unmask(payload: &mut [u8], key: [u8; MASK_KEY_LEN]) {
 /// A control frame's payload must fit in [`MAX_CONTROL_PAYLOAD`] bytes; a longer one is a bug
 /// in the caller (checked in debug builds), and the client would close with 1002.
 pub fn encode_frame(out: &mut Vec<u8>, opcode: Opcode, payload: &[u8]) {
+    encode_whole(out, opcode, payload, None);
+}
+
+/// One complete (FIN=1) frame with the shortest length encoding, masked with `mask` if any: what
+/// a conforming peer sends, a server without a mask and a client with one.
+pub(super) fn encode_whole(
+    out: &mut Vec<u8>,
+    opcode: Opcode,
+    payload: &[u8],
+    mask: Option<[u8; MASK_KEY_LEN]>,
+) {
     debug_assert!(
         !opcode.is_control() || payload.len() <= MAX_CONTROL_PAYLOAD,
         "control frame payload over 125 bytes"
@@ -516,7 +527,7 @@ pub fn encode_frame(out: &mut Vec<u8>, opcode: Opcode, payload: &[u8]) {
         out,
         FIN | opcode as u8,
         payload,
-        None,
+        mask,
         LenEncoding::Shortest,
     );
 }
