@@ -19,6 +19,7 @@ use crate::{attendance, device_http, generic, http, json, lenient, ws};
 /// The targets by name: the directories under `fuzz/seeds/` and `fuzz/regressions/`.
 pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("http_request", http_request),
+    ("http_response", http_response),
     ("ws_frame", ws_frame),
     ("ws_handshake", ws_handshake),
     ("generic", generic),
@@ -111,6 +112,86 @@ fn http_parse_once(data: &[u8], limits: &http::request::Limits) -> Option<usize>
             None
         }
     }
+}
+
+/// `http::client::ResponseParser` driven as its three callers drive it: a buffer that grows read
+/// by read, responses dropped from its front as they complete, `finish` at the end. The first byte
+/// picks a HEAD request (bit 0), tight or default limits (bit 1) and the read size (the rest);
+/// what follows is what the server sent. How the reads are cut must not change what the client
+/// sees, and the limits hold.
+pub fn http_response(data: &[u8]) {
+    use http::client::ResponseLimits;
+    let [flags, stream @ ..] = data else {
+        return;
+    };
+    let head_request = flags & 1 != 0;
+    let limits = match flags & 2 {
+        0 => ResponseLimits::default(),
+        _ => ResponseLimits {
+            max_head: 256,
+            max_headers: 8,
+            max_response: 1024,
+        },
+    };
+    let read_size = usize::from(flags >> 2).max(1);
+    let whole = read_responses(stream, limits, head_request, stream.len().max(1));
+    let in_reads = read_responses(stream, limits, head_request, read_size);
+    assert_eq!(whole, in_reads, "cutting the reads changed the responses");
+}
+
+/// Every response the client reads from `stream` arriving `read_size` bytes at a time, up to 8,
+/// then what `finish` makes of the rest, or the error that ended it.
+fn read_responses(
+    stream: &[u8],
+    limits: http::client::ResponseLimits,
+    head_request: bool,
+    read_size: usize,
+) -> Vec<Result<http::client::Response, http::client::ResponseError>> {
+    let mut parser = http::client::ResponseParser::new(limits, head_request);
+    let mut seen = Vec::new();
+    let mut buf = Vec::new();
+    let mut arrived = 0;
+    let check = |response: &http::client::Response| {
+        assert!((100..=999).contains(&response.status));
+        assert!(response.body.len() <= limits.max_response);
+        assert!(response.headers.len() <= limits.max_headers);
+        if head_request || matches!(response.status, 101 | 204 | 304) {
+            assert!(response.body.is_empty(), "a bodiless response has a body");
+        }
+    };
+    while seen.len() < 8 {
+        match parser.parse(&buf) {
+            Ok(Some((response, consumed))) => {
+                assert!(consumed > 0 && consumed <= buf.len());
+                check(&response);
+                buf.drain(..consumed);
+                seen.push(Ok(response));
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                seen.push(Err(e));
+                break;
+            }
+        }
+        if arrived == stream.len() {
+            let last = parser.finish(&buf).map(|(response, consumed)| {
+                assert_eq!(
+                    consumed,
+                    buf.len(),
+                    "finish left bytes of a closed connection"
+                );
+                check(&response);
+                response
+            });
+            seen.push(last);
+            break;
+        }
+        let end = arrived.saturating_add(read_size).min(stream.len());
+        buf.extend_from_slice(&stream[arrived..end]);
+        arrived = end;
+    }
+    seen
 }
 
 // ---------------------------------------------------------------------------------------------
