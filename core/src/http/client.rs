@@ -237,7 +237,8 @@ impl std::error::Error for ResponseError {}
 /// caller calls [`finish`](Self::finish) instead: a body without a length ends there, and
 /// anything else incomplete is an error. After an error the connection is of no further use.
 ///
-/// Interim 1xx responses (not 101, which is final) are read past. The head is parsed again on
+/// Interim 1xx responses (not 101, which is final) are read past; a status outside 100-599 is
+/// read as a final response, as RFC 9110 15 asks of a client. The head is parsed again on
 /// each call, as the server's request parser does; a body is followed where the last call
 /// left it, so reading a large chunked body stays linear.
 #[derive(Debug)]
