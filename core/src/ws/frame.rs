@@ -513,6 +513,7 @@ pub fn encode_frame(out: &mut Vec<u8>, opcode: Opcode, payload: &[u8]) {
 
 /// One complete (FIN=1) frame with the shortest length encoding, masked with `mask` if any: what
 /// a conforming peer sends, a server without a mask and a client with one.
+#[inline]
 pub(super) fn encode_whole(
     out: &mut Vec<u8>,
     opcode: Opcode,
@@ -550,6 +551,9 @@ pub enum LenEncoding {
 /// its length is written as `len` says. The one frame writer behind [`encode_frame`] and
 /// [`super::client::encode_frame`]; called directly, it writes what tests and fuzzers need to
 /// send a receiver, such as reserved opcodes, unmasked client frames or long length forms.
+// Inlined so that the constant arguments of the server's path (no mask, shortest length) fold
+// away, leaving the ack frame's encoding as cheap as a writer of its own.
+#[inline]
 pub fn encode_raw(
     out: &mut Vec<u8>,
     first: u8,
