@@ -12,41 +12,15 @@ use std::sync::LazyLock;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use fleetgate::aiface::{DEFAULT_TIMEOUT, Session};
+// protocols.md §3.2's `reg` and an empty backfill page, as in the unit tests.
 use fleetgate::terminal::{Action, Conversation, Identity, Known};
+use fleetgate_core::fixtures::aiface::{EMPTY_LOG_PAGE, REG};
 use jiff::Timestamp;
 use jiff::tz::{TimeZone, offset};
 
 /// The server's allocator (`src/main.rs`), so allocation costs are the ones it pays.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// protocols.md §3.2's example, verbatim (as in `core/src/aiface/tests.rs`).
-const REG: &str = r#"{
- "cmd": "reg",
- "sn": "ZX0006827500",
- "cpusn": "123456789",
- "devinfo": {
- "modelname": "tfs30",
- "usersize": 3000,
- "fpsize": 3000,
- "cardsize": 3000,
- "pwdsize": 3000,
- "logsize": 100000,
- "useduser": 1000,
- "usedfp": 1000,
- "usedcard": 2000,
- "usedpwd": 400,
- "usedlog": 100000,
- "usednewlog": 5000,
- "fpalgo": "thbio3.0",
- "firmware": "th600w v6.1",
- "time": "2016-03-25 13:49:30",
- "mac": "00-01-A9-01-00-01"
- }
-}"#;
-
-const EMPTY_LOG_PAGE: &str =
-    r#"{"ret":"getnewlog","result":true,"count":0,"from":0,"to":0,"record":[]}"#;
 
 /// A `sendlog` of `n` records in §3.3's shape, one line per record and a trailing comma after the
 /// last one (some firmware writes `},]`), so the lenient pass has work to do.

@@ -12,7 +12,10 @@ use std::sync::LazyLock;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use fleetgate::smackbio::{DEFAULT_COMMAND_TIMEOUT, Session};
+// The vendor Register and a live punch (the attendance-burst path, photo included), as in the unit
+// tests.
 use fleetgate::terminal::{Action, Conversation, Identity, Known};
+use fleetgate_core::fixtures::smackbio::{REGISTER, TIMELOG_V2, login, vendor};
 use jiff::Timestamp;
 use jiff::tz::{TimeZone, offset};
 
@@ -21,12 +24,6 @@ use jiff::tz::{TimeZone, offset};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const SEED: u64 = 0x1111_1111_1111_1111;
-
-/// The vendor Register, as in `core/src/smackbio/tests.rs`.
-const REGISTER: &str = "<?xml version=\"1.0\"?>\n<Message>\n<Request>Register</Request><TerminalType>M82</TerminalType><DeviceSerialNo>M82-0001</DeviceSerialNo><CloudId>cloudid12345678</CloudId>\n</Message>";
-
-/// A live punch (the attendance-burst path), as in the unit tests, photo included.
-const TIMELOG_V2: &str = "<?xml version=\"1.0\"?>\n<Message>\n<TerminalType>M82</TerminalType><TerminalID>1</TerminalID><DeviceSerialNo>M82-0001</DeviceSerialNo><Event> TimeLog_v2</Event><LogID>24</LogID><UtcTimezoneMinutes>180</UtcTimezoneMinutes><Time>2026-08-29-T08:15:30Z</Time><UserID>42</UserID><Action>FP</Action><AttendStat>Duty On</AttendStat><APStat>None</APStat><JobCode>0</JobCode><Photo>Yes</Photo><LogImage>AAAAAAAA</LogImage><TransID>tx-7</TransID>\n</Message>";
 
 /// The conversation's clock, parsed once (not in the timed loops).
 static NOW: LazyLock<Timestamp> = LazyLock::new(|| "2026-08-29T05:00:00Z".parse().unwrap());
@@ -42,15 +39,6 @@ fn known(token: Option<&str>) -> Identity {
         token: token.map(str::to_owned),
         log_position: 0,
     })
-}
-
-/// The vendor's multi-line message layout (`BaseMessage.AppendTag`).
-fn vendor(kind: &str, name: &str, fields: &[(&str, &str)]) -> String {
-    let mut out = format!("<?xml version=\"1.0\"?>\r\n<Message>\r\n\t<{kind}>{name}</{kind}>");
-    for (tag, value) in fields {
-        out.push_str(&format!("\r\n\t<{tag}>{value}</{tag}>"));
-    }
-    out + "\r\n</Message>"
 }
 
 /// The answer to `GetFirstGlog`: one stored log (protocols.md §2, its reply fields).
@@ -87,12 +75,7 @@ fn logged_in() -> Session {
         [Action::SaveToken(t), Action::Send(_)] => t.clone(),
         other => panic!("unexpected {other:?}"),
     };
-    feed(
-        &mut s,
-        &format!(
-            "<Message><Request>Login</Request><DeviceSerialNo>M82-0001</DeviceSerialNo><Token>{token}</Token></Message>"
-        ),
-    );
+    feed(&mut s, &login(&token));
     s.on_identity(known(Some(&token)), now());
     assert!(s.is_authenticated());
     s

@@ -10,6 +10,7 @@ use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use fleetgate::ws::{self, Decoder, Event, Limits, Opcode};
+use fleetgate_core::fixtures::ws::RFC_KEY;
 
 /// The server's allocator (`src/main.rs`), so allocation costs are the ones it pays.
 #[global_allocator]
@@ -33,21 +34,8 @@ fn telemetry_text(len: usize) -> Vec<u8> {
 
 /// A complete client frame (FIN, text), masked with a fixed key, shortest length encoding.
 fn client_text_frame(payload: &[u8]) -> Vec<u8> {
-    let key = [0x37, 0xfa, 0x21, 0x3d];
-    let mut frame = vec![0x81];
-    match payload.len() {
-        n @ 0..=125 => frame.push(0x80 | n as u8),
-        n @ 126..=0xFFFF => {
-            frame.push(0x80 | 126);
-            frame.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            frame.push(0x80 | 127);
-            frame.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    frame.extend_from_slice(&key);
-    frame.extend(payload.iter().zip(key.iter().cycle()).map(|(b, k)| b ^ k));
+    let mut frame = Vec::new();
+    ws::client::encode_frame(&mut frame, Opcode::Text, payload, RFC_KEY);
     frame
 }
 

@@ -5,7 +5,8 @@ committed; re-run after changing this file: python3 fuzz/gen_seeds.py
 
 Input shapes are those of fleetgate_core::fuzzing (core/src/fuzzing.rs): conversations are steps
 separated by NUL bytes (T = time passes, I = identity answers, C = operator command, anything else =
-a frame); ws_frame is 2 bytes of message limit, 1 byte of chunking, then client bytes."""
+a frame); ws_frame is 2 bytes of message limit, 1 byte of chunking, then client bytes; http_response
+is 1 byte of flags (bit 0 HEAD, bit 1 tight limits, the rest the read size), then server bytes."""
 
 import os
 import shutil
@@ -38,6 +39,21 @@ seed("http_request", "pipelined", "GET /a HTTP/1.1\r\n\r\nGET /b%20c HTTP/1.0\r\
 seed("http_request", "expect", "POST /x HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
 seed("http_request", "chunked", "POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
 seed("http_request", "upgrade", "GET /ws HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+# --- HTTP responses (the client's end) -----------------------------------------------------------
+
+
+def response(flags, *parts):
+    return bytes([flags]) + b"".join(p.encode() if isinstance(p, str) else p for p in parts)
+
+
+ERROR_BODY = '{"error":{"code":"payload_too_large","message":"request body too large"}}'
+seed("http_response", "keep_alive", response(3 << 2, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\nConnection: keep-alive\r\n\r\n{\"ok\":true}", "HTTP/1.1 204 No Content\r\nConnection: keep-alive\r\n\r\n"))
+seed("http_response", "chunked_csv", response(1 << 2, "HTTP/1.1 200 OK\r\nContent-Type: text/csv; charset=utf-8\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n9;x=1\r\ndevice_id\r\n5\r\n,sn\r\n\r\n0\r\nX-Trailer: t\r\n\r\n"))
+seed("http_response", "until_close", response(7 << 2, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nstreamed until close"))
+seed("http_response", "head", response(1 | 5 << 2, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"))
+seed("http_response", "upgrade", response(2 | 2 << 2, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n\x81\x02hi"))
+seed("http_response", "error_close", response(2 | 9 << 2, f"HTTP/1.1 413 Content Too Large\r\nContent-Type: application/json\r\nContent-Length: {len(ERROR_BODY)}\r\nConnection: close\r\n\r\n{ERROR_BODY}"))
 
 # --- WebSocket frames ----------------------------------------------------------------------------
 
@@ -202,6 +218,7 @@ dicts = {
     "generic": [f'"{w}"' for w in GENERIC_WORDS] + JSON_PUNCT,
     "smackbio": [f"<{t}>" for t in SB_TAGS] + [f"</{t}>" for t in SB_TAGS] + ['<?xml version="1.0"?>', '&amp;', '&#x41;', '<![CDATA[', ']]>', '2026-08-29-T08:15:30Z', 'OK', 'Fail', 'success', 'fail', '/>', '\0T\0\x10', '\0IU', '\0IK', '\0C'],
     "http_request": HTTP_WORDS,
+    "http_response": HTTP_WORDS + ["HTTP/1.1 200 OK", "HTTP/1.1 100 Continue", "HTTP/1.1 101 Switching Protocols", "HTTP/1.1 204 No Content", "HTTP/1.1 304 Not Modified", "0\r\n\r\n", ";ext=1", "ffffffffffffffff"],
     "ws_handshake": HTTP_WORDS + ["Origin: ", "dGhlIHNhbXBsZSBub25jZQ=="],
 }
 

@@ -5,8 +5,9 @@
 //! Clients: the connect guide's Python example run by `python3` with `requests`
 //! (`tests/clients/connect_guide.py`, the guide's block copied verbatim with its indentation
 //! restored), the library's blocking HTTP client for JSON requests, and raw TCP for what that
-//! client cannot do: requests without a Content-Type and the chunked CSV export (the built-in
-//! client refuses `Transfer-Encoding: chunked`, so the CSV is read and de-chunked here).
+//! client cannot do: requests without a Content-Type, pipelined requests, and the chunked CSV
+//! export on a kept-alive connection (read with the shared response parser, which checks the
+//! chunked framing strictly).
 //!
 //! Requirements: `python3` with `requests` (`pip install -r tests/clients/requirements.txt`;
 //! `.ci/run` does it). Missing either is a test FAILURE, never a skip.
@@ -19,7 +20,7 @@ mod common;
 use common::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -241,184 +242,7 @@ fn assert_newest_first(items: &[Value]) {
 }
 
 // ---------------------------------------------------------------------------
-// Raw HTTP with chunked decoding (the built-in client refuses chunked bodies)
-
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    chunked: bool,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-fn more(stream: &mut TcpStream, buf: &mut Vec<u8>, deadline: Instant) -> Result<(), String> {
-    let mut chunk = [0u8; 16384];
-    loop {
-        match stream.read(&mut chunk) {
-            Ok(0) => {
-                return Err(format!(
-                    "EOF after {} bytes: {:?}",
-                    buf.len(),
-                    String::from_utf8_lossy(&buf[..buf.len().min(2000)])
-                ));
-            }
-            Ok(n) => {
-                buf.extend_from_slice(&chunk[..n]);
-                return Ok(());
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                if Instant::now() >= deadline {
-                    return Err(format!(
-                        "timeout; {} bytes so far: {:?}",
-                        buf.len(),
-                        String::from_utf8_lossy(&buf[..buf.len().min(2000)])
-                    ));
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(format!("read error: {e}")),
-        }
-    }
-}
-
-/// Reads one response framed by Content-Length or chunked transfer encoding (strictly checked:
-/// hex sizes, CRLF after each chunk, the final zero chunk). Bytes after it stay in `buf`.
-fn read_reply(
-    stream: &mut TcpStream,
-    buf: &mut Vec<u8>,
-    timeout: Duration,
-) -> Result<Reply, String> {
-    let deadline = Instant::now() + timeout;
-    stream
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .map_err(|e| e.to_string())?;
-    let head_end = loop {
-        if let Some(p) = find(buf, b"\r\n\r\n") {
-            break p + 4;
-        }
-        if buf.len() > 1 << 20 {
-            return Err("response head over 1 MiB".into());
-        }
-        more(stream, buf, deadline)?;
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status: u16 = status_line
-        .strip_prefix("HTTP/1.1 ")
-        .and_then(|r| r.get(..3))
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
-    let headers: Vec<(String, String)> = lines
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            l.split_once(':')
-                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-                .ok_or_else(|| format!("bad header line {l:?}"))
-        })
-        .collect::<Result<_, _>>()?;
-    let te = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("transfer-encoding"))
-        .map(|(_, v)| v.to_ascii_lowercase());
-    let cl = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .map(|(_, v)| {
-            v.parse::<usize>()
-                .map_err(|_| format!("bad Content-Length {v:?}"))
-        })
-        .transpose()?;
-    buf.drain(..head_end);
-    match te {
-        Some(te) => {
-            if te != "chunked" {
-                return Err(format!("unexpected Transfer-Encoding {te:?}"));
-            }
-            if cl.is_some() {
-                return Err("both Transfer-Encoding and Content-Length sent".into());
-            }
-            let mut body = Vec::new();
-            let mut pos = 0;
-            loop {
-                let line_end = loop {
-                    if let Some(p) = find(&buf[pos..], b"\r\n") {
-                        break pos + p;
-                    }
-                    more(stream, buf, deadline)?;
-                };
-                let line = String::from_utf8_lossy(&buf[pos..line_end]).to_string();
-                let size_text = line.split(';').next().unwrap_or("").trim();
-                let size = usize::from_str_radix(size_text, 16)
-                    .map_err(|_| format!("bad chunk size line {line:?}"))?;
-                pos = line_end + 2;
-                if size == 0 {
-                    // Trailers (none expected), then the empty line.
-                    loop {
-                        let end = loop {
-                            if let Some(p) = find(&buf[pos..], b"\r\n") {
-                                break pos + p;
-                            }
-                            more(stream, buf, deadline)?;
-                        };
-                        let empty = end == pos;
-                        pos = end + 2;
-                        if empty {
-                            break;
-                        }
-                    }
-                    buf.drain(..pos);
-                    return Ok(Reply {
-                        status,
-                        headers,
-                        body,
-                        chunked: true,
-                    });
-                }
-                while buf.len() < pos + size + 2 {
-                    more(stream, buf, deadline)?;
-                }
-                body.extend_from_slice(&buf[pos..pos + size]);
-                if &buf[pos + size..pos + size + 2] != b"\r\n" {
-                    return Err(format!("chunk of {size} bytes not followed by CRLF"));
-                }
-                pos += size + 2;
-                // Keep the buffer small.
-                buf.drain(..pos);
-                pos = 0;
-            }
-        }
-        None => {
-            let len = cl.unwrap_or(0);
-            while buf.len() < len {
-                more(stream, buf, deadline)?;
-            }
-            let body = buf.drain(..len).collect();
-            Ok(Reply {
-                status,
-                headers,
-                body,
-                chunked: false,
-            })
-        }
-    }
-}
+// Raw HTTP
 
 /// Sends a GET on `stream` (keep-alive or close).
 fn send_get(
@@ -447,12 +271,12 @@ fn send_get(
 }
 
 /// GET on a fresh connection, with the admin token unless `token` is None.
-fn raw_get(srv: &Server, path: &str, admin: bool) -> Reply {
+fn raw_get(srv: &Server, path: &str, admin: bool) -> RawResponse {
     let mut stream = TcpStream::connect(srv.addr()).expect("connect");
     let token = admin.then(|| srv.admin_token().to_string());
     send_get(&mut stream, srv, path, token.as_deref(), false);
     let mut buf = Vec::new();
-    read_reply(&mut stream, &mut buf, Duration::from_secs(60))
+    read_response(&mut stream, &mut buf, Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("GET {path}: {e}\n{}", srv.logs()))
 }
 
@@ -466,7 +290,11 @@ fn csv_text(srv: &Server, query: &str) -> String {
         ct.starts_with("text/csv"),
         "GET {path}: Content-Type {ct:?}"
     );
-    assert!(r.chunked, "GET {path}: expected a chunked (streamed) body");
+    assert_eq!(
+        r.header("transfer-encoding"),
+        Some("chunked"),
+        "GET {path}: expected a chunked (streamed) body"
+    );
     String::from_utf8(r.body).unwrap_or_else(|e| panic!("CSV is not UTF-8: {e}"))
 }
 
@@ -1763,7 +1591,7 @@ fn protocol_errors_and_lenient_input(io: &str) {
     stream.write_all(pipelined.as_bytes()).unwrap();
     let mut buf = Vec::new();
     for n in 0..3 {
-        let r = read_reply(&mut stream, &mut buf, SOON)
+        let r = read_response(&mut stream, &mut buf, SOON)
             .unwrap_or_else(|e| panic!("pipelined response #{}: {e}\n{}", n + 1, srv.logs()));
         assert_eq!(r.status, 200, "pipelined #{}: {}", n + 1, r.text());
         assert_ok(&parse(&r.body), "sendlog");
@@ -1776,7 +1604,7 @@ fn protocol_errors_and_lenient_input(io: &str) {
             .as_bytes(),
         )
         .unwrap();
-    let r = read_reply(&mut stream, &mut buf, SOON)
+    let r = read_response(&mut stream, &mut buf, SOON)
         .unwrap_or_else(|e| panic!("request after the pipelined ones: {e}\n{}", srv.logs()));
     assert_ok(&parse(&r.body), "checklive");
     for e in 90..93u64 {
@@ -2070,13 +1898,13 @@ fn csv_export_streams_many_rows(io: &str) {
         Some(&token),
         true,
     );
-    let r = read_reply(&mut stream, &mut buf, Duration::from_secs(60))
+    let r = read_response(&mut stream, &mut buf, Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("CSV on a keep-alive connection: {e}\n{}", srv.logs()));
     assert_eq!(r.status, 200);
-    assert!(r.chunked);
+    assert_eq!(r.header("transfer-encoding"), Some("chunked"));
     assert_eq!(parse_csv(&r.text()).len() as u64, N + 1);
     send_get(&mut stream, &srv, "/healthz", None, true);
-    let h = read_reply(&mut stream, &mut buf, SOON).unwrap_or_else(|e| {
+    let h = read_response(&mut stream, &mut buf, SOON).unwrap_or_else(|e| {
         panic!(
             "second request after the CSV on one connection: {e}\n{}",
             srv.logs()

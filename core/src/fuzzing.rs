@@ -13,12 +13,13 @@ use simd_json::OwnedValue;
 use simd_json::prelude::*;
 
 use crate::terminal::{Action, CommandError, Conversation, Identity, Known};
-use crate::ws::{CloseError, Decoder, Event, Limits, Opcode};
+use crate::ws::{CloseError, Decoder, Event, LenEncoding, Limits, Opcode};
 use crate::{attendance, device_http, generic, http, json, lenient, ws};
 
 /// The targets by name: the directories under `fuzz/seeds/` and `fuzz/regressions/`.
 pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("http_request", http_request),
+    ("http_response", http_response),
     ("ws_frame", ws_frame),
     ("ws_handshake", ws_handshake),
     ("generic", generic),
@@ -114,6 +115,87 @@ fn http_parse_once(data: &[u8], limits: &http::request::Limits) -> Option<usize>
     }
 }
 
+/// `http::client::ResponseParser` driven as its three callers drive it: a buffer that grows read
+/// by read, responses dropped from its front as they complete, `finish` at the end. The first byte
+/// picks a HEAD request (bit 0), tight or default limits (bit 1) and the read size (the rest);
+/// what follows is what the server sent. How the reads are cut must not change what the client
+/// sees, and the limits hold.
+pub fn http_response(data: &[u8]) {
+    use http::client::ResponseLimits;
+    let [flags, stream @ ..] = data else {
+        return;
+    };
+    let head_request = flags & 1 != 0;
+    let limits = match flags & 2 {
+        0 => ResponseLimits::default(),
+        _ => ResponseLimits {
+            max_head: 256,
+            max_headers: 8,
+            max_response: 1024,
+        },
+    };
+    let read_size = usize::from(flags >> 2).max(1);
+    let whole = read_responses(stream, limits, head_request, stream.len().max(1));
+    let in_reads = read_responses(stream, limits, head_request, read_size);
+    assert_eq!(whole, in_reads, "cutting the reads changed the responses");
+}
+
+/// Every response the client reads from `stream` arriving `read_size` bytes at a time, up to 8,
+/// then what `finish` makes of the rest, or the error that ended it.
+fn read_responses(
+    stream: &[u8],
+    limits: http::client::ResponseLimits,
+    head_request: bool,
+    read_size: usize,
+) -> Vec<Result<http::client::Response, http::client::ResponseError>> {
+    let mut parser = http::client::ResponseParser::new(limits, head_request);
+    let mut seen = Vec::new();
+    let mut buf = Vec::new();
+    let mut arrived = 0;
+    let check = |response: &http::client::Response| {
+        // Three digits; one outside 100-599 is taken as a final response (RFC 9110 15).
+        assert!(response.status <= 999);
+        assert!(response.body.len() <= limits.max_response);
+        assert!(response.headers.len() <= limits.max_headers);
+        if head_request || matches!(response.status, 101 | 204 | 304) {
+            assert!(response.body.is_empty(), "a bodiless response has a body");
+        }
+    };
+    while seen.len() < 8 {
+        match parser.parse(&buf) {
+            Ok(Some((response, consumed))) => {
+                assert!(consumed > 0 && consumed <= buf.len());
+                check(&response);
+                buf.drain(..consumed);
+                seen.push(Ok(response));
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                seen.push(Err(e));
+                break;
+            }
+        }
+        if arrived == stream.len() {
+            let last = parser.finish(&buf).map(|(response, consumed)| {
+                assert_eq!(
+                    consumed,
+                    buf.len(),
+                    "finish left bytes of a closed connection"
+                );
+                check(&response);
+                response
+            });
+            seen.push(last);
+            break;
+        }
+        let end = arrived.saturating_add(read_size).min(stream.len());
+        buf.extend_from_slice(&stream[arrived..end]);
+        arrived = end;
+    }
+    seen
+}
+
 // ---------------------------------------------------------------------------------------------
 // WebSocket
 
@@ -128,11 +210,21 @@ enum Seen {
     Error(CloseError),
 }
 
-/// Feeds `stream` to a fresh decoder in chunks of the given sizes (cycled; the rest in one go
-/// when empty), the way the runtime does: append what was read, decode until no event, drop the
-/// consumed prefix. Checks the decoder's contract on every call.
-fn decode_chunked(stream: &[u8], max_message: usize, chunks: &[usize]) -> Vec<Seen> {
-    let mut dec = Decoder::new(Limits { max_message });
+/// Feeds `stream` to a fresh decoder (the server's, or with `at_client` a client's) in chunks of
+/// the given sizes (cycled; the rest in one go when empty), the way the runtime does: append what
+/// was read, decode until no event, drop the consumed prefix. Checks the decoder's contract on
+/// every call.
+fn decode_chunked(
+    stream: &[u8],
+    max_message: usize,
+    chunks: &[usize],
+    at_client: bool,
+) -> Vec<Seen> {
+    let limits = Limits { max_message };
+    let mut dec = match at_client {
+        false => Decoder::new(limits),
+        true => Decoder::client(limits),
+    };
     let mut seen = Vec::new();
     let mut buf = Vec::new();
     let mut fed = 0;
@@ -208,7 +300,7 @@ fn decode_chunked(stream: &[u8], max_message: usize, chunks: &[usize]) -> Vec<Se
             let (consumed, stop) = done;
             buf.drain(..consumed);
             if matches!(seen.last(), Some(Seen::Close(..))) {
-                // The client sends nothing after Close; the runtime stops decoding.
+                // The peer sends nothing after Close; the runtime stops decoding.
                 return seen;
             }
             if stop {
@@ -219,23 +311,11 @@ fn decode_chunked(stream: &[u8], max_message: usize, chunks: &[usize]) -> Vec<Se
     seen
 }
 
-/// A client frame: FIN as given, masked with `key`, shortest length.
+/// A client frame: FIN as given (fragments have it clear), masked with `key`, shortest length.
 fn client_frame(fin: bool, opcode: Opcode, payload: &[u8], key: [u8; 4]) -> Vec<u8> {
     let mut f = Vec::with_capacity(payload.len() + 14);
-    f.push(if fin { 0x80 } else { 0 } | opcode as u8);
-    match payload.len() {
-        n @ 0..=125 => f.push(0x80 | n as u8),
-        n @ 126..=0xFFFF => {
-            f.push(0x80 | 126);
-            f.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            f.push(0x80 | 127);
-            f.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    f.extend_from_slice(&key);
-    f.extend(payload.iter().zip(key.iter().cycle()).map(|(b, k)| b ^ k));
+    let first = if fin { 0x80 } else { 0 } | opcode as u8;
+    ws::encode_raw(&mut f, first, payload, Some(key), LenEncoding::Shortest);
     f
 }
 
@@ -266,9 +346,16 @@ pub fn ws_frame(data: &[u8]) {
         2 => vec![usize::from(*c >> 2).max(1)],
         _ => vec![3, 14, 1, 126, 5],
     };
-    let whole = decode_chunked(stream, max_message, &[]);
-    let chunked = decode_chunked(stream, max_message, &chunks);
+    let whole = decode_chunked(stream, max_message, &[], false);
+    let chunked = decode_chunked(stream, max_message, &chunks, false);
     assert_eq!(whole, chunked, "chunking changed what the decoder saw");
+    // The same bytes at a client's end, where frames come unmasked.
+    let whole = decode_chunked(stream, max_message, &[], true);
+    let chunked = decode_chunked(stream, max_message, &chunks, true);
+    assert_eq!(
+        whole, chunked,
+        "chunking changed what a client's decoder saw"
+    );
 
     // Round trip: the first bytes of the stream as a payload, in 1 to 3 fragments, with a ping
     // between fragments; then the server's own Close.
@@ -302,7 +389,7 @@ pub fn ws_frame(data: &[u8]) {
     let mut close = Vec::new();
     ws::encode_close(&mut close, 1000, &reason);
     frames.extend(masked(&close));
-    let seen = decode_chunked(&frames, payload.len(), &chunks);
+    let seen = decode_chunked(&frames, payload.len(), &chunks, false);
     let message = if text {
         Seen::Text(payload.to_vec())
     } else {
@@ -323,10 +410,17 @@ pub fn ws_frame(data: &[u8]) {
         "the round trip changed the message"
     );
 
-    // The server's unfragmented frames decode back to themselves.
+    // The server's unfragmented frames decode back to themselves, at a client as sent and at the
+    // server once masked.
     let mut out = Vec::new();
     ws::encode_frame(&mut out, opcode, payload);
-    let seen = decode_chunked(&masked(&out), payload.len(), &chunks);
+    let seen = decode_chunked(&out, payload.len(), &chunks, true);
+    assert_eq!(
+        seen,
+        std::slice::from_ref(&message),
+        "a client read the server's frame differently"
+    );
+    let seen = decode_chunked(&masked(&out), payload.len(), &chunks, false);
     assert_eq!(seen, [message]);
 }
 

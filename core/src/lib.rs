@@ -8,6 +8,8 @@ pub mod aiface;
 pub mod attendance;
 pub mod device_http;
 #[doc(hidden)]
+pub mod fixtures;
+#[doc(hidden)]
 pub mod fuzzing;
 pub mod generic;
 pub mod generic_session;

@@ -8,7 +8,9 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use crate::httpwire::{self, Response};
+use fleetgate_core::http::client::Response;
+
+use crate::wire;
 
 /// Bounds every read and write: a stuck server must not hang the harness.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -68,10 +70,12 @@ impl Admin {
     }
 
     fn try_call(&mut self, method: &str, path: &str, body: Option<&[u8]>) -> io::Result<Response> {
-        let req = httpwire::request(method, path, &self.host, Some(&self.token), body);
+        let mut req = Vec::new();
+        wire::request(&mut req, method, path, &self.host, Some(&self.token), body)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let result = self.exchange(&req);
         match &result {
-            Ok(r) if !r.close => {}
+            Ok(r) if !r.closes() => {}
             // Closed by the server, or failed: the next call opens a new connection.
             _ => self.stream = None,
         }
@@ -80,9 +84,10 @@ impl Admin {
 
     fn exchange(&mut self, req: &[u8]) -> io::Result<Response> {
         self.connect()?.write_all(req)?;
+        let mut parser = wire::response_parser();
         let mut chunk = [0u8; 16 * 1024];
         loop {
-            match httpwire::parse_response(&self.buf) {
+            match parser.parse(&self.buf) {
                 Ok(Some((resp, used))) => {
                     self.buf.drain(..used);
                     return Ok(resp);
@@ -93,10 +98,14 @@ impl Admin {
             let stream = self.connect()?;
             let n = stream.read(&mut chunk)?;
             if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the server closed the connection before answering",
-                ));
+                // A body that ends with the connection is complete now; anything else was cut
+                // short (a kept-alive connection the server closed fails here, before any answer,
+                // which is what `call` retries on). Either way the connection is spent.
+                self.stream = None;
+                return parser
+                    .finish(&self.buf)
+                    .map(|(resp, _)| resp)
+                    .map_err(|e| io::Error::new(io::ErrorKind::UnexpectedEof, e));
             }
             self.buf.extend_from_slice(&chunk[..n]);
         }

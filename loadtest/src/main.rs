@@ -10,13 +10,12 @@ mod admin;
 mod clock;
 mod cmdstorm;
 mod control;
-mod frame;
-mod httpwire;
 mod procstat;
 mod proto;
 mod provision;
 mod report;
 mod sink;
+mod wire;
 mod worker;
 
 use std::io::{BufRead, BufReader, Write};

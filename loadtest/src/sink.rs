@@ -7,7 +7,8 @@
 //! `Register`/`Login`/`TimeLog_v2`/`KeepAlive`, HTTP `POST /api/device-http`, and routes
 //! `POST /api/devices/{id}/commands` straight to the device's socket (with
 //! `GET /api/devices/{id}/commands` reporting the last command's status), so the command storm has
-//! a baseline too. It checks no credentials.
+//! a baseline too. It checks no credentials. Its framing is the server's own codecs
+//! (fleetgate-core), so the baseline leaves out everything but them, the sockets and the loop.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -17,17 +18,24 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use fleetgate_core::http::{self, Method};
+use fleetgate_core::ws::{self, Decoder, Opcode, OwnedEvent};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
-use crate::frame::{self, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT};
-use crate::httpwire;
 use crate::proto::smackbio::tag;
+use crate::wire;
 
 const LISTENER: Token = Token(usize::MAX);
 /// Unsent bytes a connection may hold; a peer that does not read is dropped beyond this.
 const MAX_WBUF: usize = 8 << 20;
 const CLOUDTIME: &str = "2026-01-01 00:00:00";
+/// What the harness sends is small; the server's own limits, with a body of up to 4 MiB.
+const REQUEST_LIMITS: http::Limits = http::Limits {
+    max_header_bytes: 16 * 1024,
+    max_headers: 64,
+    max_body: 4 << 20,
+};
 
 pub struct Sink {
     pub addr: SocketAddr,
@@ -69,7 +77,8 @@ struct SinkConn {
     stream: TcpStream,
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
-    ws: bool,
+    /// Set once the connection is a WebSocket.
+    ws: Option<Decoder>,
     closing: bool,
     /// The generic device id registered on this WebSocket (for command routing).
     device: Option<String>,
@@ -117,7 +126,7 @@ fn serve(mut poll: Poll, listener: TcpListener, stop: &AtomicBool) {
                                         stream,
                                         rbuf: Vec::new(),
                                         wbuf: Vec::new(),
-                                        ws: false,
+                                        ws: None,
                                         closing: false,
                                         device: None,
                                     },
@@ -218,36 +227,46 @@ fn answer(
     router: &mut Router,
     deliveries: &mut Vec<(usize, Vec<u8>)>,
 ) -> bool {
-    while !c.ws && !c.closing {
-        match httpwire::parse_request(&c.rbuf) {
-            Ok(Some((req, used))) => {
-                c.rbuf.drain(..used);
-                if !http_request(c, req, router, deliveries) {
+    while c.ws.is_none() && !c.closing {
+        match http::request::parse(&c.rbuf, &REQUEST_LIMITS) {
+            Ok(http::Parse::Complete { request, consumed }) => {
+                c.rbuf.drain(..consumed);
+                if !http_request(c, request, router, deliveries) {
                     return false;
                 }
             }
-            Ok(None) => return true,
+            Ok(http::Parse::Partial { .. }) => return true,
             Err(_) => return false,
         }
     }
     let mut used = 0;
     while !c.closing {
-        match frame::parse_frame(&c.rbuf[used..]) {
-            Ok(Some((f, n))) => {
-                used += n;
-                match f.opcode {
-                    OP_TEXT => ws_text(c, id, &f.payload, router),
-                    OP_PING => frame::push_frame(&mut c.wbuf, OP_PONG, &f.payload, None),
-                    OP_CLOSE => {
-                        frame::push_frame(&mut c.wbuf, OP_CLOSE, &f.payload, None);
-                        c.closing = true;
-                    }
-                    // Binary, pong and continuation frames are read and discarded.
-                    _ => {}
+        let Some(decoder) = &mut c.ws else {
+            break;
+        };
+        // Owned, as answering needs the whole connection.
+        let event = match decoder.decode(&mut c.rbuf[used..]) {
+            Ok(decoded) => {
+                used += decoded.consumed;
+                match decoded.event.map(OwnedEvent::from) {
+                    Some(event) => event,
+                    None => break,
                 }
             }
-            Ok(None) => break,
             Err(_) => return false,
+        };
+        match event {
+            OwnedEvent::Text(text) => ws_text(c, id, &text, router),
+            OwnedEvent::Ping(payload) => ws::encode_frame(&mut c.wbuf, Opcode::Pong, &payload),
+            OwnedEvent::Close(code, reason) => {
+                match code {
+                    Some(code) => ws::encode_close(&mut c.wbuf, code, &reason),
+                    None => ws::encode_frame(&mut c.wbuf, Opcode::Close, b""),
+                }
+                c.closing = true;
+            }
+            // Binary and pong messages are read and discarded.
+            OwnedEvent::Binary(_) | OwnedEvent::Pong(_) => {}
         }
     }
     c.rbuf.drain(..used);
@@ -256,39 +275,30 @@ fn answer(
 
 fn http_request(
     c: &mut SinkConn,
-    req: httpwire::Request,
+    req: http::Request,
     router: &mut Router,
     deliveries: &mut Vec<(usize, Vec<u8>)>,
 ) -> bool {
-    if let Some(key) = &req.ws_key {
-        let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
-        c.wbuf.extend_from_slice(
-            format!(
-                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
-            )
-            .as_bytes(),
-        );
-        c.ws = true;
+    if req.is_websocket_upgrade() {
+        let headers = req.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice()));
+        let Ok(switching) = ws::handshake::accept("GET", headers) else {
+            return false;
+        };
+        c.wbuf.extend_from_slice(&switching);
+        c.ws = Some(Decoder::new(wire::WS_LIMITS));
         return true;
     }
-    let segs: Vec<&str> = req
-        .path
-        .split('?')
-        .next()
-        .unwrap_or("")
-        .split('/')
-        .collect();
-    let (status, reason, body) = match (req.method.as_str(), segs.as_slice()) {
-        ("POST", ["", "api", "device-http"]) => {
+    let segs: Vec<&str> = req.path.split('/').collect();
+    let (status, body) = match (req.method, segs.as_slice()) {
+        (Method::Post, ["", "api", "device-http"]) => {
             let v: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
             let cmd = v.get("cmd").and_then(|x| x.as_str()).unwrap_or("?");
             (
                 200,
-                "OK",
                 format!(r#"{{"ret":"{cmd}","result":true,"cloudtime":"2026-01-01T00:00:00Z"}}"#),
             )
         }
-        ("POST", ["", "api", "devices", dev, "commands"]) => {
+        (Method::Post, ["", "api", "devices", dev, "commands"]) => {
             let v: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
             let command = v.get("command").and_then(|x| x.as_str()).unwrap_or("?");
             let payload = v.get("payload").cloned().unwrap_or_default();
@@ -300,7 +310,7 @@ fn http_request(
                         r#"{{"type":"command","command_id":"{command_id}","command":"{command}","payload":{payload}}}"#
                     );
                     let mut bytes = Vec::new();
-                    frame::push_frame(&mut bytes, OP_TEXT, text.as_bytes(), None);
+                    ws::encode_frame(&mut bytes, Opcode::Text, text.as_bytes());
                     deliveries.push((to, bytes));
                     "sent"
                 }
@@ -311,34 +321,20 @@ fn http_request(
                 .insert((*dev).to_string(), (command_id.clone(), status));
             (
                 202,
-                "Accepted",
                 format!(r#"{{"command_id":"{command_id}","device_id":"{dev}","status":"queued"}}"#),
             )
         }
-        ("GET", ["", "api", "devices", dev, "commands"]) => {
+        (Method::Get, ["", "api", "devices", dev, "commands"]) => {
             let items = match router.last.get(*dev) {
                 Some((cid, st)) => format!(r#"{{"command_id":"{cid}","status":"{st}"}}"#),
                 None => String::new(),
             };
-            (
-                200,
-                "OK",
-                format!(r#"{{"items":[{items}],"next_cursor":null}}"#),
-            )
+            (200, format!(r#"{{"items":[{items}],"next_cursor":null}}"#))
         }
-        _ => (
-            404,
-            "Not Found",
-            r#"{"error":{"code":"not_found"}}"#.to_string(),
-        ),
+        _ => (404, r#"{"error":{"code":"not_found"}}"#.to_string()),
     };
-    c.wbuf.extend_from_slice(&httpwire::response(
-        status,
-        reason,
-        body.as_bytes(),
-        req.close,
-    ));
-    if req.close {
+    http::Response::json(status, body.into_bytes()).write_to(&mut c.wbuf, req.keep_alive, false);
+    if !req.keep_alive {
         c.closing = true;
     }
     true
@@ -408,7 +404,7 @@ fn ws_text(c: &mut SinkConn, id: usize, payload: &[u8], router: &mut Router) {
         }
     };
     if let Some(r) = reply {
-        frame::push_frame(&mut c.wbuf, OP_TEXT, r.as_bytes(), None);
+        ws::encode_frame(&mut c.wbuf, Opcode::Text, r.as_bytes());
     }
 }
 

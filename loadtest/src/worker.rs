@@ -1,7 +1,7 @@
 //! The client side: one readiness loop (mio, edge-triggered) holding every connection of this
-//! process. A connection is a phase plus two byte buffers, so 15,000 of them cost a few MiB and
-//! one thread. The protocol modules decide what to say; this loop does the I/O, the pacing and
-//! the measuring.
+//! process. A connection is a phase, two byte buffers and a reader of what the server sends, so
+//! 15,000 of them cost a few MiB and one thread. The protocol modules decide what to say; this
+//! loop does the I/O, the pacing and the measuring.
 //!
 //! Stages: `Setup` (connect and register, paced) → `Wait` (told the parent `READY`; keeps the
 //! sessions alive until the shared start time) → `Run` (the measured window) → `Grace` (waits a
@@ -12,6 +12,8 @@ use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 
+use fleetgate_core::http::client::{Response, ResponseParser};
+use fleetgate_core::ws::{self, Decoder, Opcode, OwnedEvent};
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
@@ -20,10 +22,9 @@ use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
 
 use crate::clock::{elapsed_us, now_ns, secs_ns};
 use crate::control::{Gate, Go};
-use crate::frame::{self, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT};
-use crate::httpwire;
 use crate::proto::{Inbound, Protocol, aiface, generic, http, smackbio};
 use crate::provision::Cred;
+use crate::wire;
 
 /// Error texts kept for the report; the rest are only counted.
 const MAX_SAMPLES: usize = 5;
@@ -156,6 +157,7 @@ struct Conn {
     phase: Phase,
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
+    reader: Reader,
     /// Unacked data messages: `(id, sent_ns, records)`, oldest first.
     inflight: VecDeque<(u64, u64, u32)>,
     next_hb_ns: u64,
@@ -171,6 +173,13 @@ struct Conn {
     burst_start_ns: u64,
     /// Records acked in the unfinished burst.
     burst_records: u64,
+}
+
+/// What reads the server's bytes: HTTP responses (an HTTP device's answers, or a WebSocket's
+/// upgrade answer), then, once upgraded, WebSocket frames.
+enum Reader {
+    Http(ResponseParser),
+    Ws(Decoder),
 }
 
 pub fn new_histogram() -> Histogram<u64> {
@@ -375,12 +384,7 @@ pub fn run(spec: &Spec, gate: &Gate) -> io::Result<Outcome> {
         if spec.protocol.is_websocket() && c.phase != Phase::Connecting {
             // Best effort close frame (1000); the socket is dropped either way.
             let mut buf = Vec::new();
-            frame::push_frame(
-                &mut buf,
-                OP_CLOSE,
-                &1000u16.to_be_bytes(),
-                Some([7, 7, 7, 7]),
-            );
+            ws::client::encode_frame(&mut buf, Opcode::Close, &1000u16.to_be_bytes(), [7; 4]);
             let _ = c.stream.write(&buf);
         }
     }
@@ -438,6 +442,7 @@ fn open(spec: &Spec, idx: usize, poll: &Poll) -> io::Result<Conn> {
         phase: Phase::Connecting,
         rbuf: Vec::new(),
         wbuf: Vec::new(),
+        reader: Reader::Http(wire::response_parser()),
         inflight: VecDeque::new(),
         next_hb_ns: u64::MAX,
         setting_up: true,
@@ -642,16 +647,20 @@ impl Worker<'_> {
     fn send(&mut self, c: &mut Conn, text: &str) {
         if self.spec.protocol.is_websocket() {
             let mask = self.next_mask();
-            frame::push_frame(&mut c.wbuf, OP_TEXT, text.as_bytes(), Some(mask));
+            ws::client::encode_frame(&mut c.wbuf, Opcode::Text, text.as_bytes(), mask);
         } else {
             let host = self.spec.target.to_string();
-            c.wbuf.extend_from_slice(&httpwire::request(
+            let sent = wire::request(
+                &mut c.wbuf,
                 "POST",
                 http::PATH,
                 &host,
                 None,
                 Some(text.as_bytes()),
-            ));
+            );
+            if let Err(e) = sent {
+                self.error(format!("request: {e}"));
+            }
         }
     }
 
@@ -675,7 +684,7 @@ impl Worker<'_> {
                 // sees WebSocket pings (§3.7).
                 Protocol::Aiface => {
                     let mask = self.next_mask();
-                    frame::push_frame(&mut c.wbuf, OP_PING, b"hb", Some(mask));
+                    ws::client::encode_frame(&mut c.wbuf, Opcode::Ping, b"hb", mask);
                 }
                 Protocol::Smackbio => {
                     let text = smackbio::keepalive(self.serial(c));
@@ -788,7 +797,7 @@ impl Worker<'_> {
                 c.wbuf.extend_from_slice(
                     format!(
                         "GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                        frame::CLIENT_KEY
+                        wire::CLIENT_KEY
                     )
                     .as_bytes(),
                 );
@@ -830,113 +839,115 @@ impl Worker<'_> {
         self.flush(c)
     }
 
+    /// Acts on every complete response or message in the read buffer. Returns false if the
+    /// connection should end.
     fn process_input(&mut self, c: &mut Conn) -> bool {
-        if !self.spec.protocol.is_websocket() {
-            return self.http_input(c);
-        }
-        if c.phase == Phase::Handshake {
-            let Some(end) = frame::head_end(&c.rbuf) else {
-                if c.rbuf.len() > httpwire::MAX_HEAD {
-                    self.error("oversized handshake answer".into());
-                    return false;
-                }
-                return true;
-            };
-            if !c.rbuf.starts_with(b"HTTP/1.1 101") {
-                let line = String::from_utf8_lossy(&c.rbuf[..end.min(80)]).into_owned();
-                self.error(format!("handshake refused: {}", line.trim()));
-                return false;
-            }
-            c.rbuf.drain(..end);
-            c.phase = Phase::Registering;
-            let cred = &self.spec.devices[c.idx];
-            let text = match self.spec.protocol {
-                Protocol::Generic => generic::register(&cred.id, &cred.secret),
-                Protocol::Aiface => aiface::register(&cred.id),
-                Protocol::Smackbio => smackbio::register(&cred.id),
-                Protocol::Http => String::new(),
-            };
-            self.send(c, &text);
-        }
+        // Parsed into owned values before acting on them, as acting needs the whole `Conn`.
         let mut used = 0;
         let mut alive = true;
         while alive {
-            match frame::parse_frame(&c.rbuf[used..]) {
-                Ok(Some((f, k))) => {
-                    used += k;
-                    alive = self.on_frame(c, f);
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    self.error(e);
-                    alive = false;
-                }
+            match &mut c.reader {
+                Reader::Http(parser) => match parser.parse(&c.rbuf[used..]) {
+                    Ok(Some((resp, k))) => {
+                        used += k;
+                        alive = if c.phase == Phase::Handshake {
+                            self.on_upgrade(c, resp)
+                        } else {
+                            self.on_response(c, resp)
+                        };
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        self.error(format!("HTTP response: {e}"));
+                        alive = false;
+                    }
+                },
+                Reader::Ws(decoder) => match decoder.decode(&mut c.rbuf[used..]) {
+                    Ok(decoded) => {
+                        // Nonzero without an event when message fragments were taken in.
+                        used += decoded.consumed;
+                        match decoded.event.map(OwnedEvent::from) {
+                            Some(event) => alive = self.on_frame(c, event),
+                            None => break,
+                        }
+                    }
+                    Err(e) => {
+                        self.error(format!("WebSocket: {e}"));
+                        alive = false;
+                    }
+                },
             }
         }
         c.rbuf.drain(..used);
         alive
     }
 
-    fn http_input(&mut self, c: &mut Conn) -> bool {
-        loop {
-            match httpwire::parse_response(&c.rbuf) {
-                Ok(Some((resp, used))) => {
-                    c.rbuf.drain(..used);
-                    let Some(pending) = c.http.take() else {
-                        self.error("HTTP response without a request".into());
-                        return false;
-                    };
-                    let inbound = http::parse(pending, resp.status, &resp.body);
-                    if !self.on_inbound(c, inbound) {
-                        return false;
-                    }
-                    if resp.close {
-                        self.error(format!(
-                            "server closed the HTTP connection (status {})",
-                            resp.status
-                        ));
-                        return false;
-                    }
-                }
-                Ok(None) => return true,
-                Err(e) => {
-                    self.error(e);
-                    return false;
-                }
-            }
+    /// The answer to the WebSocket upgrade: on 101, frames follow and the device registers.
+    fn on_upgrade(&mut self, c: &mut Conn, resp: Response) -> bool {
+        if resp.status != 101 {
+            let body: String = resp.text().chars().take(80).collect();
+            self.error(format!("handshake refused: {} {body}", resp.status));
+            return false;
         }
+        c.reader = Reader::Ws(Decoder::client(wire::WS_LIMITS));
+        c.phase = Phase::Registering;
+        let cred = &self.spec.devices[c.idx];
+        let text = match self.spec.protocol {
+            Protocol::Generic => generic::register(&cred.id, &cred.secret),
+            Protocol::Aiface => aiface::register(&cred.id),
+            Protocol::Smackbio => smackbio::register(&cred.id),
+            Protocol::Http => String::new(),
+        };
+        self.send(c, &text);
+        true
     }
 
-    fn on_frame(&mut self, c: &mut Conn, f: frame::Frame) -> bool {
-        match f.opcode {
-            OP_TEXT if f.fin => {}
-            OP_PING => {
+    /// An HTTP device's answer to its request in flight.
+    fn on_response(&mut self, c: &mut Conn, resp: Response) -> bool {
+        let Some(pending) = c.http.take() else {
+            self.error("HTTP response without a request".into());
+            return false;
+        };
+        let inbound = http::parse(pending, resp.status, &resp.body);
+        if !self.on_inbound(c, inbound) {
+            return false;
+        }
+        if resp.closes() {
+            self.error(format!(
+                "server closed the HTTP connection (status {})",
+                resp.status
+            ));
+            return false;
+        }
+        true
+    }
+
+    fn on_frame(&mut self, c: &mut Conn, event: OwnedEvent) -> bool {
+        let text = match event {
+            OwnedEvent::Text(text) => text,
+            OwnedEvent::Ping(payload) => {
                 let mask = self.next_mask();
-                frame::push_frame(&mut c.wbuf, OP_PONG, &f.payload, Some(mask));
+                ws::client::encode_frame(&mut c.wbuf, Opcode::Pong, &payload, mask);
                 return true;
             }
-            OP_CLOSE => {
-                let code = if f.payload.len() >= 2 {
-                    u16::from_be_bytes([f.payload[0], f.payload[1]])
-                } else {
-                    1005
-                };
-                let reason = String::from_utf8_lossy(f.payload.get(2..).unwrap_or(&[]));
+            OwnedEvent::Close(code, reason) => {
+                // 1005: the server sent no code (RFC 6455 7.1.5).
+                let code = code.unwrap_or(1005);
                 self.error(format!("closed by server: {code} {reason}"));
                 return false;
             }
-            OP_PONG => return self.on_inbound(c, Inbound::Pong),
-            _ => {
-                self.error(format!("unexpected frame opcode {}", f.opcode));
+            OwnedEvent::Pong(_) => return self.on_inbound(c, Inbound::Pong),
+            OwnedEvent::Binary(_) => {
+                self.error("unexpected binary message".into());
                 return true;
             }
-        }
+        };
         let inbound = match self.spec.protocol {
-            Protocol::Generic => generic::parse(&f.payload),
-            Protocol::Aiface => aiface::parse(&f.payload, &mut self.replies),
+            Protocol::Generic => generic::parse(&text),
+            Protocol::Aiface => aiface::parse(&text, &mut self.replies),
             Protocol::Smackbio => {
                 let serial = &self.spec.devices[c.idx].id;
-                smackbio::parse(&f.payload, serial, &mut c.token, &mut self.replies)
+                smackbio::parse(&text, serial, &mut c.token, &mut self.replies)
             }
             Protocol::Http => Inbound::Other,
         };

@@ -3,7 +3,10 @@
 //! Every test talks to a real `fleetgate serve` process through real clients:
 //! the library's blocking HTTP [`Client`] for the admin API, tungstenite (client
 //! side, over a plain `std::net::TcpStream` with read timeouts) for WebSocket
-//! sessions, and raw TCP for the malformed-input cases.
+//! sessions, as an implementation independent of the server's codec, and raw
+//! TCP for the malformed-input cases. Raw bytes are framed and responses read
+//! with the codec's client end (`fleetgate::ws::encode_raw`,
+//! `fleetgate::http::client`), the one the CLI and the load harness use.
 //!
 //! Rules the tests follow: every wait is bounded (a deadline, then a failure
 //! that says what was awaited and shows the server's log); state is polled,
@@ -24,6 +27,8 @@ pub use simd_json::json;
 pub use simd_json::prelude::*;
 
 use fleetgate::client::Client;
+use fleetgate::http::client::{Response, ResponseLimits, ResponseParser};
+use fleetgate::ws::{self, LenEncoding};
 use tungstenite::protocol::WebSocket;
 
 pub mod fleet;
@@ -995,54 +1000,35 @@ impl Ws {
 // ---------------------------------------------------------------------------
 // Raw WebSocket frames and raw HTTP
 
-/// Encodes one client frame. `mask` selects a random masking key (clients
-/// must mask; unmasked frames are a protocol violation).
+/// Encodes one client frame with the codec's frame writer. `mask` selects a
+/// random masking key (clients must mask; unmasked frames are a protocol
+/// violation, which some tests commit on purpose).
 pub fn frame(fin: bool, opcode: u8, payload: &[u8], mask: bool) -> Vec<u8> {
+    let first = if fin { 0x80 } else { 0 } | (opcode & 0x0f);
+    let key = mask.then(|| random_bytes(4).try_into().expect("4 bytes"));
     let mut out = Vec::with_capacity(payload.len() + 14);
-    out.push(if fin { 0x80 } else { 0 } | (opcode & 0x0f));
-    let m = if mask { 0x80 } else { 0 };
-    let n = payload.len();
-    if n < 126 {
-        out.push(m | n as u8);
-    } else if n <= 0xffff {
-        out.push(m | 126);
-        out.extend_from_slice(&(n as u16).to_be_bytes());
-    } else {
-        out.push(m | 127);
-        out.extend_from_slice(&(n as u64).to_be_bytes());
-    }
-    if mask {
-        let key: [u8; 4] = random_bytes(4).try_into().unwrap();
-        out.extend_from_slice(&key);
-        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-    } else {
-        out.extend_from_slice(payload);
-    }
+    ws::encode_raw(&mut out, first, payload, key, LenEncoding::Shortest);
     out
 }
 
-/// A parsed HTTP response read from a raw socket.
-#[derive(Debug)]
-pub struct RawResponse {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
+/// An HTTP response read from a raw socket: status, header fields (names
+/// lower-cased) and body, de-chunked.
+pub type RawResponse = Response;
+
+/// The body of a response as JSON.
+pub trait JsonBody {
+    fn json(&self) -> Value;
 }
 
-impl RawResponse {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-    pub fn json(&self) -> Value {
+impl JsonBody for RawResponse {
+    fn json(&self) -> Value {
         parse(&self.body)
     }
 }
 
-/// Reads one HTTP/1.1 response (Content-Length framed) from `stream`,
-/// carrying over extra bytes in `buf`. Bounded by `timeout`.
+/// Reads one HTTP/1.1 response from `stream` (Content-Length, chunked or
+/// until the connection ends), carrying over extra bytes in `buf` for the
+/// next one. Bounded by `timeout`.
 pub fn read_response(
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
@@ -1050,75 +1036,39 @@ pub fn read_response(
 ) -> Result<RawResponse, String> {
     let deadline = Instant::now() + timeout;
     stream.set_read_timeout(Some(READ_SLICE)).ok();
+    let mut parser = ResponseParser::new(ResponseLimits::default(), false);
     let mut chunk = [0u8; 16384];
-    let head_end = loop {
-        if let Some(p) = find(buf, b"\r\n\r\n") {
-            break p + 4;
+    let shown = |buf: &[u8]| String::from_utf8_lossy(&buf[..buf.len().min(2000)]).into_owned();
+    let (response, consumed) = loop {
+        match parser.parse(buf) {
+            Ok(Some(done)) => break done,
+            Ok(None) => {}
+            Err(e) => return Err(format!("{e}: {:?}", shown(buf))),
         }
-        if buf.len() > 1 << 20 {
-            return Err("response head over 1 MiB".into());
+        if !fill(stream, buf, &mut chunk, deadline)? {
+            let n = buf.len();
+            break parser
+                .finish(buf)
+                .map_err(|e| format!("EOF after {n} bytes ({e}): {:?}", shown(buf)))?;
         }
-        fill(stream, buf, &mut chunk, deadline)?;
     };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let mut parts = status_line.splitn(3, ' ');
-    let version = parts.next().unwrap_or_default();
-    if !version.starts_with("HTTP/1.") {
-        return Err(format!("bad status line {status_line:?}"));
-    }
-    let status: u16 = parts
-        .next()
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
-    let headers: Vec<(String, String)> = lines
-        .filter(|l| !l.is_empty())
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let len: usize = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .map(|(_, v)| v.parse().map_err(|_| format!("bad content-length {v:?}")))
-        .transpose()?
-        .unwrap_or(0);
-    if headers
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"))
-    {
-        return Err("chunked responses are not expected from fleetgate".into());
-    }
-    while buf.len() < head_end + len {
-        fill(stream, buf, &mut chunk, deadline)?;
-    }
-    let body = buf[head_end..head_end + len].to_vec();
-    buf.drain(..head_end + len);
-    Ok(RawResponse {
-        status,
-        headers,
-        body,
-    })
+    buf.drain(..consumed);
+    Ok(response)
 }
 
+/// One read into `buf`; false at EOF.
 fn fill(
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
     chunk: &mut [u8],
     deadline: Instant,
-) -> Result<(), String> {
+) -> Result<bool, String> {
     loop {
         match stream.read(chunk) {
-            Ok(0) => {
-                return Err(format!(
-                    "EOF after {} bytes: {:?}",
-                    buf.len(),
-                    String::from_utf8_lossy(buf)
-                ));
-            }
+            Ok(0) => return Ok(false),
             Ok(n) => {
                 buf.extend_from_slice(&chunk[..n]);
-                return Ok(());
+                return Ok(true);
             }
             Err(e)
                 if matches!(
@@ -1138,10 +1088,6 @@ fn fill(
             Err(e) => return Err(format!("read error: {e}")),
         }
     }
-}
-
-pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 /// A TCP connection to `addr` from the loopback source address `src` (e.g. "127.0.0.2"), for
@@ -1220,28 +1166,6 @@ pub fn read_to_end_bounded(stream: &mut TcpStream, timeout: Duration) -> (Vec<u8
             Err(_) => return (out, Ending::Reset),
         }
     }
-}
-
-/// Parses the first server frame in `bytes` (servers never mask):
-/// returns (opcode, payload) if complete.
-pub fn parse_server_frame(bytes: &[u8]) -> Option<(u8, Vec<u8>)> {
-    if bytes.len() < 2 {
-        return None;
-    }
-    let op = bytes[0] & 0x0f;
-    let (len, off) = match bytes[1] & 0x7f {
-        126 if bytes.len() >= 4 => (u16::from_be_bytes([bytes[2], bytes[3]]) as usize, 4),
-        127 if bytes.len() >= 10 => (
-            u64::from_be_bytes(bytes[2..10].try_into().unwrap()) as usize,
-            10,
-        ),
-        126 | 127 => return None,
-        n => (n as usize, 2),
-    };
-    if bytes.len() < off + len {
-        return None;
-    }
-    Some((op, bytes[off..off + len].to_vec()))
 }
 
 /// Set of strings, for dedup checks.

@@ -6,32 +6,8 @@ use simd_json::OwnedValue;
 use simd_json::prelude::*;
 
 use super::{MAX_PAGES, Session};
+use crate::fixtures::aiface::{EMPTY_LOG_PAGE, REG};
 use crate::terminal::{Action, CommandError, Conversation, Identity, Known};
-
-/// The §3.2 example, verbatim.
-const REG: &str = r#"{
- "cmd": "reg",
- "sn": "ZX0006827500",
- "cpusn": "123456789",
- "devinfo": {
- "modelname": "tfs30",
- "usersize": 3000,
- "fpsize": 3000,
- "cardsize": 3000,
- "pwdsize": 3000,
- "logsize": 100000,
- "useduser": 1000,
- "usedfp": 1000,
- "usedcard": 2000,
- "usedpwd": 400,
- "usedlog": 100000,
- "usednewlog": 5000,
- "fpalgo": "thbio3.0",
- "firmware": "th600w v6.1",
- "time": "2016-03-25 13:49:30",
- "mac": "00-01-A9-01-00-01"
- }
-}"#;
 
 /// The §3.3 example, verbatim.
 const SENDLOG: &str = r#"{
@@ -52,8 +28,6 @@ const CLOUDTIME: &str = "2026-06-12 09:00:00";
 const SENDLOG_FAILED: &str = r#"{"ret":"sendlog","result":false,"reason":1}"#;
 const REG_OK: &str =
     r#"send {"ret":"reg","result":true,"cloudtime":"2026-06-12 09:00:00","nosenduser":true}"#;
-const EMPTY_LOG_PAGE: &str =
-    r#"{"ret":"getnewlog","result":true,"count":0,"from":0,"to":0,"record":[]}"#;
 
 fn start() -> Timestamp {
     "2026-06-12T07:00:00Z".parse().unwrap()

@@ -1,6 +1,7 @@
 //! Transcript tests: exact frames in, exact actions out.
 
 use super::*;
+use crate::fixtures::smackbio::{REGISTER, TIMELOG_V2, login, vendor};
 use jiff::ToSpan;
 use jiff::tz::offset;
 use simd_json::json;
@@ -12,9 +13,6 @@ const DEVICE_NOW: &str = "2026-08-29-T08:00:00Z";
 const SEED: u64 = 0x1111_1111_1111_1111;
 /// The token `Session::new(…, SEED)` issues.
 const FRESH_TOKEN: &str = "d013f876-9104-4f94-add0-95c6b9faa1d0";
-
-const REGISTER: &str = "<?xml version=\"1.0\"?>\n<Message>\n<Request>Register</Request><TerminalType>M82</TerminalType><DeviceSerialNo>M82-0001</DeviceSerialNo><CloudId>cloudid12345678</CloudId>\n</Message>";
-const TIMELOG_V2: &str = "<?xml version=\"1.0\"?>\n<Message>\n<TerminalType>M82</TerminalType><TerminalID>1</TerminalID><DeviceSerialNo>M82-0001</DeviceSerialNo><Event> TimeLog_v2</Event><LogID>24</LogID><UtcTimezoneMinutes>180</UtcTimezoneMinutes><Time>2026-08-29-T08:15:30Z</Time><UserID>42</UserID><Action>FP</Action><AttendStat>Duty On</AttendStat><APStat>None</APStat><JobCode>0</JobCode><Photo>Yes</Photo><LogImage>AAAAAAAA</LogImage><TransID>tx-7</TransID>\n</Message>";
 
 fn now() -> Timestamp {
     NOW.parse().unwrap()
@@ -31,21 +29,6 @@ fn known(token: Option<&str>, log_position: u64) -> Identity {
 
 fn session() -> Session {
     Session::new(DEFAULT_COMMAND_TIMEOUT, SEED)
-}
-
-fn login_frame(token: &str) -> String {
-    format!(
-        "<Message><Request>Login</Request><DeviceSerialNo>M82-0001</DeviceSerialNo><Token>{token}</Token></Message>"
-    )
-}
-
-/// The vendor's multi-line message layout (`BaseMessage.AppendTag`).
-fn vendor(kind: &str, name: &str, fields: &[(&str, &str)]) -> String {
-    let mut out = format!("<?xml version=\"1.0\"?>\r\n<Message>\r\n\t<{kind}>{name}</{kind}>");
-    for (tag, value) in fields {
-        out.push_str(&format!("\r\n\t<{tag}>{value}</{tag}>"));
-    }
-    out + "\r\n</Message>"
 }
 
 fn send(frame: &str) -> String {
@@ -134,7 +117,7 @@ fn logged_in(log_position: u64) -> Session {
     let mut s = session();
     feed(&mut s, REGISTER);
     answer(&mut s, known(None, log_position));
-    feed(&mut s, &login_frame(FRESH_TOKEN));
+    feed(&mut s, &login(FRESH_TOKEN));
     answer(&mut s, known(Some(FRESH_TOKEN), log_position));
     assert!(s.is_authenticated());
     s
@@ -190,7 +173,7 @@ fn register_issues_a_token_then_login_goes_online_and_sets_the_clock() {
     );
     assert!(!s.is_authenticated());
     assert_eq!(
-        feed(&mut s, &login_frame(FRESH_TOKEN)),
+        feed(&mut s, &login(FRESH_TOKEN)),
         [format!(
             "identify M82-0001 model=None firmware=None token=Some({FRESH_TOKEN:?}) cloud_id=None"
         )]
@@ -277,7 +260,7 @@ fn login_failures() {
     };
     // Another token than the serial's.
     let mut s = session();
-    feed(&mut s, &login_frame("stale"));
+    feed(&mut s, &login("stale"));
     assert_eq!(
         answer(&mut s, known(Some(FRESH_TOKEN), 0)),
         [fail("FailUnknownToken")]
@@ -293,17 +276,17 @@ fn login_failures() {
         [fail("FailUnknownToken")]
     );
     let mut s = session();
-    feed(&mut s, &login_frame("t"));
+    feed(&mut s, &login("t"));
     assert_eq!(answer(&mut s, known(None, 0)), [fail("FailUnknownToken")]);
     // Unknown serial; refused device.
     let mut s = session();
-    feed(&mut s, &login_frame("t"));
+    feed(&mut s, &login("t"));
     assert_eq!(
         answer(&mut s, Identity::Unknown),
         [fail("FailUnknownToken")]
     );
     let mut s = session();
-    feed(&mut s, &login_frame("t"));
+    feed(&mut s, &login("t"));
     assert_eq!(answer(&mut s, Identity::Refused), [fail("Fail")]);
     assert!(!s.is_authenticated());
     assert!(!s.is_idle());
@@ -317,7 +300,7 @@ fn login_failures() {
 #[test]
 fn login_on_a_new_connection_needs_no_register() {
     let mut s = session();
-    feed(&mut s, &login_frame("ee73"));
+    feed(&mut s, &login("ee73"));
     assert_eq!(answer(&mut s, known(Some("ee73"), 0))[0], "online");
     assert!(s.is_authenticated());
 }
@@ -338,7 +321,7 @@ fn a_connection_speaks_for_one_serial_only() {
 fn identity_answers_are_matched_to_requests_in_order() {
     let mut s = session();
     feed(&mut s, REGISTER);
-    feed(&mut s, &login_frame(FRESH_TOKEN));
+    feed(&mut s, &login(FRESH_TOKEN));
     assert_eq!(
         answer(&mut s, known(None, 0))[0],
         format!("save_token {FRESH_TOKEN}")
@@ -868,7 +851,7 @@ fn a_command_times_out_and_a_late_reply_is_ignored() {
     assert!(feed(&mut s, &vendor("Response", "Restart", &[("Result", "OK")])).is_empty());
     // The timeout is the constructor's.
     let mut s = Session::new(Duration::from_millis(250), 0);
-    feed(&mut s, &login_frame("t"));
+    feed(&mut s, &login("t"));
     answer(&mut s, known(Some("t"), 0));
     assert_eq!(s.deadline(), Some(now() + 250.milliseconds()));
 }
@@ -1256,7 +1239,7 @@ fn native_log_requests_store_what_they_fetch() {
 #[test]
 fn the_setup_runs_once_per_connection() {
     let mut s = ready();
-    feed(&mut s, &login_frame(FRESH_TOKEN));
+    feed(&mut s, &login(FRESH_TOKEN));
     assert_eq!(
         answer(&mut s, known(Some(FRESH_TOKEN), 0)),
         [send(&vendor(
@@ -1289,7 +1272,7 @@ fn garbage_never_panics() {
     let seeds = [
         REGISTER.to_owned(),
         TIMELOG_V2.to_owned(),
-        login_frame(FRESH_TOKEN),
+        login(FRESH_TOKEN),
         vendor("Response", "GetNextGlog", &[("LogID", "18446744073709551615"), ("Time", "2026-9-6-T8:55:20Z"), ("Result", "OK")]),
         vendor("Response", "GetNextUserDataExt", &[("UserID", "1"), ("Name", "!!"), ("Card", "AQ"), ("Fingers", "4294967295"), ("UserPeriod_Used", "Yes"), ("UserPeriod_Start", "4294967295"), ("More", "Yes"), ("Result", "OK")]),
         "<Request><Operation>TimeLog_v2</Operation><LogId>1</LogId><BodyTemperature100>-99999999999999999999</BodyTemperature100></Request>".to_owned(),

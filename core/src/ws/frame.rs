@@ -1,4 +1,6 @@
-//! RFC 6455 framing, server side: decoding what clients send, encoding what the server sends.
+//! RFC 6455 framing: decoding what the peer sends, encoding what we send. The server decodes
+//! masked client frames and writes unmasked ones; [`Decoder::client`] and
+//! [`super::client::encode_frame`] are the same code run from the other end.
 
 use std::fmt;
 
@@ -108,7 +110,7 @@ impl fmt::Display for CloseError {
 
 impl std::error::Error for CloseError {}
 
-/// One thing the client said.
+/// One thing the peer said.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Event<'a> {
     /// A complete text message, fragments reassembled, already checked to be UTF-8. Mutable
@@ -119,13 +121,37 @@ pub enum Event<'a> {
     /// The server answers with a Pong carrying the same payload (RFC 6455 5.5.2).
     Ping(&'a [u8]),
     Pong(&'a [u8]),
-    /// `code` is `None` when the client sent no status code; it is a valid code otherwise.
-    /// The client sends nothing after this (RFC 6455 5.5.1): the server answers with its
+    /// `code` is `None` when the peer sent no status code; it is a valid code otherwise.
+    /// The peer sends nothing after this (RFC 6455 5.5.1): the server answers with its
     /// own Close and stops decoding.
     Close {
         code: Option<u16>,
         reason: &'a str,
     },
+}
+
+/// An [`Event`] detached from the buffer it borrows, for a caller that must let go of the
+/// buffer before acting on the event (the load harness's connections, tests comparing event
+/// streams). The server's sessions handle the borrowed event instead, without a copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OwnedEvent {
+    Text(Vec<u8>),
+    Binary(Vec<u8>),
+    Ping(Vec<u8>),
+    Pong(Vec<u8>),
+    Close(Option<u16>, String),
+}
+
+impl From<Event<'_>> for OwnedEvent {
+    fn from(event: Event<'_>) -> Self {
+        match event {
+            Event::Text(payload) => Self::Text(payload.to_vec()),
+            Event::Binary(payload) => Self::Binary(payload.to_vec()),
+            Event::Ping(payload) => Self::Ping(payload.to_vec()),
+            Event::Pong(payload) => Self::Pong(payload.to_vec()),
+            Event::Close { code, reason } => Self::Close(code, reason.to_owned()),
+        }
+    }
 }
 
 /// What one [`Decoder::decode`] call did.
@@ -149,7 +175,8 @@ enum DataKind {
 struct Header {
     fin: bool,
     opcode: Opcode,
-    mask: [u8; MASK_KEY_LEN],
+    /// `None` for a server's frame, which is never masked.
+    mask: Option<[u8; MASK_KEY_LEN]>,
     header_len: usize,
     payload_len: usize,
 }
@@ -160,10 +187,22 @@ enum HeaderParse {
     Ready(Header),
 }
 
-/// Decoder for the frames a client sends to the server; one per connection.
+/// Which end of the connection a [`Decoder`] runs at. RFC 6455 5.1: a client masks every
+/// frame and a server none, and each end must close on a frame masked the other way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Role {
+    #[default]
+    Server,
+    Client,
+}
+
+/// Decoder for the frames the peer sends; one per connection. [`Decoder::new`] is the server's
+/// (masked client frames); [`Decoder::client`] is a client's (unmasked server frames), for the
+/// load harness and tests that talk to the server byte by byte.
 #[derive(Debug, Default)]
 pub struct Decoder {
     limits: Limits,
+    role: Role,
     /// Kind of the fragmented message being assembled, if one is.
     assembling: Option<DataKind>,
     /// Unmasked payloads of that message's fragments so far. It keeps its memory only while
@@ -179,6 +218,16 @@ impl Decoder {
         }
     }
 
+    /// A decoder for a client: of the unmasked frames a server sends. It checks them as the
+    /// server's decoder checks a client's, and refuses a masked one.
+    pub fn client(limits: Limits) -> Self {
+        Self {
+            limits,
+            role: Role::Client,
+            ..Self::default()
+        }
+    }
+
     /// Decodes frames from the front of `buf`: the bytes read from the socket and not yet
     /// consumed, oldest first.
     ///
@@ -190,8 +239,9 @@ impl Decoder {
     /// - `consumed: n, event: Some(event)`: handle `event`, then drop `n` bytes (they include
     ///   any fragments absorbed before the event's frame) and call again: `buf` may hold more
     ///   frames, so keep calling until a call returns no event.
-    /// - `Err(e)`: the client broke the protocol. Send `encode_close(e.code, e.reason)` and
-    ///   close; this decoder is not to be used again.
+    /// - `Err(e)`: the peer broke the protocol. Send a Close with `e.code` and `e.reason` (the
+    ///   server: `encode_close(e.code, e.reason)`) and close; this decoder is not to be used
+    ///   again.
     ///
     /// A frame is decoded only once it is wholly in `buf`. Frames are unmasked in place, so
     /// the consumed prefix of `buf` no longer holds what the client sent; the rest of `buf` is
@@ -226,7 +276,9 @@ impl Decoder {
             else {
                 return Ok(Decoded::pending(consumed));
             };
-            unmask(payload, header.mask);
+            if let Some(key) = header.mask {
+                unmask(payload, key);
+            }
             consumed += header.header_len + header.payload_len;
             let event = match (header.opcode, header.fin) {
                 (Opcode::Ping, _) => Event::Ping(payload),
@@ -315,9 +367,13 @@ impl Decoder {
         let Some(&second) = buf.get(1) else {
             return Ok(HeaderParse::Need(2));
         };
-        if second & MASKED == 0 {
-            return Err(CloseError::protocol("client frame not masked"));
+        let masked = second & MASKED != 0;
+        match (self.role, masked) {
+            (Role::Server, false) => return Err(CloseError::protocol("client frame not masked")),
+            (Role::Client, true) => return Err(CloseError::protocol("server frame masked")),
+            (Role::Server, true) | (Role::Client, false) => {}
         }
+        let key_len = if masked { MASK_KEY_LEN } else { 0 };
         let len7 = second & LEN7;
         if opcode.is_control() && usize::from(len7) > MAX_CONTROL_PAYLOAD {
             return Err(CloseError::protocol("control frame over 125 bytes"));
@@ -327,7 +383,7 @@ impl Decoder {
             LEN_IS_64_BIT => 8,
             _ => 0,
         };
-        let header_len = 2 + len_bytes + MASK_KEY_LEN;
+        let header_len = 2 + len_bytes + key_len;
         // A longer length encoding than needed is accepted, although RFC 6455 5.2 says
         // senders MUST use the shortest: the limit check below makes any encoding equally
         // safe, and refusing would only break sloppy clients.
@@ -360,8 +416,12 @@ impl Decoder {
         if header_len.checked_add(payload_len).is_none() {
             return Err(CloseError::TOO_BIG);
         }
-        let Some(mask) = array_at::<MASK_KEY_LEN>(buf, 2 + len_bytes) else {
-            return Ok(HeaderParse::Need(header_len));
+        let mask = match masked {
+            false => None,
+            true => match array_at::<MASK_KEY_LEN>(buf, 2 + len_bytes) {
+                Some(key) => Some(key),
+                None => return Ok(HeaderParse::Need(header_len)),
+            },
         };
         Ok(HeaderParse::Ready(Header {
             fin,
@@ -448,24 +508,82 @@ fn unmask(payload: &mut [u8], key: [u8; MASK_KEY_LEN]) {
 /// A control frame's payload must fit in [`MAX_CONTROL_PAYLOAD`] bytes; a longer one is a bug
 /// in the caller (checked in debug builds), and the client would close with 1002.
 pub fn encode_frame(out: &mut Vec<u8>, opcode: Opcode, payload: &[u8]) {
+    encode_whole(out, opcode, payload, None);
+}
+
+/// One complete (FIN=1) frame with the shortest length encoding, masked with `mask` if any: what
+/// a conforming peer sends, a server without a mask and a client with one.
+#[inline]
+pub(super) fn encode_whole(
+    out: &mut Vec<u8>,
+    opcode: Opcode,
+    payload: &[u8],
+    mask: Option<[u8; MASK_KEY_LEN]>,
+) {
     debug_assert!(
         !opcode.is_control() || payload.len() <= MAX_CONTROL_PAYLOAD,
         "control frame payload over 125 bytes"
     );
-    out.reserve(10 + payload.len());
-    out.push(FIN | opcode as u8);
-    match u16::try_from(payload.len()) {
-        Ok(len @ 0..=125) => out.push(len as u8),
-        Ok(len) => {
-            out.push(LEN_IS_16_BIT);
-            out.extend_from_slice(&len.to_be_bytes());
+    encode_raw(
+        out,
+        FIN | opcode as u8,
+        payload,
+        mask,
+        LenEncoding::Shortest,
+    );
+}
+
+/// How a frame writes its payload length (RFC 6455 5.2): in the 7 bits of the second byte, or
+/// after it in 16 or 64 bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LenEncoding {
+    /// The shortest form that fits, which RFC 6455 5.2 requires of senders.
+    Shortest,
+    /// At least 16 bits, for tests of a receiver's tolerance: longer than needed for a payload
+    /// under 126 bytes, widened to 64 bits for one over 65,535.
+    Bits16,
+    /// Always 64 bits.
+    Bits64,
+}
+
+/// Appends one frame built as given, conforming or not: `first` is its first byte verbatim
+/// (FIN, RSV bits and opcode bits), the payload is masked with `mask` when there is one, and
+/// its length is written as `len` says. The one frame writer behind [`encode_frame`] and
+/// [`super::client::encode_frame`]; called directly, it writes what tests and fuzzers need to
+/// send a receiver, such as reserved opcodes, unmasked client frames or long length forms.
+// Inlined so that the constant arguments of the server's path (no mask, shortest length) fold
+// away, leaving the ack frame's encoding as cheap as a writer of its own.
+#[inline]
+pub fn encode_raw(
+    out: &mut Vec<u8>,
+    first: u8,
+    payload: &[u8],
+    mask: Option<[u8; MASK_KEY_LEN]>,
+    len: LenEncoding,
+) {
+    out.reserve(2 + 8 + MASK_KEY_LEN + payload.len());
+    out.push(first);
+    let mask_bit = if mask.is_some() { MASKED } else { 0 };
+    match (len, u16::try_from(payload.len())) {
+        (LenEncoding::Shortest, Ok(short @ 0..=125)) => out.push(mask_bit | short as u8),
+        (LenEncoding::Shortest | LenEncoding::Bits16, Ok(medium)) => {
+            out.push(mask_bit | LEN_IS_16_BIT);
+            out.extend_from_slice(&medium.to_be_bytes());
         }
-        Err(_) => {
-            out.push(LEN_IS_64_BIT);
+        _ => {
+            out.push(mask_bit | LEN_IS_64_BIT);
             out.extend_from_slice(&(payload.len() as u64).to_be_bytes());
         }
     }
+    if let Some(key) = mask {
+        out.extend_from_slice(&key);
+    }
+    let start = out.len();
     out.extend_from_slice(payload);
+    if let Some(key) = mask {
+        // Masking and unmasking are the same XOR, from key offset 0.
+        unmask(&mut out[start..], key);
+    }
 }
 
 /// Appends a Close frame with `code` and `reason` to `out`, cutting `reason` at a character
@@ -505,10 +623,7 @@ mod tests {
     const PING: u8 = 0x9;
     const PONG: u8 = 0xA;
 
-    /// RFC 6455 5.7: a masked text frame with "Hello".
-    const RFC_MASKED_HELLO: [u8; 11] = [
-        0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
-    ];
+    use crate::fixtures::ws::RFC_MASKED_HELLO;
 
     fn decode_all(bytes: &[u8]) -> Outcome {
         drive(&mut Decoder::default(), [bytes])

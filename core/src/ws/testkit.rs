@@ -1,7 +1,9 @@
 //! Helpers for the codec's tests: building client frames, a seeded PRNG, and a driver that
 //! feeds a decoder the way the runtime does.
 
-use super::frame::{CloseError, Decoder, Event};
+use super::frame::{CloseError, Decoder, encode_raw};
+pub use super::frame::{LenEncoding, OwnedEvent as Owned};
+use crate::fixtures::ws::RFC_KEY;
 
 /// xorshift64: deterministic, dependency-free randomness for property tests.
 pub struct XorShift(u64);
@@ -32,64 +34,17 @@ impl XorShift {
     }
 }
 
-/// How a test frame writes its payload length.
-#[derive(Clone, Copy)]
-pub enum LenEncoding {
-    Shortest,
-    Bits16,
-    Bits64,
-}
-
 /// A frame as a client sends it: first byte as given, masked with `key`.
 pub fn client_frame_with(first: u8, payload: &[u8], key: [u8; 4], len: LenEncoding) -> Vec<u8> {
-    let mut frame = vec![first];
-    match len {
-        LenEncoding::Shortest if payload.len() <= 125 => frame.push(0x80 | payload.len() as u8),
-        LenEncoding::Shortest | LenEncoding::Bits16 if payload.len() <= 0xFFFF => {
-            frame.push(0x80 | 126);
-            frame.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-        }
-        _ => {
-            frame.push(0x80 | 127);
-            frame.extend_from_slice(&(payload.len() as u64).to_be_bytes());
-        }
-    }
-    frame.extend_from_slice(&key);
-    frame.extend(payload.iter().zip(key.iter().cycle()).map(|(b, k)| b ^ k));
+    let mut frame = Vec::new();
+    encode_raw(&mut frame, first, payload, Some(key), len);
     frame
 }
 
 /// A masked client frame with the shortest length encoding; `opcode` is the raw 4 bits.
 pub fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
     let first = if fin { 0x80 } else { 0 } | opcode;
-    client_frame_with(
-        first,
-        payload,
-        [0x37, 0xfa, 0x21, 0x3d],
-        LenEncoding::Shortest,
-    )
-}
-
-/// An [`Event`] detached from the buffers it borrows, for comparing event streams.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Owned {
-    Text(Vec<u8>),
-    Binary(Vec<u8>),
-    Ping(Vec<u8>),
-    Pong(Vec<u8>),
-    Close(Option<u16>, String),
-}
-
-impl From<Event<'_>> for Owned {
-    fn from(event: Event<'_>) -> Self {
-        match event {
-            Event::Text(payload) => Self::Text(payload.to_vec()),
-            Event::Binary(payload) => Self::Binary(payload.to_vec()),
-            Event::Ping(payload) => Self::Ping(payload.to_vec()),
-            Event::Pong(payload) => Self::Pong(payload.to_vec()),
-            Event::Close { code, reason } => Self::Close(code, reason.to_owned()),
-        }
-    }
+    client_frame_with(first, payload, RFC_KEY, LenEncoding::Shortest)
 }
 
 /// What a decoder made of a byte stream: its events, then the error that ended it if any.
