@@ -399,7 +399,7 @@ mod tests {
     use super::*;
     use crate::store::Cf;
     use crate::store::commit::spawn_committer;
-    use crate::store::temp::TempStore;
+    use crate::store::temp::{TempStore, run_local};
 
     const A: SessionRef = SessionRef { shard: 0, conn: 1 };
     const B: SessionRef = SessionRef { shard: 1, conn: 2 };
@@ -442,11 +442,7 @@ mod tests {
         let (committer, thread) = spawn_committer(tmp.store().clone(), "t".into()).expect("thread");
         let batcher = Rc::new(Batcher::new(tmp.store().clone(), committer, 1 << 20));
         let dev = test_device();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        tokio::task::LocalSet::new().block_on(&rt, async {
+        run_local(async {
             let mut old = dev.claim(A).expect("free slot");
             old.stage(&batcher, |st| st.put(Cf::MsgIds, b"m1", b"1"))
                 .expect("stage");
@@ -499,11 +495,7 @@ mod tests {
     fn take_over_asks_the_holder_to_close_and_waits_for_it() {
         let dev = test_device();
         let links = Recorder::default();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        tokio::task::LocalSet::new().block_on(&rt, async {
+        run_local(async {
             let old = dev.claim(A).expect("free slot");
             // The old session closes a little later, as a session on another shard would.
             let closer = tokio::task::spawn_local(async move {
@@ -522,12 +514,8 @@ mod tests {
     fn take_over_gives_up_on_a_holder_that_never_lets_go() {
         let dev = test_device();
         let links = Recorder::default();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
         let _old = dev.claim(A).expect("free slot");
-        let got = rt.block_on(take_over(&links, &dev, B, Duration::from_millis(100)));
+        let got = run_local(take_over(&links, &dev, B, Duration::from_millis(100)));
         assert!(got.is_none());
         assert_eq!(dev.session(), Some(A), "the holder keeps its slot");
     }

@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 
-use crate::fleet::{attendance, auth, commands, presence, provision};
+use crate::fleet::{attendance, auth, commands, provision};
 use crate::shard::local::{CloseReason, Deadline};
 use crate::shard::terminal::{
     SETTING_CLOUD_ID, SETTING_LOG_POSITION, SETTING_TIMEZONE, SETTING_TOKEN_HASH, Terminal,
@@ -125,16 +125,7 @@ impl Session<'_> {
                     }
                     dev.touch(now_ms());
                     self.touch_terminal();
-                    metrics::gauge!("fleetgate_sessions", "protocol" => protocol.as_str())
-                        .increment(1.0);
-                    presence::record(
-                        self.local.fleet(),
-                        &self.local.batcher,
-                        &dev,
-                        true,
-                        "registered",
-                        Some(&self.ctl.peer.to_string()),
-                    );
+                    self.went_online(&dev, protocol.as_str());
                     check_commands = true;
                 }
                 Action::SaveToken(token) => {

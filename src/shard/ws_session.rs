@@ -555,19 +555,36 @@ impl Session<'_> {
         dev.touch(now);
         self.role = Role::Device(claim);
         self.touch();
-        metrics::gauge!("fleetgate_sessions", "protocol" => "generic").increment(1.0);
         let registered = self.proto.registered(dev.id.to_string(), &rfc3339_ms(now));
         self.send_text(&registered);
-        presence::record(
-            self.local.fleet(),
-            &self.local.batcher,
-            &dev,
-            true,
-            "registered",
-            Some(&self.ctl.peer.to_string()),
-        );
+        self.went_online(&dev, "generic");
         self.deliver_commands(&dev);
         Vec::new()
+    }
+
+    /// This session became its device's live one: counted, and announced (event + broadcast).
+    /// Generic devices and terminals alike.
+    pub(super) fn went_online(&self, dev: &Device, protocol: &'static str) {
+        metrics::gauge!("fleetgate_sessions", "protocol" => protocol).increment(1.0);
+        let peer = self.ctl.peer.to_string();
+        let fleet = self.local.fleet();
+        presence::record(
+            fleet,
+            &self.local.batcher,
+            dev,
+            true,
+            "registered",
+            Some(&peer),
+        );
+    }
+
+    /// The device's live session ends: the counterpart of `went_online`.
+    fn went_offline(&self, dev: &Device, protocol: &'static str) {
+        metrics::gauge!("fleetgate_sessions", "protocol" => protocol).decrement(1.0);
+        let peer = self.ctl.peer.to_string();
+        let reason = self.end_reason.unwrap_or("closed");
+        let fleet = self.local.fleet();
+        presence::record(fleet, &self.local.batcher, dev, false, reason, Some(&peer));
     }
 
     /// A registration or subscription that may not proceed: the session answers and closes.
@@ -775,15 +792,9 @@ impl Session<'_> {
         if self.out.capacity() > 0 {
             self.local.give_buf(std::mem::take(&mut self.out));
         }
-        let fleet = self.local.fleet();
-        let peer = self.ctl.peer.to_string();
-        let reason = self.end_reason.unwrap_or("closed");
         match std::mem::replace(&mut self.role, Role::Pending) {
-            Role::Device(claim) => {
-                metrics::gauge!("fleetgate_sessions", "protocol" => "generic").decrement(1.0);
-                let dev = claim.device();
-                presence::record(fleet, &self.local.batcher, dev, false, reason, Some(&peer));
-            }
+            // The claim is dropped at the end of the arm, after the offline event is staged.
+            Role::Device(claim) => self.went_offline(claim.device(), "generic"),
             Role::Admin => {
                 metrics::gauge!("fleetgate_sessions", "protocol" => "admin").decrement(1.0);
                 self.local
@@ -794,9 +805,7 @@ impl Session<'_> {
             }
             Role::Terminal(t) => {
                 if let Some(dev) = t.device() {
-                    metrics::gauge!("fleetgate_sessions", "protocol" => t.protocol().as_str())
-                        .decrement(1.0);
-                    presence::record(fleet, &self.local.batcher, dev, false, reason, Some(&peer));
+                    self.went_offline(dev, t.protocol().as_str());
                 }
             }
             Role::Pending => {}

@@ -305,15 +305,7 @@ impl Batcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::temp::TempStore;
-
-    fn run_local<F: std::future::Future>(f: F) -> F::Output {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        tokio::task::LocalSet::new().block_on(&rt, f)
-    }
+    use crate::store::temp::{TempStore, run_local};
 
     fn put(st: &mut Staging<'_>, k: &[u8]) -> Result<(), StoreError> {
         st.put(Cf::Meta, k, b"v")

@@ -51,3 +51,14 @@ impl Drop for TempStore {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Runs `f` to completion on a current-thread runtime inside a `LocalSet`, as a shard runs its
+/// tasks: for the unit tests of code that stages into a `Batcher`.
+#[cfg(test)]
+pub(crate) fn run_local<F: std::future::Future>(f: F) -> F::Output {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    tokio::task::LocalSet::new().block_on(&rt, f)
+}
