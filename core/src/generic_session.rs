@@ -372,28 +372,10 @@ impl<T: Clone> Session<T> {
     }
 }
 
-/// A message naming a device other than the registered one. Ids compare as UUIDs: case and the
-/// hyphenated, simple, braced and urn forms do not matter.
+/// A message naming a device other than the registered one. Ids compare as UUIDs, as the server
+/// parses them: case and the hyphenated, simple, braced and urn forms do not matter.
 fn mismatch(registered: &str, claimed: Option<&str>) -> bool {
-    claimed.is_some_and(|d| canonical_uuid(d).as_deref() != canonical_uuid(registered).as_deref())
-}
-
-/// The 32 lowercase hex digits of a UUID in any of its textual forms; None if it is not one.
-fn canonical_uuid(s: &str) -> Option<String> {
-    let s = s.trim();
-    let s = s
-        .strip_prefix("urn:uuid:")
-        .or_else(|| s.strip_prefix("{").and_then(|x| x.strip_suffix('}')))
-        .unwrap_or(s);
-    let hex: String = match s.len() {
-        32 => s.to_string(),
-        36 if [8, 13, 18, 23].iter().all(|&i| s.as_bytes()[i] == b'-') => {
-            s.chars().filter(|&c| c != '-').collect()
-        }
-        _ => return None,
-    };
-    (hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
-        .then(|| hex.to_ascii_lowercase())
+    claimed.is_some_and(|d| uuid::Uuid::parse_str(d).ok() != uuid::Uuid::parse_str(registered).ok())
 }
 
 fn mismatch_error(mut out: Vec<Action>, msg_id: Option<String>) -> Vec<Action> {
