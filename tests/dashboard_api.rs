@@ -3,11 +3,10 @@
 
 mod common;
 
+use common::browser::*;
 use common::*;
 use std::io::Write;
 use std::net::TcpStream;
-use std::os::unix::fs::PermissionsExt;
-use tungstenite::client::IntoClientRequest;
 
 for_both_drivers!(
     first_login_must_change_password,
@@ -22,113 +21,6 @@ for_both_drivers!(
 );
 
 const CSP: &str = "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'";
-
-/// A raw HTTP request on a fresh connection; `headers` are extra header lines.
-fn http(
-    srv: &Server,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<&Value>,
-) -> RawResponse {
-    let body = body.map(enc).unwrap_or_default();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    if !body.is_empty() || method != "GET" {
-        req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
-    }
-    req.push_str("\r\n");
-    req.push_str(&body);
-    raw_http(srv.addr(), req.as_bytes())
-}
-
-fn code(r: &RawResponse) -> String {
-    error_code(&r.json())
-}
-
-/// A logged-in browser: its cookie header and CSRF token.
-struct Browser {
-    cookie: String,
-    csrf: String,
-}
-
-impl Browser {
-    fn headers(&self, csrf: bool) -> Vec<(&str, &str)> {
-        let mut h = vec![("Cookie", self.cookie.as_str())];
-        if csrf {
-            h.push(("X-CSRF-Token", self.csrf.as_str()));
-        }
-        h
-    }
-    fn get(&self, srv: &Server, path: &str) -> RawResponse {
-        http(srv, "GET", path, &self.headers(false), None)
-    }
-    fn send(&self, srv: &Server, method: &str, path: &str, body: &Value) -> RawResponse {
-        http(srv, method, path, &self.headers(true), Some(body))
-    }
-}
-
-fn try_login(srv: &Server, user: &str, password: &str) -> RawResponse {
-    http(
-        srv,
-        "POST",
-        "/api/login",
-        &[],
-        Some(&json!({"username": user, "password": password})),
-    )
-}
-
-fn login(srv: &Server, user: &str, password: &str) -> (Browser, Value) {
-    let r = try_login(srv, user, password);
-    assert_eq!(r.status, 200, "login {user}: {r:?}");
-    let set = r.header("set-cookie").expect("Set-Cookie").to_string();
-    assert!(set.starts_with("fg_session="), "{set}");
-    for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
-        assert!(set.contains(attr), "cookie lacks {attr}: {set}");
-    }
-    // Plain HTTP: a `Secure` cookie would never come back (tests/tls.rs checks it over TLS).
-    assert!(!set.contains("Secure"), "{set}");
-    let cookie = set.split(';').next().unwrap_or_default().to_string();
-    let v = r.json();
-    let b = Browser {
-        cookie,
-        csrf: s(&v, "csrf_token").to_string(),
-    };
-    (b, v)
-}
-
-fn initial_password(srv: &Server) -> String {
-    let path = srv.data_dir().join("initial-admin-password");
-    let mode = std::fs::metadata(&path)
-        .expect("initial-admin-password exists")
-        .permissions()
-        .mode();
-    assert_eq!(mode & 0o777, 0o600, "initial-admin-password mode");
-    std::fs::read_to_string(path)
-        .expect("read")
-        .trim()
-        .to_string()
-}
-
-const NEW_PASSWORD: &str = "a-new-password-1";
-
-/// Logs in as the initial admin and changes the password; returns the session.
-fn admin_browser(srv: &Server) -> Browser {
-    let (b, _) = login(srv, "admin", &initial_password(srv));
-    let r = b.send(
-        srv,
-        "POST",
-        "/api/me/password",
-        &json!({"current_password": initial_password(srv), "new_password": NEW_PASSWORD}),
-    );
-    assert_eq!(r.status, 200, "{r:?}");
-    b
-}
 
 fn first_login_must_change_password(io: &str) {
     let srv = Server::start(io);
@@ -482,23 +374,6 @@ fn dashboard_files_are_served_with_csp(io: &str) {
         assert_eq!(r.header("content-security-policy"), Some(CSP), "{path}");
     }
     assert_eq!(http(&srv, "GET", "/nope.js", &[], None).status, 404);
-}
-
-/// A WebSocket whose upgrade request carries `cookie`.
-fn cookie_ws(srv: &Server, cookie: &str) -> Ws {
-    let stream = TcpStream::connect(srv.addr()).expect("connect");
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
-        .expect("timeout");
-    let mut req = srv.ws_url().into_client_request().expect("request");
-    req.headers_mut()
-        .insert("Cookie", cookie.parse().expect("cookie header"));
-    let (ws, resp) = tungstenite::client(req, stream).expect("handshake");
-    assert_eq!(resp.status().as_u16(), 101);
-    ws.get_ref()
-        .set_read_timeout(Some(std::time::Duration::from_millis(100)))
-        .expect("timeout");
-    Ws { ws, closed: None }
 }
 
 fn admin_ws_by_cookie_sees_device_status(io: &str) {

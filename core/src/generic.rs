@@ -247,6 +247,13 @@ pub fn subscribed(server_time: &str) -> String {
     format!("{{\"type\":\"subscribed\",\"role\":\"admin\",\"server_time\":\"{server_time}\"}}")
 }
 
+/// Tells a subscribed admin that its permissions changed while it was connected (its user was
+/// demoted to viewer, or promoted back): `read_only` subscribers may watch but not send commands.
+pub fn role_changed(read_only: bool) -> String {
+    let role = if read_only { "viewer" } else { "admin" };
+    format!("{{\"type\":\"role_changed\",\"role\":\"{role}\",\"read_only\":{read_only}}}")
+}
+
 /// `{"type":"error","code","message"}`, with the frame's msg_id echoed when it had one.
 pub fn error(code: &str, message: &str, msg_id: Option<&str>) -> String {
     let mut s = String::with_capacity(48 + message.len());

@@ -317,6 +317,18 @@ impl<T: Clone> Session<T> {
         generic::subscribed(server_time)
     }
 
+    /// The runtime found that a subscribed admin's permissions changed (its user was demoted or
+    /// promoted while connected). Returns the `role_changed` frame to send, if anything changed.
+    pub fn admin_role(&mut self, read_only: bool) -> Option<String> {
+        match &mut self.role {
+            Role::Admin { read_only: was } if *was != read_only => {
+                *was = read_only;
+                Some(generic::role_changed(read_only))
+            }
+            _ => None,
+        }
+    }
+
     /// The runtime refused a `Register` or `Subscribe` (error `code`, then close 1008 or, for
     /// a device whose previous session did not let go, 1013). A refusal is an answer, not a
     /// protocol error: it is not counted as one.
@@ -569,6 +581,25 @@ mod tests {
         );
         let a = admin.on_frame(&mut frame(r#"{"type":"telemetry","payload":{}}"#));
         assert!(sent(&a)[0].contains("invalid_message"));
+    }
+
+    #[test]
+    fn a_demoted_admin_is_told_once_and_may_no_longer_send_commands() {
+        let mut admin: Session<Batch> = Session::default();
+        admin.on_frame(&mut frame(
+            r#"{"type":"subscribe","role":"admin","token":"x"}"#,
+        ));
+        admin.subscribed(false, "now");
+        assert_eq!(admin.admin_role(false), None, "unchanged: nothing to say");
+        let told = admin.admin_role(true).expect("a role_changed frame");
+        assert!(told.contains("\"read_only\":true"), "{told}");
+        assert_eq!(admin.admin_role(true), None);
+        let a = admin.on_frame(&mut frame(
+            r#"{"type":"command","device_id":"d","command":"unlock"}"#,
+        ));
+        assert!(sent(&a)[0].contains("forbidden"), "{a:?}");
+        // A device session has no admin role to change.
+        assert_eq!(registered().admin_role(true), None);
     }
 
     #[test]

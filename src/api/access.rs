@@ -110,7 +110,7 @@ mod tests {
                     id_hash: [0; 32],
                 }
             } else {
-                Via::Bearer
+                Via::AdminToken
             },
             must_change_password,
         }

@@ -22,7 +22,7 @@ struct MeJson<'a> {
 fn me_json(p: &Principal) -> Response {
     let csrf = match &p.via {
         Via::Session { csrf, .. } => Some(csrf.as_str()),
-        Via::Bearer => None,
+        Via::AdminToken | Via::ApiToken(_) => None,
     };
     Response::json_value(
         200,

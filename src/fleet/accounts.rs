@@ -12,6 +12,7 @@
 //! bounds how often anyone can make a shard pay that cost with wrong guesses.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -167,11 +168,25 @@ pub struct ApiToken {
     pub last_used: Option<u64>,
 }
 
-/// How a request proved who it is: CSRF applies only to cookie (ambient) credentials.
+/// How a request proved who it is, naming the credential so that a long-lived connection can be
+/// checked against it again later (revocation). CSRF applies only to cookie (ambient) credentials.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Via {
-    Bearer,
-    Session { csrf: String, id_hash: TokenHash },
+    /// The bootstrap admin token (fixed for the life of the process).
+    AdminToken,
+    /// A named API token, by the hash of its secret.
+    ApiToken(TokenHash),
+    Session {
+        csrf: String,
+        id_hash: TokenHash,
+    },
+}
+
+impl Via {
+    /// Bearer credentials are sent explicitly with each request; cookies ride along on their own.
+    pub fn is_bearer(&self) -> bool {
+        !matches!(self, Via::Session { .. })
+    }
 }
 
 /// Who is calling. Resolved per request from the current user record, so role changes and
@@ -208,6 +223,10 @@ pub struct Accounts {
     tokens: Mutex<HashMap<TokenHash, ApiToken>>,
     sessions: Mutex<HashMap<TokenHash, SessionEntry>>,
     throttle: Mutex<Throttle>,
+    /// Moves on every change that can revoke or demote a credential (token deleted, session ended,
+    /// user changed or deleted). Long-lived connections that rest on a credential (admin
+    /// WebSockets) watch it and check their credential again when it moves.
+    generation: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -244,7 +263,19 @@ impl Accounts {
             tokens: Mutex::new(tokens),
             sessions: Mutex::new(HashMap::new()),
             throttle: Mutex::new(Throttle::new(LOGIN_THROTTLE)),
+            generation: AtomicU64::new(0),
         })
+    }
+
+    /// See `generation` on the struct.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Called after the change is in memory, so a connection that sees the new generation also
+    /// sees the change.
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// On first start (no users at all), creates `admin` with a random password that must be
@@ -302,6 +333,7 @@ impl Accounts {
         if let Some(u) = lock(&self.users).get_mut(&user.username) {
             *u = user;
         }
+        self.changed();
     }
 
     pub fn remove_user(&self, name: &str) -> Option<User> {
@@ -416,7 +448,13 @@ impl Accounts {
     /// The principal of a session cookie value, if the session is live and its user still exists.
     /// Touching it restarts its idle clock.
     pub fn session(&self, session_id: &str, now: u64) -> Option<Principal> {
-        let hash = auth::hash_token(session_id);
+        self.session_by_hash(&auth::hash_token(session_id), now)
+    }
+
+    /// The principal of a live session, by the hash of its id (what a connection that rests on the
+    /// session keeps).
+    pub fn session_by_hash(&self, hash: &TokenHash, now: u64) -> Option<Principal> {
+        let hash = *hash;
         let (username, csrf) = {
             let mut sessions = lock(&self.sessions);
             let s = sessions.get_mut(&hash)?;
@@ -441,11 +479,13 @@ impl Accounts {
 
     pub fn end_session(&self, session_id: &str) {
         lock(&self.sessions).remove(&auth::hash_token(session_id));
+        self.changed();
     }
 
     /// Ends every session of `username` except `keep` (after a password change or deletion).
     pub fn end_sessions_of(&self, username: &str, keep: Option<&TokenHash>) {
         lock(&self.sessions).retain(|h, s| s.username != username || Some(h) == keep);
+        self.changed();
     }
 
     // ---- API tokens ----------------------------------------------------------------------
@@ -464,6 +504,11 @@ impl Accounts {
         Some((t.clone(), stale))
     }
 
+    /// The live API token with this hash, without marking it used (a re-check, not a use).
+    pub fn token_by_hash(&self, hash: &TokenHash) -> Option<ApiToken> {
+        lock(&self.tokens).get(hash).cloned()
+    }
+
     pub fn tokens(&self) -> Vec<ApiToken> {
         let mut v: Vec<ApiToken> = lock(&self.tokens).values().cloned().collect();
         v.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
@@ -478,7 +523,10 @@ impl Accounts {
     pub fn remove_token(&self, id: &str) -> Option<(TokenHash, ApiToken)> {
         let mut tokens = lock(&self.tokens);
         let hash = tokens.iter().find(|(_, t)| t.id == id).map(|(h, _)| *h)?;
-        tokens.remove(&hash).map(|t| (hash, t))
+        let removed = tokens.remove(&hash).map(|t| (hash, t));
+        drop(tokens);
+        self.changed();
+        removed
     }
 }
 
@@ -527,6 +575,7 @@ mod tests {
             tokens: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
             throttle: Mutex::new(Throttle::new(LOGIN_THROTTLE)),
+            generation: AtomicU64::new(0),
         }
     }
 

@@ -1,6 +1,8 @@
 //! Who is calling: the bootstrap admin token, a named API token, or a dashboard session cookie,
-//! resolved per request (or per WebSocket subscribe) from the current records, so a role change,
-//! user deletion or token revocation takes effect on the next request.
+//! resolved per request from the current records, so a role change, user deletion or token
+//! revocation takes effect on the next request. A connection that outlives its request (an admin
+//! WebSocket) keeps the principal and checks it again with `current` before every action and
+//! whenever the accounts change.
 
 use crate::fleet::accounts::{self, Principal, Role, Via};
 use crate::fleet::auth;
@@ -28,7 +30,7 @@ pub fn bearer(fleet: &Fleet, batch: &Batcher, t: &str, now: u64) -> Option<Princ
         return Some(Principal {
             name: "admin-token".to_string(),
             role: Role::Admin,
-            via: Via::Bearer,
+            via: Via::AdminToken,
             must_change_password: false,
         });
     }
@@ -36,6 +38,7 @@ pub fn bearer(fleet: &Fleet, batch: &Batcher, t: &str, now: u64) -> Option<Princ
         return None;
     }
     let (tok, stale) = fleet.accounts.api_token(t, now)?;
+    let hash = auth::hash_token(t);
     if stale {
         // Not waited for: last_used is informational, and a lost update costs nothing.
         let key = accounts::last_used_key(&tok.id);
@@ -44,9 +47,29 @@ pub fn bearer(fleet: &Fleet, batch: &Batcher, t: &str, now: u64) -> Option<Princ
     Some(Principal {
         name: tok.name,
         role: tok.role,
-        via: Via::Bearer,
+        via: Via::ApiToken(hash),
         must_change_password: false,
     })
+}
+
+/// `p` as it is now: its credential checked again against the current records. None once the
+/// credential is gone (token revoked, session ended by logout or a password change, user
+/// deleted); otherwise the principal with its current role. For connections that outlive the
+/// request that authenticated them.
+pub fn current(fleet: &Fleet, p: &Principal, now: u64) -> Option<Principal> {
+    match &p.via {
+        Via::AdminToken => Some(p.clone()),
+        Via::ApiToken(hash) => fleet.accounts.token_by_hash(hash).map(|t| Principal {
+            name: t.name,
+            role: t.role,
+            via: p.via.clone(),
+            must_change_password: false,
+        }),
+        Via::Session { id_hash, .. } => fleet
+            .accounts
+            .session_by_hash(id_hash, now)
+            .filter(|q| !q.must_change_password),
+    }
 }
 
 /// The principal of the request's `fg_session` cookie, if it names a live session.

@@ -98,6 +98,9 @@ pub enum Out {
     Text(String),
     Shared(Arc<str>),
     CommandsPending,
+    /// The accounts changed: an admin subscriber checks its credential again (revoked: it closes;
+    /// demoted: it becomes read-only).
+    Recheck,
 }
 
 /// Why a connection is asked to close. A WebSocket hears the close code and reason; an HTTP
@@ -233,6 +236,8 @@ pub struct Local {
     pub(super) conns_gone: Notify,
     /// A handle on this shard's inbox, read only to report its depth.
     inbox: crossbeam::channel::Receiver<ShardMsg>,
+    /// The accounts' generation this shard's admin subscribers were last checked against.
+    accounts_seen: Cell<u64>,
 }
 
 impl Local {
@@ -245,6 +250,7 @@ impl Local {
     ) -> Local {
         let store = shared.fleet.store.clone();
         let in_budget = (shared.limits.buffer_budget_mb << 20) / shared.limits.shards.max(1);
+        let accounts_seen = shared.fleet.accounts.generation();
         Local {
             index,
             shared,
@@ -258,6 +264,7 @@ impl Local {
             in_bytes: Cell::new(0),
             in_budget,
             in_freed: Notify::new(),
+            accounts_seen: Cell::new(accounts_seen),
             next_conn: Cell::new(0),
             shutting_down: Cell::new(false),
             conns_gone: Notify::new(),
@@ -395,6 +402,7 @@ impl Local {
     }
 
     pub(super) fn tick(&self) {
+        self.recheck_admins();
         self.metrics.inbox_depth.set(self.inbox.len() as f64);
         self.metrics
             .open_batch_bytes
@@ -465,6 +473,25 @@ impl Local {
             ShardMsg::Shutdown => return false,
         }
         true
+    }
+
+    /// When the accounts changed since the last tick, asks every admin subscriber on this shard to
+    /// check its credential again. Polled from the tick, not pushed through the inbox, so a
+    /// revocation reaches every shard within one tick even when an inbox is full.
+    fn recheck_admins(&self) {
+        let now = self.fleet().accounts.generation();
+        if self.accounts_seen.replace(now) == now {
+            return;
+        }
+        for id in self.admins.borrow().iter() {
+            if let Some(c) = self.conns.borrow().get(id) {
+                // Never dropped for a full outbox, and one pending re-check is enough.
+                if !c.outbox.borrow().iter().any(|o| matches!(o, Out::Recheck)) {
+                    c.outbox.borrow_mut().push_back(Out::Recheck);
+                }
+                c.wake.notify_one();
+            }
+        }
     }
 
     /// Delivers to local admin subscribers; one that cannot keep up is cut off, never buffered

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
+use crate::fleet::accounts::{Principal, Role as AccountRole};
 use crate::fleet::commands::{self, EnqueueError, ResultError};
 use crate::fleet::ingest::{self, Ingested};
 use crate::fleet::links::SessionRef;
@@ -87,7 +88,7 @@ pub async fn upgrade<T: Transport>(
 /// not change, and the request comes from this server's own page. Browsers send cookies with
 /// cross-site WebSocket upgrades in some cases (SameSite is not honoured everywhere), so the
 /// `Origin` must match the `Host` (cross-site WebSocket hijacking).
-fn cookie_principal(local: &Local, req: &Request) -> Option<crate::fleet::accounts::Principal> {
+fn cookie_principal(local: &Local, req: &Request) -> Option<Principal> {
     if let Some(origin) = req.header_str("origin") {
         let host = req.header_str("host")?;
         let origin_host = origin.split_once("://").map_or(origin, |(_, h)| h);
@@ -102,8 +103,12 @@ pub(super) enum Role {
     Pending,
     /// A registered generic device; the claim is its device's one session slot.
     Device(Claim),
-    /// An admin subscriber (whether it may send commands is the generic session's rule).
-    Admin,
+    /// An admin subscriber, with the credential it subscribed with: checked again before every
+    /// command and whenever the accounts change (whether it may send commands is the generic
+    /// session's rule, kept in step with the principal's current role).
+    /// Boxed: every session's state is as large as its largest role, and idle device sessions
+    /// must not carry room for a principal.
+    Admin(Box<Principal>),
     /// A biometric terminal (AiFace JSON or SmackBio XML), driven through its sans-IO conversation.
     Terminal(Box<Terminal>),
 }
@@ -112,7 +117,7 @@ pub(super) struct Session<'a> {
     pub(super) local: &'a Rc<Local>,
     pub(super) ctl: &'a Rc<ConnCtl>,
     /// Who the upgrade request's session cookie belongs to (for a token-less admin subscribe).
-    cookie_principal: Option<crate::fleet::accounts::Principal>,
+    cookie_principal: Option<Principal>,
     pub(super) role: Role,
     /// The generic protocol's rules (roles, msg_id window, ack order), sans-IO; this session
     /// carries out its actions. Unused by terminals, which have their own conversation.
@@ -611,8 +616,7 @@ impl Session<'_> {
                 (1008, "authentication throttled"),
             );
         }
-        let granted = principal.filter(|_| role == "admin").map(|p| p.role);
-        let Some(granted) = granted else {
+        let Some(principal) = principal.filter(|_| role == "admin") else {
             self.local.metrics.auth_failures.increment(1);
             if token.is_some() {
                 self.local.fleet().guard.auth_failed(ip, None, now);
@@ -623,8 +627,8 @@ impl Session<'_> {
                 (1008, "authentication failed"),
             );
         };
-        let read_only = granted != crate::fleet::accounts::Role::Admin;
-        self.role = Role::Admin;
+        let read_only = principal.role != AccountRole::Admin;
+        self.role = Role::Admin(Box::new(principal));
         // Dashboards may be silent for hours; their liveness is the outbox bound and write errors.
         self.local.set_deadline(self.ctl, 0, Deadline::None);
         self.local.admins.borrow_mut().push(self.ctl.id);
@@ -727,6 +731,13 @@ impl Session<'_> {
         payload: &str,
         ttl_s: Option<u64>,
     ) -> Vec<Action> {
+        // Authorised against the principal as it is now, not as it was at subscribe.
+        if !self.recheck_admin() {
+            if self.ctl.close.get().is_none() {
+                self.send_error("forbidden", "viewers may not send commands", None);
+            }
+            return Vec::new();
+        }
         let fleet = self.local.fleet();
         let dev = Uuid::parse_str(device_id)
             .ok()
@@ -767,8 +778,39 @@ impl Session<'_> {
                     Role::Terminal(_) => Box::pin(self.terminal_commands()).await,
                     _ => {}
                 },
+                Some(Out::Recheck) => {
+                    self.recheck_admin();
+                }
             }
         }
+    }
+
+    /// Checks an admin subscriber's credential against the accounts as they are now. Revoked
+    /// (token deleted, logged out, password changed elsewhere, user deleted): the subscriber is
+    /// told and closed, and false is returned. Demoted or promoted: it is told, and its commands
+    /// follow the new role; a viewer's commands are then refused by the generic session.
+    fn recheck_admin(&mut self) -> bool {
+        let Role::Admin(p) = &self.role else {
+            return false;
+        };
+        let Some(now) = principal::current(self.local.fleet(), p, now_ms()) else {
+            tracing::info!(principal = %p.name, "admin subscriber's credential revoked: closing");
+            self.send_error(
+                "credential_revoked",
+                "the token or session this subscription rests on is no longer valid; subscribe again",
+                None,
+            );
+            self.end_reason.get_or_insert("credential revoked");
+            self.ctl
+                .request_close(CloseReason::Ws(1008, "credential revoked"));
+            return false;
+        };
+        let read_only = now.role != AccountRole::Admin;
+        if let Some(frame) = self.proto.admin_role(read_only) {
+            self.send_text(&frame);
+        }
+        self.role = Role::Admin(Box::new(now));
+        !read_only
     }
 
     /// Closing: stop reading, answer what is still being committed (bounded), send the close frame.
@@ -795,7 +837,7 @@ impl Session<'_> {
         match std::mem::replace(&mut self.role, Role::Pending) {
             // The claim is dropped at the end of the arm, after the offline event is staged.
             Role::Device(claim) => self.went_offline(claim.device(), "generic"),
-            Role::Admin => {
+            Role::Admin(_) => {
                 metrics::gauge!("fleetgate_sessions", "protocol" => "admin").decrement(1.0);
                 self.local
                     .admins

@@ -31,6 +31,7 @@ use fleetgate::http::client::{Response, ResponseLimits, ResponseParser};
 use fleetgate::ws::{self, LenEncoding};
 use tungstenite::protocol::WebSocket;
 
+pub mod browser;
 pub mod fleet;
 use tungstenite::{Message, client};
 
@@ -1115,7 +1116,15 @@ pub fn metric(srv: &Server, sample: &str) -> f64 {
 
 /// Sends `req` on a fresh connection and reads one response.
 pub fn raw_http(addr: &str, req: &[u8]) -> RawResponse {
-    let mut s = TcpStream::connect(addr).expect("connect");
+    raw_http_on(TcpStream::connect(addr).expect("connect"), req)
+}
+
+/// `raw_http` from the loopback source address `src` (e.g. "127.0.0.2").
+pub fn raw_http_from(src: &str, addr: &str, req: &[u8]) -> RawResponse {
+    raw_http_on(tcp_from(src, addr), req)
+}
+
+fn raw_http_on(mut s: TcpStream, req: &[u8]) -> RawResponse {
     s.set_write_timeout(Some(Duration::from_secs(20))).ok();
     s.write_all(req).expect("write request");
     let mut buf = Vec::new();
