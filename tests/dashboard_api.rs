@@ -15,6 +15,7 @@ for_both_drivers!(
     api_tokens_create_use_revoke,
     users_admin_only_and_last_admin_kept,
     logins_are_throttled,
+    a_password_lockout_cannot_be_aimed_at_the_admin,
     dashboard_files_are_served_with_csp,
     admin_ws_by_cookie_sees_device_status,
     stats_and_device_search_sort,
@@ -342,6 +343,62 @@ fn logins_are_throttled(io: &str) {
     wait_until(SOON, "the login back-off to pass", || {
         try_login(&srv, "admin", &pw).status == 200
     });
+}
+
+/// The attack from issue 13: anyone can fail five times as the well-known `admin`. That must
+/// slow the guesser only: the admin logs in from another address at once, and even a guesser
+/// spread over many addresses leaves a browser that logged in before unaffected.
+fn a_password_lockout_cannot_be_aimed_at_the_admin(io: &str) {
+    let srv = Server::start(io);
+    admin_browser(&srv);
+    // The admin's own browser, logged in once before: it holds the known-browser cookie.
+    let r = try_login_from("127.0.0.5", &srv, "admin", NEW_PASSWORD);
+    assert_eq!(r.status, 200, "{r:?}");
+    let known = r
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("set-cookie"))
+        .find_map(|(_, v)| v.strip_prefix("fg_known="))
+        .and_then(|v| v.split(';').next())
+        .expect("a fg_known cookie on first login")
+        .to_string();
+
+    for _ in 0..8 {
+        try_login_from("127.0.0.2", &srv, "admin", "guess-guess-guess");
+    }
+    let r = try_login_from("127.0.0.2", &srv, "admin", NEW_PASSWORD);
+    assert_eq!((r.status, code(&r)), (429, "too_many_attempts".into()));
+    // Locked out there, not here: the right password from another address works at once.
+    let r = try_login_from("127.0.0.3", &srv, "admin", NEW_PASSWORD);
+    assert_eq!(r.status, 200, "{r:?}");
+
+    // A guesser spread over ten addresses, five tries each, meets the per-user ceiling...
+    for a in 10..20 {
+        for _ in 0..5 {
+            try_login_from(&format!("127.0.0.{a}"), &srv, "admin", "guess-guess-guess");
+        }
+    }
+    let r = try_login_from("127.0.0.30", &srv, "admin", NEW_PASSWORD);
+    assert_eq!((r.status, code(&r)), (429, "too_many_attempts".into()));
+    let retry: u64 = r
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
+    assert!(
+        (1..=60).contains(&retry),
+        "the ceiling slows, briefly: {retry}"
+    );
+    // ...which the admin's known browser passes, from yet another address.
+    let cookie = format!("fg_known={known}");
+    let r = http_from(
+        "127.0.0.31",
+        &srv,
+        "POST",
+        "/api/login",
+        &[("Cookie", &cookie)],
+        Some(&json!({"username": "admin", "password": NEW_PASSWORD})),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
 }
 
 fn dashboard_files_are_served_with_csp(io: &str) {

@@ -1,4 +1,4 @@
-//! Who may call the signed routes: authentication (with throttling of failed bearer tokens) and
+//! Who may call the signed routes: authentication (failed bearer tokens are throttled) and
 //! the permission rules, checked before any route runs, for unknown paths too.
 //!
 //! Cookie requests that change state must carry the session's `X-CSRF-Token`; viewers may only
@@ -21,29 +21,25 @@ pub fn admit(
     remote: &str,
     segs: &[&str],
 ) -> Result<Principal, ApiError> {
-    // Only a presented bearer token counts as a failed attempt: a dashboard that is simply not
-    // logged in yet must not lock its address out.
-    let ip = remote.parse::<SocketAddr>().ok().map(|a| a.ip());
-    let bearer = req.header_str("authorization").is_some();
-    let guard = &local.fleet().guard;
-    if let (Some(ip), true) = (ip, bearer) {
-        let wait = guard.auth_wait_ms(ip, None, now_ms());
-        if wait > 0 {
-            let secs = wait.div_ceil(1000);
-            return Err(ApiError::new(
-                429,
-                "auth_throttled",
-                format!("too many failed authentications from this address; retry in {secs} s"),
-            )
-            .with_header("Retry-After", secs.to_string()));
-        }
-    }
     let Some(principal) = principal::authenticate(local.fleet(), &local.batcher, req, now_ms())
     else {
-        if let (Some(ip), true) = (ip, bearer) {
-            guard.auth_failed(ip, None, now_ms());
-        }
         local.metrics.auth_failures.increment(1);
+        // Only a presented bearer token counts as a failed attempt: a dashboard that is simply not
+        // logged in yet must not count against its address. A right token never gets here, so no
+        // one's failures can lock it out; the throttle only changes how failures are answered.
+        let ip = remote.parse::<SocketAddr>().ok().map(|a| a.ip());
+        if let (Some(ip), Some(_)) = (ip, req.header_str("authorization")) {
+            let wait = local.fleet().guard.token_failed(ip, now_ms());
+            if wait > 0 {
+                let secs = wait.div_ceil(1000);
+                return Err(ApiError::new(
+                    429,
+                    "auth_throttled",
+                    format!("too many failed authentications from this address; retry in {secs} s"),
+                )
+                .with_header("Retry-After", secs.to_string()));
+            }
+        }
         return Err(ApiError::unauthorized());
     };
     permit(

@@ -59,6 +59,20 @@ fn session_cookie(value: &str, max_age: Option<u64>, secure: bool) -> String {
     c
 }
 
+/// Marks this browser as one that logged in before (see `accounts::KNOWN_BROWSER_COOKIE`): sent
+/// back only to the login route, never readable by scripts, kept as long as the server remembers it.
+fn known_browser_cookie(value: &str, secure: bool) -> String {
+    let mut c = format!(
+        "{}={value}; HttpOnly; SameSite=Strict; Path=/api/login; Max-Age={}",
+        accounts::KNOWN_BROWSER_COOKIE,
+        accounts::KNOWN_BROWSER_MS / 1000
+    );
+    if secure {
+        c.push_str("; Secure");
+    }
+    c
+}
+
 fn too_many(retry_after: u64) -> ApiError {
     ApiError::new(
         429,
@@ -82,21 +96,30 @@ pub fn login(cx: &Ctx<'_>) -> Result<Response, ApiError> {
         return Err(invalid_credentials(cx.local));
     }
     let now = now_ms();
-    match cx
-        .local
-        .fleet()
-        .accounts
-        .login(&client_addr(cx.remote), username, password, now)
-    {
+    let known = cx
+        .req
+        .header_str("cookie")
+        .and_then(|c| accounts::cookie(c, accounts::KNOWN_BROWSER_COOKIE));
+    let attempt =
+        cx.local
+            .fleet()
+            .accounts
+            .login(&client_addr(cx.remote), username, password, known, now);
+    match attempt {
         Login::Ok {
             session_id,
             principal,
+            known_browser,
         } => {
             tracing::info!(user = %principal.name, remote = cx.remote, "dashboard login");
-            Ok(me_json(&principal).with_header(
+            let mut r = me_json(&principal).with_header(
                 "Set-Cookie",
                 session_cookie(&session_id, None, cx.req.secure),
-            ))
+            );
+            if let Some(id) = known_browser {
+                r = r.with_header("Set-Cookie", known_browser_cookie(&id, cx.req.secure));
+            }
+            Ok(r)
         }
         Login::Invalid => Err(invalid_credentials(cx.local)),
         Login::Throttled(s) => {

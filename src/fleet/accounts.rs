@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use crate::fleet::auth::{self, RandomError, TokenHash};
-use crate::fleet::throttle::{Policy, Throttle};
+use crate::fleet::throttle::{LoginPolicy, LoginThrottle, Policy};
 use crate::store::records;
 use crate::store::{Cf, Store, StoreError};
 
@@ -43,14 +43,40 @@ pub const MAX_TOKEN_NAME: usize = 100;
 pub const MAX_SESSIONS: usize = 10_000;
 /// A session unused this long is gone.
 pub const SESSION_IDLE_MS: u64 = 12 * 3600 * 1000;
-/// Login throttling: 5 free failures per address or user, then 1 s doubling to 15 minutes; at
-/// most 10,000 addresses and 10,000 usernames tracked.
-pub const LOGIN_THROTTLE: Policy = Policy {
-    free_failures: 5,
-    first_backoff_ms: 1000,
-    max_backoff_ms: 15 * 60 * 1000,
-    max_entries: 10_000,
+/// Login throttling (see `throttle::LoginThrottle`; at most 10,000 keys tracked per map):
+/// - a username at one address: 5 free failures, then 1 s doubling to 15 minutes;
+/// - a username over all addresses: 50 free failures, then 1 s doubling to only 60 s, and never
+///   for a browser that logged in as that user before;
+/// - an address over all usernames: 20 free failures, then 1 s doubling to 15 minutes, again
+///   sparing known browsers.
+pub const LOGIN_THROTTLE: LoginPolicy = LoginPolicy {
+    pair: Policy {
+        free_failures: 5,
+        first_backoff_ms: 1000,
+        max_backoff_ms: 15 * 60 * 1000,
+        max_entries: 10_000,
+    },
+    user: Policy {
+        free_failures: 50,
+        first_backoff_ms: 1000,
+        max_backoff_ms: 60 * 1000,
+        max_entries: 10_000,
+    },
+    addr: Policy {
+        free_failures: 20,
+        first_backoff_ms: 1000,
+        max_backoff_ms: 15 * 60 * 1000,
+        max_entries: 10_000,
+    },
 };
+/// The cookie that marks a browser that has logged in as a user before; such a browser is spared
+/// the per-user and per-address ceilings that an attack elsewhere may have raised. Its value is a
+/// random id known only to this process (a restart forgets it, as it forgets sessions).
+pub const KNOWN_BROWSER_COOKIE: &str = "fg_known";
+/// Known browsers kept at once; past it the least recently used is forgotten.
+pub const MAX_KNOWN_BROWSERS: usize = 10_000;
+/// A known browser not seen at a login for this long is forgotten (and its cookie expires).
+pub const KNOWN_BROWSER_MS: u64 = 90 * 24 * 3600 * 1000;
 
 /// OWASP's floor for argon2id (m = 19 MiB, t = 2, p = 1): tens of milliseconds per hash.
 fn hasher() -> Argon2<'static> {
@@ -199,6 +225,11 @@ pub struct Principal {
     pub must_change_password: bool,
 }
 
+struct KnownBrowser {
+    username: String,
+    last_used_ms: u64,
+}
+
 struct SessionEntry {
     username: String,
     csrf: String,
@@ -210,6 +241,9 @@ pub enum Login {
     Ok {
         session_id: String,
         principal: Principal,
+        /// A new known-browser id to set as `KNOWN_BROWSER_COOKIE`, unless the browser already
+        /// presented a valid one for this user.
+        known_browser: Option<String>,
     },
     Invalid,
     /// Throttled: retry after this many seconds.
@@ -222,7 +256,9 @@ pub struct Accounts {
     users: Mutex<HashMap<String, User>>,
     tokens: Mutex<HashMap<TokenHash, ApiToken>>,
     sessions: Mutex<HashMap<TokenHash, SessionEntry>>,
-    throttle: Mutex<Throttle>,
+    throttle: Mutex<LoginThrottle>,
+    /// Browsers that logged in successfully, by the hash of their `KNOWN_BROWSER_COOKIE`.
+    known: Mutex<HashMap<TokenHash, KnownBrowser>>,
     /// Moves on every change that can revoke or demote a credential (token deleted, session ended,
     /// user changed or deleted). Long-lived connections that rest on a credential (admin
     /// WebSockets) watch it and check their credential again when it moves.
@@ -262,7 +298,8 @@ impl Accounts {
             users: Mutex::new(users),
             tokens: Mutex::new(tokens),
             sessions: Mutex::new(HashMap::new()),
-            throttle: Mutex::new(Throttle::new(LOGIN_THROTTLE)),
+            throttle: Mutex::new(LoginThrottle::new(LOGIN_THROTTLE)),
+            known: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
         })
     }
@@ -339,6 +376,8 @@ impl Accounts {
     pub fn remove_user(&self, name: &str) -> Option<User> {
         let u = lock(&self.users).remove(name);
         self.end_sessions_of(name, None);
+        // A user created later under the same name is someone else.
+        lock(&self.known).retain(|_, k| k.username != name);
         u
     }
 
@@ -352,10 +391,19 @@ impl Accounts {
 
     // ---- login and sessions -----------------------------------------------------------------
 
-    /// Checks a username and password from `addr` (an IP address), throttled per address and per
-    /// username; on success opens a session.
-    pub fn login(&self, addr: &str, username: &str, password: &str, now: u64) -> Login {
-        let wait = lock(&self.throttle).wait_ms(addr, Some(username), now);
+    /// Checks a username and password from `addr` (an IP address), throttled as
+    /// `LOGIN_THROTTLE` says; `known` is the browser's `KNOWN_BROWSER_COOKIE`, if it sent one. On
+    /// success opens a session.
+    pub fn login(
+        &self,
+        addr: &str,
+        username: &str,
+        password: &str,
+        known: Option<&str>,
+        now: u64,
+    ) -> Login {
+        let trusted = known.is_some_and(|k| self.known_browser(k, username, now));
+        let wait = lock(&self.throttle).wait_ms(addr, username, trusted, now);
         if wait > 0 {
             return Login::Throttled(wait.div_ceil(1000));
         }
@@ -369,10 +417,18 @@ impl Accounts {
             }
         };
         let Some(user) = user.filter(|_| ok) else {
-            lock(&self.throttle).fail(addr, Some(username), now);
+            lock(&self.throttle).fail(addr, username, now);
             return Login::Invalid;
         };
-        lock(&self.throttle).succeed(addr, Some(username));
+        lock(&self.throttle).succeed(addr, username);
+        let known_browser = if trusted {
+            None
+        } else {
+            match self.remember_browser(username, now) {
+                Ok(id) => Some(id),
+                Err(e) => return Login::Unavailable(e.to_string()),
+            }
+        };
         match self.open_session(&user.username, now) {
             Ok((session_id, csrf, id_hash)) => Login::Ok {
                 session_id,
@@ -382,9 +438,51 @@ impl Accounts {
                     via: Via::Session { csrf, id_hash },
                     must_change_password: user.must_change_password,
                 },
+                known_browser,
             },
             Err(e) => Login::Unavailable(e.to_string()),
         }
+    }
+
+    /// Whether `cookie` marks a browser that logged in as `username` before; touching it restarts
+    /// its clock.
+    fn known_browser(&self, cookie: &str, username: &str, now: u64) -> bool {
+        let mut known = lock(&self.known);
+        match known.get_mut(&auth::hash_token(cookie)) {
+            Some(k)
+                if k.username == username
+                    && now.saturating_sub(k.last_used_ms) < KNOWN_BROWSER_MS =>
+            {
+                k.last_used_ms = now;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Remembers a browser that just logged in as `username`; returns its cookie value.
+    fn remember_browser(&self, username: &str, now: u64) -> Result<String, RandomError> {
+        let id = random_secret()?;
+        let mut known = lock(&self.known);
+        if known.len() >= MAX_KNOWN_BROWSERS {
+            known.retain(|_, k| now.saturating_sub(k.last_used_ms) < KNOWN_BROWSER_MS);
+        }
+        if known.len() >= MAX_KNOWN_BROWSERS
+            && let Some(k) = known
+                .iter()
+                .min_by_key(|(_, k)| k.last_used_ms)
+                .map(|(k, _)| *k)
+        {
+            known.remove(&k);
+        }
+        known.insert(
+            auth::hash_token(&id),
+            KnownBrowser {
+                username: username.to_string(),
+                last_used_ms: now,
+            },
+        );
+        Ok(id)
     }
 
     /// Throttled re-check of a logged-in user's password (changing it needs the current one):
@@ -396,7 +494,8 @@ impl Accounts {
         password: &str,
         now: u64,
     ) -> Result<(), Option<u64>> {
-        let wait = lock(&self.throttle).wait_ms(addr, Some(username), now);
+        // The caller holds a live session of this user: only its own (user, address) slate applies.
+        let wait = lock(&self.throttle).wait_ms(addr, username, true, now);
         if wait > 0 {
             return Err(Some(wait.div_ceil(1000)));
         }
@@ -404,10 +503,10 @@ impl Accounts {
             .user(username)
             .is_some_and(|u| verify_password(password, &u.password_hash));
         if !ok {
-            lock(&self.throttle).fail(addr, Some(username), now);
+            lock(&self.throttle).fail(addr, username, now);
             return Err(None);
         }
-        lock(&self.throttle).succeed(addr, Some(username));
+        lock(&self.throttle).succeed(addr, username);
         Ok(())
     }
 
@@ -574,7 +673,8 @@ mod tests {
             users: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
-            throttle: Mutex::new(Throttle::new(LOGIN_THROTTLE)),
+            throttle: Mutex::new(LoginThrottle::new(LOGIN_THROTTLE)),
+            known: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
         }
     }
@@ -606,7 +706,8 @@ mod tests {
         let Login::Ok {
             session_id,
             principal,
-        } = a.login("10.0.0.1", "ann", "password-123", 1000)
+            ..
+        } = a.login("10.0.0.1", "ann", "password-123", None, 1000)
         else {
             panic!("login failed")
         };
@@ -625,12 +726,12 @@ mod tests {
     fn deleted_users_lose_their_sessions_and_logout_ends_one() {
         let a = accounts();
         with_user(&a, "bob", "password-123", Role::Admin);
-        let Login::Ok { session_id, .. } = a.login("ip", "bob", "password-123", 0) else {
+        let Login::Ok { session_id, .. } = a.login("ip", "bob", "password-123", None, 0) else {
             panic!()
         };
         a.end_session(&session_id);
         assert!(a.session(&session_id, 1).is_none());
-        let Login::Ok { session_id, .. } = a.login("ip", "bob", "password-123", 0) else {
+        let Login::Ok { session_id, .. } = a.login("ip", "bob", "password-123", None, 0) else {
             panic!()
         };
         a.remove_user("bob");
@@ -658,44 +759,82 @@ mod tests {
 
     #[test]
     fn backoff_grows_exponentially_and_is_capped() {
-        assert_eq!(LOGIN_THROTTLE.backoff_ms(4), 0);
-        assert_eq!(LOGIN_THROTTLE.backoff_ms(5), 1000);
-        assert_eq!(LOGIN_THROTTLE.backoff_ms(6), 2000);
-        assert_eq!(LOGIN_THROTTLE.backoff_ms(9), 16000);
-        assert_eq!(
-            LOGIN_THROTTLE.backoff_ms(100),
-            LOGIN_THROTTLE.max_backoff_ms
-        );
+        let pair = LOGIN_THROTTLE.pair;
+        assert_eq!(pair.backoff_ms(4), 0);
+        assert_eq!(pair.backoff_ms(5), 1000);
+        assert_eq!(pair.backoff_ms(6), 2000);
+        assert_eq!(pair.backoff_ms(9), 16000);
+        assert_eq!(pair.backoff_ms(100), pair.max_backoff_ms);
+        // The per-user ceiling slows, it never locks out for long.
+        assert_eq!(LOGIN_THROTTLE.user.backoff_ms(1000), 60_000);
+    }
+
+    fn ok(l: &Login) -> bool {
+        matches!(l, Login::Ok { .. })
     }
 
     #[test]
-    fn throttling_is_per_address_and_per_user_and_blocks_even_right_passwords() {
+    fn a_lockout_from_one_address_leaves_the_user_free_elsewhere() {
         let a = accounts();
         with_user(&a, "cat", "password-123", Role::Admin);
-        for _ in 0..LOGIN_THROTTLE.free_failures {
+        for _ in 0..LOGIN_THROTTLE.pair.free_failures {
             assert!(matches!(
-                a.login("1.1.1.1", "cat", "bad", 0),
+                a.login("1.1.1.1", "cat", "bad", None, 0),
                 Login::Invalid
             ));
         }
-        // The user is blocked from any address, even with the right password.
+        // The guessing address waits, even with the right password.
         assert!(matches!(
-            a.login("2.2.2.2", "cat", "password-123", 10),
+            a.login("1.1.1.1", "cat", "password-123", None, 10),
             Login::Throttled(1)
         ));
-        // The address is blocked for any user.
+        // The user, from anywhere else, does not.
+        assert!(ok(&a.login("2.2.2.2", "cat", "password-123", None, 10)));
+        // After the back-off the guessing address may try again.
+        assert!(ok(&a.login("1.1.1.1", "cat", "password-123", None, 1010)));
+    }
+
+    #[test]
+    fn a_distributed_guesser_is_slowed_but_a_known_browser_gets_in() {
+        let a = accounts();
+        with_user(&a, "cat", "password-123", Role::Admin);
+        let Login::Ok {
+            known_browser: Some(known),
+            ..
+        } = a.login("9.9.9.9", "cat", "password-123", None, 0)
+        else {
+            panic!("first login: a known-browser id is issued")
+        };
+        for i in 0..LOGIN_THROTTLE.user.free_failures {
+            let bot = format!("10.0.{}.{}", i / 200, i % 200);
+            assert!(matches!(
+                a.login(&bot, "cat", "bad", None, 1),
+                Login::Invalid
+            ));
+        }
         assert!(matches!(
-            a.login("1.1.1.1", "dog", "x", 10),
+            a.login("3.3.3.3", "cat", "password-123", None, 2),
             Login::Throttled(_)
         ));
-        // After the back-off, the right password works and clears the count.
+        match a.login("3.3.3.3", "cat", "password-123", Some(&known), 2) {
+            Login::Ok { known_browser, .. } => {
+                assert_eq!(known_browser, None, "the browser keeps its id")
+            }
+            _ => panic!("the known browser is let in"),
+        }
+        // The known-browser id is the user's, not a pass for anyone else.
+        with_user(&a, "dog", "password-456", Role::Admin);
+        let mut dog_bad = 0;
+        for i in 0..LOGIN_THROTTLE.user.free_failures {
+            let bot = format!("10.1.{}.{}", i / 200, i % 200);
+            if matches!(a.login(&bot, "dog", "bad", None, 3), Login::Invalid) {
+                dog_bad += 1;
+            }
+        }
+        assert_eq!(dog_bad, LOGIN_THROTTLE.user.free_failures);
         assert!(matches!(
-            a.login("2.2.2.2", "cat", "password-123", 1000),
-            Login::Ok { .. }
-        ));
-        assert!(matches!(
-            a.login("1.1.1.1", "cat", "password-123", 1001),
-            Login::Ok { .. }
+            a.login("3.3.3.3", "dog", "password-456", Some(&known), 4),
+            Login::Throttled(_)
         ));
     }
 

@@ -1,5 +1,5 @@
 //! Abuse limits shared by every shard: connections per source address, failed authentications
-//! (per address and per device, through `throttle`), and flapping devices. Each is checked on a
+//! (through `throttle`'s back-off), and flapping devices. Each is checked on a
 //! rare path (accept, register), never per message, so one mutex per map is cheap enough; each map
 //! is bounded. Every hit is counted in `fleetgate_limit_hits_total{limit=…}`.
 
@@ -9,7 +9,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use uuid::Uuid;
 
-use crate::fleet::throttle::{Policy, Throttle};
+use crate::fleet::throttle::{Backoff, Policy};
 
 /// Devices tracked for flapping at once; past it the stalest entry is forgotten.
 const MAX_FLAP_ENTRIES: usize = 100_000;
@@ -46,6 +46,11 @@ pub fn hit(limit: Limit) {
     metrics::counter!("fleetgate_limit_hits_total", "limit" => limit.as_str()).increment(1);
 }
 
+/// Subjects (device ids, serials) are bounded strings without NUL.
+fn pair_key(subject: &str, ip: &str) -> String {
+    format!("{subject}\0{ip}")
+}
+
 #[derive(Default)]
 struct Flap {
     /// Registrations in the current window.
@@ -69,10 +74,16 @@ pub struct GuardLimits {
     pub flap_ban_s: u64,
 }
 
+/// Failed authentications, counted per address and per (subject, address).
+struct AuthFailures {
+    by_addr: Backoff,
+    by_pair: Backoff,
+}
+
 pub struct Guard {
     per_ip_max: usize,
     per_ip: Mutex<HashMap<IpAddr, u32>>,
-    auth: Mutex<Throttle>,
+    auth: Mutex<AuthFailures>,
     flap_max: u32,
     flap_ban_ms: u64,
     flaps: Mutex<HashMap<Uuid, Flap>>,
@@ -88,12 +99,18 @@ impl Guard {
         Guard {
             per_ip_max: cfg.max_connections_per_ip,
             per_ip: Mutex::new(HashMap::new()),
-            auth: Mutex::new(Throttle::new(Policy {
-                free_failures: cfg.auth_free_failures,
-                first_backoff_ms: 1000,
-                max_backoff_ms: cfg.auth_max_backoff_s.max(1) * 1000,
-                max_entries: 100_000,
-            })),
+            auth: Mutex::new({
+                let policy = Policy {
+                    free_failures: cfg.auth_free_failures,
+                    first_backoff_ms: 1000,
+                    max_backoff_ms: cfg.auth_max_backoff_s.max(1) * 1000,
+                    max_entries: 100_000,
+                };
+                AuthFailures {
+                    by_addr: Backoff::new(policy),
+                    by_pair: Backoff::new(policy),
+                }
+            }),
             flap_max: cfg.flap_max_per_minute,
             flap_ban_ms: cfg.flap_ban_s * 1000,
             flaps: Mutex::new(HashMap::new()),
@@ -133,9 +150,29 @@ impl Guard {
         }
     }
 
-    /// Milliseconds until `ip` (and `subject`, a device id or serial) may authenticate again.
+    /// A high-entropy credential (device token, API token, admin token) that failed from `ip`.
+    /// Returns the back-off now in effect for the address: while it runs, its failures are
+    /// answered "throttled" instead of "wrong". Only failures are ever throttled: a right token is
+    /// checked first and let in whatever others did from its address, because guessing 238 bits
+    /// is hopeless and refusing it would let one noisy client lock out everyone behind its NAT.
+    pub fn token_failed(&self, ip: IpAddr, now: u64) -> u64 {
+        let wait = lock(&self.auth).by_addr.fail(&ip.to_string(), now);
+        if wait > 0 {
+            hit(Limit::AuthThrottled);
+            tracing::warn!(%ip, backoff_ms = wait, "failed token authentications: throttling this address's failures");
+        }
+        wait
+    }
+
+    /// A low-entropy secret (a terminal's cloud id) is checked only after this: milliseconds until
+    /// `ip` may try again for `subject` (a serial), counted per address and per (subject,
+    /// address), never per subject alone, so failing on purpose from one address cannot lock the
+    /// real terminal out at its own.
     pub fn auth_wait_ms(&self, ip: IpAddr, subject: Option<&str>, now: u64) -> u64 {
-        let wait = lock(&self.auth).wait_ms(&ip.to_string(), subject, now);
+        let ip = ip.to_string();
+        let a = lock(&self.auth);
+        let pair = subject.map_or(0, |s| a.by_pair.wait_ms(&pair_key(s, &ip), now));
+        let wait = a.by_addr.wait_ms(&ip, now).max(pair);
         if wait > 0 {
             hit(Limit::AuthThrottled);
         }
@@ -143,14 +180,25 @@ impl Guard {
     }
 
     pub fn auth_failed(&self, ip: IpAddr, subject: Option<&str>, now: u64) {
-        let backoff = lock(&self.auth).fail(&ip.to_string(), subject, now);
+        let key = ip.to_string();
+        let mut a = lock(&self.auth);
+        let mut backoff = a.by_addr.fail(&key, now);
+        if let Some(s) = subject {
+            backoff = backoff.max(a.by_pair.fail(&pair_key(s, &key), now));
+        }
         if backoff > 0 {
             tracing::warn!(%ip, subject, backoff_ms = backoff, "authentication failures: backing off");
         }
     }
 
+    /// A success clears the (subject, address) slate; the address's own count stays, so a client
+    /// cannot wash its failures with one credential it owns.
     pub fn auth_ok(&self, ip: IpAddr, subject: Option<&str>) {
-        lock(&self.auth).succeed(&ip.to_string(), subject);
+        if let Some(s) = subject {
+            lock(&self.auth)
+                .by_pair
+                .clear(&pair_key(s, &ip.to_string()));
+        }
     }
 
     /// A registration of `device`: `Err(ms)` while it is banned for flapping (this registration
@@ -325,6 +373,31 @@ mod tests {
         now += 5000;
         assert_eq!(r.hold_ms(now), (0, false));
         assert_eq!(r.held_for_ms(now), 0);
+    }
+
+    #[test]
+    fn token_failures_back_off_per_address_only() {
+        let g = guard(|l| l.auth_free_failures = 2);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        assert_eq!(g.token_failed(a, 0), 0);
+        assert_eq!(g.token_failed(a, 1), 1000);
+        assert_eq!(g.token_failed(a, 2), 2000);
+        assert_eq!(g.token_failed(b, 2), 0, "another address has its own count");
+    }
+
+    #[test]
+    fn secret_failures_cannot_lock_a_subject_out_at_another_address() {
+        let g = guard(|l| l.auth_free_failures = 2);
+        let attacker: IpAddr = "10.0.0.1".parse().unwrap();
+        let site: IpAddr = "10.0.0.2".parse().unwrap();
+        for t in 0..5 {
+            g.auth_failed(attacker, Some("SN1"), t);
+        }
+        assert!(g.auth_wait_ms(attacker, Some("SN1"), 5) > 0);
+        assert_eq!(g.auth_wait_ms(site, Some("SN1"), 5), 0);
+        g.auth_ok(site, Some("SN1"));
+        assert!(g.auth_wait_ms(attacker, Some("SN1"), 6) > 0, "not washed");
     }
 
     #[test]

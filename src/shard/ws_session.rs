@@ -513,30 +513,30 @@ impl Session<'_> {
         let guard = &fleet.guard;
         let ip = self.ctl.peer.ip();
         let now = now_ms();
-        let wait = guard.auth_wait_ms(ip, Some(device_id), now);
-        if wait > 0 {
-            return self.refuse(
-                "auth_throttled",
-                &format!(
-                    "too many failed authentications from this address or for this device; retry in {} s",
-                    wait.div_ceil(1000)
-                ),
-                (1008, "authentication throttled"),
-            );
-        }
         let dev = Uuid::parse_str(device_id)
             .ok()
             .and_then(|id| fleet.registry.get(&id));
+        // The token is checked first: a right one is let in whatever others failed from this
+        // address or for this device id (see `Guard::token_failed`).
         let Some(dev) = dev.filter(|d| d.verify_token(token)) else {
             self.local.metrics.auth_failures.increment(1);
-            guard.auth_failed(ip, Some(device_id), now);
+            let wait = guard.token_failed(ip, now);
+            if wait > 0 {
+                return self.refuse(
+                    "auth_throttled",
+                    &format!(
+                        "too many failed authentications from this address; retry in {} s",
+                        wait.div_ceil(1000)
+                    ),
+                    (1008, "authentication throttled"),
+                );
+            }
             return self.refuse(
                 "auth_failed",
                 "unknown device_id or wrong token",
                 (1008, "authentication failed"),
             );
         };
-        guard.auth_ok(ip, Some(device_id));
         if let Err(ban) = guard.registration(dev.id, now) {
             return self.refuse(
                 "banned",
@@ -603,23 +603,16 @@ impl Session<'_> {
             Some(t) => principal::bearer(self.local.fleet(), &self.local.batcher, t, now_ms()),
             None => self.cookie_principal.take(),
         };
-        let ip = self.ctl.peer.ip();
-        let now = now_ms();
-        let wait = self.local.fleet().guard.auth_wait_ms(ip, None, now);
-        if wait > 0 {
-            return self.refuse(
-                "auth_throttled",
-                &format!(
-                    "too many failed authentications from this address; retry in {} s",
-                    wait.div_ceil(1000)
-                ),
-                (1008, "authentication throttled"),
-            );
-        }
         let Some(principal) = principal.filter(|_| role == "admin") else {
             self.local.metrics.auth_failures.increment(1);
-            if token.is_some() {
-                self.local.fleet().guard.auth_failed(ip, None, now);
+            // As for HTTP: only a presented token counts, and only a wrong one is ever throttled.
+            let ip = self.ctl.peer.ip();
+            if token.is_some() && self.local.fleet().guard.token_failed(ip, now_ms()) > 0 {
+                return self.refuse(
+                    "auth_throttled",
+                    "too many failed authentications from this address; retry later",
+                    (1008, "authentication throttled"),
+                );
             }
             return self.refuse(
                 "auth_failed",
