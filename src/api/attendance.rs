@@ -67,16 +67,15 @@ pub fn scan(
 ) -> Result<(Vec<String>, Option<Vec<u8>>), StoreError> {
     let mut items = Vec::new();
     let mut past_from = false;
-    let want_enrollid = f.enrollid.map(|e| format!("\"enrollid\":{e},"));
     let mut keep = |utc_us: u64, v: &[u8]| -> bool {
         if f.from_us.is_some_and(|from| utc_us < from) {
             past_from = true;
             return false;
         }
-        if let Some(w) = &want_enrollid {
-            if !v.windows(w.len()).any(|x| x == w.as_bytes()) {
-                return false;
-            }
+        // The punch's own enrollid, compared exactly: an `"enrollid"` nested in the device's
+        // fields must not make a record match.
+        if f.enrollid.is_some() && attendance::item_enrollid(v) != f.enrollid {
+            return false;
         }
         items.push(String::from_utf8_lossy(v).into_owned());
         true

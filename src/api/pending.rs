@@ -5,7 +5,9 @@ use crate::api::context::Ctx;
 use crate::api::devices;
 use crate::api::error::ApiError;
 use crate::api::page::page;
-use crate::fleet::pending::PendingDevice;
+use crate::api::query::{Query, bad_cursor};
+use crate::fleet::auth;
+use crate::fleet::pending::{PendingDevice, Position};
 use crate::fleet::provision::{NewDevice, ProvisionError, provision};
 use crate::http::response::Response;
 use crate::json;
@@ -43,9 +45,32 @@ fn no_pending() -> ApiError {
     ApiError::not_found("no pending device with this serial")
 }
 
+/// The cursor of a page that ends at `p`: its last activity and serial (hex, so any serial
+/// survives a query string), opaque to clients.
+fn cursor(p: &Position) -> String {
+    format!("{}.{}", p.0, auth::hex(p.1.as_bytes()))
+}
+
+/// `cursor`, as `cursor` wrote it.
+fn position(q: &Query) -> Result<Option<Position>, ApiError> {
+    let Some(c) = q.given("cursor") else {
+        return Ok(None);
+    };
+    let (seen, serial) = c.split_once('.').ok_or_else(bad_cursor)?;
+    let seen = seen.parse::<u64>().map_err(|_| bad_cursor())?;
+    let serial = auth::unhex(serial)
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(bad_cursor)?;
+    Ok(Some((seen, serial)))
+}
+
+/// Newest activity first, `limit` per page (the list holds up to `pending::MAX_PENDING`).
 pub fn list(cx: &Ctx<'_>) -> Result<Response, ApiError> {
-    let items: Vec<String> = cx.local.fleet().pending.list().iter().map(item).collect();
-    Ok(page(&items, None))
+    let limit = cx.query.limit()?;
+    let after = position(&cx.query)?;
+    let (entries, next) = cx.local.fleet().pending.page(after.as_ref(), limit);
+    let items: Vec<String> = entries.iter().map(item).collect();
+    Ok(page(&items, next.as_ref().map(cursor)))
 }
 
 pub async fn approve(cx: &Ctx<'_>) -> Result<Response, ApiError> {
@@ -100,4 +125,31 @@ pub async fn dismiss(cx: &Ctx<'_>) -> Result<Response, ApiError> {
     json::push_str(&mut s, serial);
     s.push_str(",\"dismissed\":true}");
     Ok(Response::json(200, s.into_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_read_back_as_the_position_they_were_written_from() {
+        for p in [
+            (0, String::new()),
+            (1_750_000_000_000, "SN 1/ä&x=\"".to_string()),
+        ] {
+            let c = cursor(&p);
+            let q = Query::parse(&format!("cursor={c}"));
+            assert_eq!(position(&q), Ok(Some(p)), "{c}");
+        }
+        assert_eq!(position(&Query::parse("")), Ok(None));
+        assert_eq!(position(&Query::parse("cursor=")), Ok(None));
+    }
+
+    #[test]
+    fn foreign_cursors_are_refused_as_every_list_refuses_them() {
+        for bad in ["x", "12", "12.zz", "a.00", "-1.41", "12.0", "12.ff", "p100"] {
+            let e = position(&Query::parse(&format!("cursor={bad}"))).expect_err(bad);
+            assert_eq!(e, bad_cursor(), "{bad}");
+        }
+    }
 }

@@ -5,7 +5,7 @@ use serde::Serialize;
 use crate::api::body::JsonObject;
 use crate::api::context::Ctx;
 use crate::api::error::ApiError;
-use crate::api::users::{check_new_password, hash_password, ok, save_user};
+use crate::api::users::{check_new_password, hash_password, ok, password_unchanged, save_user};
 use crate::fleet::accounts::{self, Login, Principal, Via};
 use crate::http::response::Response;
 use crate::shard::local::Local;
@@ -174,6 +174,12 @@ pub async fn change_password(cx: &Ctx<'_>) -> Result<Response, ApiError> {
                 "the current password is wrong",
             ));
         }
+    }
+    // `current` has just been verified against the stored hash, so comparing the two texts says
+    // whether the new password is the current one without a second argon2 run (both are the
+    // caller's own input: the comparison's timing reveals nothing).
+    if new == current {
+        return Err(password_unchanged());
     }
     let mut user = acc
         .user(&p.name)

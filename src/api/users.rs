@@ -52,6 +52,16 @@ pub fn check_new_password(p: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A password change must change the password: accepting the current one again would let a
+/// forced change (the initial password, or one an admin handed out) pass with no new secret.
+pub fn password_unchanged() -> ApiError {
+    ApiError::new(
+        400,
+        "password_unchanged",
+        "the new password must differ from the current one",
+    )
+}
+
 pub fn hash_password(p: &str) -> Result<String, ApiError> {
     accounts::hash_password(p).map_err(ApiError::unavailable)
 }
@@ -118,6 +128,10 @@ pub async fn patch(cx: &Ctx<'_>) -> Result<Response, ApiError> {
     let new_password = body.opt_string("password", "`password` must be a string")?;
     if let Some(p) = new_password {
         check_new_password(p)?;
+        // Checked against the stored hash once, before the new one is computed.
+        if user.has_password(p) {
+            return Err(password_unchanged());
+        }
         user.password_hash = hash_password(p)?;
     }
     if let Some(b) = body.opt_bool("must_change_password") {

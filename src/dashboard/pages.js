@@ -731,17 +731,23 @@ function showCreated(root, d) {
 
 export function pendingPage(root, params, ctx) {
   const box = h('div');
+  const pg = pager(() => load());
   root.replaceChildren(
     pageHeader('Pending devices', h('button.btn.btn-sm.btn-ghost', { type: 'button', text: 'Refresh', onclick: () => load() })),
     h('p.muted', { text: 'Terminals with an unknown serial that tried to connect. Approve one to create its device, or dismiss it.' }),
-    readonlyNote(), box);
+    readonlyNote(), box, pg.el);
   let stopped = false;
   async function load() {
     try {
-      const r = await get('/api/pending-devices', { limit: 1000 });
+      const r = await get('/api/pending-devices', { limit: 100, cursor: pg.cursor() });
       if (stopped) return;
       const items = r.items || [];
-      ctx.setPending(items.length);
+      // A later page emptied by approvals and dismissals: start over from the first.
+      if (!items.length && pg.cursor()) { pg.reset(); load(); return; }
+      pg.update(r.next_cursor, items.length);
+      // Only a first page without a next one holds the whole list; otherwise the stats count it.
+      if (!pg.cursor() && !r.next_cursor) ctx.setPending(items.length);
+      else get('/api/stats').then((st) => { if (!stopped) ctx.setPending(st.pending); }).catch(() => {});
       if (!items.length) { box.replaceChildren(emptyState('No pending devices. Terminals with unknown serials appear here when they try to connect.')); return; }
       box.replaceChildren(h('div.table-wrap', null, h('table.table', { tid: 'pending-table' },
         h('caption.sr-only', { text: 'Pending devices' }),

@@ -183,6 +183,13 @@ pub struct User {
     pub created_at: u64,
 }
 
+impl User {
+    /// Whether `candidate` is this user's current password: one argon2 verification.
+    pub fn has_password(&self, candidate: &str) -> bool {
+        verify_password(candidate, &self.password_hash)
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ApiToken {
     pub id: String,
@@ -697,6 +704,16 @@ mod tests {
         assert!(!verify_password("wrong horse", &h));
         assert!(!verify_password("correct horse", "not a phc string"));
         assert_ne!(h, hash_password("correct horse").unwrap());
+    }
+
+    #[test]
+    fn a_user_has_their_current_password_only() {
+        let a = accounts();
+        with_user(&a, "ann", "password-123", Role::Viewer);
+        let u = a.user("ann").expect("ann");
+        assert!(u.has_password("password-123"));
+        assert!(!u.has_password("password-1234"));
+        assert!(!u.has_password(""));
     }
 
     #[test]

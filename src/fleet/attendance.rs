@@ -102,6 +102,21 @@ pub fn item_json(
     s
 }
 
+/// The punch's own `enrollid` in an item written by `item_json`, read without parsing the item (a
+/// filtered list may examine thousands). The first `,"enrollid":` in the item is the top-level
+/// field: everything before it is written by `item_json` (hex ids, and the serial as an escaped
+/// JSON string, in which every `"` follows a backslash and so cannot close `"enrollid"`), while
+/// the device's `fields`, which may hold an `"enrollid"` of their own at any depth, come after it.
+pub fn item_enrollid(item: &[u8]) -> Option<u64> {
+    const KEY: &[u8] = b",\"enrollid\":";
+    let at = item.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let digits = item[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&item[at..at + digits])
+        .ok()?
+        .parse()
+        .ok()
+}
+
 /// Stages a punch with its index, de-duplication entry and photo.
 pub fn stage(
     st: &mut Staging<'_>,
@@ -120,10 +135,19 @@ pub fn stage(
     Ok(())
 }
 
-/// A CSV field: quoted when it holds a separator, quote or line break (RFC 4180); a leading
-/// `=`, `+`, `-` or `@` is prefixed with `'` so spreadsheets do not run it as a formula.
+/// Whether a spreadsheet could take a cell as a formula (CSV injection): it begins, after any
+/// spaces, with `=`, `+`, `-` or `@`, or with a tab or line break, which spreadsheets skip before
+/// reading what follows. A plain number such as `-5` or `+1.5` is data, not a formula.
+fn formula_like(s: &str) -> bool {
+    s.trim_start_matches(' ')
+        .starts_with(['=', '+', '-', '@', '\t', '\r', '\n'])
+        && s.parse::<f64>().is_err()
+}
+
+/// A CSV field: quoted when it holds a separator, quote or line break (RFC 4180); a cell a
+/// spreadsheet could run as a formula (`formula_like`) is prefixed with `'`, which makes it text.
 pub fn csv_field(out: &mut String, s: &str) {
-    let guarded = s.starts_with(['=', '+', '-', '@']) && s.parse::<f64>().is_err();
+    let guarded = formula_like(s);
     let needs_quotes = guarded || s.contains([',', '"', '\n', '\r']);
     if needs_quotes {
         out.push('"');
@@ -267,6 +291,33 @@ mod tests {
     }
 
     #[test]
+    fn the_enrollid_read_back_is_the_punchs_own_not_one_nested_in_its_fields() {
+        let raw: simd_json::OwnedValue = simd_json::json!({
+            "enrollid": 7,
+            "time": "2026-06-10 08:00:00",
+            "name": "\",\"enrollid\":5,",
+            "extra": {"enrollid": 5, "deeper": [{"enrollid": 5}]}
+        });
+        let p = parse_record(&raw).expect("a valid record");
+        let dev = Uuid::from_u128(1);
+        let primary = key(&dev, 1, &p.identity());
+        // A serial that spells the key too: escaped, it cannot be taken for the field.
+        let serial = Some(",\"enrollid\":5,");
+        let item = item_json(&primary, &dev, serial, &p, 1, 1, false);
+        assert!(item.contains("\"enrollid\":5,"), "the trap is set: {item}");
+        assert_eq!(item_enrollid(item.as_bytes()), Some(7), "{item}");
+
+        for id in [0, 5, 50, 55, u64::MAX] {
+            let raw = simd_json::json!({"enrollid": id, "time": "2026-06-10 08:00:00"});
+            let p = parse_record(&raw).expect("a valid record");
+            let item = item_json(&primary, &dev, None, &p, 1, 1, false);
+            assert_eq!(item_enrollid(item.as_bytes()), Some(id), "{item}");
+        }
+        assert_eq!(item_enrollid(b"{\"enrollid\":5}"), None, "not an item");
+        assert_eq!(item_enrollid(b"{\"id\":\"x\",\"enrollid\":}"), None);
+    }
+
+    #[test]
     fn csv_fields_are_quoted_and_formula_safe() {
         let mut s = String::new();
         csv_field(&mut s, "a,b");
@@ -277,5 +328,34 @@ mod tests {
         s.push('|');
         csv_field(&mut s, "-5");
         assert_eq!(s, "\"a,b\"|\"say \"\"hi\"\"\"|\"'=1+1\"|-5");
+    }
+
+    #[test]
+    fn csv_formulas_behind_spaces_tabs_and_line_breaks_are_guarded() {
+        let cell = |v: &str| {
+            let mut s = String::new();
+            csv_field(&mut s, v);
+            s
+        };
+        for (v, want) in [
+            ("\t=1+1", "\"'\t=1+1\""),
+            ("\r=1+1", "\"'\r=1+1\""),
+            ("\n=1+1", "\"'\n=1+1\""),
+            ("\tplain", "\"'\tplain\""),
+            ("  =HYPERLINK(\"x\")", "\"'  =HYPERLINK(\"\"x\"\")\""),
+            (" @SUM(A1)", "\"' @SUM(A1)\""),
+            (" +1", "\"' +1\""),
+            ("   -2+3", "\"'   -2+3\""),
+            ("@x", "\"'@x\""),
+            ("+cmd", "\"'+cmd\""),
+        ] {
+            assert_eq!(cell(v), want, "{v:?}");
+        }
+        // Numbers, text, spaces inside or alone, and formula characters later in the cell are data.
+        for v in ["-5", "+1.5", "36.5", "Doe John", "a=b", "  ", "", "x\t=1"] {
+            assert!(!formula_like(v), "{v:?}");
+        }
+        assert_eq!(cell("a=b"), "a=b");
+        assert_eq!(cell("-5"), "-5");
     }
 }

@@ -2,6 +2,7 @@
 //! device) or dismisses them. HTTP devices and the biometric WebSocket protocols share this list.
 
 use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
@@ -28,6 +29,9 @@ pub struct PendingDevice {
 
 #[derive(Default)]
 pub struct Pending(Mutex<Entries>);
+
+/// A place in the list, between pages: the (last activity, serial) of a page's last entry.
+pub type Position = (u64, String);
 
 /// The entries, with an index by last activity so that making room takes the longest-silent one
 /// without scanning them all (the lock is shared by every shard).
@@ -145,15 +149,33 @@ impl Pending {
         self.lock().remove(serial)
     }
 
-    /// Newest activity first (ties by serial).
-    pub fn list(&self) -> Vec<PendingDevice> {
-        let mut v: Vec<_> = self.lock().map.values().cloned().collect();
-        v.sort_by(|a, b| {
-            b.last_seen
-                .cmp(&a.last_seen)
-                .then_with(|| a.serial.cmp(&b.serial))
-        });
-        v
+    /// A page of the list: up to `limit` entries after `after` (from the start when None), most
+    /// recent activity first (ties by serial, descending), and the position to continue from when
+    /// more follow. A walk of the activity index under the lock, stopping at the page's end: no
+    /// copy of the whole list. An entry that is active again while a client pages moves to the
+    /// front, so that client may not see it until it starts over.
+    pub fn page(
+        &self,
+        after: Option<&Position>,
+        limit: usize,
+    ) -> (Vec<PendingDevice>, Option<Position>) {
+        let entries = self.lock();
+        let upper = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut items = Vec::with_capacity(limit.min(entries.map.len()));
+        let mut more = false;
+        for (_, serial) in entries.by_age.range((Bound::Unbounded, upper)).rev() {
+            if items.len() == limit {
+                more = true;
+                break;
+            }
+            if let Some(p) = entries.map.get(serial) {
+                items.push(p.clone());
+            }
+        }
+        let next = more
+            .then(|| items.last().map(|p| (p.last_seen, p.serial.clone())))
+            .flatten();
+        (items, next)
     }
 
     pub fn len(&self) -> usize {
@@ -180,6 +202,52 @@ mod tests {
             remote: "127.0.0.1:1".into(),
             requests: 1,
         }
+    }
+
+    fn pending(entries: &[(&str, u64)]) -> Pending {
+        let mut e = Entries::default();
+        for (serial, last_seen) in entries {
+            e.insert(entry(serial, *last_seen));
+        }
+        Pending(Mutex::new(e))
+    }
+
+    fn serials(items: &[PendingDevice]) -> Vec<&str> {
+        items.iter().map(|p| p.serial.as_str()).collect()
+    }
+
+    #[test]
+    fn pages_walk_newest_first_and_end_without_a_position() {
+        let p = pending(&[("a", 10), ("b", 30), ("c", 20), ("d", 30), ("e", 5)]);
+        let (items, next) = p.page(None, 2);
+        // Ties by serial, descending: the walk is one reverse range of the activity index.
+        assert_eq!(serials(&items), ["d", "b"]);
+        assert_eq!(next, Some((30, "b".to_string())));
+        let (items, next) = p.page(next.as_ref(), 2);
+        assert_eq!(serials(&items), ["c", "a"]);
+        let (items, next) = p.page(next.as_ref(), 2);
+        assert_eq!(serials(&items), ["e"]);
+        assert_eq!(next, None, "the last page says so");
+        // A page that exactly ends the list has no next position either.
+        let (items, next) = p.page(None, 5);
+        assert_eq!(items.len(), 5);
+        assert_eq!(next, None);
+        // A position that names no entry still places the walk.
+        let (items, _) = p.page(Some(&(25, "zzz".to_string())), 10);
+        assert_eq!(serials(&items), ["c", "a", "e"]);
+        assert!(pending(&[]).page(None, 10).0.is_empty());
+    }
+
+    #[test]
+    fn an_entry_active_again_moves_to_the_front_without_repeating_on_later_pages() {
+        let p = pending(&[("a", 10), ("b", 20), ("c", 30)]);
+        let (items, next) = p.page(None, 1);
+        assert_eq!(serials(&items), ["c"]);
+        // "c" is seen again: it stays before the position, so the next pages do not repeat it.
+        p.lock().insert(entry("c", 40));
+        let (items, next) = p.page(next.as_ref(), 5);
+        assert_eq!(serials(&items), ["b", "a"]);
+        assert_eq!(next, None);
     }
 
     #[test]
