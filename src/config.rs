@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::cidr::Cidr;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum IoMode {
     /// io_uring when the kernel and seccomp allow it, else epoll.
@@ -118,9 +120,10 @@ pub struct ServeConfig {
     /// Raise it for sites that put many devices behind one NAT address, or for load tests.
     #[arg(long, env = "FLEETGATE_MAX_CONNECTIONS_PER_IP", default_value_t = 1000)]
     pub max_connections_per_ip: usize,
-    /// Failed device or admin-token authentications allowed per source address and per device
-    /// before back-off; then attempts are refused (even right ones) for 1 s, doubling per further
-    /// failure up to `--auth-max-backoff`.
+    /// Failed authentications (wrong device, API or admin tokens; wrong cloud ids) allowed per
+    /// source address before back-off; then further failures from it are answered "throttled"
+    /// (429, `auth_throttled`) for 1 s, doubling per failure up to `--auth-max-backoff`. A right
+    /// token is always let in (docs/security.md).
     #[arg(long, default_value_t = 10)]
     pub auth_free_failures: u32,
     /// Longest authentication back-off, in seconds.
@@ -143,6 +146,13 @@ pub struct ServeConfig {
     /// Seconds a write may wait for a peer that does not read; then the connection is closed.
     #[arg(long, default_value_t = 30)]
     pub write_timeout: u64,
+    /// Proxies and load balancers (comma-separated CIDRs or addresses) whose word on the client's
+    /// address is believed: a connection from one may open with a PROXY protocol header (v1 or
+    /// v2), and its HTTP requests' `X-Forwarded-For` names the client. Throttles, per-address
+    /// limits, logs and events then see the real client. From any other peer both are ignored.
+    /// Connections from a trusted proxy count toward the client they carry, not the proxy.
+    #[arg(long, env = "FLEETGATE_TRUSTED_PROXIES", default_value = "", value_parser = parse_networks)]
+    pub trusted_proxies: Networks,
     /// MiB of read buffers all connections together may hold. Past it, connections that need a
     /// new buffer wait (backpressure) and a message that would grow a buffer is refused (1013).
     #[arg(long, env = "FLEETGATE_BUFFER_BUDGET_MB", default_value_t = 512)]
@@ -192,6 +202,15 @@ impl ServeConfig {
             rate_disconnect_after: self.rate_disconnect_after,
             write_timeout: self.write_timeout,
             buffer_budget_mb: self.buffer_budget_mb,
+            trusted_proxies: self.trusted_proxies.0.clone(),
         }
     }
+}
+
+/// A list of networks given on the command line.
+#[derive(Clone, Debug, Default)]
+pub struct Networks(pub Vec<Cidr>);
+
+fn parse_networks(s: &str) -> Result<Networks, String> {
+    Cidr::parse_list(s).map(Networks)
 }

@@ -126,6 +126,15 @@ pub fn run(config: ServeConfig) -> Result<(), Error> {
         );
     }
     tracing::info!(addr = %bound, "fleetgate listening");
+    if !config.trusted_proxies.0.is_empty() {
+        let nets: Vec<String> = config
+            .trusted_proxies
+            .0
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        tracing::info!(proxies = %nets.join(","), "client addresses from these proxies' PROXY headers and X-Forwarded-For are believed");
+    }
     if let Some(path) = ready_file {
         write_atomically(&path, format!("{bound}\n").as_bytes(), 0o644)?;
     }

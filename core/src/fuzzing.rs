@@ -27,6 +27,7 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("aiface", aiface),
     ("smackbio", smackbio),
     ("device_http", device_http),
+    ("proxy_header", proxy_header),
 ];
 
 /// The harness named `target`, if there is one.
@@ -977,4 +978,38 @@ pub fn device_http(data: &[u8]) {
         .fold(0u64, |a, &b| a.wrapping_mul(31).wrapping_add(u64::from(b)));
     let r = device_http::ok(body.cmd.as_str(), ms);
     assert_json("answer", std::str::from_utf8(&r.body).unwrap());
+}
+
+// ---------------------------------------------------------------------------------------------
+// PROXY protocol
+
+/// `proxy_header::parse`: a header never claims more bytes than it was given or than the bound;
+/// a verdict reached on a prefix (header, absent, error) stands for the whole input; and every
+/// prefix of a header is `Partial`, so a reader that waits for more bytes never misreads one.
+pub fn proxy_header(data: &[u8]) {
+    use crate::proxy_header::{MAX, Parsed, parse};
+    let whole = parse(data);
+    if let Ok(Parsed::Header { len, .. }) = &whole {
+        assert!(*len <= data.len() && *len <= MAX, "{len}");
+        assert_eq!(
+            parse(&data[..*len]),
+            whole,
+            "a header parses from its own bytes"
+        );
+    }
+    for cut in 0..data.len().min(MAX + 1) {
+        match parse(&data[..cut]) {
+            Ok(Parsed::Partial) => {}
+            Ok(Parsed::Header { len, source }) => {
+                assert_eq!(whole, Ok(Parsed::Header { len, source }), "cut at {cut}")
+            }
+            Ok(Parsed::Absent) => assert_eq!(whole, Ok(Parsed::Absent), "cut at {cut}"),
+            Err(_) => assert!(whole.is_err(), "cut at {cut}"),
+        }
+        if let Ok(Parsed::Header { len, .. }) = whole
+            && cut < len
+        {
+            assert_eq!(parse(&data[..cut]), Ok(Parsed::Partial), "cut at {cut}");
+        }
+    }
 }

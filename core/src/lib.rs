@@ -6,6 +6,7 @@
 pub mod ack_window;
 pub mod aiface;
 pub mod attendance;
+pub mod cidr;
 pub mod device_http;
 #[doc(hidden)]
 pub mod fixtures;
@@ -16,6 +17,7 @@ pub mod generic_session;
 pub mod http;
 pub mod json;
 pub mod lenient;
+pub mod proxy_header;
 pub mod smackbio;
 pub mod terminal;
 pub mod time;

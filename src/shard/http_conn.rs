@@ -2,10 +2,13 @@
 //! asks for a WebSocket upgrade on `/ws`, which hands it to `ws_session`. Every other request goes
 //! to the `Handler` the app wired in: the runtime knows how to carry requests, not what they mean.
 
+use std::net::SocketAddr;
 use std::rc::Rc;
 
+use crate::http::forwarded;
 use crate::http::request::{self, Limits, Parse};
 use crate::http::response::Response;
+use crate::proxy_header;
 use crate::shard::handler::{Chunked, Reply};
 use crate::shard::io::Transport;
 use crate::shard::local::{CloseReason, ConnCtl, Deadline, Local, flush, out_buf};
@@ -14,6 +17,10 @@ use crate::shard::ws_session;
 use crate::time::now_ms;
 
 pub async fn serve<T: Transport>(local: &Rc<Local>, ctl: &Rc<ConnCtl>, io: T) {
+    // Boxed: the preamble's buffer must not size every connection's task.
+    if local.trusted_proxy(ctl.peer.ip()) && !Box::pin(proxy_preamble(local, ctl, &io)).await {
+        return;
+    }
     if let Some(tls) = local.shared.tls.clone() {
         match first_byte(local, ctl, &io).await {
             FirstByte::Tls => match TlsStream::new(io, tls) {
@@ -30,6 +37,76 @@ pub async fn serve<T: Transport>(local: &Rc<Local>, ctl: &Rc<ConnCtl>, io: T) {
         }
     }
     serve_http(local, ctl, io).await
+}
+
+/// A trusted proxy may open the connection with a PROXY header (v1 or v2) naming the client. Reads
+/// that header, and only it, off the socket, and makes its client the connection's (counted toward
+/// `--max-connections-per-ip` from then on). Without a header, the connection is the proxy's own
+/// (its requests may name clients in `X-Forwarded-For`). False when the connection is over: a
+/// malformed header, the peer gone, or no header within `--header-timeout`.
+async fn proxy_preamble<T: Transport>(local: &Local, ctl: &ConnCtl, io: &T) -> bool {
+    local.set_deadline(
+        ctl,
+        now_ms() + local.limits().header_timeout * 1000,
+        Deadline::Header,
+    );
+    let mut buf = vec![0u8; proxy_header::MAX];
+    loop {
+        if ctl.close.get().is_some() {
+            return false;
+        }
+        tokio::select! {
+            biased;
+            _ = ctl.wake.notified() => continue,
+            r = io.readable() => if r.is_err() { return false },
+        }
+        let n = match io.peek_into(&mut buf) {
+            Ok(0) => return false,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(_) => return false,
+        };
+        match proxy_header::parse(&buf[..n]) {
+            Ok(proxy_header::Parsed::Absent) => return true,
+            Ok(proxy_header::Parsed::Header { len, source }) => {
+                if io.discard(len).is_err() {
+                    return false;
+                }
+                if let Some(client) = source {
+                    ctl.set_client(client);
+                    // At its limit, the connection goes on only to be answered 429 and closed.
+                    local.count_connection(ctl, client.ip());
+                }
+                return true;
+            }
+            // Part of a header has come: the socket stays readable, so wait a moment for the rest
+            // instead of spinning on it.
+            Ok(proxy_header::Parsed::Partial) => {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await
+            }
+            Err(e) => {
+                tracing::warn!(peer = %ctl.peer, error = %e, "closing a trusted proxy's connection");
+                return false;
+            }
+        }
+    }
+}
+
+/// The client behind `req`: the connection's, unless that is a trusted proxy whose
+/// `X-Forwarded-For` names someone (requests on one proxy connection may come from different
+/// clients, so this is per request).
+fn request_client(local: &Local, ctl: &ConnCtl, req: &crate::http::request::Request) -> SocketAddr {
+    let conn = ctl.client();
+    if !local.trusted_proxy(conn.ip()) {
+        return conn;
+    }
+    let values = req
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("x-forwarded-for"))
+        .filter_map(|(_, v)| std::str::from_utf8(v).ok());
+    forwarded::client(values, |ip| local.trusted_proxy(ip))
+        .map_or(conn, |ip| SocketAddr::new(ip, 0))
 }
 
 enum FirstByte {
@@ -160,7 +237,18 @@ async fn serve_http<T: Transport>(local: &Rc<Local>, ctl: &Rc<ConnCtl>, io: T) {
                     inbuf.drain(..consumed);
                     sent_continue = false;
                     local.metrics.http_requests.increment(1);
+                    let client = request_client(local, ctl, &request);
                     if request.path == "/ws" && request.is_websocket_upgrade() {
+                        // The WebSocket is this client's alone from now on: it counts toward the
+                        // client's address (at its limit: answered 429 and closed, above).
+                        if client != ctl.client() {
+                            ctl.set_client(client);
+                            if ctl.counted.get().is_none()
+                                && !local.count_connection(ctl, client.ip())
+                            {
+                                break;
+                            }
+                        }
                         if flush(&io, local, &mut out).await.is_err() {
                             return;
                         }
@@ -169,7 +257,7 @@ async fn serve_http<T: Transport>(local: &Rc<Local>, ctl: &Rc<ConnCtl>, io: T) {
                     }
                     let head_only = matches!(request.method, crate::http::request::Method::Head);
                     let keep_alive = request.keep_alive && !local.shutting_down.get();
-                    let remote = ctl.peer.to_string();
+                    let remote = client.to_string();
                     let handler = local.shared.handler.clone();
                     match handler.route(local, &request, &remote).await {
                         Reply::Full(response) => {

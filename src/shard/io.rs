@@ -29,6 +29,15 @@ pub trait Transport: 'static {
     async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>);
     /// The next byte without consuming it: `None` at EOF, `WouldBlock` if nothing has arrived.
     fn peek(&self) -> io::Result<Option<u8>>;
+    /// Copies up to `buf.len()` waiting bytes without consuming them: 0 at EOF, `WouldBlock` if
+    /// nothing has arrived. For a PROXY header, read before anything else touches the socket.
+    fn peek_into(&self, _buf: &mut [u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    /// Consumes exactly `n` bytes that `peek_into` showed are waiting.
+    fn discard(&self, _n: usize) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
     /// Whether the bytes are encrypted on the wire (the session cookie is then `Secure`).
     fn is_tls(&self) -> bool {
         false
@@ -51,6 +60,35 @@ fn peek_fd(fd: RawFd) -> io::Result<Option<u8>> {
         0 => Ok(None),
         n if n > 0 => Ok(Some(byte)),
         _ => Err(io::Error::last_os_error()),
+    }
+}
+
+/// A `MSG_PEEK` of up to `buf.len()` bytes on a socket the caller keeps open.
+fn peek_fd_into(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is a valid writable slice of `buf.len()` bytes; the caller keeps `fd` open.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
+/// Reads and drops exactly `n` bytes that a peek showed are waiting (at most a PROXY header, so a
+/// stack buffer suffices).
+fn discard_fd(fd: RawFd, n: usize) -> io::Result<()> {
+    let mut sink = [0u8; crate::proxy_header::MAX];
+    let want = sink.get_mut(..n).ok_or(io::ErrorKind::InvalidInput)?;
+    // SAFETY: `want` is a valid writable slice; the caller keeps `fd` open. The bytes are already
+    // queued (peeked), so this non-blocking read takes exactly them.
+    let got = unsafe { libc::recv(fd, want.as_mut_ptr().cast(), n, libc::MSG_DONTWAIT) };
+    if usize::try_from(got).ok() == Some(n) {
+        Ok(())
+    } else {
+        Err(io::Error::other("the peeked bytes could not be consumed"))
     }
 }
 
@@ -95,6 +133,15 @@ impl Transport for EpollStream {
         // Through the reactor, so a spurious readiness is cleared when the peek finds nothing.
         self.0
             .try_io(Interest::READABLE, || peek_fd(self.0.as_raw_fd()))
+    }
+
+    fn peek_into(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0
+            .try_io(Interest::READABLE, || peek_fd_into(self.0.as_raw_fd(), buf))
+    }
+
+    fn discard(&self, n: usize) -> io::Result<()> {
+        discard_fd(self.0.as_raw_fd(), n)
     }
 }
 
@@ -162,6 +209,14 @@ impl Transport for UringStream {
 
     fn peek(&self) -> io::Result<Option<u8>> {
         peek_fd(self.ready.get_ref().0)
+    }
+
+    fn peek_into(&self, buf: &mut [u8]) -> io::Result<usize> {
+        peek_fd_into(self.ready.get_ref().0, buf)
+    }
+
+    fn discard(&self, n: usize) -> io::Result<()> {
+        discard_fd(self.ready.get_ref().0, n)
     }
 }
 

@@ -5,7 +5,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -52,6 +52,8 @@ pub struct Limits {
     pub rate_disconnect_after: u64,
     pub write_timeout: u64,
     pub buffer_budget_mb: usize,
+    /// `--trusted-proxies`: peers whose PROXY header and `X-Forwarded-For` name the client.
+    pub trusted_proxies: Vec<crate::cidr::Cidr>,
 }
 
 /// Answers HTTP requests (everything but the `/ws` upgrade).
@@ -139,14 +141,20 @@ impl CloseReason {
 /// A connection's control block: how the rest of the shard talks to its task.
 pub struct ConnCtl {
     pub id: u64,
+    /// The TCP peer: the client itself, or a proxy in front of it.
     pub peer: SocketAddr,
+    /// The client as far as this server can tell: the peer, or the address a trusted proxy named
+    /// (PROXY header, or `X-Forwarded-For` on a WebSocket upgrade). Every per-client rule (auth
+    /// throttles, per-address limits, logs and events) uses this.
+    client: Cell<SocketAddr>,
     pub outbox: RefCell<VecDeque<Out>>,
     pub wake: Notify,
     pub close: Cell<Option<CloseReason>>,
     deadline: Cell<(u64, Deadline)>,
     scheduled: Cell<u64>,
-    /// Whether this connection counts toward its address's limit (released when it closes).
-    pub(super) addr_counted: Cell<bool>,
+    /// The address this connection counts toward for `--max-connections-per-ip`, if any
+    /// (released when it closes).
+    pub(super) counted: Cell<Option<IpAddr>>,
 }
 
 impl ConnCtl {
@@ -171,6 +179,14 @@ impl ConnCtl {
 
     pub fn deadline(&self) -> (u64, Deadline) {
         self.deadline.get()
+    }
+
+    pub fn client(&self) -> SocketAddr {
+        self.client.get()
+    }
+
+    pub(super) fn set_client(&self, client: SocketAddr) {
+        self.client.set(client);
     }
 }
 
@@ -348,12 +364,13 @@ impl Local {
         let ctl = Rc::new(ConnCtl {
             id,
             peer,
+            client: Cell::new(peer),
             outbox: RefCell::new(VecDeque::new()),
             wake: Notify::new(),
             close: Cell::new(None),
             deadline: Cell::new((0, Deadline::None)),
             scheduled: Cell::new(u64::MAX),
-            addr_counted: Cell::new(false),
+            counted: Cell::new(None),
         });
         self.conns.borrow_mut().insert(id, ctl.clone());
         ctl
@@ -362,8 +379,8 @@ impl Local {
     pub(super) fn close_conn(&self, ctl: &ConnCtl) {
         self.conns.borrow_mut().remove(&ctl.id);
         self.shared.connections.fetch_sub(1, Ordering::Relaxed);
-        if ctl.addr_counted.get() {
-            self.shared.fleet.guard.disconnect(ctl.peer.ip());
+        if let Some(ip) = ctl.counted.take() {
+            self.shared.fleet.guard.disconnect(ip);
         }
         if self.conns.borrow().is_empty() {
             self.conns_gone.notify_waiters();
@@ -491,6 +508,23 @@ impl Local {
                 }
                 c.wake.notify_one();
             }
+        }
+    }
+
+    /// Whether `ip` is one of `--trusted-proxies`.
+    pub fn trusted_proxy(&self, ip: IpAddr) -> bool {
+        crate::cidr::any_contains(&self.limits().trusted_proxies, ip)
+    }
+
+    /// Counts `ctl` toward `ip`'s open connections; false (and the connection asked to close) when
+    /// that address is at `--max-connections-per-ip`.
+    pub(super) fn count_connection(&self, ctl: &ConnCtl, ip: IpAddr) -> bool {
+        if self.fleet().guard.connect(ip) {
+            ctl.counted.set(Some(ip));
+            true
+        } else {
+            ctl.request_close(CloseReason::AddressLimit);
+            false
         }
     }
 

@@ -126,10 +126,10 @@ async fn accept_loop(local: Rc<Local>, listener: Listener) {
                 if n > local.limits().max_connections {
                     metrics::counter!("fleetgate_connections_refused_total").increment(1);
                     ctl.request_close(CloseReason::ConnectionLimit);
-                } else if local.fleet().guard.connect(peer.ip()) {
-                    ctl.addr_counted.set(true);
-                } else {
-                    ctl.request_close(CloseReason::AddressLimit);
+                } else if !local.trusted_proxy(peer.ip()) {
+                    // A trusted proxy carries many clients: each counts once its PROXY header
+                    // names it (`http_conn`), not the proxy's own address.
+                    local.count_connection(&ctl, peer.ip());
                 }
                 let l = local.clone();
                 tokio::task::spawn_local(async move {

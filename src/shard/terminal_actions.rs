@@ -323,14 +323,14 @@ impl Session<'_> {
         if serial.is_empty() || serial.len() > 64 {
             return Identity::Unknown;
         }
-        let ip = self.ctl.peer.ip();
+        let ip = self.ctl.client().ip();
         let now = now_ms();
         let local = self.local;
         let fleet = local.fleet();
         if fleet.guard.auth_wait_ms(ip, Some(serial), now) > 0 {
             return Identity::Refused;
         }
-        let remote = self.ctl.peer.to_string();
+        let remote = self.ctl.client().to_string();
         let dev = match fleet.registry.by_serial(serial) {
             Some(d) => d,
             None if fleet.rules.auto_approve => {

@@ -511,7 +511,7 @@ impl Session<'_> {
     async fn register(&mut self, device_id: &str, token: &str) -> Vec<Action> {
         let fleet = self.local.fleet();
         let guard = &fleet.guard;
-        let ip = self.ctl.peer.ip();
+        let ip = self.ctl.client().ip();
         let now = now_ms();
         let dev = Uuid::parse_str(device_id)
             .ok()
@@ -571,7 +571,7 @@ impl Session<'_> {
     /// Generic devices and terminals alike.
     pub(super) fn went_online(&self, dev: &Device, protocol: &'static str) {
         metrics::gauge!("fleetgate_sessions", "protocol" => protocol).increment(1.0);
-        let peer = self.ctl.peer.to_string();
+        let peer = self.ctl.client().to_string();
         let fleet = self.local.fleet();
         presence::record(
             fleet,
@@ -586,7 +586,7 @@ impl Session<'_> {
     /// The device's live session ends: the counterpart of `went_online`.
     fn went_offline(&self, dev: &Device, protocol: &'static str) {
         metrics::gauge!("fleetgate_sessions", "protocol" => protocol).decrement(1.0);
-        let peer = self.ctl.peer.to_string();
+        let peer = self.ctl.client().to_string();
         let reason = self.end_reason.unwrap_or("closed");
         let fleet = self.local.fleet();
         presence::record(fleet, &self.local.batcher, dev, false, reason, Some(&peer));
@@ -606,7 +606,7 @@ impl Session<'_> {
         let Some(principal) = principal.filter(|_| role == "admin") else {
             self.local.metrics.auth_failures.increment(1);
             // As for HTTP: only a presented token counts, and only a wrong one is ever throttled.
-            let ip = self.ctl.peer.ip();
+            let ip = self.ctl.client().ip();
             if token.is_some() && self.local.fleet().guard.token_failed(ip, now_ms()) > 0 {
                 return self.refuse(
                     "auth_throttled",

@@ -6,6 +6,7 @@
 //! out, responses in, for the CLI, the load harness and the tests.
 
 pub mod client;
+pub mod forwarded;
 pub mod query;
 pub mod request;
 pub mod response;
