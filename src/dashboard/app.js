@@ -209,6 +209,25 @@ function init() {
     go('#/password');
   });
 
+  // The live view rests on this browser's session. When the server revokes it (logged out
+  // elsewhere, password changed in another browser, user deleted), stop reconnecting and ask
+  // /api/me: its 401 takes the usual way to the login page. When the user's role changes, show it.
+  live.on('error', async (m) => {
+    if (m.code !== 'credential_revoked') return;
+    live.stop();
+    try {
+      session.user = await get('/api/me');
+      updateShell();
+      live.start();
+    } catch { /* a 401 is handled by onUnauthorized */ }
+  });
+  live.on('role_changed', (m) => {
+    if (!session.user) return;
+    session.user.role = m.role;
+    updateShell();
+    route();
+  });
+
   window.addEventListener('hashchange', route);
   route();
 }

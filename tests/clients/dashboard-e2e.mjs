@@ -175,6 +175,16 @@ try {
   }, deviceId);
   if (status !== 403) fail(`a viewer's command POST answered ${status}, not 403`);
 
+  step('promoted while watching, the viewer gets the command button without a reload');
+  await vpage.evaluate(() => { window.__notReloaded = true; });
+  await api('PATCH', '/api/users/viewer1', { role: 'admin' });
+  await el(vpage, 'command-submit').waitFor({ state: 'visible' });
+  if (!(await vpage.evaluate(() => window.__notReloaded === true))) fail('the page was reloaded');
+
+  step('deleted while watching, the user\'s open dashboard goes to the login page');
+  await api('DELETE', '/api/users/viewer1');
+  await el(vpage, 'login-username').waitFor({ state: 'visible' });
+
   step('mobile width renders the device list');
   await page.setViewportSize({ width: 375, height: 800 });
   await page.goto(`${URL}/#/devices`);
