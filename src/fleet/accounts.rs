@@ -671,19 +671,25 @@ pub fn valid_username(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._-@".contains(&b))
 }
 
+/// Accounts with no store behind them, for the unit tests of the rules that use them.
+#[cfg(test)]
+pub(crate) fn in_memory() -> Accounts {
+    Accounts {
+        users: Mutex::new(HashMap::new()),
+        tokens: Mutex::new(HashMap::new()),
+        sessions: Mutex::new(HashMap::new()),
+        throttle: Mutex::new(LoginThrottle::new(LOGIN_THROTTLE)),
+        known: Mutex::new(HashMap::new()),
+        generation: AtomicU64::new(0),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn accounts() -> Accounts {
-        Accounts {
-            users: Mutex::new(HashMap::new()),
-            tokens: Mutex::new(HashMap::new()),
-            sessions: Mutex::new(HashMap::new()),
-            throttle: Mutex::new(LoginThrottle::new(LOGIN_THROTTLE)),
-            known: Mutex::new(HashMap::new()),
-            generation: AtomicU64::new(0),
-        }
+        in_memory()
     }
 
     fn with_user(a: &Accounts, name: &str, pw: &str, role: Role) {

@@ -786,7 +786,7 @@ impl Session<'_> {
         let Role::Admin(p) = &self.role else {
             return false;
         };
-        let Some(now) = principal::current(self.local.fleet(), p, now_ms()) else {
+        let Some(now) = principal::current(&self.local.fleet().accounts, p, now_ms()) else {
             tracing::info!(principal = %p.name, "admin subscriber's credential revoked: closing");
             self.send_error(
                 "credential_revoked",
