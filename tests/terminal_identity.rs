@@ -231,21 +231,34 @@ fn an_impostor_outside_allowed_sources_is_refused_and_the_terminal_keeps_its_ses
         heard.frames
     );
 
-    // SmackBio: a Register from outside is closed without a reply (as for a wrong cloud id).
-    create_terminal(
-        &srv,
-        "smackbio",
-        "M82-0002",
-        Some("127.0.0.3/32, 2001:db8::/48"),
+    // SmackBio: bound to networks and to its cloud id, which the API keeps only as a hash.
+    let r = srv.post(
+        "/api/devices",
+        &json!({"name": "sb gate", "protocol": "smackbio", "serial": "M82-0002",
+                "settings": {"allowed_sources": "127.0.0.3/32, 2001:db8::/48", "cloud_id": "c7f3a9e1"}}),
     );
-    let register = "<Message><Request>Register</Request><TerminalType>M82</TerminalType><DeviceSerialNo>M82-0002</DeviceSerialNo></Message>";
-    let mut sb = Term::connect_from(IMPOSTOR, addr);
-    sb.send(register);
-    let heard = sb.listen(SOON);
-    assert!(heard.closed, "the impostor's session stays open");
-    assert!(heard.frames.is_empty(), "{:?}", heard.frames);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let stored = r.json();
+    let stored = s(field(&stored, "settings"), "cloud_id");
+    assert!(
+        stored.starts_with("sha256:") && !stored.contains("c7f3a9e1"),
+        "{stored}"
+    );
+    let register = |cloud: &str| {
+        format!(
+            "<Message><Request>Register</Request><TerminalType>M82</TerminalType><DeviceSerialNo>M82-0002</DeviceSerialNo><CloudId>{cloud}</CloudId></Message>"
+        )
+    };
+    // From outside (even with the right cloud id), or with another cloud id: closed without a reply.
+    for (src, cloud) in [(IMPOSTOR, "c7f3a9e1"), (REAL, "c7f3a9e2")] {
+        let mut sb = Term::connect_from(src, addr);
+        sb.send(&register(cloud));
+        let heard = sb.listen(SOON);
+        assert!(heard.closed, "{src} {cloud}: the session stays open");
+        assert!(heard.frames.is_empty(), "{src} {cloud}: {:?}", heard.frames);
+    }
     let mut sb = Term::connect_from(REAL, addr);
-    sb.send(register);
+    sb.send(&register("c7f3a9e1"));
     let ok = sb.until("Register response", |f| f.contains("<Response>Register"));
     assert!(ok.contains("<Result>OK</Result>"), "{ok}");
 

@@ -369,12 +369,12 @@ impl Session<'_> {
         let expected = settings
             .get(identity::SETTING_CLOUD_ID)
             .filter(|c| !c.is_empty());
-        if let (Some(expected), None) = (expected, token) {
-            if !identity::secret_matches(expected, cloud_id) {
-                self.local.metrics.auth_failures.increment(1);
-                fleet.guard.auth_failed(ip, Some(serial), now);
-                return Identity::Refused;
-            }
+        if let (Some(expected), None) = (expected, token)
+            && !identity::secret_matches(expected, cloud_id)
+        {
+            self.local.metrics.auth_failures.increment(1);
+            fleet.guard.auth_failed(ip, Some(serial), now);
+            return Identity::Refused;
         }
         // Flapping counts connections, not frames: only the session's first identification.
         let first = self.terminal().is_some_and(|t| t.dev.is_none());
