@@ -328,6 +328,21 @@ fn a_takeover_from_another_address_is_recorded_and_shown(io: &str) {
         ) >= 1.0
     );
     assert!(again.listen(SOON).closed);
+
+    // The operator answers by binding the device to the real terminal's network: the impostor's
+    // session ends at once, and the real terminal gets back in.
+    let r = srv.patch(
+        &format!("/api/devices/{id}"),
+        &json!({"settings": {"allowed_sources": "127.0.0.3"}}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(imp.listen(SOON).closed, "the impostor outlived the binding");
+    srv.wait_status(&id, "offline");
+    let mut back = Term::connect_from(REAL, addr);
+    assert_eq!(result(&back.reg("AF-300")), Some(true));
+    srv.wait_status(&id, "online");
+    let mut imp = Term::connect_from(IMPOSTOR, addr);
+    assert_eq!(result(&imp.reg("AF-300")), Some(false));
 }
 
 fn new_serials_are_rate_limited_per_address(io: &str) {

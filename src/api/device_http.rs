@@ -3,10 +3,10 @@
 //! `{"ret":<cmd>,"result":true|false,"cloudtime"|"reason"}`; `sendlog` answers `true` only after the
 //! records are durable, so a device that hears `false` keeps its records and sends them again.
 
-use crate::api::context::Ctx;
-use crate::api::error::ApiError;
 use std::net::{IpAddr, SocketAddr};
 
+use crate::api::context::Ctx;
+use crate::api::error::ApiError;
 use crate::fleet::provision::{self, Newcomer, NotYet};
 use crate::fleet::registry::Device;
 use crate::fleet::{attendance, identity};

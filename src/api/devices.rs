@@ -373,6 +373,16 @@ pub async fn patch(cx: &Ctx<'_>) -> Result<Response, ApiError> {
         .batcher
         .commit(|st| records::stage_device(st, &rec))
         .await?;
+    // Binding a device is how an operator answers a takeover: the session from outside goes now,
+    // not when it next reconnects.
+    if let Some(h) = dev.holder()
+        && !dev.source_allowed(h.peer.ip())
+    {
+        cx.local
+            .fleet()
+            .links
+            .close_session(h.session, 1008, "source no longer allowed");
+    }
     Ok(Response::json(200, device_json(&dev, None).into_bytes()))
 }
 

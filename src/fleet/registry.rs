@@ -102,10 +102,12 @@ impl Device {
     }
 
     pub fn session(&self) -> Option<SessionRef> {
-        self.session
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .map(|h| h.session)
+        self.holder().map(|h| h.session)
+    }
+
+    /// The live session and the peer it talks to.
+    pub fn holder(&self) -> Option<Holder> {
+        *self.session.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn is_online(&self) -> bool {
