@@ -103,6 +103,11 @@ pub struct ServeConfig {
     /// Accept every unknown serial as a new device (for labs); otherwise it waits in the pending list.
     #[arg(long, env = "FLEETGATE_AUTO_APPROVE")]
     pub auto_approve: bool,
+    /// Serials no device has that one source address (IPv6: one /64) may present per minute, in
+    /// bursts of up to twice that; 0 = no limit. More: refused as unknown and not listed as pending
+    /// (nor auto-approved), so a scanner cannot flush real terminals out of the pending list.
+    #[arg(long, env = "FLEETGATE_NEW_SERIALS_PER_MINUTE", default_value_t = 10)]
+    pub new_serials_per_minute: u32,
     /// Hours a msg_id is remembered for de-duplication.
     #[arg(long, default_value_t = 24)]
     pub msg_id_retention_hours: u64,

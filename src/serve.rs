@@ -83,6 +83,7 @@ pub fn run(config: ServeConfig) -> Result<(), Error> {
         store: store.clone(),
         registry,
         pending,
+        new_serials: crate::fleet::new_serials::NewSerials::new(config.new_serials_per_minute),
         accounts,
         guard: crate::fleet::guard::Guard::new(&config.guard_limits()),
         admin_token,

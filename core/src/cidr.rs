@@ -1,6 +1,7 @@
 //! Networks written as CIDRs (`10.0.0.0/8`, `2001:db8::/32`, or a bare address for one host), and
 //! whether an address lies in one. Used for the proxies whose forwarded client addresses are
-//! believed (`--trusted-proxies`).
+//! believed (`--trusted-proxies`) and the networks a device may connect from
+//! (`settings.allowed_sources`).
 //!
 //! An IPv4 address that reaches a dual-stack socket as IPv4-mapped IPv6 (`::ffff:10.0.0.1`) is
 //! the same host as `10.0.0.1` and matches IPv4 networks.
@@ -26,14 +27,17 @@ impl Cidr {
             None => (s, None),
         };
         let addr: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("{s:?} is not an IP address or CIDR"))?;
+            .trim()
+            .parse::<IpAddr>()
+            .map_err(|_| format!("{s:?} is not an IP address or CIDR"))?
+            .to_canonical();
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             None => max,
-            Some(p) => p
-                .parse::<u8>()
-                .ok()
+            // Digits only: `u8::from_str` would also take `+24`.
+            Some(p) => Some(p)
+                .filter(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|p| p.parse::<u8>().ok())
                 .filter(|&p| p <= max)
                 .ok_or_else(|| format!("{s:?}: the prefix length must be 0 to {max}"))?,
         };
@@ -56,7 +60,7 @@ impl Cidr {
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
+        let ip = ip.to_canonical();
         match (self.addr, ip) {
             (IpAddr::V4(_), IpAddr::V4(_)) | (IpAddr::V6(_), IpAddr::V6(_)) => {
                 mask(ip, self.prefix) == self.addr
@@ -77,24 +81,22 @@ pub fn any_contains(nets: &[Cidr], ip: IpAddr) -> bool {
     nets.iter().any(|n| n.contains(ip))
 }
 
-/// IPv4-mapped IPv6 addresses as the IPv4 addresses they are.
-pub fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    }
-}
-
-fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
+/// `ip` with all but its first `prefix` bits cleared (a prefix past the family's width keeps all).
+pub fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
     match ip {
         IpAddr::V4(a) => {
             let bits = u32::from(a);
-            let m = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            // A shift by the full width (prefix 0) overflows: nothing is kept then.
+            let m = u32::MAX
+                .checked_shl(32_u32.saturating_sub(u32::from(prefix)))
+                .unwrap_or(0);
             IpAddr::V4((bits & m).into())
         }
         IpAddr::V6(a) => {
             let bits = u128::from(a);
-            let m = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            let m = u128::MAX
+                .checked_shl(128_u32.saturating_sub(u32::from(prefix)))
+                .unwrap_or(0);
             IpAddr::V6((bits & m).into())
         }
     }
@@ -123,6 +125,14 @@ mod tests {
         let v6 = Cidr::parse("2001:db8::/32").unwrap();
         assert!(v6.contains(ip("2001:db8:ffff::1")));
         assert!(!v6.contains(ip("2001:db9::1")));
+    }
+
+    #[test]
+    fn masks_keep_their_prefix() {
+        assert_eq!(mask(ip("10.1.2.3"), 16), ip("10.1.0.0"));
+        assert_eq!(mask(ip("10.1.2.3"), 0), ip("0.0.0.0"));
+        assert_eq!(mask(ip("10.1.2.3"), 40), ip("10.1.2.3"));
+        assert_eq!(mask(ip("2001:db8:1:2:3::1"), 64), ip("2001:db8:1:2::"));
     }
 
     #[test]

@@ -16,7 +16,9 @@ pub enum Identity {
     Known(Known),
     /// No device has this serial: the runtime has put it on the pending list.
     Unknown,
-    /// The device exists but the presented cloud id or token is wrong.
+    /// The device exists but may not be spoken for here: the presented cloud id or token is
+    /// wrong, or the connection comes from outside the device's allowed sources, or the serial is
+    /// throttled or banned.
     Refused,
 }
 

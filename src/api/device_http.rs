@@ -3,10 +3,13 @@
 //! `{"ret":<cmd>,"result":true|false,"cloudtime"|"reason"}`; `sendlog` answers `true` only after the
 //! records are durable, so a device that hears `false` keeps its records and sends them again.
 
+use std::net::{IpAddr, SocketAddr};
+
 use crate::api::context::Ctx;
 use crate::api::error::ApiError;
+use crate::fleet::provision::{self, Newcomer, NotYet};
 use crate::fleet::registry::Device;
-use crate::fleet::{attendance, provision};
+use crate::fleet::{attendance, identity};
 use crate::http::request::Request;
 use crate::http::response::Response;
 use crate::shard::local::Local;
@@ -34,42 +37,42 @@ async fn answer(local: &Local, req: &Request, remote: &str) -> Response {
     };
     let (cmd, sn) = (body.cmd.as_str(), body.sn.as_str());
     let fleet = local.fleet();
+    let Some(ip) = remote_ip(remote) else {
+        // The runtime always passes the peer's address; a request without one is refused rather
+        // than let past the per-address checks.
+        tracing::error!(remote, "device-http request without a peer address");
+        return refuse(cmd, "the server could not tell this device's address");
+    };
     let dev = match fleet.registry.by_serial(sn) {
         Some(d) => d,
-        None if fleet.rules.auto_approve => {
-            let model = body.model.as_deref();
-            let info = body.devinfo.clone();
-            let created = provision::create_for_serial(
-                fleet,
-                &local.batcher,
-                sn,
-                Protocol::Http,
-                model,
-                info,
-            );
-            match created.await {
+        None => {
+            let newcomer = Newcomer {
+                serial: sn,
+                protocol: Protocol::Http,
+                model: body.model.as_deref(),
+                firmware: body.firmware.as_deref(),
+                info: body.devinfo.clone(),
+                remote,
+                ip,
+            };
+            match provision::first_contact(fleet, &local.batcher, newcomer).await {
                 Ok(d) => d,
-                Err(e) => return refuse(cmd, &e),
+                Err(NotYet::Failed(e)) => return refuse(cmd, &e),
+                Err(NotYet::Pending) => {
+                    return refuse(
+                        cmd,
+                        &format!(
+                            "device {sn} is not approved yet: an administrator must approve it in the pending devices list"
+                        ),
+                    );
+                }
             }
         }
-        None => {
-            fleet.pending.seen(
-                &local.batcher,
-                sn,
-                Protocol::Http,
-                body.model.as_deref(),
-                body.firmware.as_deref(),
-                remote,
-                now_ms(),
-            );
-            return refuse(
-                cmd,
-                &format!(
-                    "device {sn} is not approved yet: an administrator must approve it in the pending devices list"
-                ),
-            );
-        }
     };
+    // Checked before the request counts as the device's: an impostor must not keep it online.
+    if !identity::admit(&dev, ip, sn) {
+        return refuse(cmd, "this device may not connect from this address");
+    }
     local.http_seen(&dev, remote);
     match body.payload {
         Payload::Reg(Ok(info)) => register(local, &dev, info).await,
@@ -82,6 +85,15 @@ async fn answer(local: &Local, req: &Request, remote: &str) -> Response {
         Payload::Reg(Err(reason)) | Payload::Sendlog(Err(reason)) => refuse(cmd, &reason),
         Payload::Checklive => ok("checklive"),
     }
+}
+
+/// The address of `remote` (`IP:port`, or a bare IP should a proxy-aware caller pass one).
+fn remote_ip(remote: &str) -> Option<IpAddr> {
+    remote
+        .parse::<SocketAddr>()
+        .map(|a| a.ip())
+        .or_else(|_| remote.parse::<IpAddr>())
+        .ok()
 }
 
 async fn register(local: &Local, dev: &Device, info: String) -> Response {

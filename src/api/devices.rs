@@ -13,8 +13,10 @@ use crate::api::page::{key_page, page};
 use crate::api::query::{Query, bad_cursor};
 use crate::fleet::auth;
 use crate::fleet::commands::{self, EnqueueError};
+use crate::fleet::identity;
 use crate::fleet::provision::{NewDevice, ProvisionError, provision};
 use crate::fleet::registry::Device;
+use crate::fleet::sources::{self, AllowedSources};
 use crate::http::response::Response;
 use crate::json;
 use crate::store::records::{self, Protocol};
@@ -103,7 +105,8 @@ pub fn new_name(body: &JsonObject) -> Result<String, ApiError> {
 }
 
 /// `settings` if the body has it: at most `MAX_SETTINGS` string values of at most
-/// `MAX_SETTING_LEN` characters, and `timezone`, if set, a zone this server knows.
+/// `MAX_SETTING_LEN` characters; `timezone`, if set, a zone this server knows; `allowed_sources`,
+/// if set, addresses and networks. A `cloud_id` is kept only as its hash.
 pub fn settings(body: &JsonObject) -> Result<Option<BTreeMap<String, String>>, ApiError> {
     let Some(v) = body.get("settings") else {
         return Ok(None);
@@ -134,6 +137,16 @@ pub fn settings(body: &JsonObject) -> Result<Option<BTreeMap<String, String>>, A
         return Err(ApiError::invalid_field(
             "settings.timezone must be an IANA time zone name such as Europe/Berlin",
         ));
+    }
+    if let Some(list) = out.get(sources::SETTING)
+        && let Err(e) = AllowedSources::parse(list)
+    {
+        return Err(ApiError::invalid_field(format!(
+            "settings.allowed_sources: {e}; give addresses or networks separated by commas, such as 10.1.2.0/24, 2001:db8::/48"
+        )));
+    }
+    if let Some(c) = out.get_mut(identity::SETTING_CLOUD_ID) {
+        *c = identity::secret_for_storage(c);
     }
     Ok(Some(out))
 }
@@ -360,6 +373,16 @@ pub async fn patch(cx: &Ctx<'_>) -> Result<Response, ApiError> {
         .batcher
         .commit(|st| records::stage_device(st, &rec))
         .await?;
+    // Binding a device is how an operator answers a takeover: the session from outside goes now,
+    // not when it next reconnects.
+    if let Some(h) = dev.holder()
+        && !dev.source_allowed(h.peer.ip())
+    {
+        cx.local
+            .fleet()
+            .links
+            .close_session(h.session, 1008, "source no longer allowed");
+    }
     Ok(Response::json(200, device_json(&dev, None).into_bytes()))
 }
 

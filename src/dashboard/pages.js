@@ -288,10 +288,17 @@ export function normEvent(e) {
   return { id: e.id, ts: e.ts, device_id: e.device_id, type: e.type === 'event' ? e.event_type : (e.type || e.event_type), source: e.source, payload: e.payload };
 }
 
+/** A badge style for the event types an operator should notice. */
+function eventTypeClass(type) {
+  if (type === 'device_takeover') return '.type-alert';
+  if (/connected$/.test(type)) return type === 'device_connected' ? '.type-good' : '.type-warn';
+  return '';
+}
+
 function eventItem(e) {
   return h('li.event', { dataset: { type: e.type || '', deviceId: e.device_id || '' } },
     h('span.event-time', null, timeEl(e.ts, 'short')),
-    h(`span.badge.event-type${/connected$/.test(e.type) ? (e.type === 'device_connected' ? '.type-good' : '.type-warn') : ''}`, { text: e.type }),
+    h(`span.badge.event-type${eventTypeClass(e.type)}`, { text: e.type }),
     h('span.event-device', null, deviceLink(e.device_id)),
     h('span.event-payload', { text: summarize(e.payload) }));
 }
@@ -1068,7 +1075,7 @@ export function deviceDetailPage(root, params) {
 export function eventsPage(root, params) {
   const typeF = field({ id: 'events-type', label: 'Type', value: params.query.get('type') || '', attrs: { list: 'event-types', placeholder: 'Any type', autocomplete: 'off' } });
   const devF = field({ id: 'events-device', label: 'Device ID', value: params.query.get('device_id') || '', attrs: { placeholder: 'Any device', autocomplete: 'off', spellcheck: 'false' } });
-  const types = h('datalist', { id: 'event-types' }, ['device_connected', 'device_disconnected', 'door_event', 'unknown_face', 'admin_log'].map((t) => h('option', { value: t })));
+  const types = h('datalist', { id: 'event-types' }, ['device_connected', 'device_disconnected', 'device_takeover', 'door_event', 'unknown_face', 'admin_log'].map((t) => h('option', { value: t })));
   const pauseBtn = h('button.btn', { type: 'button', tid: 'events-pause', 'aria-pressed': 'false', text: 'Pause' });
   const buffered = h('span.muted', { 'aria-live': 'polite' });
   const list = h('ol.events.events-full', { tid: 'events-list' });

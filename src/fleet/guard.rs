@@ -26,6 +26,10 @@ pub enum Limit {
     RateDisconnect,
     WriteTimeout,
     BufferBudget,
+    /// A device was presented from outside its `allowed_sources` (`fleet::identity`).
+    SourceNotAllowed,
+    /// An address presented new serials faster than `--new-serials-per-minute` (`fleet::new_serials`).
+    PendingRate,
 }
 
 impl Limit {
@@ -38,6 +42,8 @@ impl Limit {
             Limit::RateDisconnect => "msg_rate_disconnect",
             Limit::WriteTimeout => "write_timeout",
             Limit::BufferBudget => "buffer_budget",
+            Limit::SourceNotAllowed => "source_not_allowed",
+            Limit::PendingRate => "pending_rate",
         }
     }
 }

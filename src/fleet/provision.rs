@@ -1,14 +1,17 @@
 //! Creating a device: the one path the REST API, pending approvals and auto-approval share.
 //! It reserves the serial before the commit's wait (so concurrent creations of one serial make one
 //! device), issues a token that is shown once and kept only as a hash, and registers the device
-//! after its record is durable.
+//! after its record is durable. And what happens to a serial no device has when it presents
+//! itself (`first_contact`): auto-approval or the pending list, rate-limited per address.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use uuid::Uuid;
 
 use crate::fleet::auth;
+use crate::fleet::guard::{self, Limit};
 use crate::fleet::registry::Device;
 use crate::fleet::state::Fleet;
 use crate::store::StoreError;
@@ -74,10 +77,59 @@ pub async fn provision(
     Ok((dev, token))
 }
 
+/// A serial no device has, as it presented itself.
+pub struct Newcomer<'a> {
+    pub serial: &'a str,
+    pub protocol: Protocol,
+    pub model: Option<&'a str>,
+    pub firmware: Option<&'a str>,
+    /// Device info to keep should the device be created (an HTTP `reg`'s `devinfo`).
+    pub info: Option<String>,
+    /// The peer as the pending list shows it, and its address.
+    pub remote: &'a str,
+    pub ip: IpAddr,
+}
+
+/// Why a newcomer is not a device (yet).
+pub enum NotYet {
+    /// It waits in the pending list for an admin, or is refused as if it did: its address
+    /// presented too many new serials.
+    Pending,
+    /// Auto-approval failed; the message is for the device.
+    Failed(String),
+}
+
+/// A serial no device has presented itself: with `--auto-approve` it becomes a device, else it
+/// is listed as pending. Either takes one of the address's new serials
+/// (`--new-serials-per-minute`); a serial already listed takes none. Past the limit it is refused
+/// as unknown, and neither listed nor created.
+pub async fn first_contact(
+    fleet: &Fleet,
+    batch: &Batcher,
+    n: Newcomer<'_>,
+) -> Result<Arc<Device>, NotYet> {
+    let now = now_ms();
+    if fleet.pending.get(n.serial).is_none() && !fleet.new_serials.admit(n.ip, now) {
+        guard::hit(Limit::PendingRate);
+        // Debug only: a flood would otherwise write a log line per request.
+        tracing::debug!(ip = %n.ip, serial = n.serial, "new serials from this address are over the limit: not listed");
+        return Err(NotYet::Pending);
+    }
+    if fleet.rules.auto_approve {
+        return create_for_serial(fleet, batch, n.serial, n.protocol, n.model, n.info)
+            .await
+            .map_err(NotYet::Failed);
+    }
+    fleet.pending.seen(
+        batch, n.serial, n.protocol, n.model, n.firmware, n.remote, now,
+    );
+    Err(NotYet::Pending)
+}
+
 /// Creates a device for a serial that presented itself (`--auto-approve`), for any protocol. A
 /// concurrent creation of the same serial (the device retried on another connection) is waited
 /// for, bounded, and its device returned.
-pub async fn create_for_serial(
+async fn create_for_serial(
     fleet: &Fleet,
     batch: &Batcher,
     sn: &str,

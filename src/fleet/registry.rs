@@ -6,6 +6,7 @@
 //! write at once (which is what keeps msg_id de-duplication exact across reconnects).
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -17,6 +18,7 @@ use uuid::Uuid;
 use crate::fleet::auth::{self, TokenHash};
 use crate::fleet::links::{Links, SessionRef};
 use crate::fleet::queue::CommandQueue;
+use crate::fleet::sources::{self, AllowedSources};
 use crate::store::commit::{Batcher, Staging, Ticket};
 use crate::store::records::{self, CommandStatus, DeviceRecord};
 use crate::store::{Store, StoreError};
@@ -26,8 +28,10 @@ pub struct Device {
     pub id: Uuid,
     record: RwLock<DeviceRecord>,
     token: RwLock<TokenHash>,
+    /// `settings.allowed_sources`, parsed when the setting changes rather than per registration.
+    sources: RwLock<AllowedSources>,
     pub last_seen_ms: AtomicU64,
-    session: Mutex<Option<SessionRef>>,
+    session: Mutex<Option<Holder>>,
     /// Online by HTTP requests (legacy devices), until `--http-offline-after` of silence.
     pub http_online: AtomicBool,
     /// Signalled whenever the session slot is released.
@@ -42,6 +46,7 @@ impl Device {
     fn new(rec: DeviceRecord, token: TokenHash) -> Device {
         Device {
             id: rec.device_id,
+            sources: RwLock::new(parse_sources(&rec)),
             last_seen_ms: AtomicU64::new(rec.last_seen.unwrap_or(0)),
             record: RwLock::new(rec),
             token: RwLock::new(token),
@@ -70,8 +75,21 @@ impl Device {
 
     pub fn update_record(&self, f: impl FnOnce(&mut DeviceRecord)) -> DeviceRecord {
         let mut g = self.record.write().unwrap_or_else(|p| p.into_inner());
+        let sources_before = g.settings.get(sources::SETTING).cloned();
         f(&mut g);
+        // Every settings change passes here, so the parsed binding cannot go stale.
+        if g.settings.get(sources::SETTING) != sources_before.as_ref() {
+            *self.sources.write().unwrap_or_else(|p| p.into_inner()) = parse_sources(&g);
+        }
         g.clone()
+    }
+
+    /// Whether `ip` is within the device's `allowed_sources` (any address when it has none).
+    pub fn source_allowed(&self, ip: IpAddr) -> bool {
+        self.sources
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .allows(ip)
     }
 
     pub fn verify_token(&self, presented: &str) -> bool {
@@ -84,6 +102,11 @@ impl Device {
     }
 
     pub fn session(&self) -> Option<SessionRef> {
+        self.holder().map(|h| h.session)
+    }
+
+    /// The live session and the peer it talks to.
+    pub fn holder(&self) -> Option<Holder> {
         *self.session.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -91,19 +114,21 @@ impl Device {
         self.session().is_some() || self.http_online.load(Ordering::Acquire)
     }
 
-    /// Takes the session slot if it is free; otherwise returns its holder, which the caller asks to
-    /// close before waiting on `released` and trying again. The slot is freed when the `Claim` is
-    /// dropped, and not before every record staged through it has been answered.
-    pub fn claim(self: &Arc<Self>, me: SessionRef) -> Result<Claim, SessionRef> {
+    /// Takes the session slot for `me`, talking to `peer`, if it is free; otherwise returns its
+    /// holder, which the caller asks to close before waiting on `released` and trying again. The
+    /// slot is freed when the `Claim` is dropped, and not before every record staged through it
+    /// has been answered.
+    pub fn claim(self: &Arc<Self>, me: SessionRef, peer: SocketAddr) -> Result<Claim, Holder> {
         let mut s = self.session.lock().unwrap_or_else(|p| p.into_inner());
         match *s {
-            Some(holder) if holder != me => Err(holder),
+            Some(holder) if holder.session != me => Err(holder),
             _ => {
-                *s = Some(me);
+                *s = Some(Holder { session: me, peer });
                 Ok(Claim {
                     dev: self.clone(),
                     me,
                     last: None,
+                    replaced: None,
                 })
             }
         }
@@ -112,7 +137,7 @@ impl Device {
     /// Frees the slot if `me` holds it. Returns whether it did. Only `Claim`'s drop calls it.
     fn release(&self, me: SessionRef) -> bool {
         let mut s = self.session.lock().unwrap_or_else(|p| p.into_inner());
-        if *s == Some(me) {
+        if s.is_some_and(|h| h.session == me) {
             *s = None;
             drop(s);
             self.released.notify_waiters();
@@ -127,6 +152,26 @@ impl Device {
     }
 }
 
+/// The session in a device's slot: where it runs, and the address of the peer it talks to (so a
+/// newer session from elsewhere can tell that it is taking over from someone else).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Holder {
+    pub session: SessionRef,
+    pub peer: SocketAddr,
+}
+
+/// The device's allowed sources from its record. A stored list that does not parse (written
+/// before the setting was checked) lets nothing in: its owner meant to restrict the device.
+fn parse_sources(rec: &DeviceRecord) -> AllowedSources {
+    let Some(text) = rec.settings.get(sources::SETTING) else {
+        return AllowedSources::default();
+    };
+    AllowedSources::parse(text).unwrap_or_else(|e| {
+        tracing::error!(device = %rec.device_id, error = %e, "allowed_sources does not parse: the device may not connect until it is fixed");
+        AllowedSources::nothing()
+    })
+}
+
 /// A session's hold on its device's one session slot.
 ///
 /// Records a session stages go through its claim (`stage`), which remembers the newest batch
@@ -139,11 +184,18 @@ pub struct Claim {
     dev: Arc<Device>,
     me: SessionRef,
     last: Option<Rc<Ticket>>,
+    /// The peer of the live session this claim took the slot from, if it took it from one.
+    replaced: Option<SocketAddr>,
 }
 
 impl Claim {
     pub fn device(&self) -> &Arc<Device> {
         &self.dev
+    }
+
+    /// The peer of the live session that was asked to close for this claim, if any.
+    pub fn replaced(&self) -> Option<SocketAddr> {
+        self.replaced
     }
 
     /// Stages records for this session's device into `batch`; the slot outlives their commit.
@@ -177,23 +229,29 @@ impl Drop for Claim {
     }
 }
 
-/// Takes `dev`'s session slot for `me`. A live holder is asked (through `links`) to close, and the
-/// slot passes once it has let go — which its `Claim` does only after its records resolved. None
-/// if that takes longer than `wait`.
+/// Takes `dev`'s session slot for `me`, talking to `peer`. A live holder is asked (through
+/// `links`) to close, and the slot passes once it has let go — which its `Claim` does only after
+/// its records resolved. None if that takes longer than `wait`.
 pub async fn take_over(
     links: &dyn Links,
     dev: &Arc<Device>,
     me: SessionRef,
+    peer: SocketAddr,
     wait: Duration,
 ) -> Option<Claim> {
     let deadline = tokio::time::Instant::now() + wait;
+    let mut replaced = None;
     loop {
         // Created before the attempt: a release in between still wakes it.
         let released = dev.released.notified();
-        match dev.claim(me) {
-            Ok(claim) => return Some(claim),
+        match dev.claim(me, peer) {
+            Ok(mut claim) => {
+                claim.replaced = replaced;
+                return Some(claim);
+            }
             Err(holder) => {
-                links.close_session(holder, 4000, "replaced by a newer session");
+                replaced.get_or_insert(holder.peer);
+                links.close_session(holder.session, 4000, "replaced by a newer session");
                 if tokio::time::timeout_at(deadline, released).await.is_err() {
                     return None;
                 }
@@ -403,20 +461,29 @@ mod tests {
 
     const A: SessionRef = SessionRef { shard: 0, conn: 1 };
     const B: SessionRef = SessionRef { shard: 1, conn: 2 };
+    /// The peers of A and B.
+    const PA: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+        std::net::Ipv4Addr::new(10, 0, 0, 1),
+        4001,
+    ));
+    const PB: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+        std::net::Ipv4Addr::new(10, 0, 0, 2),
+        4002,
+    ));
 
     #[test]
     fn one_session_holds_the_slot_and_dropping_the_claim_frees_it() {
         let dev = test_device();
-        let claim = dev.claim(A).expect("free slot");
+        let claim = dev.claim(A, PA).expect("free slot");
         assert_eq!(
-            dev.claim(B).err(),
+            dev.claim(B, PB).err().map(|h| h.session),
             Some(A),
             "the holder is named to the newcomer"
         );
         assert!(dev.is_online());
         drop(claim);
         assert_eq!(dev.session(), None);
-        let b = dev.claim(B).expect("free again");
+        let b = dev.claim(B, PB).expect("free again");
         assert_eq!(b.device().id, dev.id);
     }
 
@@ -425,7 +492,7 @@ mod tests {
         let dev = test_device();
         let d = dev.clone();
         let crashed = std::thread::spawn(move || {
-            let _claim = d.claim(A).expect("free slot");
+            let _claim = d.claim(A, PA).expect("free slot");
             panic!("session task panicked");
         })
         .join();
@@ -443,7 +510,7 @@ mod tests {
         let batcher = Rc::new(Batcher::new(tmp.store().clone(), committer, 1 << 20));
         let dev = test_device();
         run_local(async {
-            let mut old = dev.claim(A).expect("free slot");
+            let mut old = dev.claim(A, PA).expect("free slot");
             old.stage(&batcher, |st| st.put(Cf::MsgIds, b"m1", b"1"))
                 .expect("stage");
             let last = old
@@ -456,13 +523,13 @@ mod tests {
                 Some(A),
                 "released before its records resolved"
             );
-            assert_eq!(dev.claim(B).err(), Some(A));
+            assert_eq!(dev.claim(B, PB).err().map(|h| h.session), Some(A));
             let run = tokio::task::spawn_local({
                 let b = batcher.clone();
                 async move { b.run().await }
             });
             assert!(last.wait().await);
-            let new = dev.claim(B).expect("released once committed");
+            let new = dev.claim(B, PB).expect("released once committed");
             for k in [&b"m1"[..], b"m2"] {
                 assert!(
                     tmp.store().exists(Cf::MsgIds, k).expect("read"),
@@ -496,14 +563,18 @@ mod tests {
         let dev = test_device();
         let links = Recorder::default();
         run_local(async {
-            let old = dev.claim(A).expect("free slot");
+            let old = dev.claim(A, PA).expect("free slot");
             // The old session closes a little later, as a session on another shard would.
             let closer = tokio::task::spawn_local(async move {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 drop(old);
             });
-            let new = take_over(&links, &dev, B, Duration::from_secs(5)).await;
-            assert!(new.is_some(), "the slot passed");
+            let new = take_over(&links, &dev, B, PB, Duration::from_secs(5)).await;
+            assert_eq!(
+                new.as_ref().and_then(Claim::replaced),
+                Some(PA),
+                "the claim names whom it took the slot from"
+            );
             assert_eq!(dev.session(), Some(B));
             assert_eq!(links.0.lock().unwrap().first(), Some(&(A, 4000)));
             closer.await.expect("closer");
@@ -514,8 +585,8 @@ mod tests {
     fn take_over_gives_up_on_a_holder_that_never_lets_go() {
         let dev = test_device();
         let links = Recorder::default();
-        let _old = dev.claim(A).expect("free slot");
-        let got = run_local(take_over(&links, &dev, B, Duration::from_millis(100)));
+        let _old = dev.claim(A, PA).expect("free slot");
+        let got = run_local(take_over(&links, &dev, B, PB, Duration::from_millis(100)));
         assert!(got.is_none());
         assert_eq!(dev.session(), Some(A), "the holder keeps its slot");
     }
@@ -523,7 +594,7 @@ mod tests {
     #[test]
     fn a_failed_batch_also_hands_the_slot_over() {
         let dev = test_device();
-        let mut old = dev.claim(A).expect("free slot");
+        let mut old = dev.claim(A, PA).expect("free slot");
         let t = Rc::new(Ticket::default());
         old.staged(&t);
         drop(old);
@@ -531,6 +602,38 @@ mod tests {
         // The batch will never be answered (its shard went away): the ticket's end frees the slot.
         drop(t);
         assert_eq!(dev.session(), None);
+    }
+
+    #[test]
+    fn a_claim_of_a_free_slot_replaced_nobody() {
+        let dev = test_device();
+        let links = Recorder::default();
+        let claim = run_local(take_over(&links, &dev, A, PA, Duration::from_secs(1)));
+        assert_eq!(claim.as_ref().map(Claim::replaced), Some(None));
+        assert!(links.0.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn allowed_sources_follow_the_settings() {
+        let dev = test_device();
+        let outside: IpAddr = "192.0.2.9".parse().unwrap();
+        let inside: IpAddr = "10.9.0.4".parse().unwrap();
+        assert!(dev.source_allowed(outside), "no binding: any address");
+        dev.update_record(|r| {
+            r.settings
+                .insert(sources::SETTING.into(), "10.9.0.0/16".into());
+        });
+        assert!(dev.source_allowed(inside));
+        assert!(!dev.source_allowed(outside));
+        // Other settings changing leave the binding alone.
+        dev.update_record(|r| {
+            r.settings.insert("log_position".into(), "7".into());
+        });
+        assert!(!dev.source_allowed(outside));
+        dev.update_record(|r| {
+            r.settings.insert(sources::SETTING.into(), String::new());
+        });
+        assert!(dev.source_allowed(outside), "an empty list unbinds");
     }
 
     #[test]

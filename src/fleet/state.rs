@@ -7,6 +7,7 @@ use crate::fleet::accounts::Accounts;
 use crate::fleet::auth::TokenHash;
 use crate::fleet::guard::Guard;
 use crate::fleet::links::Links;
+use crate::fleet::new_serials::NewSerials;
 use crate::fleet::pending::Pending;
 use crate::fleet::registry::Registry;
 use crate::store::Store;
@@ -27,6 +28,8 @@ pub struct Fleet {
     pub store: Arc<Store>,
     pub registry: Registry,
     pub pending: Pending,
+    /// How many serials no device has each address may present (`--new-serials-per-minute`).
+    pub new_serials: NewSerials,
     /// Dashboard users, sessions, login throttling and API tokens.
     pub accounts: Accounts,
     /// Abuse limits: connections per address, failed authentications, flapping devices.

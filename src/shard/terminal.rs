@@ -21,7 +21,6 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 /// Device settings this runtime keeps for terminals.
 pub(super) const SETTING_TOKEN_HASH: &str = "smackbio_token_hash";
 pub(super) const SETTING_LOG_POSITION: &str = "log_position";
-pub(super) const SETTING_CLOUD_ID: &str = "cloud_id";
 pub(super) const SETTING_TIMEZONE: &str = "timezone";
 
 pub struct Terminal {

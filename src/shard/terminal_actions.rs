@@ -3,11 +3,11 @@
 
 use std::collections::VecDeque;
 
-use crate::fleet::{attendance, auth, commands, provision};
+use crate::fleet::provision::{self, Newcomer};
+use crate::fleet::{attendance, auth, commands, identity};
 use crate::shard::local::{CloseReason, Deadline};
 use crate::shard::terminal::{
-    SETTING_CLOUD_ID, SETTING_LOG_POSITION, SETTING_TIMEZONE, SETTING_TOKEN_HASH, Terminal,
-    jiff_now,
+    SETTING_LOG_POSITION, SETTING_TIMEZONE, SETTING_TOKEN_HASH, Terminal, jiff_now,
 };
 use crate::shard::ws_session::{Role, Session};
 use crate::store::Cf;
@@ -120,6 +120,14 @@ impl Session<'_> {
                         return;
                     };
                     let protocol = self.terminal().map_or(Protocol::Aiface, |t| t.protocol);
+                    // A reconnect from the same address (its old connection half-open) is routine;
+                    // from another address it may be an impostor, so the operator hears of it.
+                    let peer = self.ctl.client();
+                    if let Some(previous) = claim.replaced().filter(|p| p.ip() != peer.ip()) {
+                        let local = self.local;
+                        let (fleet, batch) = (local.fleet(), &local.batcher);
+                        identity::takeover(fleet, batch, &dev, previous, peer, protocol.as_str());
+                    }
                     if let Some(t) = self.terminal() {
                         t.claim = Some(claim);
                     }
@@ -309,7 +317,8 @@ impl Session<'_> {
         }
     }
 
-    /// Resolves a presented serial: the device (checking cloud id and token), or the pending list.
+    /// Resolves a presented serial: the device (checking its allowed sources, cloud id and token),
+    /// or the pending list.
     async fn identify(
         &mut self,
         serial: &str,
@@ -327,48 +336,48 @@ impl Session<'_> {
         let now = now_ms();
         let local = self.local;
         let fleet = local.fleet();
-        if fleet.guard.auth_wait_ms(ip, Some(serial), now) > 0 {
-            return Identity::Refused;
-        }
-        let remote = self.ctl.client().to_string();
         let dev = match fleet.registry.by_serial(serial) {
             Some(d) => d,
-            None if fleet.rules.auto_approve => {
-                let created = provision::create_for_serial(
-                    fleet,
-                    &local.batcher,
-                    serial,
-                    protocol,
-                    model,
-                    None,
-                );
-                match created.await {
-                    Ok(d) => d,
-                    Err(_) => return Identity::Unknown,
-                }
-            }
             None => {
-                fleet.pending.seen(
-                    &local.batcher,
+                let remote = self.ctl.client().to_string();
+                let newcomer = Newcomer {
                     serial,
                     protocol,
                     model,
                     firmware,
-                    &remote,
-                    now_ms(),
-                );
-                return Identity::Unknown;
+                    info: None,
+                    remote: &remote,
+                    ip,
+                };
+                match provision::first_contact(fleet, &local.batcher, newcomer).await {
+                    Ok(d) => d,
+                    Err(_) => return Identity::Unknown,
+                }
             }
         };
+        // Before every other check: from outside its networks the serial is nobody, and must not
+        // count toward the device's flapping ban or authentication back-off.
+        if !identity::admit(&dev, ip, serial) {
+            return Identity::Refused;
+        }
         let settings = dev.with_record(|r| r.settings.clone());
         // The cloud id gates Register (the vendor checks it there); Login frames carry a token
         // instead, and that token was issued only after a Register that passed this check.
-        if let (Some(expected), None) = (settings.get(SETTING_CLOUD_ID), token) {
-            if cloud_id != Some(expected.as_str()) {
+        let expected = settings
+            .get(identity::SETTING_CLOUD_ID)
+            .filter(|c| !c.is_empty());
+        // Only a terminal that must show its cloud id meets the authentication back-off: serials
+        // alone are not secrets, and others' failures must not refuse terminals that show none.
+        if let (Some(expected), None) = (expected, token) {
+            if fleet.guard.auth_wait_ms(ip, Some(serial), now) > 0 {
+                return Identity::Refused;
+            }
+            if !identity::secret_matches(expected, cloud_id) {
                 self.local.metrics.auth_failures.increment(1);
                 fleet.guard.auth_failed(ip, Some(serial), now);
                 return Identity::Refused;
             }
+            fleet.guard.auth_ok(ip, Some(serial));
         }
         // Flapping counts connections, not frames: only the session's first identification.
         let first = self.terminal().is_some_and(|t| t.dev.is_none());

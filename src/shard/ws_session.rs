@@ -516,6 +516,16 @@ impl Session<'_> {
         let dev = Uuid::parse_str(device_id)
             .ok()
             .and_then(|id| fleet.registry.get(&id));
+        // Before the token: from outside its networks nobody may guess it.
+        if let Some(d) = &dev
+            && !crate::fleet::identity::admit(d, ip, device_id)
+        {
+            return self.refuse(
+                "source_not_allowed",
+                "this device may not connect from this address",
+                (1008, "source not allowed"),
+            );
+        }
         // The token is checked first: a right one is let in whatever others failed from this
         // address or for this device id (see `Guard::token_failed`).
         let Some(dev) = dev.filter(|d| d.verify_token(token)) else {
@@ -548,7 +558,8 @@ impl Session<'_> {
             );
         }
         let links = fleet.links.as_ref();
-        let Some(claim) = registry::take_over(links, &dev, self.me(), HANDOVER_WAIT).await else {
+        let (me, peer) = (self.me(), self.ctl.client());
+        let Some(claim) = registry::take_over(links, &dev, me, peer, HANDOVER_WAIT).await else {
             self.local.metrics.protocol_errors.increment(1);
             return self.refuse(
                 "busy",
@@ -636,7 +647,8 @@ impl Session<'_> {
     /// the holder does not let go in time. For terminals, which claim on their `Online` action.
     pub(super) async fn claim(&mut self, dev: &std::sync::Arc<Device>) -> Option<Claim> {
         let links = self.local.fleet().links.as_ref();
-        let claim = registry::take_over(links, dev, self.me(), HANDOVER_WAIT).await;
+        let claim =
+            registry::take_over(links, dev, self.me(), self.ctl.client(), HANDOVER_WAIT).await;
         if claim.is_none() {
             self.send_error(
                 "busy",

@@ -36,7 +36,7 @@ fn address(entry: &str) -> Option<IpAddr> {
     e.parse::<IpAddr>()
         .ok()
         .or_else(|| e.parse::<SocketAddr>().ok().map(|s| s.ip()))
-        .map(crate::cidr::canonical)
+        .map(|ip| ip.to_canonical())
 }
 
 #[cfg(test)]

@@ -292,8 +292,9 @@ impl Session {
                 };
                 vec![Action::Send(reply)]
             }
-            // The vendor server closes without a word when the cloud id is wrong.
-            Identity::Refused => vec![Action::Close("cloud id mismatch")],
+            // The vendor server closes without a word when the cloud id is wrong; every refusal
+            // (a source outside the device's networks too) looks the same to the terminal.
+            Identity::Refused => vec![Action::Close("registration refused")],
         }
     }
 

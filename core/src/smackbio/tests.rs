@@ -245,7 +245,7 @@ fn a_wrong_cloud_id_closes_without_a_reply() {
     feed(&mut s, REGISTER);
     assert_eq!(
         answer(&mut s, Identity::Refused),
-        ["close cloud id mismatch"]
+        ["close registration refused"]
     );
 }
 
@@ -454,7 +454,7 @@ fn dashboard_dialect_unknown_serial() {
     );
     assert_eq!(
         answer(&mut s, Identity::Refused),
-        ["close cloud id mismatch"]
+        ["close registration refused"]
     );
 }
 
