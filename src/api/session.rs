@@ -163,7 +163,7 @@ pub async fn change_password(cx: &Ctx<'_>) -> Result<Response, ApiError> {
         return Err(ApiError::invalid_field("the current password is wrong"));
     }
     let acc = &cx.local.fleet().accounts;
-    match acc.check_password(&client_addr(cx.remote), &p.name, current, now_ms()) {
+    match acc.check_password(&client_addr(cx.remote), id_hash, &p.name, current, now_ms()) {
         Ok(()) => {}
         Err(Some(s)) => return Err(too_many(s)),
         // 400, not 401: the session is fine, only this field is wrong.

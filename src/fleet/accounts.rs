@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use crate::fleet::auth::{self, RandomError, TokenHash};
-use crate::fleet::throttle::{LoginPolicy, LoginThrottle, Policy};
+use crate::fleet::throttle::{Attempt, LoginPolicy, LoginThrottle, Policy};
 use crate::store::records;
 use crate::store::{Cf, Store, StoreError};
 
@@ -410,7 +410,16 @@ impl Accounts {
         now: u64,
     ) -> Login {
         let trusted = known.is_some_and(|k| self.known_browser(k, username, now));
-        let wait = lock(&self.throttle).wait_ms(addr, username, trusted, now);
+        // A known browser counts as itself, not as its address: a guesser behind the same NAT
+        // cannot lock it out. Keyed by the hash, so the cookie itself is never kept.
+        let known_key = known
+            .filter(|_| trusted)
+            .map(|k| auth::hex(&auth::hash_token(k)));
+        let from = Attempt {
+            addr,
+            known: known_key.as_deref(),
+        };
+        let wait = lock(&self.throttle).wait_ms(from, username, now);
         if wait > 0 {
             return Login::Throttled(wait.div_ceil(1000));
         }
@@ -424,10 +433,10 @@ impl Accounts {
             }
         };
         let Some(user) = user.filter(|_| ok) else {
-            lock(&self.throttle).fail(addr, username, now);
+            lock(&self.throttle).fail(from, username, now);
             return Login::Invalid;
         };
-        lock(&self.throttle).succeed(addr, username);
+        lock(&self.throttle).succeed(from, username);
         let known_browser = if trusted {
             None
         } else {
@@ -497,12 +506,18 @@ impl Accounts {
     pub fn check_password(
         &self,
         addr: &str,
+        session: &TokenHash,
         username: &str,
         password: &str,
         now: u64,
     ) -> Result<(), Option<u64>> {
-        // The caller holds a live session of this user: only its own (user, address) slate applies.
-        let wait = lock(&self.throttle).wait_ms(addr, username, true, now);
+        // The caller holds a live session of this user: only that session's own slate applies.
+        let session = auth::hex(session);
+        let from = Attempt {
+            addr,
+            known: Some(&session),
+        };
+        let wait = lock(&self.throttle).wait_ms(from, username, now);
         if wait > 0 {
             return Err(Some(wait.div_ceil(1000)));
         }
@@ -510,10 +525,10 @@ impl Accounts {
             .user(username)
             .is_some_and(|u| verify_password(password, &u.password_hash));
         if !ok {
-            lock(&self.throttle).fail(addr, username, now);
+            lock(&self.throttle).fail(from, username, now);
             return Err(None);
         }
-        lock(&self.throttle).succeed(addr, username);
+        lock(&self.throttle).succeed(from, username);
         Ok(())
     }
 

@@ -111,13 +111,15 @@ impl Backoff {
 /// Dashboard password attempts. Passwords are low-entropy, so guessing must be slowed; but a
 /// lockout keyed by username alone can be aimed (anyone can fail five times as `admin`), and one
 /// keyed by address alone lets a botnet guess freely. So failures are counted three ways:
-/// - per username at an address: a few free, then the long back-off. This is the lock a guesser
-///   meets, and only they (and whoever shares their address) meet it.
-/// - per username, over all addresses: a generous ceiling, then a short back-off. This slows a
-///   distributed guesser to a trickle without locking the user out: the wait stays short, and a
-///   browser that has logged in as this user before (`trusted`) is exempt.
+/// - per username from one place: a few free, then the long back-off. This is the lock a guesser
+///   meets, and only they meet it. The place is the address, or, for a browser that has logged in
+///   as this user before (`Attempt::known`), that browser: so even a guesser behind the same NAT
+///   or proxy does not lock it.
+/// - per username, over all places: a generous ceiling, then a short back-off. This slows a
+///   distributed guesser to a trickle without locking the user out: the wait stays short, and
+///   known browsers are exempt.
 /// - per address, over all usernames: a ceiling against trying one password on many users.
-///   Trusted browsers are exempt here too.
+///   Known browsers are exempt here too.
 pub struct LoginThrottle {
     pair: Backoff,
     user: Backoff,
@@ -132,6 +134,26 @@ pub struct LoginPolicy {
     pub addr: Policy,
 }
 
+/// Where a password attempt comes from.
+#[derive(Clone, Copy, Debug)]
+pub struct Attempt<'a> {
+    /// The client's address.
+    pub addr: &'a str,
+    /// A stable id of a browser (or session) already proven to belong to the user, if any.
+    pub known: Option<&'a str>,
+}
+
+impl Attempt<'_> {
+    /// The per-user count's key: the known browser, else the address. Usernames have no NUL and
+    /// the tags differ, so keys of different pairs cannot collide.
+    fn pair_key(&self, user: &str) -> String {
+        match self.known {
+            Some(k) => format!("{user}\0k\0{k}"),
+            None => format!("{user}\0a\0{}", self.addr),
+        }
+    }
+}
+
 impl LoginThrottle {
     pub fn new(p: LoginPolicy) -> LoginThrottle {
         LoginThrottle {
@@ -141,32 +163,27 @@ impl LoginThrottle {
         }
     }
 
-    /// Milliseconds until `user` may try a password from `addr`; 0: now.
-    pub fn wait_ms(&self, addr: &str, user: &str, trusted: bool, now: u64) -> u64 {
-        let pair = self.pair.wait_ms(&pair_key(addr, user), now);
-        if trusted {
+    /// Milliseconds until `user` may try a password from `from`; 0: now.
+    pub fn wait_ms(&self, from: Attempt<'_>, user: &str, now: u64) -> u64 {
+        let pair = self.pair.wait_ms(&from.pair_key(user), now);
+        if from.known.is_some() {
             return pair;
         }
         pair.max(self.user.wait_ms(user, now))
-            .max(self.addr.wait_ms(addr, now))
+            .max(self.addr.wait_ms(from.addr, now))
     }
 
-    pub fn fail(&mut self, addr: &str, user: &str, now: u64) {
-        self.pair.fail(&pair_key(addr, user), now);
+    pub fn fail(&mut self, from: Attempt<'_>, user: &str, now: u64) {
+        self.pair.fail(&from.pair_key(user), now);
         self.user.fail(user, now);
-        self.addr.fail(addr, now);
+        self.addr.fail(from.addr, now);
     }
 
-    /// A right password clears its own (user, address) slate only: clearing the user's or the
-    /// address's count would hand a guesser who shares them a fresh allowance.
-    pub fn succeed(&mut self, addr: &str, user: &str) {
-        self.pair.clear(&pair_key(addr, user));
+    /// A right password clears its own pair's slate only: clearing the user's or the address's
+    /// count would hand a guesser who shares them a fresh allowance.
+    pub fn succeed(&mut self, from: Attempt<'_>, user: &str) {
+        self.pair.clear(&from.pair_key(user));
     }
-}
-
-/// Usernames have no NUL, so the pair key cannot collide with another pair's.
-fn pair_key(addr: &str, user: &str) -> String {
-    format!("{user}\0{addr}")
 }
 
 #[cfg(test)]
@@ -237,69 +254,89 @@ mod tests {
         assert!(b.len() <= POLICY.max_entries);
     }
 
+    fn at(addr: &str) -> Attempt<'_> {
+        Attempt { addr, known: None }
+    }
+
+    fn known<'a>(addr: &'a str, id: &'a str) -> Attempt<'a> {
+        Attempt {
+            addr,
+            known: Some(id),
+        }
+    }
+
     #[test]
     fn a_lockout_from_one_address_does_not_reach_the_user_elsewhere() {
         let mut t = LoginThrottle::new(LOGIN);
         for i in 0..5 {
-            t.fail("attacker", "admin", i);
+            t.fail(at("attacker"), "admin", i);
         }
         assert!(
-            t.wait_ms("attacker", "admin", false, 5) > 0,
+            t.wait_ms(at("attacker"), "admin", 5) > 0,
             "the guesser waits"
         );
-        assert!(
-            t.wait_ms("attacker", "admin", true, 5) > 0,
-            "whatever it claims"
-        );
-        assert_eq!(
-            t.wait_ms("office", "admin", false, 5),
-            0,
-            "the user does not"
-        );
+        assert_eq!(t.wait_ms(at("office"), "admin", 5), 0, "the user does not");
+        // Nor does the user's own browser behind the guesser's address (one NAT).
+        assert_eq!(t.wait_ms(known("attacker", "browser-1"), "admin", 5), 0);
         // The guesser's other targets from the same address are unaffected until the address
         // ceiling.
-        assert_eq!(t.wait_ms("attacker", "bob", false, 5), 0);
+        assert_eq!(t.wait_ms(at("attacker"), "bob", 5), 0);
     }
 
     #[test]
-    fn many_addresses_meet_the_users_ceiling_which_stays_short_and_spares_trusted_browsers() {
+    fn a_known_browsers_own_failures_slow_only_it() {
+        let mut t = LoginThrottle::new(LOGIN);
+        for i in 0..5 {
+            t.fail(known("office", "browser-1"), "admin", i);
+        }
+        assert!(t.wait_ms(known("office", "browser-1"), "admin", 5) > 0);
+        assert_eq!(t.wait_ms(known("office", "browser-2"), "admin", 5), 0);
+        assert_eq!(t.wait_ms(at("office"), "admin", 5), 0);
+    }
+
+    #[test]
+    fn many_addresses_meet_the_users_ceiling_which_stays_short_and_spares_known_browsers() {
         let mut t = LoginThrottle::new(LOGIN);
         let mut now = 0;
         for i in 0..30 {
             now += 1;
-            t.fail(&format!("bot{i}"), "admin", now);
+            t.fail(at(&format!("bot{i}")), "admin", now);
         }
-        let wait = t.wait_ms("fresh", "admin", false, now);
+        let wait = t.wait_ms(at("fresh"), "admin", now);
         assert!(wait > 0, "a distributed guesser is slowed");
         assert!(wait <= LOGIN.user.max_backoff_ms, "briefly: {wait}");
-        assert_eq!(t.wait_ms("office", "admin", true, now), 0);
+        assert_eq!(t.wait_ms(known("office", "browser-1"), "admin", now), 0);
         // Other users are not slowed by the attack on this one.
-        assert_eq!(t.wait_ms("fresh", "bob", false, now), 0);
+        assert_eq!(t.wait_ms(at("fresh"), "bob", now), 0);
     }
 
     #[test]
     fn spraying_one_address_over_many_users_meets_the_address_ceiling() {
         let mut t = LoginThrottle::new(LOGIN);
         for i in 0..LOGIN.addr.free_failures {
-            t.fail("sprayer", &format!("user{i}"), u64::from(i));
+            t.fail(at("sprayer"), &format!("user{i}"), u64::from(i));
         }
-        assert!(t.wait_ms("sprayer", "someone-else", false, 10) > 0);
-        assert_eq!(t.wait_ms("sprayer", "someone-else", true, 10), 0);
-        assert_eq!(t.wait_ms("office", "someone-else", false, 10), 0);
+        assert!(t.wait_ms(at("sprayer"), "someone-else", 10) > 0);
+        assert_eq!(t.wait_ms(known("sprayer", "b"), "someone-else", 10), 0);
+        assert_eq!(t.wait_ms(at("office"), "someone-else", 10), 0);
     }
 
     #[test]
     fn success_clears_only_its_own_pair() {
         let mut t = LoginThrottle::new(LOGIN);
         for i in 0..LOGIN.user.free_failures as u64 + 2 {
-            t.fail(&format!("bot{i}"), "admin", i);
+            t.fail(at(&format!("bot{i}")), "admin", i);
         }
-        t.fail("office", "admin", 20);
-        t.succeed("office", "admin");
-        assert!(
-            t.wait_ms("fresh", "admin", false, 21) > 0,
-            "the ceiling stays"
+        for i in 0..5 {
+            t.fail(at("office"), "admin", 20 + i);
+        }
+        t.succeed(at("office"), "admin");
+        assert!(t.wait_ms(at("fresh"), "admin", 30) > 0, "the ceiling stays");
+        assert_eq!(
+            t.wait_ms(at("office"), "admin", 30),
+            t.wait_ms(at("fresh"), "admin", 30),
+            "its own pair is clear: only the user's ceiling is left"
         );
-        assert_eq!(t.wait_ms("office", "admin", true, 21), 0);
+        assert_eq!(t.wait_ms(known("office", "b"), "admin", 30), 0);
     }
 }
