@@ -65,7 +65,7 @@ pub fn parse_time(s: &str) -> Option<(DateTime, Option<jiff::Timestamp>)> {
         // Carries its own offset: the instant is known; keep the wall time as written too.
         let local = s
             .get(..19)
-            .and_then(|p| parse_civil(p))
+            .and_then(parse_civil)
             .unwrap_or_else(|| ts.to_zoned(TimeZone::UTC).datetime());
         return Some((local, Some(ts)));
     }

@@ -534,11 +534,11 @@ impl Local {
         let limit = self.limits().outbox_limit;
         let admins = self.admins.borrow();
         for id in admins.iter() {
-            if let Some(c) = self.conns.borrow().get(id) {
-                if !c.push(Out::Shared(frame.clone()), limit) {
-                    metrics::counter!("fleetgate_slow_subscribers_total").increment(1);
-                    c.request_close(CloseReason::Ws(1013, "subscriber too slow"));
-                }
+            if let Some(c) = self.conns.borrow().get(id)
+                && !c.push(Out::Shared(frame.clone()), limit)
+            {
+                metrics::counter!("fleetgate_slow_subscribers_total").increment(1);
+                c.request_close(CloseReason::Ws(1013, "subscriber too slow"));
             }
         }
     }

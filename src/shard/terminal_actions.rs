@@ -270,16 +270,16 @@ impl Session<'_> {
     }
 
     pub(super) fn touch_terminal(&self) {
-        if let Role::Terminal(t) = &self.role {
-            if let Some(dev) = t.device() {
-                let now = now_ms();
-                dev.touch(now);
-                self.local.set_deadline(
-                    self.ctl,
-                    now + self.local.limits().ws_idle_timeout * 1000,
-                    Deadline::Idle,
-                );
-            }
+        if let Role::Terminal(t) = &self.role
+            && let Some(dev) = t.device()
+        {
+            let now = now_ms();
+            dev.touch(now);
+            self.local.set_deadline(
+                self.ctl,
+                now + self.local.limits().ws_idle_timeout * 1000,
+                Deadline::Idle,
+            );
         }
     }
 
