@@ -5,13 +5,13 @@
 //! the operators; a scanner cycling serials cannot flush the pending list.
 
 mod common;
+use common::term::Term;
 use common::*;
 
 use std::io::Write;
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use tungstenite::{Message, WebSocket};
+use tungstenite::Message;
 
 for_both_drivers!(
     an_impostor_outside_allowed_sources_is_refused_and_the_terminal_keeps_its_session,
@@ -22,11 +22,6 @@ for_both_drivers!(
 const REAL: &str = "127.0.0.3";
 const IMPOSTOR: &str = "127.0.0.2";
 
-/// A terminal's socket from a chosen source address: raw text frames (JSON or XML).
-struct Term {
-    ws: WebSocket<TcpStream>,
-}
-
 /// What came on a terminal's socket before it went quiet or ended.
 struct Heard {
     frames: Vec<String>,
@@ -35,19 +30,6 @@ struct Heard {
 }
 
 impl Term {
-    fn connect_from(src: &str, addr: &str) -> Term {
-        let stream = tcp_from(src, addr);
-        stream
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .expect("timeout");
-        let (ws, _) = tungstenite::client(format!("ws://{addr}/ws"), stream).expect("handshake");
-        Term { ws }
-    }
-
-    fn send(&mut self, text: &str) {
-        self.ws.send(Message::text(text.to_string())).expect("send");
-    }
-
     /// Frames until the session ends or `quiet` passes without one.
     fn listen(&mut self, quiet: Duration) -> Heard {
         let mut heard = Heard {

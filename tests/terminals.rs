@@ -3,34 +3,16 @@
 //! backfill, and receive a door command sent through the REST API.
 
 mod common;
+use common::term::Term;
 use common::*;
 
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use tungstenite::{Message, WebSocket};
+use tungstenite::Message;
 
 const T: Duration = Duration::from_secs(20);
 
-/// A terminal's socket: raw text frames (SmackBio speaks XML, so no JSON parsing here).
-struct Term {
-    ws: WebSocket<TcpStream>,
-}
-
 impl Term {
-    fn connect(addr: &str) -> Term {
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .expect("timeout");
-        let (ws, _) = tungstenite::client(format!("ws://{addr}/ws"), stream).expect("handshake");
-        Term { ws }
-    }
-
-    fn send(&mut self, text: &str) {
-        self.ws.send(Message::text(text.to_string())).expect("send");
-    }
-
     /// The next text frame, or None if none came in time.
     fn recv(&mut self, timeout: Duration) -> Option<String> {
         let deadline = Instant::now() + timeout;

@@ -33,6 +33,7 @@ use tungstenite::protocol::WebSocket;
 
 pub mod browser;
 pub mod fleet;
+pub mod term;
 use tungstenite::{Message, client};
 
 /// Both I/O drivers; every scenario runs under each.
