@@ -128,7 +128,6 @@ impl Device {
                     dev: self.clone(),
                     me,
                     last: None,
-                    replaced: None,
                 })
             }
         }
@@ -184,18 +183,11 @@ pub struct Claim {
     dev: Arc<Device>,
     me: SessionRef,
     last: Option<Rc<Ticket>>,
-    /// The peer of the live session this claim took the slot from, if it took it from one.
-    replaced: Option<SocketAddr>,
 }
 
 impl Claim {
     pub fn device(&self) -> &Arc<Device> {
         &self.dev
-    }
-
-    /// The peer of the live session that was asked to close for this claim, if any.
-    pub fn replaced(&self) -> Option<SocketAddr> {
-        self.replaced
     }
 
     /// Stages records for this session's device into `batch`; the slot outlives their commit.
@@ -229,6 +221,14 @@ impl Drop for Claim {
     }
 }
 
+/// A claim won by `take_over`, and the peer of the live session it took the slot from, if any.
+/// Kept apart from the claim: a session holds its claim as long as it lives, and needs whom it
+/// replaced only once.
+pub struct TakenOver {
+    pub claim: Claim,
+    pub replaced: Option<SocketAddr>,
+}
+
 /// Takes `dev`'s session slot for `me`, talking to `peer`. A live holder is asked (through
 /// `links`) to close, and the slot passes once it has let go — which its `Claim` does only after
 /// its records resolved. None if that takes longer than `wait`.
@@ -238,17 +238,14 @@ pub async fn take_over(
     me: SessionRef,
     peer: SocketAddr,
     wait: Duration,
-) -> Option<Claim> {
+) -> Option<TakenOver> {
     let deadline = tokio::time::Instant::now() + wait;
     let mut replaced = None;
     loop {
         // Created before the attempt: a release in between still wakes it.
         let released = dev.released.notified();
         match dev.claim(me, peer) {
-            Ok(mut claim) => {
-                claim.replaced = replaced;
-                return Some(claim);
-            }
+            Ok(claim) => return Some(TakenOver { claim, replaced }),
             Err(holder) => {
                 replaced.get_or_insert(holder.peer);
                 links.close_session(holder.session, 4000, "replaced by a newer session");
@@ -571,7 +568,7 @@ mod tests {
             });
             let new = take_over(&links, &dev, B, PB, Duration::from_secs(5)).await;
             assert_eq!(
-                new.as_ref().and_then(Claim::replaced),
+                new.as_ref().and_then(|t| t.replaced),
                 Some(PA),
                 "the claim names whom it took the slot from"
             );
@@ -609,7 +606,7 @@ mod tests {
         let dev = test_device();
         let links = Recorder::default();
         let claim = run_local(take_over(&links, &dev, A, PA, Duration::from_secs(1)));
-        assert_eq!(claim.as_ref().map(Claim::replaced), Some(None));
+        assert_eq!(claim.as_ref().map(|t| t.replaced), Some(None));
         assert!(links.0.lock().unwrap().is_empty());
     }
 

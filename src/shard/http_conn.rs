@@ -18,7 +18,8 @@ use crate::time::now_ms;
 
 pub async fn serve<T: Transport>(local: &Rc<Local>, ctl: &Rc<ConnCtl>, io: T) {
     // Boxed: the preamble's buffer must not size every connection's task.
-    if local.trusted_proxy(ctl.peer.ip()) && !Box::pin(proxy_preamble(local, ctl, &io)).await {
+    // Nothing has named another client yet: `client` is the TCP peer here.
+    if local.trusted_proxy(ctl.client().ip()) && !Box::pin(proxy_preamble(local, ctl, &io)).await {
         return;
     }
     if let Some(tls) = local.shared.tls.clone() {
@@ -75,7 +76,7 @@ async fn proxy_preamble<T: Transport>(local: &Local, ctl: &ConnCtl, io: &T) -> b
                 if let Some(client) = source {
                     ctl.set_client(client);
                     // At its limit, the connection goes on only to be answered 429 and closed.
-                    local.count_connection(ctl, client.ip());
+                    local.count_connection(ctl);
                 }
                 return true;
             }
@@ -85,7 +86,7 @@ async fn proxy_preamble<T: Transport>(local: &Local, ctl: &ConnCtl, io: &T) -> b
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await
             }
             Err(e) => {
-                tracing::warn!(peer = %ctl.peer, error = %e, "closing a trusted proxy's connection");
+                tracing::warn!(peer = %ctl.client(), error = %e, "closing a trusted proxy's connection");
                 return false;
             }
         }
@@ -107,6 +108,25 @@ fn request_client(local: &Local, ctl: &ConnCtl, req: &crate::http::request::Requ
         .filter_map(|(_, v)| std::str::from_utf8(v).ok());
     forwarded::client(values, |ip| local.trusted_proxy(ip))
         .map_or(conn, |ip| SocketAddr::new(ip, 0))
+}
+
+/// Makes the client `X-Forwarded-For` names (if the peer is a trusted proxy) the connection's own,
+/// counted toward `--max-connections-per-ip`; false when that client is at its limit. A function
+/// of its own so the address is not held across the upgrade's awaits: every connection's task is
+/// as large as what its awaits hold.
+fn take_forwarded_client(
+    local: &Local,
+    ctl: &ConnCtl,
+    req: &crate::http::request::Request,
+) -> bool {
+    let client = request_client(local, ctl, req);
+    if client == ctl.client() {
+        return true;
+    }
+    // A proxy the PROXY header named may itself forward for another.
+    local.uncount_connection(ctl);
+    ctl.set_client(client);
+    local.count_connection(ctl)
 }
 
 enum FirstByte {
@@ -237,17 +257,11 @@ async fn serve_http<T: Transport>(local: &Rc<Local>, ctl: &Rc<ConnCtl>, io: T) {
                     inbuf.drain(..consumed);
                     sent_continue = false;
                     local.metrics.http_requests.increment(1);
-                    let client = request_client(local, ctl, &request);
                     if request.path == "/ws" && request.is_websocket_upgrade() {
                         // The WebSocket is this client's alone from now on: it counts toward the
                         // client's address (at its limit: answered 429 and closed, above).
-                        if client != ctl.client() {
-                            ctl.set_client(client);
-                            if ctl.counted.get().is_none()
-                                && !local.count_connection(ctl, client.ip())
-                            {
-                                break;
-                            }
+                        if !take_forwarded_client(local, ctl, &request) {
+                            break;
                         }
                         if flush(&io, local, &mut out).await.is_err() {
                             return;
@@ -257,7 +271,9 @@ async fn serve_http<T: Transport>(local: &Rc<Local>, ctl: &Rc<ConnCtl>, io: T) {
                     }
                     let head_only = matches!(request.method, crate::http::request::Method::Head);
                     let keep_alive = request.keep_alive && !local.shutting_down.get();
-                    let remote = client.to_string();
+                    // Computed here so no address is held across the awaits below: every
+                    // connection's task is as large as what its awaits hold.
+                    let remote = request_client(local, ctl, &request).to_string();
                     let handler = local.shared.handler.clone();
                     match handler.route(local, &request, &remote).await {
                         Reply::Full(response) => {

@@ -141,20 +141,21 @@ impl CloseReason {
 /// A connection's control block: how the rest of the shard talks to its task.
 pub struct ConnCtl {
     pub id: u64,
-    /// The TCP peer: the client itself, or a proxy in front of it.
-    pub peer: SocketAddr,
-    /// The client as far as this server can tell: the peer, or the address a trusted proxy named
-    /// (PROXY header, or `X-Forwarded-For` on a WebSocket upgrade). Every per-client rule (auth
-    /// throttles, per-address limits, logs and events) uses this.
+    /// The client as far as this server can tell: the TCP peer, or the address a trusted proxy
+    /// named (PROXY header, or `X-Forwarded-For` on a WebSocket upgrade). Every per-client rule
+    /// (auth throttles, per-address limits, logs and events) uses this. The peer itself is not
+    /// kept: it only matters before a proxy names anyone, and every connection's control block
+    /// is kept small (it lives as long as the connection, idle or not).
     client: Cell<SocketAddr>,
     pub outbox: RefCell<VecDeque<Out>>,
     pub wake: Notify,
     pub close: Cell<Option<CloseReason>>,
     deadline: Cell<(u64, Deadline)>,
     scheduled: Cell<u64>,
-    /// The address this connection counts toward for `--max-connections-per-ip`, if any
-    /// (released when it closes).
-    pub(super) counted: Cell<Option<IpAddr>>,
+    /// Whether this connection counts toward its client's address for `--max-connections-per-ip`
+    /// (released when it closes). The client does not change once counted: it is counted at
+    /// accept, or, behind a trusted proxy, once the proxy has named it.
+    pub(super) addr_counted: Cell<bool>,
 }
 
 impl ConnCtl {
@@ -363,14 +364,13 @@ impl Local {
         let id = ((self.index as u64) << 48) | n;
         let ctl = Rc::new(ConnCtl {
             id,
-            peer,
             client: Cell::new(peer),
             outbox: RefCell::new(VecDeque::new()),
             wake: Notify::new(),
             close: Cell::new(None),
             deadline: Cell::new((0, Deadline::None)),
             scheduled: Cell::new(u64::MAX),
-            counted: Cell::new(None),
+            addr_counted: Cell::new(false),
         });
         self.conns.borrow_mut().insert(id, ctl.clone());
         ctl
@@ -379,9 +379,7 @@ impl Local {
     pub(super) fn close_conn(&self, ctl: &ConnCtl) {
         self.conns.borrow_mut().remove(&ctl.id);
         self.shared.connections.fetch_sub(1, Ordering::Relaxed);
-        if let Some(ip) = ctl.counted.take() {
-            self.shared.fleet.guard.disconnect(ip);
-        }
+        self.uncount_connection(ctl);
         if self.conns.borrow().is_empty() {
             self.conns_gone.notify_waiters();
         }
@@ -516,11 +514,18 @@ impl Local {
         crate::cidr::any_contains(&self.limits().trusted_proxies, ip)
     }
 
-    /// Counts `ctl` toward `ip`'s open connections; false (and the connection asked to close) when
-    /// that address is at `--max-connections-per-ip`.
-    pub(super) fn count_connection(&self, ctl: &ConnCtl, ip: IpAddr) -> bool {
-        if self.fleet().guard.connect(ip) {
-            ctl.counted.set(Some(ip));
+    /// Releases what `count_connection` counted, if anything.
+    pub(super) fn uncount_connection(&self, ctl: &ConnCtl) {
+        if ctl.addr_counted.replace(false) {
+            self.fleet().guard.disconnect(ctl.client().ip());
+        }
+    }
+
+    /// Counts `ctl` toward its client's open connections; false (and the connection asked to
+    /// close) when that address is at `--max-connections-per-ip`.
+    pub(super) fn count_connection(&self, ctl: &ConnCtl) -> bool {
+        if self.fleet().guard.connect(ctl.client().ip()) {
+            ctl.addr_counted.set(true);
             true
         } else {
             ctl.request_close(CloseReason::AddressLimit);

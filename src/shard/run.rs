@@ -129,7 +129,7 @@ async fn accept_loop(local: Rc<Local>, listener: Listener) {
                 } else if !local.trusted_proxy(peer.ip()) {
                     // A trusted proxy carries many clients: each counts once its PROXY header
                     // names it (`http_conn`), not the proxy's own address.
-                    local.count_connection(&ctl, peer.ip());
+                    local.count_connection(&ctl);
                 }
                 let l = local.clone();
                 tokio::task::spawn_local(async move {

@@ -116,14 +116,16 @@ impl Session<'_> {
                     {
                         continue;
                     }
-                    let Some(claim) = self.claim(&dev).await else {
+                    let Some(crate::fleet::registry::TakenOver { claim, replaced }) =
+                        self.claim(&dev).await
+                    else {
                         return;
                     };
                     let protocol = self.terminal().map_or(Protocol::Aiface, |t| t.protocol);
                     // A reconnect from the same address (its old connection half-open) is routine;
                     // from another address it may be an impostor, so the operator hears of it.
                     let peer = self.ctl.client();
-                    if let Some(previous) = claim.replaced().filter(|p| p.ip() != peer.ip()) {
+                    if let Some(previous) = replaced.filter(|p| p.ip() != peer.ip()) {
                         let local = self.local;
                         let (fleet, batch) = (local.fleet(), &local.batcher);
                         identity::takeover(fleet, batch, &dev, previous, peer, protocol.as_str());

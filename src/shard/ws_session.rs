@@ -559,7 +559,10 @@ impl Session<'_> {
         }
         let links = fleet.links.as_ref();
         let (me, peer) = (self.me(), self.ctl.client());
-        let Some(claim) = registry::take_over(links, &dev, me, peer, HANDOVER_WAIT).await else {
+        // A generic device proves a token, so a takeover is the device itself: nothing to report.
+        let Some(registry::TakenOver { claim, .. }) =
+            registry::take_over(links, &dev, me, peer, HANDOVER_WAIT).await
+        else {
             self.local.metrics.protocol_errors.increment(1);
             return self.refuse(
                 "busy",
@@ -645,11 +648,14 @@ impl Session<'_> {
     /// One live session per device: the holder is asked to close, and its slot passes once every
     /// record it staged has resolved (exact de-duplication). None (with the session closing) if
     /// the holder does not let go in time. For terminals, which claim on their `Online` action.
-    pub(super) async fn claim(&mut self, dev: &std::sync::Arc<Device>) -> Option<Claim> {
+    pub(super) async fn claim(
+        &mut self,
+        dev: &std::sync::Arc<Device>,
+    ) -> Option<registry::TakenOver> {
         let links = self.local.fleet().links.as_ref();
-        let claim =
+        let taken =
             registry::take_over(links, dev, self.me(), self.ctl.client(), HANDOVER_WAIT).await;
-        if claim.is_none() {
+        if taken.is_none() {
             self.send_error(
                 "busy",
                 "the previous session of this device did not close in time; retry",
@@ -658,7 +664,7 @@ impl Session<'_> {
             self.ctl
                 .request_close(CloseReason::Ws(1013, "handover timed out"));
         }
-        claim
+        taken
     }
 
     /// Sends queued commands in order, marking them sent (or expired) in the store.
