@@ -376,7 +376,7 @@ pub async fn patch(cx: &Ctx<'_>) -> Result<Response, ApiError> {
     // Binding a device is how an operator answers a takeover: the session from outside goes now,
     // not when it next reconnects.
     if let Some(h) = dev.holder()
-        && !dev.source_allowed(h.peer.ip())
+        && !dev.source_allowed(h.peer().ip())
     {
         cx.local
             .fleet()

@@ -16,7 +16,8 @@ pub const MAX_ENTRIES: usize = 16;
 /// or only from these networks.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AllowedSources {
-    only: Option<Vec<Cidr>>,
+    /// Boxed slice, not `Vec`: every device keeps one, and most keep none.
+    only: Option<Box<[Cidr]>>,
 }
 
 impl AllowedSources {
@@ -40,14 +41,16 @@ impl AllowedSources {
             .into_iter()
             .map(Cidr::parse)
             .collect::<Result<Vec<_>, _>>()
-            .map(|nets| AllowedSources { only: Some(nets) })
+            .map(|nets| AllowedSources {
+                only: Some(nets.into_boxed_slice()),
+            })
     }
 
     /// A list that lets nothing in: for a stored setting that no longer parses, since its owner
     /// meant to restrict the device.
     pub fn nothing() -> AllowedSources {
         AllowedSources {
-            only: Some(Vec::new()),
+            only: Some(Box::default()),
         }
     }
 
