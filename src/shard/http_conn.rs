@@ -17,8 +17,8 @@ use crate::shard::ws_session;
 use crate::time::now_ms;
 
 pub async fn serve<T: Transport>(local: &Rc<Local>, ctl: &Rc<ConnCtl>, io: T) {
-    // Boxed: the preamble's buffer must not size every connection's task.
-    // Nothing has named another client yet: `client` is the TCP peer here.
+    // Nothing has named another client yet: `client` is the TCP peer here. Boxed: the preamble's
+    // state must not size every connection's task.
     if local.trusted_proxy(ctl.client().ip()) && !Box::pin(proxy_preamble(local, ctl, &io)).await {
         return;
     }
@@ -271,8 +271,7 @@ async fn serve_http<T: Transport>(local: &Rc<Local>, ctl: &Rc<ConnCtl>, io: T) {
                     }
                     let head_only = matches!(request.method, crate::http::request::Method::Head);
                     let keep_alive = request.keep_alive && !local.shutting_down.get();
-                    // Computed here so no address is held across the awaits below: every
-                    // connection's task is as large as what its awaits hold.
+                    // Per request: one proxy connection carries requests of many clients.
                     let remote = request_client(local, ctl, &request).to_string();
                     let handler = local.shared.handler.clone();
                     match handler.route(local, &request, &remote).await {

@@ -105,9 +105,9 @@ pub(super) enum Role {
     Device(Claim),
     /// An admin subscriber, with the credential it subscribed with: checked again before every
     /// command and whenever the accounts change (whether it may send commands is the generic
-    /// session's rule, kept in step with the principal's current role).
-    /// Boxed: every session's state is as large as its largest role, and idle device sessions
-    /// must not carry room for a principal.
+    /// session's rule, kept in step with the principal's current role). Boxed: every session's
+    /// state is as large as its largest role, and idle device sessions must not carry room for a
+    /// principal.
     Admin(Box<Principal>),
     /// A biometric terminal (AiFace JSON or SmackBio XML), driven through its sans-IO conversation.
     Terminal(Box<Terminal>),
@@ -526,8 +526,8 @@ impl Session<'_> {
                 (1008, "source not allowed"),
             );
         }
-        // The token is checked first: a right one is let in whatever others failed from this
-        // address or for this device id (see `Guard::token_failed`).
+        // Then the token, before any throttle: a right one is let in whatever others failed from
+        // this address or for this device id (see `Guard::token_failed`).
         let Some(dev) = dev.filter(|d| d.verify_token(token)) else {
             self.local.metrics.auth_failures.increment(1);
             let wait = guard.token_failed(ip, now);
