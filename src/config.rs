@@ -70,6 +70,11 @@ pub struct ServeConfig {
     /// Written with the bound address (`IP:PORT`) once every shard listens.
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
+    /// More paths that accept WebSocket upgrades (comma-separated, each starting with `/`), beside
+    /// `/ws` and `/pub/chat`, the fixed path several AiFace rebrands connect to. Any dialect may
+    /// use any of them; the first frame tells them apart. At most 16.
+    #[arg(long, env = "FLEETGATE_WS_PATHS", default_value = "", value_parser = parse_ws_paths)]
+    pub ws_paths: WsPaths,
     /// Seconds a WebSocket may take to send its register/subscribe frame. Then: close 1008.
     #[arg(long, env = "FLEETGATE_REGISTER_TIMEOUT", default_value_t = 10)]
     pub register_timeout: u64,
@@ -208,8 +213,47 @@ impl ServeConfig {
             write_timeout: self.write_timeout,
             buffer_budget_mb: self.buffer_budget_mb,
             trusted_proxies: self.trusted_proxies.0.clone(),
+            ws_paths: DEFAULT_WS_PATHS
+                .iter()
+                .map(|p| p.to_string())
+                .chain(self.ws_paths.0.iter().cloned())
+                .collect(),
         }
     }
+}
+
+/// The paths that always accept WebSocket upgrades: fleetgate's own, and the one AiFace firmware
+/// without a path setting connects to (`shared/protocols.md` §3.1).
+pub const DEFAULT_WS_PATHS: [&str; 2] = ["/ws", "/pub/chat"];
+/// Extra WebSocket paths at most (each is compared on every upgrade).
+const MAX_WS_PATHS: usize = 16;
+
+/// Extra WebSocket paths given on the command line.
+#[derive(Clone, Debug, Default)]
+pub struct WsPaths(pub Vec<String>);
+
+fn parse_ws_paths(s: &str) -> Result<WsPaths, String> {
+    let paths: Vec<String> = s
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect();
+    if paths.len() > MAX_WS_PATHS {
+        return Err(format!("at most {MAX_WS_PATHS} paths"));
+    }
+    for p in &paths {
+        let ok = p.starts_with('/')
+            && p.len() <= 256
+            && p.bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#');
+        if !ok {
+            return Err(format!(
+                "{p:?}: a path starts with '/' and has no query, fragment or spaces"
+            ));
+        }
+    }
+    Ok(WsPaths(paths))
 }
 
 /// A list of networks given on the command line.
@@ -218,4 +262,21 @@ pub struct Networks(pub Vec<Cidr>);
 
 fn parse_networks(s: &str) -> Result<Networks, String> {
     Cidr::parse_list(s).map(Networks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn websocket_paths_are_absolute_plain_and_few() {
+        let ok = parse_ws_paths(" /iclock/ws, /face/chat ,").expect("valid");
+        assert_eq!(ok.0, ["/iclock/ws", "/face/chat"]);
+        assert!(parse_ws_paths("").expect("empty").0.is_empty());
+        for bad in ["chat", "/a b", "/a?x=1", "/a#f"] {
+            assert!(parse_ws_paths(bad).is_err(), "{bad:?}");
+        }
+        let many = vec!["/p"; MAX_WS_PATHS + 1].join(",");
+        assert!(parse_ws_paths(&many).is_err());
+    }
 }

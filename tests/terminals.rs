@@ -306,4 +306,50 @@ fn smackbio_terminal(io: &str) {
     srv.wait_status(&id, "offline");
 }
 
-for_both_drivers!(aiface_terminal, smackbio_terminal);
+/// AiFace rebrands with no path setting connect to `/pub/chat` (shared/protocols.md §3.1); an
+/// operator may add paths of their own. Any WebSocket path takes any dialect; other paths refuse
+/// the upgrade.
+fn terminals_connect_on_every_websocket_path(io: &str) {
+    let srv = Server::start_with(io, &["--ws-paths", "/iclock/ws, /face/chat"]);
+    for (i, path) in ["/pub/chat", "/face/chat", "/iclock/ws"]
+        .into_iter()
+        .enumerate()
+    {
+        let serial = format!("AF-PATH-{i}");
+        let id = create_terminal(&srv, "aiface", &serial);
+        let mut t = Term::connect_path(srv.addr(), path);
+        t.send(&format!(
+            r#"{{"cmd":"reg","sn":"{serial}","devinfo":{{"modelname":"AI07F"}}}}"#
+        ));
+        let reg = t.until("ret reg", |f| f.contains("\"ret\":\"reg\""), aiface_answer);
+        let reg = parse(reg.as_bytes());
+        assert_eq!(
+            field(&reg, "result").as_bool(),
+            Some(true),
+            "{path}: {}",
+            enc(&reg)
+        );
+        srv.wait_status(&id, "online");
+    }
+    // A generic device may use them too.
+    let dev = srv.create_device("generic-on-pub-chat");
+    let stream = std::net::TcpStream::connect(srv.addr()).expect("connect");
+    let (mut ws, _) = tungstenite::client(format!("ws://{}/pub/chat", srv.addr()), stream)
+        .expect("handshake on /pub/chat");
+    ws.send(Message::text(enc(
+        &json!({"type":"register","device_id": dev.id.as_str(),"token": dev.token.as_str()}),
+    )))
+    .expect("send");
+    let answer = ws.read().expect("answer");
+    assert!(answer.to_string().contains("\"registered\""), "{answer}");
+    // Anywhere else the upgrade is not served.
+    let stream = std::net::TcpStream::connect(srv.addr()).expect("connect");
+    let refused = tungstenite::client(format!("ws://{}/chat", srv.addr()), stream);
+    assert!(refused.is_err(), "an upgrade on /chat must not be accepted");
+}
+
+for_both_drivers!(
+    aiface_terminal,
+    smackbio_terminal,
+    terminals_connect_on_every_websocket_path
+);

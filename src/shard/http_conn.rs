@@ -1,5 +1,6 @@
 //! One TCP connection from accept to close: HTTP/1.1 requests with keep-alive, until the connection
-//! asks for a WebSocket upgrade on `/ws`, which hands it to `ws_session`. Every other request goes
+//! asks for a WebSocket upgrade on one of the WebSocket paths (`/ws`, `/pub/chat`, `--ws-paths`),
+//! which hands it to `ws_session`. Every other request goes
 //! to the `Handler` the app wired in: the runtime knows how to carry requests, not what they mean.
 
 use std::net::SocketAddr;
@@ -257,7 +258,9 @@ async fn serve_http<T: Transport>(local: &Rc<Local>, ctl: &Rc<ConnCtl>, io: T) {
                     inbuf.drain(..consumed);
                     sent_continue = false;
                     local.metrics.http_requests.increment(1);
-                    if request.path == "/ws" && request.is_websocket_upgrade() {
+                    if request.is_websocket_upgrade()
+                        && local.limits().ws_paths.iter().any(|p| *p == request.path)
+                    {
                         // The WebSocket is this client's alone from now on: it counts toward the
                         // client's address (at its limit: answered 429 and closed, above).
                         if !take_forwarded_client(local, ctl, &request) {

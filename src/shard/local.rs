@@ -54,6 +54,8 @@ pub struct Limits {
     pub buffer_budget_mb: usize,
     /// `--trusted-proxies`: peers whose PROXY header and `X-Forwarded-For` name the client.
     pub trusted_proxies: Vec<crate::cidr::Cidr>,
+    /// Paths that accept WebSocket upgrades (`/ws`, `/pub/chat` and `--ws-paths`).
+    pub ws_paths: Vec<String>,
 }
 
 /// Answers HTTP requests (everything but the `/ws` upgrade).

@@ -14,19 +14,24 @@ pub struct Term {
 
 impl Term {
     pub fn connect(addr: &str) -> Term {
-        Term::over(TcpStream::connect(addr).expect("connect"), addr)
+        Term::connect_path(addr, "/ws")
+    }
+
+    /// On another WebSocket path, as firmware with a fixed one connects (`/pub/chat`).
+    pub fn connect_path(addr: &str, path: &str) -> Term {
+        Term::over(TcpStream::connect(addr).expect("connect"), addr, path)
     }
 
     /// From the loopback source address `src` (e.g. "127.0.0.2").
     pub fn connect_from(src: &str, addr: &str) -> Term {
-        Term::over(tcp_from(src, addr), addr)
+        Term::over(tcp_from(src, addr), addr, "/ws")
     }
 
-    fn over(stream: TcpStream, addr: &str) -> Term {
+    fn over(stream: TcpStream, addr: &str, path: &str) -> Term {
         stream
             .set_read_timeout(Some(Duration::from_millis(200)))
             .expect("timeout");
-        let (ws, _) = tungstenite::client(format!("ws://{addr}/ws"), stream).expect("handshake");
+        let (ws, _) = tungstenite::client(format!("ws://{addr}{path}"), stream).expect("handshake");
         Term { ws }
     }
 
