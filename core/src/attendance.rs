@@ -140,11 +140,12 @@ pub fn parse_record(v: &Value) -> Result<Punch, RecordError> {
         .and_then(|i| i.as_str())
         .filter(|s| !s.is_empty())
     {
+        let img = strip_data_url(img.trim());
         // base64 is 4/3 of the bytes: refuse to decode anything that cannot fit.
         if img.len() / 4 * 3 > MAX_PHOTO {
             photo_dropped = true;
         } else {
-            match base64::engine::general_purpose::STANDARD.decode(img.trim()) {
+            match base64::engine::general_purpose::STANDARD.decode(img) {
                 Ok(b) if b.len() <= MAX_PHOTO => photo = Some(b),
                 _ => photo_dropped = true,
             }
@@ -215,6 +216,24 @@ impl Punch {
     }
 }
 
+/// The base64 part of a photo sent as a `data:` URL (`data:image/jpeg;base64,…`), as some AiFace
+/// firmware sends it in `sendlog`, where the documented form is bare base64. Anything else is
+/// returned as it is.
+fn strip_data_url(img: &str) -> &str {
+    match img.split_once(',') {
+        Some((head, b64))
+            if head.len() <= 64
+                && head
+                    .get(..5)
+                    .is_some_and(|d| d.eq_ignore_ascii_case("data:"))
+                && head.to_ascii_lowercase().ends_with(";base64") =>
+        {
+            b64
+        }
+        _ => img,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,6 +298,23 @@ mod tests {
         );
         assert!(rec(r#"{"time":"2026-06-12 09:15:30"}"#).is_err());
         assert!(rec(r#"{"enrollid":1,"time":"soon"}"#).is_err());
+    }
+
+    #[test]
+    fn photos_sent_as_data_urls_are_decoded() {
+        let p = rec(r#"{"enrollid":99999999,"time":"2026-06-12 09:15:30","image":"data:image/jpeg;base64,aGk="}"#)
+            .unwrap();
+        assert_eq!(p.photo.as_deref(), Some(&b"hi"[..]));
+        assert!(!p.photo_dropped);
+        let p = rec(
+            r#"{"enrollid":1,"time":"2026-06-12 09:15:30","image":"DATA:image/png;BASE64,aGk="}"#,
+        )
+        .unwrap();
+        assert_eq!(p.photo.as_deref(), Some(&b"hi"[..]));
+        // A data URL that is not base64 is not a photo this server can read.
+        let p = rec(r#"{"enrollid":1,"time":"2026-06-12 09:15:30","image":"data:image/jpeg,hi"}"#)
+            .unwrap();
+        assert!(p.photo.is_none() && p.photo_dropped);
     }
 
     #[test]
