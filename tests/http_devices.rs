@@ -781,6 +781,15 @@ fn resent_sendlog_is_acknowledged_and_stored_once(io: &str) {
     );
     assert_eq!(attendance(&srv, &format!("device_id={id}")).len(), 4);
     assert_eq!(csv_rows(&srv, &format!("device_id={id}")).len(), 4);
+
+    // One punch sent as an object instead of an array (firmware that sends one at a time) is
+    // stored like any other, not refused for the device to resend forever.
+    let single = json!({"cmd": "sendlog", "sn": sn, "count": 1, "logindex": 0,
+        "record": punch(21, "2026-06-12T09:17:00")});
+    assert_ok(&device_post(&srv, &single), "sendlog");
+    assert_ok(&device_post(&srv, &single), "sendlog");
+    let items = attendance(&srv, &format!("device_id={id}&enrollid=21"));
+    assert_eq!(items.len(), 1, "{items:?}");
 }
 
 // ---------------------------------------------------------------------------

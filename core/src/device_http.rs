@@ -161,20 +161,7 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Body, Rejection>
                 Ok(info)
             })
         }
-        Cmd::Sendlog => Payload::Sendlog(
-            match v
-                .get("record")
-                .or_else(|| v.get("records"))
-                .and_then(|r| r.as_array())
-            {
-                None => Err("record is required: an array of attendance records".into()),
-                Some(list) if list.len() > attendance::MAX_RECORDS => Err(format!(
-                    "at most {} records per sendlog",
-                    attendance::MAX_RECORDS
-                )),
-                Some(list) => Ok(list.iter().map(|r| r.clone().into()).collect()),
-            },
-        ),
+        Cmd::Sendlog => Payload::Sendlog(sendlog_records(&v)),
         Cmd::Checklive => Payload::Checklive,
     };
     Ok(Body {
@@ -217,4 +204,23 @@ pub fn refuse(ret: &str, reason: &str) -> Response {
     json::push_str(&mut s, reason);
     s.push('}');
     Response::json(200, s.into_bytes())
+}
+
+/// A `sendlog`'s records: `record` (or `records`), an array, or one punch sent as an object, as
+/// firmware that sends one at a time does.
+fn sendlog_records(v: &simd_json::BorrowedValue<'_>) -> Result<Vec<OwnedValue>, String> {
+    let r = v.get("record").or_else(|| v.get("records"));
+    if let Some(list) = r.and_then(|r| r.as_array()) {
+        if list.len() > attendance::MAX_RECORDS {
+            return Err(format!(
+                "at most {} records per sendlog",
+                attendance::MAX_RECORDS
+            ));
+        }
+        return Ok(list.iter().map(|r| r.clone().into()).collect());
+    }
+    match r {
+        Some(one) if one.is_object() => Ok(vec![one.clone().into()]),
+        _ => Err("record is required: an array of attendance records".into()),
+    }
 }

@@ -62,16 +62,19 @@ pub(super) fn label(msg: &OwnedValue, key: &str) -> Option<String> {
 }
 
 /// The records of a `sendlog` or of a paged reply, moved out of the message: `record`, or
-/// `records` on some firmware. `None` when neither is an array.
+/// `records` on some firmware; an array, or a single record sent as an object (firmware that sends
+/// one punch at a time does). `None` when neither is one.
 pub(super) fn take_records(msg: &mut OwnedValue) -> Option<Vec<OwnedValue>> {
     let obj = msg.as_object_mut()?;
-    let key = if obj.get("record").is_some_and(|r| r.is_array()) {
+    let is_records = |r: &OwnedValue| r.is_array() || r.is_object();
+    let key = if obj.get("record").is_some_and(is_records) {
         "record"
     } else {
         "records"
     };
     match obj.remove(key)? {
         OwnedValue::Array(list) => Some(*list),
+        one @ OwnedValue::Object(_) => Some(vec![one]),
         other => {
             // Not an array: leave it where it was, so a reply passed on as a result keeps it.
             obj.insert(key.to_string(), other);

@@ -248,8 +248,17 @@ fn sendlog_with_trailing_commas_records_and_userid() {
             r#"store [] stored={{"ret":"sendlog","result":true,"count":0,"cloudtime":"{CLOUDTIME}","access":1}} failed={SENDLOG_FAILED}"#
         )]
     );
+    // One punch sent as an object instead of an array (firmware that sends one at a time): one
+    // record, not a refusal the terminal would resend forever.
     assert_eq!(
-        t.frame(r#"{"cmd":"sendlog","record":{"enrollid":1}}"#),
+        t.frame(r#"{"cmd":"sendlog","record":{"enrollid":1,"time":"2026-06-12 09:00:00"}}"#),
+        [format!(
+            r#"store [{{"enrollid":1,"time":"2026-06-12 09:00:00"}}] stored={{"ret":"sendlog","result":true,"count":1,"cloudtime":"{CLOUDTIME}","access":1}} failed={SENDLOG_FAILED}"#
+        )]
+    );
+    // Neither an array nor a record: refused.
+    assert_eq!(
+        t.frame(r#"{"cmd":"sendlog","record":"x"}"#),
         [format!("send {SENDLOG_FAILED}")]
     );
 }
