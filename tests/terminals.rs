@@ -348,8 +348,39 @@ fn terminals_connect_on_every_websocket_path(io: &str) {
     assert!(refused.is_err(), "an upgrade on /chat must not be accepted");
 }
 
+/// Every message a terminal starts expects a reply; one the server does not know gets a generic
+/// success (without it, field notes report terminals that drop the connection or resend
+/// forever), and shows in `/metrics`.
+fn unknown_terminal_messages_get_a_generic_success(io: &str) {
+    let srv = Server::start(io);
+    create_terminal(&srv, "aiface", "AF-GPS");
+    let mut t = Term::connect(srv.addr());
+    t.send(r#"{"cmd":"reg","sn":"AF-GPS","devinfo":{"modelname":"AI07F"}}"#);
+    t.until("ret reg", |f| f.contains("\"ret\":\"reg\""), aiface_answer);
+    t.send(r#"{"cmd":"sendgps","sn":"AF-GPS","lat":52.5,"lon":13.4}"#);
+    let answer = t.until(
+        "ret sendgps",
+        |f| f.contains("\"ret\":\"sendgps\""),
+        aiface_answer,
+    );
+    let answer = parse(answer.as_bytes());
+    assert_eq!(
+        field(&answer, "result").as_bool(),
+        Some(true),
+        "{}",
+        enc(&answer)
+    );
+    wait_until(T, "the unknown message counted", || {
+        metric(
+            &srv,
+            "fleetgate_terminal_unrecognised_total{protocol=\"aiface\"}",
+        ) >= 1.0
+    });
+}
+
 for_both_drivers!(
     aiface_terminal,
     smackbio_terminal,
-    terminals_connect_on_every_websocket_path
+    terminals_connect_on_every_websocket_path,
+    unknown_terminal_messages_get_a_generic_success
 );

@@ -795,6 +795,11 @@ impl Runtime {
                     assert_json("command result", &result);
                 }
                 Action::SavePosition(p) => self.position = p,
+                Action::Unrecognised(name) => assert!(
+                    name.len() <= crate::terminal::MAX_UNRECOGNISED,
+                    "an unrecognised name is bounded: {} bytes",
+                    name.len()
+                ),
                 Action::Close(reason) => {
                     assert!(!reason.is_empty());
                     self.closed = true;

@@ -33,6 +33,20 @@ pub struct Known {
     pub log_position: u64,
 }
 
+/// Longest message name an `Action::Unrecognised` carries, and that a generic answer echoes: a
+/// real message name is a word, and a terminal (or anyone) must not make the server echo
+/// megabytes back.
+pub const MAX_UNRECOGNISED: usize = 64;
+
+/// Whether `name` may be echoed in a generic answer: a short word of letters, digits, `_`, `-`.
+pub fn echoable(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_UNRECOGNISED
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 /// What a conversation asks the runtime to do, in order.
 #[derive(Debug)]
 pub enum Action {
@@ -83,6 +97,10 @@ pub enum Action {
     },
     /// Remember where backfill stopped (SmackBio log position).
     SavePosition(u64),
+    /// The terminal sent a message this conversation does not know, by its name (at most
+    /// `MAX_UNRECOGNISED` characters): the runtime logs and counts it. The generic answer the
+    /// terminal expects, if any, is a `Send` beside it.
+    Unrecognised(String),
     /// Close the session; `reason` goes into the `device_disconnected` event.
     Close(&'static str),
 }

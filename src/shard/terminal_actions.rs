@@ -267,6 +267,14 @@ impl Session<'_> {
                     self.end_reason.get_or_insert(reason);
                     self.ctl.request_close(CloseReason::Ws(1008, reason));
                 }
+                Action::Unrecognised(name) => {
+                    // Debug, not info: firmware that sends an unknown message every few seconds
+                    // would fill the log; the counter shows it.
+                    let protocol = self.terminal().map_or("terminal", |t| t.protocol.as_str());
+                    tracing::debug!(protocol, message = %name, "a terminal message this server does not know: answered with a generic success");
+                    metrics::counter!("fleetgate_terminal_unrecognised_total", "protocol" => protocol)
+                        .increment(1);
+                }
             }
         }
     }

@@ -51,6 +51,15 @@ const PASS_THROUGH: &[&str] = &[
     "disabledevice",
 ];
 
+/// Whether `name` is a command this server sends (so a frame carrying it as `cmd` is a reply that
+/// echoes its name, not a message of the terminal's own).
+pub(super) fn is_server_command(name: &str) -> bool {
+    const OTHERS: &[&str] = &["reboot", "settime", "getuserlist", "getnewlog", "getalllog"];
+    [PASS_THROUGH, DESTRUCTIVE, OTHERS]
+        .iter()
+        .any(|names| names.contains(&name))
+}
+
 type Fields = simd_json::owned::Object;
 
 /// What starting a command sends and how it finishes.

@@ -23,7 +23,7 @@ use jiff::{SignedDuration, Timestamp};
 use simd_json::OwnedValue;
 use simd_json::prelude::*;
 
-use crate::terminal::{Action, CommandError, Conversation, Identity};
+use crate::terminal::{self, Action, CommandError, Conversation, Identity};
 use command::Plan;
 use frame::{Obj, cloudtime, failed, normalise, result_ok, str_at, take_records, u64_at};
 
@@ -115,6 +115,24 @@ impl Session {
 
     fn deadline(&self, now: Timestamp) -> Timestamp {
         now.checked_add(self.timeout).unwrap_or(Timestamp::MAX)
+    }
+
+    /// A message of the terminal's own that this conversation does not know. Every message the
+    /// terminal starts expects a reply: without one some firmware drops the connection after
+    /// about 20 s or resends forever, and the vendor's demo server answers unknown ones with a
+    /// generic success. So once registered it gets `{"ret":<cmd>,"result":true}`; the runtime
+    /// logs and counts it either way.
+    fn on_unrecognised(&self, cmd: &str) -> Vec<Action> {
+        if !terminal::echoable(cmd) {
+            return vec![Action::Unrecognised("(not a name)".into())];
+        }
+        let mut out = vec![Action::Unrecognised(cmd.to_string())];
+        if matches!(self.state, State::Ready { .. }) {
+            out.push(Action::Send(
+                Obj::new().str("ret", cmd).bool("result", true).done(),
+            ));
+        }
+        out
     }
 
     fn awaits(&self, name: &str) -> bool {
@@ -429,8 +447,9 @@ impl Conversation for Session {
                 _ => Vec::new(),
             },
             _ if self.awaits(cmd) => self.on_reply(msg, now),
-            // Unknown messages (and late replies) expect nothing the gateway can give.
-            _ => Vec::new(),
+            // A late reply that echoes one of our commands' names expects nothing.
+            _ if command::is_server_command(cmd) => Vec::new(),
+            _ => self.on_unrecognised(cmd),
         }
     }
 

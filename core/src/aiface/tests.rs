@@ -67,6 +67,7 @@ fn render(actions: Vec<Action>) -> Vec<String> {
             }
             Action::CommandDone { command_id, ok, result } => format!("done {command_id} ok={ok} {result}"),
             Action::SavePosition(p) => format!("save_position {p}"),
+            Action::Unrecognised(name) => format!("unrecognised {name}"),
             Action::Close(r) => format!("close {r}"),
         })
         .collect()
@@ -320,9 +321,23 @@ fn other_terminal_messages() {
             r#"send {{"ret":"heartbeat","result":true,"cloudtime":"{CLOUDTIME}"}}"#
         )]
     );
+    // A message of the terminal's own that the server does not know gets a generic success
+    // (without a reply some firmware drops the connection or resends forever) and is reported.
+    assert_eq!(
+        t.frame(r#"{"cmd":"sendgps","lat":1}"#),
+        [
+            "unrecognised sendgps",
+            r#"send {"ret":"sendgps","result":true}"#
+        ]
+    );
+    assert_eq!(
+        t.frame(&format!(r#"{{"cmd":"{}"}}"#, "x".repeat(65))),
+        ["unrecognised (not a name)"],
+        "a name too long to be one is not echoed"
+    );
     for ignored in [
-        r#"{"cmd":"sendgps","lat":1}"#,
-        r#"{"cmd":"otacheck"}"#,
+        // A late reply that echoes one of the server's own commands expects nothing.
+        r#"{"cmd":"getuserlist","result":true,"count":0}"#,
         r#"{"ret":"opendoor","result":true}"#,
         "{}",
         "[]",

@@ -22,7 +22,7 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use simd_json::OwnedValue;
 
-use crate::terminal::{Action, CommandError, Conversation, Identity, Known};
+use crate::terminal::{self, Action, CommandError, Conversation, Identity, Known};
 use commands::Op;
 use xml::{Dialect, Doc};
 
@@ -344,8 +344,7 @@ impl Session {
         ]
         .into_iter()
         .find(|e| e.eq_ignore_ascii_case(name)) else {
-            // Unknown events are neither stored nor acknowledged (the vendor server ignores them).
-            return Vec::new();
+            return self.on_unrecognised(name);
         };
         if event == "KeepAlive" {
             let server_time = values::device_now(now, &self.tz());
@@ -373,6 +372,22 @@ impl Session {
                 on_failed: Some(dialect.event_ack(event, false, &echo)),
             }]
         }
+    }
+
+    /// A request or event of the terminal's own that this conversation does not know. Every
+    /// message the terminal starts expects a reply (without one some firmware drops the connection
+    /// or resends forever), and the vendor's sample servers answer unknown ones with a generic
+    /// success: so, once logged in, `<Response>name</Response><Result>OK</Result>`. Nothing is
+    /// stored; the runtime logs and counts it.
+    fn on_unrecognised(&self, name: &str) -> Vec<Action> {
+        if !terminal::echoable(name) {
+            return vec![Action::Unrecognised("(not a name)".into())];
+        }
+        let mut out = vec![Action::Unrecognised(name.to_string())];
+        if self.authenticated {
+            out.push(Action::Send(self.dialect().event_ack(name, true, &[])));
+        }
+        out
     }
 
     /// The next non-event frame: the answer to the outstanding request, if there is one.
@@ -587,7 +602,7 @@ impl Conversation for Session {
             Kind::Request(name) if name.eq_ignore_ascii_case("Login") => {
                 self.on_auth_request(&doc, true)
             }
-            Kind::Request(_) => Vec::new(),
+            Kind::Request(name) => self.on_unrecognised(name),
             // Before login the vendor server neither stores nor answers events.
             Kind::Event(_) if !self.authenticated => Vec::new(),
             Kind::Event(name) => self.on_event(&doc, name, now),

@@ -91,6 +91,7 @@ fn show_one(a: &Action) -> String {
             result,
         } => format!("done {command_id} ok={ok} {result}"),
         Action::SavePosition(p) => format!("save_position {p}"),
+        Action::Unrecognised(name) => format!("unrecognised {name}"),
         Action::Close(reason) => format!("close {reason}"),
     }
 }
@@ -638,16 +639,37 @@ fn events_before_login_are_neither_stored_nor_answered() {
 }
 
 #[test]
-fn unknown_events_and_requests_are_ignored() {
+fn unknown_events_and_requests_get_a_generic_success_and_are_reported() {
     let mut s = ready();
-    assert!(
+    // Every message the terminal starts expects a reply; the vendor samples answer unknown ones
+    // with a generic success. Nothing is stored.
+    assert_eq!(
         feed(
             &mut s,
             "<Message><Event>OpLog_v2</Event><TransID>1</TransID></Message>"
-        )
-        .is_empty()
+        ),
+        [
+            "unrecognised OpLog_v2".to_string(),
+            send(
+                r#"<?xml version="1.0"?><Message><Response>OpLog_v2</Response><Result>OK</Result></Message>"#
+            )
+        ]
     );
-    assert!(feed(&mut s, "<Message><Request>Heartbeat</Request></Message>").is_empty());
+    assert_eq!(
+        feed(&mut s, "<Message><Request>Heartbeat</Request></Message>"),
+        [
+            "unrecognised Heartbeat".to_string(),
+            send(
+                r#"<?xml version="1.0"?><Message><Response>Heartbeat</Response><Result>OK</Result></Message>"#
+            )
+        ]
+    );
+    // A name that is not a word is reported, never echoed.
+    assert_eq!(
+        feed(&mut s, "<Message><Request>a b</Request></Message>"),
+        ["unrecognised (not a name)"]
+    );
+    // Not a SmackBio message at all: nothing.
     assert!(feed(&mut s, "<Other><Event>TimeLog_v2</Event></Other>").is_empty());
 }
 
