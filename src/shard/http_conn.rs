@@ -259,7 +259,7 @@ async fn serve_http<T: Transport>(local: &Rc<Local>, ctl: &Rc<ConnCtl>, io: T) {
                     sent_continue = false;
                     local.metrics.http_requests.increment(1);
                     if request.is_websocket_upgrade()
-                        && local.limits().ws_paths.iter().any(|p| *p == request.path)
+                        && local.limits().ws_paths.contains(&request.path)
                     {
                         // The WebSocket is this client's alone from now on: it counts toward the
                         // client's address (at its limit: answered 429 and closed, above).
