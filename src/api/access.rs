@@ -18,7 +18,7 @@ use crate::time::now_ms;
 pub fn admit(
     local: &Local,
     req: &Request,
-    remote: &str,
+    remote: SocketAddr,
     segs: &[&str],
 ) -> Result<Principal, ApiError> {
     let Some(principal) = principal::authenticate(local.fleet(), &local.batcher, req, now_ms())
@@ -27,9 +27,8 @@ pub fn admit(
         // Only a presented bearer token counts as a failed attempt: a dashboard that is simply not
         // logged in yet must not count against its address. A right token never gets here, so no
         // one's failures can lock it out; the throttle only changes how failures are answered.
-        let ip = remote.parse::<SocketAddr>().ok().map(|a| a.ip());
-        if let (Some(ip), Some(_)) = (ip, req.header_str("authorization")) {
-            let wait = local.fleet().guard.token_failed(ip, now_ms());
+        if req.header_str("authorization").is_some() {
+            let wait = local.fleet().guard.token_failed(remote.ip(), now_ms());
             if wait > 0 {
                 let secs = wait.div_ceil(1000);
                 return Err(ApiError::new(

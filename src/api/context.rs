@@ -1,6 +1,7 @@
 //! `Ctx`: what a route's handler gets: the shard, the request, its path parameters, its query and
 //! who is asking.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::rc::Rc;
 
@@ -15,8 +16,8 @@ use crate::shard::local::Local;
 pub struct Ctx<'a> {
     pub local: &'a Rc<Local>,
     pub req: &'a Request,
-    /// The peer's `IP:port`.
-    pub remote: &'a str,
+    /// The client: the peer, or whom a trusted proxy named (`X-Forwarded-For` has no port: 0).
+    pub remote: SocketAddr,
     pub query: Query,
     /// The path's parameters by name: the segments its route leaves open (a device id, a serial).
     pub params: Vec<(&'static str, &'a str)>,

@@ -3,7 +3,7 @@
 //! `{"ret":<cmd>,"result":true|false,"cloudtime"|"reason"}`; `sendlog` answers `true` only after the
 //! records are durable, so a device that hears `false` keeps its records and sends them again.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use crate::api::context::Ctx;
 use crate::api::error::ApiError;
@@ -30,29 +30,25 @@ pub async fn handle(cx: &Ctx<'_>) -> Result<Response, ApiError> {
     Ok(answer(cx.local, cx.req, cx.remote).await)
 }
 
-async fn answer(local: &Local, req: &Request, remote: &str) -> Response {
+async fn answer(local: &Local, req: &Request, remote: SocketAddr) -> Response {
     let body = match parse(req.header_str("content-type"), &req.body) {
         Ok(b) => b,
         Err(r) => return r.response(),
     };
     let (cmd, sn) = (body.cmd.as_str(), body.sn.as_str());
     let fleet = local.fleet();
-    let Some(ip) = remote_ip(remote) else {
-        // The runtime always passes the peer's address; a request without one is refused rather
-        // than let past the per-address checks.
-        tracing::error!(remote, "device-http request without a peer address");
-        return refuse(cmd, "the server could not tell this device's address");
-    };
+    let ip = remote.ip();
     let dev = match fleet.registry.by_serial(sn) {
         Some(d) => d,
         None => {
+            let remote = remote.to_string();
             let newcomer = Newcomer {
                 serial: sn,
                 protocol: Protocol::Http,
                 model: body.model.as_deref(),
                 firmware: body.firmware.as_deref(),
                 info: body.devinfo.clone(),
-                remote,
+                remote: &remote,
                 ip,
             };
             match provision::first_contact(fleet, &local.batcher, newcomer).await {
@@ -85,15 +81,6 @@ async fn answer(local: &Local, req: &Request, remote: &str) -> Response {
         Payload::Reg(Err(reason)) | Payload::Sendlog(Err(reason)) => refuse(cmd, &reason),
         Payload::Checklive => ok("checklive"),
     }
-}
-
-/// The address of `remote` (`IP:port`, or a bare IP should a proxy-aware caller pass one).
-fn remote_ip(remote: &str) -> Option<IpAddr> {
-    remote
-        .parse::<SocketAddr>()
-        .map(|a| a.ip())
-        .or_else(|_| remote.parse::<IpAddr>())
-        .ok()
 }
 
 async fn register(local: &Local, dev: &Device, info: String) -> Response {

@@ -2,6 +2,7 @@
 //! finds the route in the table, checks who may call it, runs it.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -32,7 +33,7 @@ impl Handler for Api {
         &'a self,
         local: &'a Rc<Local>,
         req: &'a Request,
-        remote: &'a str,
+        remote: SocketAddr,
     ) -> Pin<Box<dyn Future<Output = Reply> + 'a>> {
         Box::pin(route(self, local, req, remote))
     }
@@ -42,7 +43,7 @@ fn no_route() -> ApiError {
     ApiError::not_found("no such route")
 }
 
-async fn route(api: &Api, local: &Rc<Local>, req: &Request, remote: &str) -> Reply {
+async fn route(api: &Api, local: &Rc<Local>, req: &Request, remote: SocketAddr) -> Reply {
     let path = req.path.trim_end_matches('/');
     let segs: Vec<&str> = path.split('/').skip(1).collect();
     let found = lookup(ROUTES, req.method, &segs);

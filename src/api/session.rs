@@ -35,14 +35,6 @@ fn me_json(p: &Principal) -> Response {
     )
 }
 
-/// The client's IP address: throttling is per address, not per connection (`remote` has the port).
-fn client_addr(remote: &str) -> String {
-    remote
-        .parse::<std::net::SocketAddr>()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_else(|_| remote.to_string())
-}
-
 /// `Secure` when the login came over TLS, so the browser never sends the cookie in clear text
 /// (plain HTTP stays usable for deployments without TLS or behind a proxy).
 fn session_cookie(value: &str, max_age: Option<u64>, secure: bool) -> String {
@@ -100,18 +92,20 @@ pub fn login(cx: &Ctx<'_>) -> Result<Response, ApiError> {
         .req
         .header_str("cookie")
         .and_then(|c| accounts::cookie(c, accounts::KNOWN_BROWSER_COOKIE));
-    let attempt =
-        cx.local
-            .fleet()
-            .accounts
-            .login(&client_addr(cx.remote), username, password, known, now);
+    let attempt = cx.local.fleet().accounts.login(
+        &cx.remote.ip().to_string(),
+        username,
+        password,
+        known,
+        now,
+    );
     match attempt {
         Login::Ok {
             session_id,
             principal,
             known_browser,
         } => {
-            tracing::info!(user = %principal.name, remote = cx.remote, "dashboard login");
+            tracing::info!(user = %principal.name, remote = %cx.remote, "dashboard login");
             let mut r = me_json(&principal).with_header(
                 "Set-Cookie",
                 session_cookie(&session_id, None, cx.req.secure),
@@ -163,7 +157,13 @@ pub async fn change_password(cx: &Ctx<'_>) -> Result<Response, ApiError> {
         return Err(ApiError::invalid_field("the current password is wrong"));
     }
     let acc = &cx.local.fleet().accounts;
-    match acc.check_password(&client_addr(cx.remote), id_hash, &p.name, current, now_ms()) {
+    match acc.check_password(
+        &cx.remote.ip().to_string(),
+        id_hash,
+        &p.name,
+        current,
+        now_ms(),
+    ) {
         Ok(()) => {}
         Err(Some(s)) => return Err(too_many(s)),
         // 400, not 401: the session is fine, only this field is wrong.

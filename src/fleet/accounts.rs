@@ -611,15 +611,14 @@ impl Accounts {
 
     // ---- API tokens ----------------------------------------------------------------------
 
-    /// The token's record if `presented` is a live API token; marks it used. Returns whether
+    /// The token's record if `hash` is the hash of a live API token; marks it used. Returns whether
     /// `last_used` moved by more than a minute, so the caller can persist it without a write per
     /// request.
-    pub fn api_token(&self, presented: &str, now: u64) -> Option<(ApiToken, bool)> {
-        let hash = auth::hash_token(presented);
+    pub fn api_token(&self, hash: &TokenHash, now: u64) -> Option<(ApiToken, bool)> {
         let mut tokens = lock(&self.tokens);
         // The map lookup hashes and compares the SHA-256 of the token, never the token itself, so
         // its timing reveals nothing usable about the secret.
-        let t = tokens.get_mut(&hash)?;
+        let t = tokens.get_mut(hash)?;
         let stale = t.last_used.is_none_or(|l| now.saturating_sub(l) > 60_000);
         t.last_used = Some(now);
         Some((t.clone(), stale))
@@ -892,12 +891,12 @@ mod tests {
                 last_used: None,
             },
         );
-        let (t, stale) = a.api_token(&tok, 5).unwrap();
+        let (t, stale) = a.api_token(&auth::hash_token(&tok), 5).unwrap();
         assert_eq!((t.name.as_str(), t.role, stale), ("ci", Role::Viewer, true));
-        assert!(!a.api_token(&tok, 6).unwrap().1);
-        assert!(a.api_token("fgt_other", 7).is_none());
+        assert!(!a.api_token(&auth::hash_token(&tok), 6).unwrap().1);
+        assert!(a.api_token(&auth::hash_token("fgt_other"), 7).is_none());
         assert!(a.remove_token("t1").is_some());
-        assert!(a.api_token(&tok, 8).is_none());
+        assert!(a.api_token(&auth::hash_token(&tok), 8).is_none());
     }
 
     #[test]

@@ -48,7 +48,13 @@ pub fn hash_token(token: &str) -> TokenHash {
 
 /// Constant-time check of a presented token against a stored hash.
 pub fn verify_token(presented: &str, stored: &TokenHash) -> bool {
-    hash_token(presented).ct_eq(stored).into()
+    verify_hash(&hash_token(presented), stored)
+}
+
+/// `verify_token` for a caller that already hashed the presented token (to look it up elsewhere
+/// too): constant time.
+pub fn verify_hash(presented: &TokenHash, stored: &TokenHash) -> bool {
+    presented.ct_eq(stored).into()
 }
 
 pub fn hex(bytes: &[u8]) -> String {

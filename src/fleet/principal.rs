@@ -26,7 +26,9 @@ pub fn authenticate(fleet: &Fleet, batch: &Batcher, req: &Request, now: u64) -> 
 
 /// The principal of a bearer token; persists a named token's `last_used` at most once a minute.
 pub fn bearer(fleet: &Fleet, batch: &Batcher, t: &str, now: u64) -> Option<Principal> {
-    if auth::verify_token(t, &fleet.admin_token) {
+    // Hashed once: the admin token and the API tokens are both known only by their hashes.
+    let hash = auth::hash_token(t);
+    if auth::verify_hash(&hash, &fleet.admin_token) {
         return Some(Principal {
             name: "admin-token".to_string(),
             role: Role::Admin,
@@ -37,8 +39,7 @@ pub fn bearer(fleet: &Fleet, batch: &Batcher, t: &str, now: u64) -> Option<Princ
     if !t.starts_with(accounts::API_TOKEN_PREFIX) {
         return None;
     }
-    let (tok, stale) = fleet.accounts.api_token(t, now)?;
-    let hash = auth::hash_token(t);
+    let (tok, stale) = fleet.accounts.api_token(&hash, now)?;
     if stale {
         // Not waited for: last_used is informational, and a lost update costs nothing.
         let key = accounts::last_used_key(&tok.id);

@@ -275,9 +275,9 @@ async fn serve_http<T: Transport>(local: &Rc<Local>, ctl: &Rc<ConnCtl>, io: T) {
                     let head_only = matches!(request.method, crate::http::request::Method::Head);
                     let keep_alive = request.keep_alive && !local.shutting_down.get();
                     // Per request: one proxy connection carries requests of many clients.
-                    let remote = request_client(local, ctl, &request).to_string();
+                    let remote = request_client(local, ctl, &request);
                     let handler = local.shared.handler.clone();
-                    match handler.route(local, &request, &remote).await {
+                    match handler.route(local, &request, remote).await {
                         Reply::Full(response) => {
                             response.write_to(out_buf(local, &mut out), keep_alive, head_only)
                         }

@@ -66,7 +66,7 @@ pub trait Handler: Send + Sync {
         &'a self,
         local: &'a Rc<Local>,
         req: &'a Request,
-        remote: &'a str,
+        remote: SocketAddr,
     ) -> Pin<Box<dyn Future<Output = Reply> + 'a>>;
 }
 
@@ -400,7 +400,7 @@ impl Local {
     /// A request from an HTTP device: it is online now, and goes offline after
     /// `--http-offline-after` without another. The liveness entry is scheduled on the transition
     /// only; later requests just move `last_seen`, which the entry re-checks when it fires.
-    pub fn http_seen(&self, dev: &crate::fleet::registry::Device, remote: &str) {
+    pub fn http_seen(&self, dev: &crate::fleet::registry::Device, remote: SocketAddr) {
         let now = now_ms();
         dev.touch(now);
         if !dev.http_online.swap(true, Ordering::AcqRel) {
@@ -411,7 +411,7 @@ impl Local {
                 dev,
                 true,
                 "http request",
-                Some(remote),
+                Some(&remote.to_string()),
             );
             let after = self.limits().http_offline_after * 1000;
             self.liveness.borrow_mut().schedule(dev.id, now + after);
