@@ -5,13 +5,11 @@
 //! the operators; a scanner cycling serials cannot flush the pending list.
 
 mod common;
-use common::term::Term;
+use common::term::{Next, Term, aiface_answer};
 use common::*;
 
 use std::io::Write;
 use std::time::{Duration, Instant};
-
-use tungstenite::Message;
 
 for_both_drivers!(
     an_impostor_outside_allowed_sources_is_refused_and_the_terminal_keeps_its_session,
@@ -36,66 +34,16 @@ impl Term {
             frames: Vec::new(),
             closed: false,
         };
-        let mut deadline = Instant::now() + quiet;
         loop {
-            match self.ws.read() {
-                Ok(Message::Text(t)) => {
-                    heard.frames.push(t.to_string());
-                    deadline = Instant::now() + quiet;
-                }
-                Ok(Message::Close(_)) => {
+            match self.next(Instant::now() + quiet) {
+                Next::Text(f) => heard.frames.push(f),
+                Next::Closed => {
                     heard.closed = true;
                     return heard;
                 }
-                Ok(_) => {}
-                Err(tungstenite::Error::Io(e))
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    if Instant::now() >= deadline {
-                        return heard;
-                    }
-                }
-                Err(_) => {
-                    heard.closed = true;
-                    return heard;
-                }
+                Next::Quiet => return heard,
             }
         }
-    }
-
-    /// Reads frames until one satisfies `want`, answering the server's own requests (clock,
-    /// backfill) the way a terminal with no stored logs does.
-    fn until(&mut self, what: &str, mut want: impl FnMut(&str) -> bool) -> String {
-        let deadline = Instant::now() + SOON;
-        let mut seen = Vec::new();
-        while Instant::now() < deadline {
-            match self.ws.read() {
-                Ok(Message::Text(t)) => {
-                    let f = t.to_string();
-                    if want(&f) {
-                        return f;
-                    }
-                    if let Some(reply) = aiface_answer(&f) {
-                        self.send(&reply);
-                    }
-                    seen.push(f);
-                }
-                Ok(Message::Close(c)) => {
-                    panic!("closed ({c:?}) waiting for {what}; seen {seen:#?}")
-                }
-                Ok(_) => {}
-                Err(tungstenite::Error::Io(e))
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(e) => panic!("{e} waiting for {what}; seen {seen:#?}"),
-            }
-        }
-        panic!("no frame with {what} within {SOON:?}; frames seen: {seen:#?}");
     }
 
     /// An AiFace `reg` and its answer.
@@ -103,22 +51,8 @@ impl Term {
         self.send(
             &enc(&json!({"cmd":"reg","sn": serial,"cpusn":"c1","devinfo":{"modelname":"AI07F","firmware":"ai806"}})),
         );
-        let f = self.until("ret reg", |f| f.contains("\"ret\":\"reg\""));
+        let f = self.until("ret reg", |f| f.contains("\"ret\":\"reg\""), aiface_answer);
         parse(f.as_bytes())
-    }
-}
-
-/// What an AiFace terminal answers to the server's setup requests: an empty log page ends the
-/// backfill, everything else succeeds.
-fn aiface_answer(f: &str) -> Option<String> {
-    let mut b = f.as_bytes().to_vec();
-    let v = simd_json::to_owned_value(&mut b).ok()?;
-    match opt_s(&v, "cmd") {
-        Some("getnewlog") => Some(
-            r#"{"ret":"getnewlog","result":true,"count":0,"from":0,"to":0,"record":[]}"#.into(),
-        ),
-        Some(c) => Some(format!(r#"{{"ret":"{c}","result":true}}"#)),
-        None => None,
     }
 }
 
@@ -183,7 +117,11 @@ fn an_impostor_outside_allowed_sources_is_refused_and_the_terminal_keeps_its_ses
     let no = imp.reg("AF-200");
     assert_eq!(result(&no), Some(false), "{}", enc(&no));
     imp.send(&enc(&sendlog("AF-200", 66)));
-    let no = imp.until("ret sendlog", |f| f.contains("\"ret\":\"sendlog\""));
+    let no = imp.until(
+        "ret sendlog",
+        |f| f.contains("\"ret\":\"sendlog\""),
+        aiface_answer,
+    );
     assert_eq!(result(&parse(no.as_bytes())), Some(false), "{no}");
     // Over HTTP the serial alone does not do either.
     let no = device_http_from(IMPOSTOR, addr, &sendlog("AF-200", 67));
@@ -196,11 +134,19 @@ fn an_impostor_outside_allowed_sources_is_refused_and_the_terminal_keeps_its_ses
         "set_user",
         json!({"enrollid": 5, "name": "Ana", "backupnum": 11, "record": "12345678"}),
     );
-    real.until("cmd setuserinfo", |f| f.contains("\"cmd\":\"setuserinfo\""));
+    real.until(
+        "cmd setuserinfo",
+        |f| f.contains("\"cmd\":\"setuserinfo\""),
+        aiface_answer,
+    );
     real.send(r#"{"ret":"setuserinfo","result":true}"#);
     srv.wait_command_status(&id, &cmd, "acked");
     real.send(&enc(&sendlog("AF-200", 42)));
-    let ack = real.until("ret sendlog", |f| f.contains("\"ret\":\"sendlog\""));
+    let ack = real.until(
+        "ret sendlog",
+        |f| f.contains("\"ret\":\"sendlog\""),
+        aiface_answer,
+    );
     assert_eq!(result(&parse(ack.as_bytes())), Some(true), "{ack}");
     let punches = srv.list_all(&format!("/api/attendance?device_id={id}"));
     let users: Vec<u64> = punches.iter().map(|p| u(p, "enrollid")).collect();
@@ -241,7 +187,11 @@ fn an_impostor_outside_allowed_sources_is_refused_and_the_terminal_keeps_its_ses
     }
     let mut sb = Term::connect_from(REAL, addr);
     sb.send(&register("c7f3a9e1"));
-    let ok = sb.until("Register response", |f| f.contains("<Response>Register"));
+    let ok = sb.until(
+        "Register response",
+        |f| f.contains("<Response>Register"),
+        aiface_answer,
+    );
     assert!(ok.contains("<Result>OK</Result>"), "{ok}");
 
     // A generic device bound the same way: its token alone does not do from elsewhere.

@@ -3,64 +3,14 @@
 //! backfill, and receive a door command sent through the REST API.
 
 mod common;
-use common::term::Term;
+use common::term::{Term, aiface_answer};
 use common::*;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tungstenite::Message;
 
 const T: Duration = Duration::from_secs(20);
-
-impl Term {
-    /// The next text frame, or None if none came in time.
-    fn recv(&mut self, timeout: Duration) -> Option<String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            match self.ws.read() {
-                Ok(Message::Text(t)) => return Some(t.to_string()),
-                Ok(Message::Close(_)) => return None,
-                Ok(_) => continue,
-                Err(tungstenite::Error::Io(e))
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    if Instant::now() >= deadline {
-                        return None;
-                    }
-                }
-                Err(_) => return None,
-            }
-        }
-    }
-
-    /// Reads frames until one satisfies `want`, answering the others with `answer` (the server's
-    /// own backfill and clock commands may come first).
-    fn until(
-        &mut self,
-        what: &str,
-        mut want: impl FnMut(&str) -> bool,
-        mut answer: impl FnMut(&str) -> Option<String>,
-    ) -> String {
-        let deadline = Instant::now() + T;
-        let mut seen = Vec::new();
-        while Instant::now() < deadline {
-            let Some(f) = self.recv(deadline.saturating_duration_since(Instant::now())) else {
-                break;
-            };
-            if want(&f) {
-                return f;
-            }
-            if let Some(reply) = answer(&f) {
-                self.send(&reply);
-            }
-            seen.push(f);
-        }
-        panic!("no frame with {what} within {T:?}; frames seen: {seen:#?}");
-    }
-}
 
 fn create_terminal(srv: &Server, protocol: &str, serial: &str) -> String {
     let r = srv.post(
@@ -69,18 +19,6 @@ fn create_terminal(srv: &Server, protocol: &str, serial: &str) -> String {
     );
     assert_eq!(r.status, 201, "{}", r.text());
     s(&r.json(), "device_id").to_string()
-}
-
-/// Answers what an AiFace terminal is asked during setup: an empty log page ends the backfill.
-fn aiface_answer(f: &str) -> Option<String> {
-    let v = parse(f.as_bytes());
-    match opt_s(&v, "cmd") {
-        Some("getnewlog") => Some(
-            r#"{"ret":"getnewlog","result":true,"count":0,"from":0,"to":0,"record":[]}"#.into(),
-        ),
-        Some(c) => Some(format!(r#"{{"ret":"{c}","result":true}}"#)),
-        None => None,
-    }
 }
 
 fn aiface_terminal(io: &str) {

@@ -2,11 +2,20 @@
 //! nothing is parsed here), from the default or a chosen loopback source address.
 
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tungstenite::{Message, WebSocket};
 
-use super::tcp_from;
+use super::{SOON, opt_s, tcp_from};
+
+/// What a terminal's socket gave before a deadline.
+pub enum Next {
+    Text(String),
+    /// The server closed the session (a close frame or the connection ending).
+    Closed,
+    /// Nothing before the deadline.
+    Quiet,
+}
 
 pub struct Term {
     pub ws: WebSocket<TcpStream>,
@@ -37,5 +46,68 @@ impl Term {
 
     pub fn send(&mut self, text: &str) {
         self.ws.send(Message::text(text.to_string())).expect("send");
+    }
+
+    /// The next text frame before `deadline`.
+    pub fn next(&mut self, deadline: Instant) -> Next {
+        loop {
+            match self.ws.read() {
+                Ok(Message::Text(t)) => return Next::Text(t.to_string()),
+                Ok(Message::Close(_)) => return Next::Closed,
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if Instant::now() >= deadline {
+                        return Next::Quiet;
+                    }
+                }
+                Err(_) => return Next::Closed,
+            }
+        }
+    }
+
+    /// Reads frames until one satisfies `want`, answering the others with `answer` (the server's
+    /// own backfill and clock requests may come first).
+    pub fn until(
+        &mut self,
+        what: &str,
+        mut want: impl FnMut(&str) -> bool,
+        mut answer: impl FnMut(&str) -> Option<String>,
+    ) -> String {
+        let deadline = Instant::now() + SOON;
+        let mut seen = Vec::new();
+        loop {
+            match self.next(deadline) {
+                Next::Text(f) if want(&f) => return f,
+                Next::Text(f) => {
+                    if let Some(reply) = answer(&f) {
+                        self.send(&reply);
+                    }
+                    seen.push(f);
+                }
+                Next::Closed => panic!("closed waiting for {what}; frames seen: {seen:#?}"),
+                Next::Quiet => {
+                    panic!("no frame with {what} within {SOON:?}; frames seen: {seen:#?}")
+                }
+            }
+        }
+    }
+}
+
+/// What an AiFace terminal with no stored logs answers to the server's setup requests: an empty
+/// log page ends the backfill, everything else succeeds.
+pub fn aiface_answer(f: &str) -> Option<String> {
+    let mut b = f.as_bytes().to_vec();
+    let v = simd_json::to_owned_value(&mut b).ok()?;
+    match opt_s(&v, "cmd") {
+        Some("getnewlog") => Some(
+            r#"{"ret":"getnewlog","result":true,"count":0,"from":0,"to":0,"record":[]}"#.into(),
+        ),
+        Some(c) => Some(format!(r#"{{"ret":"{c}","result":true}}"#)),
+        None => None,
     }
 }
