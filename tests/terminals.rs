@@ -3,7 +3,7 @@
 //! backfill, and receive a door command sent through the REST API.
 
 mod common;
-use common::term::{Term, aiface_answer};
+use common::term::{Term, aiface_answer, tag};
 use common::*;
 
 use std::time::Duration;
@@ -93,14 +93,6 @@ fn aiface_terminal(io: &str) {
 
     drop(t);
     srv.wait_status(&id, "offline");
-}
-
-/// The tag's text in an XML frame (first occurrence).
-fn tag<'a>(frame: &'a str, name: &str) -> Option<&'a str> {
-    let open = format!("<{name}>");
-    let start = frame.find(&open)? + open.len();
-    let end = frame[start..].find(&format!("</{name}>"))? + start;
-    Some(frame[start..end].trim())
 }
 
 /// Answers what a SmackBio terminal is asked during setup: the clock set succeeds, and the log
@@ -214,7 +206,7 @@ fn smackbio_terminal(io: &str) {
         "{st}"
     );
 
-    // A door command from the REST API arrives as LockControl; the next non-event frame answers it.
+    // A door command from the REST API arrives as LockControl; the reply naming it answers it.
     let cmd = srv.send_command(&id, "open_door", json!({}));
     let lock = t.until(
         "LockControl request",

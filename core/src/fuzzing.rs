@@ -824,7 +824,7 @@ impl Runtime {
                 b'R' => Identity::Refused,
                 _ => Identity::Known(Known {
                     device_id: "dev-1".into(),
-                    tz: TimeZone::fixed(Offset::constant(2)),
+                    zone: Some(TimeZone::fixed(Offset::constant(2))),
                     token: self.token.clone(),
                     log_position: self.position,
                 }),
@@ -896,6 +896,11 @@ fn converse<C: Conversation>(c: &mut C, data: &[u8], well_formed: fn(&str) -> bo
                 let out = c.on_frame(&mut frame, rt.now);
                 rt.perform(c, out, false);
             }
+        }
+        // As the runtime does once a session is idle and no operator command waits.
+        if !rt.closed && c.is_idle() {
+            let out = c.resume(rt.now);
+            rt.perform(c, out, false);
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod ack_window;
 pub mod aiface;
 pub mod attendance;
 pub mod cidr;
+pub mod clock;
 pub mod device_http;
 #[doc(hidden)]
 pub mod fixtures;

@@ -25,8 +25,9 @@ pub enum Identity {
 #[derive(Clone, Debug)]
 pub struct Known {
     pub device_id: String,
-    /// The device's zone (setting `timezone`, else the server's): terminals speak wall-clock time.
-    pub tz: TimeZone,
+    /// The device's configured zone (setting `timezone`), if any: terminals speak wall-clock
+    /// time, and `crate::clock` decides which.
+    pub zone: Option<TimeZone>,
     /// SmackBio: the token issued to this serial before, if any (kept across sessions).
     pub token: Option<String>,
     /// SmackBio: where the last backfill stopped (a log position; 0 = from the start).
@@ -136,6 +137,12 @@ pub trait Conversation {
     fn is_idle(&self) -> bool;
     /// Time passes: an outstanding command past its timeout finishes as failed.
     fn on_tick(&mut self, now: Timestamp) -> Vec<Action>;
+    /// Called when the session is idle and no operator command waits: the conversation's own
+    /// background work (a SmackBio backfill step, a clock to set) takes its turn, so an operator
+    /// command never waits behind a whole history.
+    fn resume(&mut self, _now: Timestamp) -> Vec<Action> {
+        Vec::new()
+    }
     /// Whether the terminal has authenticated (registered / logged in).
     fn is_authenticated(&self) -> bool;
 }

@@ -183,7 +183,10 @@ pub fn stage_records(
             .and_then(|t| jiff::tz::TimeZone::get(t).ok());
         (tz, r.serial.clone())
     });
-    let tz = tz.unwrap_or_else(jiff::tz::TimeZone::system);
+    // The clock rule (`crate::clock`): the configured zone, else the offset the record carries
+    // (its own, or the one its terminal reported), else UTC; never the server's own zone, which
+    // would make a stored time depend on where the gateway runs.
+    let tz = tz.unwrap_or(jiff::tz::TimeZone::UTC);
     let received = now_ms();
     let mut seen = std::collections::HashSet::new();
     let mut staged_any = false;

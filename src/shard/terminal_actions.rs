@@ -47,12 +47,21 @@ impl Session<'_> {
         self.after_progress(was_idle).await;
     }
 
-    /// The conversation's own jobs (clock set, backfill) end without a `CommandDone`: when it turns
-    /// idle, queued commands that had to wait get their turn.
+    /// The conversation's own jobs (clock set, backfill steps) end without a `CommandDone`: when
+    /// it turns idle, queued commands that had to wait get their turn first, and only when none
+    /// starts does the conversation's own work go on (`resume`).
     async fn after_progress(&mut self, was_idle: bool) {
-        let idle_now = matches!(&self.role, Role::Terminal(t) if t.conv.is_idle());
-        if !was_idle && idle_now {
-            self.terminal_commands().await;
+        let idle = |s: &Self| matches!(&s.role, Role::Terminal(t) if t.conv.is_idle());
+        if was_idle || !idle(self) {
+            return;
+        }
+        self.terminal_commands().await;
+        if idle(self) {
+            let now = jiff_now();
+            if let Some(t) = self.terminal() {
+                let actions = t.conv.resume(now);
+                self.run_actions(actions).await;
+            }
         }
     }
 
@@ -403,10 +412,10 @@ impl Session<'_> {
                 .and_then(|h| <auth::TokenHash>::try_from(h.as_slice()).ok())
                 .is_some_and(|h| auth::verify_token(t, &h))
         });
-        let tz = settings
+        // The configured zone or none: never the server's own (`crate::clock`).
+        let zone = settings
             .get(SETTING_TIMEZONE)
-            .and_then(|z| jiff::tz::TimeZone::get(z).ok())
-            .unwrap_or_else(jiff::tz::TimeZone::system);
+            .and_then(|z| jiff::tz::TimeZone::get(z).ok());
         let log_position = settings
             .get(SETTING_LOG_POSITION)
             .and_then(|p| p.parse().ok())
@@ -417,7 +426,7 @@ impl Session<'_> {
         }
         Identity::Known(Known {
             device_id,
-            tz,
+            zone,
             token: token.map(str::to_string),
             log_position,
         })

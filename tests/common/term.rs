@@ -111,3 +111,11 @@ pub fn aiface_answer(f: &str) -> Option<String> {
         None => None,
     }
 }
+
+/// The tag's text in an XML frame (first occurrence), trimmed.
+pub fn tag<'a>(frame: &'a str, name: &str) -> Option<&'a str> {
+    let open = format!("<{name}>");
+    let start = frame.find(&open)? + open.len();
+    let end = frame[start..].find(&format!("</{name}>"))? + start;
+    Some(frame[start..end].trim())
+}

@@ -460,11 +460,9 @@ impl Conversation for Session {
         let serial = std::mem::take(serial);
         match identity {
             Identity::Known(known) => {
-                let reply = reg_ok(now, &known.tz);
-                self.state = State::Ready {
-                    serial,
-                    tz: known.tz,
-                };
+                let tz = known.zone.unwrap_or(TimeZone::UTC);
+                let reply = reg_ok(now, &tz);
+                self.state = State::Ready { serial, tz };
                 vec![
                     Action::Online,
                     Action::Send(reply),

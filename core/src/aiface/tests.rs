@@ -36,7 +36,7 @@ fn start() -> Timestamp {
 fn known() -> Identity {
     Identity::Known(Known {
         device_id: "dev-1".into(),
-        tz: TimeZone::fixed(offset(2)),
+        zone: Some(TimeZone::fixed(offset(2))),
         token: None,
         log_position: 0,
     })

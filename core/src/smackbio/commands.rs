@@ -10,6 +10,7 @@ use simd_json::prelude::*;
 
 use super::values::{self, MAX_NAME_UNITS};
 use super::xml::Dialect;
+use crate::clock::Clock;
 use crate::terminal::CommandError;
 
 /// Largest `raw` message accepted (the runtime's frame cap).
@@ -46,13 +47,13 @@ fn invalid(msg: impl Into<String>) -> CommandError {
     CommandError::Invalid(msg.into())
 }
 
-/// Plans `command`. `now` and `tz` give "now" on the terminal's wall clock.
+/// Plans `command`. `now` and `clock` give "now" on the terminal's wall clock.
 pub(super) fn plan(
     dialect: Dialect,
     command: &str,
     payload: &OwnedValue,
     now: Timestamp,
-    tz: &TimeZone,
+    clock: &Clock,
 ) -> Result<Planned, CommandError> {
     let request = |name: &str, fields: &[(&str, &str)]| dialect.message("Request", name, fields);
     let single = |frame: String| Planned {
@@ -78,7 +79,10 @@ pub(super) fn plan(
         "set_time" => {
             let time = match opt_str(payload, "time")? {
                 Some(t) => values::format_time(local_time(t)?),
-                None => values::device_now(now, tz),
+                // Never a guessed zone: that would move every later punch by hours.
+                None => values::format_time(clock.wall(now).ok_or_else(|| {
+                    invalid("the device has no timezone setting and has not shown its clock: give {\"time\":\"YYYY-MM-DD HH:MM:SS\"}")
+                })?),
             };
             Ok(single(request("SetTime", &[("Time", &time)])))
         }
@@ -100,7 +104,7 @@ pub(super) fn plan(
                 },
             }),
         },
-        "set_user" => Ok(single(set_user(dialect, payload, now, tz)?)),
+        "set_user" => Ok(single(set_user(dialect, payload, now, &clock.tz())?)),
         "delete_user" => {
             let id = opt_user_id(payload)?.ok_or_else(|| invalid("enrollid is required"))?;
             Ok(single(request(

@@ -8,8 +8,12 @@
 //!   Register authenticates by itself and is answered with a `<Session>`.
 //!
 //! The XML carries no request ids, so (like both vendor samples) one request is outstanding at a
-//! time and the next frame that is not an event is its reply. After authentication the session
-//! first sets the terminal's clock and backfills its stored logs; operator commands wait for that.
+//! time. Its reply is the frame whose `<Response>` (dashboard: `<Operation>`) names the request:
+//! F500 firmware also sends frames carrying only `<Result>` to acknowledge the server's previous
+//! reply, and a reply to a request that timed out can still arrive; both are consumed without
+//! being taken for the answer to anything. After authentication the session sets the terminal's
+//! clock (when its zone is known, `crate::clock`) and backfills the logs it missed, one log per
+//! step; between steps the backfill is parked, so operator commands go first (`resume`).
 
 mod commands;
 mod values;
@@ -19,9 +23,9 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use jiff::tz::TimeZone;
 use simd_json::OwnedValue;
 
+use crate::clock::Clock;
 use crate::terminal::{self, Action, CommandError, Conversation, Identity, Known};
 use commands::Op;
 use xml::{Dialect, Doc};
@@ -50,6 +54,30 @@ pub struct Session {
     known: Option<Known>,
     authenticated: bool,
     outstanding: Option<Outstanding>,
+    clock: Clock,
+    /// The terminal's clock was found drifting: set it when no request is outstanding.
+    clock_due: bool,
+    backfill: Backfill,
+    /// The position past every log known to be stored, this session's and the saved one; live
+    /// logs move it once the backfill has caught up, so a reconnect reads only what it missed.
+    position: u64,
+}
+
+/// Where the backfill of missed logs stands.
+#[derive(Debug, PartialEq)]
+enum Backfill {
+    /// Not logged in yet.
+    Idle,
+    /// The next step reads from this position, when nothing else is outstanding.
+    Parked(u64),
+    /// A step is outstanding (`Job::Backfill`).
+    Running,
+    /// Caught up: the terminal has no log at the next position. Live logs now move the saved
+    /// position.
+    Done,
+    /// The terminal failed or did not answer a step: the saved position stays where the logs
+    /// stop being known stored, and the next connection tries from there.
+    Stopped,
 }
 
 /// A Register or Login waiting for the runtime's `Identity`.
@@ -64,14 +92,16 @@ enum Pending {
 struct Outstanding {
     job: Job,
     deadline: Timestamp,
+    /// The request's name, which its reply names again; `None` for a `raw` message without one.
+    name: Option<String>,
 }
 
 /// What the outstanding request is for.
 #[derive(Debug)]
 enum Job {
-    /// Setup after authentication: the `SetTime`, then the backfill from the stored position.
-    SetupClock,
-    /// Setup: the log walk; `pos` is the position last asked for. Emits no `CommandDone`.
+    /// The session's own `SetTime`: after login, or when the clock was found drifting.
+    SetClock,
+    /// One backfill step; `pos` is the position asked for. Emits no `CommandDone`.
     Backfill {
         pos: u64,
     },
@@ -86,8 +116,11 @@ enum Kind<'d> {
     /// The terminal asks something of us (Register, Login).
     Request(&'d str),
     Event(&'d str),
-    /// Anything else, including frames with no kind tag at all: the answer to our request.
-    Reply,
+    /// A reply, named by its `Response` (dashboard: `Operation`) when it names itself.
+    Reply(Option<&'d str>),
+    /// A vendor frame with none of `Request`, `Event`, `Response`: F500 firmware acknowledging
+    /// the server's previous reply with a bare `<Result>`.
+    Ack,
 }
 
 impl Session {
@@ -107,6 +140,10 @@ impl Session {
             known: None,
             authenticated: false,
             outstanding: None,
+            clock: Clock::new(None),
+            clock_due: false,
+            backfill: Backfill::Idle,
+            position: 0,
         }
     }
 
@@ -119,10 +156,6 @@ impl Session {
         self.dialect.unwrap_or(Dialect::Vendor)
     }
 
-    fn tz(&self) -> TimeZone {
-        self.known.as_ref().map_or(TimeZone::UTC, |k| k.tz.clone())
-    }
-
     fn send_request(
         &mut self,
         job: Job,
@@ -133,8 +166,16 @@ impl Session {
         self.outstanding = Some(Outstanding {
             job,
             deadline: self.deadline_from(now),
+            name: Some(name.to_owned()),
         });
         Action::Send(self.dialect().message("Request", name, fields))
+    }
+
+    /// `SetTime` to the terminal's wall time by the clock rule, if the rule knows it.
+    fn set_clock(&mut self, now: Timestamp) -> Option<Action> {
+        let time = values::format_time(self.clock.wall(now)?);
+        self.clock_due = false;
+        Some(self.send_request(Job::SetClock, "SetTime", &[("Time", &time)], now))
     }
 
     fn deadline_from(&self, now: Timestamp) -> Timestamp {
@@ -145,14 +186,14 @@ impl Session {
         match doc.root() {
             "Message" => {
                 // A reply is recognised first: its fields may include any tag name.
-                let kind = if doc.get("Response").is_some() {
-                    Kind::Reply
+                let kind = if let Some(name) = doc.get("Response") {
+                    Kind::Reply(Some(name).filter(|n| !n.is_empty()))
                 } else if let Some(name) = doc.get("Request") {
                     Kind::Request(name)
                 } else if let Some(name) = doc.get("Event") {
                     Kind::Event(name)
                 } else {
-                    Kind::Reply
+                    Kind::Ack
                 };
                 Some((Dialect::Vendor, kind))
             }
@@ -168,7 +209,11 @@ impl Session {
                 };
                 Some((Dialect::Dashboard, kind))
             }
-            "Response" => Some((Dialect::Dashboard, Kind::Reply)),
+            // The page's replies may leave the name out; they are then taken in order.
+            "Response" => Some((
+                Dialect::Dashboard,
+                Kind::Reply(doc.get_nonempty("Operation")),
+            )),
             _ => None,
         }
     }
@@ -210,7 +255,9 @@ impl Session {
         }]
     }
 
-    /// The terminal is in: claim its slot (once), answer, and start the setup.
+    /// The terminal is in: claim its slot (once), answer, and start the setup: the clock when its
+    /// zone is configured (a clock set from a guessed zone would put every later punch hours
+    /// off), then the backfill from the saved position, parked until nothing else waits.
     fn authenticate(&mut self, reply: String, now: Timestamp) -> Vec<Action> {
         let first = !self.authenticated;
         self.authenticated = true;
@@ -219,9 +266,14 @@ impl Session {
             out.push(Action::Online);
         }
         out.push(Action::Send(reply));
-        if first && self.outstanding.is_none() {
-            let time = values::device_now(now, &self.tz());
-            out.push(self.send_request(Job::SetupClock, "SetTime", &[("Time", &time)], now));
+        if first {
+            let known = self.known.as_ref();
+            self.clock = Clock::new(known.and_then(|k| k.zone.clone()));
+            self.position = known.map_or(0, |k| k.log_position);
+            self.backfill = Backfill::Parked(self.position);
+            if self.clock.configured() && self.outstanding.is_none() {
+                out.extend(self.set_clock(now));
+            }
         }
         out
     }
@@ -235,16 +287,10 @@ impl Session {
         let dialect = self.dialect();
         match identity {
             Identity::Known(known) => {
-                let issued = known.token.is_none();
                 self.known = Some(known);
                 match dialect {
                     Dialect::Vendor => {
-                        // The vendor reuses a serial's token; a new one only if it has none.
-                        let token = self
-                            .known
-                            .as_ref()
-                            .and_then(|k| k.token.clone())
-                            .unwrap_or_else(|| values::token_from(self.seed));
+                        let (token, save) = self.token();
                         let reply = dialect.message(
                             "Response",
                             "Register",
@@ -254,10 +300,7 @@ impl Session {
                                 ("Result", "OK"),
                             ],
                         );
-                        let mut out = Vec::with_capacity(2);
-                        if issued {
-                            out.push(Action::SaveToken(token));
-                        }
+                        let mut out: Vec<Action> = save.into_iter().collect();
                         out.push(Action::Send(reply));
                         out
                     }
@@ -298,6 +341,18 @@ impl Session {
         }
     }
 
+    /// The serial's token and, when it had none, the action that saves the one issued now. The
+    /// vendor reuses a serial's token; a new one only if it has none.
+    fn token(&self) -> (String, Option<Action>) {
+        match self.known.as_ref().and_then(|k| k.token.clone()) {
+            Some(token) => (token, None),
+            None => {
+                let token = values::token_from(self.seed);
+                (token.clone(), Some(Action::SaveToken(token)))
+            }
+        }
+    }
+
     fn on_login_answer(
         &mut self,
         serial: &str,
@@ -314,6 +369,26 @@ impl Session {
             )
         };
         match identity {
+            // Firmware that logs in before (or instead of) registering expects its token in the
+            // Login reply (Pioneer bridge, F500: protocols.md §2.7 item 1). A Login without a
+            // token is therefore a Register and Login in one: it passed the same checks a
+            // Register does (allowed sources, cloud id), and gets the serial's token.
+            Identity::Known(known) if presented.is_none() => {
+                self.known = Some(known);
+                let (token, save) = self.token();
+                let reply = dialect.message(
+                    "Response",
+                    "Login",
+                    &[
+                        ("DeviceSerialNo", serial),
+                        ("Token", &token),
+                        ("Result", dialect.result(true)),
+                    ],
+                );
+                let mut out: Vec<Action> = save.into_iter().collect();
+                out.extend(self.authenticate(reply, now));
+                out
+            }
             Identity::Known(known) => {
                 let matches = |expected: Option<&String>| {
                     presented
@@ -344,24 +419,35 @@ impl Session {
         ]
         .into_iter()
         .find(|e| e.eq_ignore_ascii_case(name)) else {
-            return self.on_unrecognised(name);
+            return self.on_unknown_event(doc, name);
         };
         if event == "KeepAlive" {
-            let server_time = values::device_now(now, &self.tz());
-            let echo = [
-                ("DevTime", doc.get("DevTime").unwrap_or("")),
-                ("ServerTime", server_time.as_str()),
-            ];
-            return vec![Action::Send(dialect.event_ack(event, true, &echo))];
+            return self.on_keepalive(doc, now);
         }
         let echo = log_echo(dialect, event, doc);
         if event.starts_with("TimeLog") {
+            if let Some(minutes) = doc
+                .get_nonempty("UtcTimezoneMinutes")
+                .and_then(|m| m.parse::<i64>().ok())
+            {
+                self.clock.learn_offset_minutes(minutes);
+            }
             // A punch is answered only once it is durable: `Fail` makes the terminal keep it.
-            vec![Action::StoreRecords {
-                records: vec![values::log_record(doc)],
+            let mut out = vec![Action::StoreRecords {
+                records: vec![self.record(doc)],
                 on_stored: Some(dialect.event_ack(event, true, &echo)),
                 on_failed: Some(dialect.event_ack(event, false, &echo)),
-            }]
+            }];
+            // Once the backfill has caught up, a live log moves the saved position past it (the
+            // runtime saves it only if the log was stored), so the next connection's backfill
+            // starts after it instead of re-reading every log heard live.
+            if self.backfill == Backfill::Done
+                && let Some(next) = next_log_position(doc, self.position)
+            {
+                self.position = next;
+                out.push(Action::SavePosition(next));
+            }
+            out
         } else {
             // An admin log is an event, not a punch, but the terminal drops it once acked just
             // the same: the answer waits for durability too.
@@ -374,11 +460,74 @@ impl Session {
         }
     }
 
-    /// A request or event of the terminal's own that this conversation does not know. Every
-    /// message the terminal starts expects a reply (without one some firmware drops the connection
-    /// or resends forever), and the vendor's sample servers answer unknown ones with a generic
-    /// success: so, once logged in, `<Response>name</Response><Result>OK</Result>`. Nothing is
-    /// stored; the runtime logs and counts it.
+    /// A log in the common record shape, with the terminal's reported offset when it states none
+    /// and no zone is configured (the clock rule).
+    fn record(&self, doc: &Doc<'_>) -> OwnedValue {
+        let mut record = values::log_record(doc);
+        self.clock.stamp(&mut record);
+        record
+    }
+
+    /// `KeepAlive` is answered with the server's time on the terminal's clock (its own `DevTime`
+    /// when the rule knows no zone yet); a clock found drifting is reported as a `clock_drift`
+    /// event and, when the zone is configured, set again.
+    fn on_keepalive(&mut self, doc: &Doc<'_>, now: Timestamp) -> Vec<Action> {
+        let dev_time = doc.get("DevTime").unwrap_or("");
+        let mut out = Vec::with_capacity(3);
+        if let Some(drift) = values::parse_time(dev_time).and_then(|t| self.clock.observe(t, now)) {
+            out.push(Action::Event {
+                kind: "clock_drift".into(),
+                payload: self.clock.drift_payload(&drift),
+                on_stored: None,
+                on_failed: None,
+            });
+            self.clock_due = self.clock.configured();
+        }
+        let server_time = self
+            .clock
+            .wall(now)
+            .map_or_else(|| dev_time.to_owned(), values::format_time);
+        let echo = [("DevTime", dev_time), ("ServerTime", server_time.as_str())];
+        out.push(Action::Send(self.dialect().event_ack(
+            "KeepAlive",
+            true,
+            &echo,
+        )));
+        if self.clock_due && self.outstanding.is_none() {
+            out.extend(self.set_clock(now));
+        }
+        out
+    }
+
+    /// An event this conversation does not know (`OpLog_v2` and the like). It is the terminal's
+    /// data and it drops it once acknowledged, so it is stored as a `terminal_event` (the whole
+    /// message as JSON) and answered `OK` only once durable, `Fail` otherwise, echoing `TransID`
+    /// and `LogID` as the `_v2` acks do. The runtime also logs and counts it.
+    fn on_unknown_event(&self, doc: &Doc<'_>, name: &str) -> Vec<Action> {
+        if !terminal::echoable(name) {
+            return vec![Action::Unrecognised("(not a name)".into())];
+        }
+        let echo: Vec<(&str, &str)> = ["TransID", "LogID"]
+            .into_iter()
+            .filter_map(|tag| Some((tag, doc.get(tag)?)))
+            .collect();
+        let dialect = self.dialect();
+        vec![
+            Action::Unrecognised(name.to_string()),
+            Action::Event {
+                kind: "terminal_event".into(),
+                payload: doc.to_json(),
+                on_stored: Some(dialect.event_ack(name, true, &echo)),
+                on_failed: Some(dialect.event_ack(name, false, &echo)),
+            },
+        ]
+    }
+
+    /// A request of the terminal's own that this conversation does not know (`Heartbeat` and
+    /// the like). Every message the terminal starts expects a reply (without one some firmware
+    /// drops the connection or resends forever), and the vendor's sample servers answer unknown
+    /// ones with a generic success: so, once logged in, `<Response>name</Response><Result>OK`.
+    /// A request carries no data, so nothing is stored; the runtime logs and counts it.
     fn on_unrecognised(&self, name: &str) -> Vec<Action> {
         if !terminal::echoable(name) {
             return vec![Action::Unrecognised("(not a name)".into())];
@@ -390,28 +539,62 @@ impl Session {
         out
     }
 
-    /// The next non-event frame: the answer to the outstanding request, if there is one.
-    fn on_reply(&mut self, doc: &Doc<'_>, now: Timestamp) -> Vec<Action> {
-        let Some(outstanding) = self.outstanding.take() else {
+    /// A reply: the answer to the outstanding request if it names that request (or names
+    /// nothing, in the dashboard dialect, whose replies may not). A reply naming another request
+    /// answers one that timed out, and is dropped rather than taken for this one's answer.
+    fn on_reply(&mut self, doc: &Doc<'_>, name: Option<&str>, now: Timestamp) -> Vec<Action> {
+        let matches = self
+            .outstanding
+            .as_ref()
+            .is_some_and(|o| match (name, o.name.as_deref()) {
+                (Some(got), Some(asked)) => answers(got, asked),
+                _ => true,
+            });
+        let Some(outstanding) = self.outstanding.take_if(|_| matches) else {
             return Vec::new();
         };
         match outstanding.job {
-            Job::SetupClock => {
-                let pos = self.known.as_ref().map_or(0, |k| k.log_position);
-                vec![self.request_log(Job::Backfill { pos }, pos, now)]
-            }
-            Job::Backfill { pos } => {
-                let mut out = Vec::new();
-                if result_ok(doc) {
-                    out.push(store_unacked(doc));
-                    if let Some(next) = next_log_position(doc, pos) {
-                        out.push(Action::SavePosition(next));
-                        out.push(self.request_log(Job::Backfill { pos: next }, next, now));
-                    }
-                }
-                out
-            }
+            Job::SetClock => Vec::new(),
+            Job::Backfill { pos } => self.on_backfill_step(doc, pos),
             Job::Command { id, op } => self.on_command_reply(id, op, doc, now),
+        }
+    }
+
+    /// One backfill step answered: the log is stored and the walk parks at the next position.
+    /// `Fail` is the vendor PHP sample's "no more": caught up. Any other verdict, or a log that
+    /// does not move the walk forward, stops it where it is.
+    fn on_backfill_step(&mut self, doc: &Doc<'_>, pos: u64) -> Vec<Action> {
+        if !result_ok(doc) {
+            let no_more = doc
+                .get("Result")
+                .is_some_and(|r| r.eq_ignore_ascii_case("Fail"));
+            self.backfill = if no_more {
+                Backfill::Done
+            } else {
+                Backfill::Stopped
+            };
+            return Vec::new();
+        }
+        let mut out = vec![self.store_fetched(doc)];
+        match next_log_position(doc, pos) {
+            Some(next) => {
+                self.backfill = Backfill::Parked(next);
+                if next > self.position {
+                    self.position = next;
+                    out.push(Action::SavePosition(next));
+                }
+            }
+            None => self.backfill = Backfill::Stopped,
+        }
+        out
+    }
+
+    /// A log fetched by request: stored, with nothing to tell the terminal either way.
+    fn store_fetched(&self, doc: &Doc<'_>) -> Action {
+        Action::StoreRecords {
+            records: vec![self.record(doc)],
+            on_stored: None,
+            on_failed: None,
         }
     }
 
@@ -447,7 +630,7 @@ impl Session {
                 let ok = single_ok(doc);
                 let mut out = Vec::with_capacity(2);
                 if store_log && ok && doc.get_nonempty("Time").is_some() {
-                    out.push(store_unacked(doc));
+                    out.push(self.store_fetched(doc));
                 }
                 out.push(done(id, ok, doc.to_json()));
                 out
@@ -495,7 +678,7 @@ impl Session {
             Op::Logs { records, pos } => {
                 if result_ok(doc) {
                     let records = records + 1;
-                    let mut out = vec![store_unacked(doc)];
+                    let mut out = vec![self.store_fetched(doc)];
                     match next_log_position(doc, pos) {
                         Some(next) => out.push(self.request_log(
                             Job::Command {
@@ -515,6 +698,24 @@ impl Session {
                 }
             }
         }
+    }
+}
+
+/// Whether a reply named `got` answers the request `asked`: the same name, or another step of
+/// the same walk (a `GetFirstGlog` answered as `GetNextGlog`, `GetFirstUserData` as
+/// `GetNextUserDataExt`), which firmware and the vendor samples use interchangeably.
+fn answers(got: &str, asked: &str) -> bool {
+    fn walk(name: &str) -> String {
+        let lower = name.to_ascii_lowercase();
+        let rest = ["getfirst", "getnext", "get"]
+            .into_iter()
+            .find_map(|p| lower.strip_prefix(p))
+            .unwrap_or(&lower);
+        rest.strip_suffix("ext").unwrap_or(rest).to_owned()
+    }
+    got.eq_ignore_ascii_case(asked) || {
+        let family = walk(asked);
+        (family == "glog" || family == "userdata") && walk(got) == family
     }
 }
 
@@ -540,15 +741,6 @@ fn single_ok(doc: &Doc<'_>) -> bool {
 
 fn logs_json(records: u64, pos: u64) -> String {
     format!("{{\"records\":{records},\"next_position\":{pos}}}")
-}
-
-/// A log fetched by request: stored, with nothing to tell the terminal either way.
-fn store_unacked(doc: &Doc<'_>) -> Action {
-    Action::StoreRecords {
-        records: vec![values::log_record(doc)],
-        on_stored: None,
-        on_failed: None,
-    }
 }
 
 /// Where the walk goes after a log: `LogID + 1` (vendor PHP sample), if that moves forward. A
@@ -606,7 +798,9 @@ impl Conversation for Session {
             // Before login the vendor server neither stores nor answers events.
             Kind::Event(_) if !self.authenticated => Vec::new(),
             Kind::Event(name) => self.on_event(&doc, name, now),
-            Kind::Reply => self.on_reply(&doc, now),
+            Kind::Reply(name) => self.on_reply(&doc, name, now),
+            // Consumed: it answers nothing of ours, and nothing answers it.
+            Kind::Ack => Vec::new(),
         }
     }
 
@@ -631,10 +825,17 @@ impl Conversation for Session {
         if !self.authenticated {
             return Err(CommandError::NotReady);
         }
-        let planned = commands::plan(self.dialect(), command, payload, now, &self.tz())?;
+        let planned = commands::plan(self.dialect(), command, payload, now, &self.clock)?;
         if self.outstanding.is_some() {
             return Err(CommandError::Busy);
         }
+        // The reply names what the frame requests; a `raw` frame names it too, or is answered
+        // by the next reply of any name.
+        let name = Doc::parse(planned.frame.as_bytes()).and_then(|d| {
+            d.get_nonempty("Request")
+                .or_else(|| d.get_nonempty("Operation"))
+                .map(str::to_owned)
+        });
         let job = Job::Command {
             id: command_id.to_owned(),
             op: planned.op,
@@ -642,6 +843,7 @@ impl Conversation for Session {
         self.outstanding = Some(Outstanding {
             job,
             deadline: self.deadline_from(now),
+            name,
         });
         Ok(vec![Action::Send(planned.frame)])
     }
@@ -660,8 +862,33 @@ impl Conversation for Session {
                 ok: false,
                 result: r#"{"error":"timeout"}"#.into(),
             }],
-            // A terminal that does not answer the setup is left as it is: it is online, its
-            // live logs still arrive, and commands may proceed.
+            // A terminal that does not answer a backfill step is left as it is: it is online,
+            // its live logs still arrive, commands may proceed, and the next connection
+            // resumes the backfill from the saved position.
+            Some(Job::Backfill { .. }) => {
+                self.backfill = Backfill::Stopped;
+                Vec::new()
+            }
+            Some(Job::SetClock) | None => Vec::new(),
+        }
+    }
+
+    /// Nothing is outstanding and no operator command waits: the session's own work goes on,
+    /// a clock found drifting first, then the next backfill step.
+    fn resume(&mut self, now: Timestamp) -> Vec<Action> {
+        if !self.authenticated || self.outstanding.is_some() {
+            return Vec::new();
+        }
+        if self.clock_due
+            && let Some(set) = self.set_clock(now)
+        {
+            return vec![set];
+        }
+        match self.backfill {
+            Backfill::Parked(pos) => {
+                self.backfill = Backfill::Running;
+                vec![self.request_log(Job::Backfill { pos }, pos, now)]
+            }
             _ => Vec::new(),
         }
     }

@@ -3,7 +3,7 @@
 use super::*;
 use crate::fixtures::smackbio::{REGISTER, TIMELOG_V2, login, vendor};
 use jiff::ToSpan;
-use jiff::tz::offset;
+use jiff::tz::{TimeZone, offset};
 use simd_json::json;
 use simd_json::prelude::*;
 
@@ -21,7 +21,7 @@ fn now() -> Timestamp {
 fn known(token: Option<&str>, log_position: u64) -> Identity {
     Identity::Known(Known {
         device_id: "dev-1".into(),
-        tz: TimeZone::fixed(offset(3)),
+        zone: Some(TimeZone::fixed(offset(3))),
         token: token.map(str::to_owned),
         log_position,
     })
@@ -124,10 +124,17 @@ fn logged_in(log_position: u64) -> Session {
     s
 }
 
+/// What the runtime does when the session turns idle and no operator command waits.
+fn resume(s: &mut Session) -> Vec<String> {
+    show(&s.resume(now()))
+}
+
 /// Logged in, setup finished (SetTime answered, backfill found no logs): idle.
 fn ready() -> Session {
     let mut s = logged_in(0);
     feed(&mut s, &vendor("Response", "SetTime", &[("Result", "OK")]));
+    assert!(s.is_idle());
+    resume(&mut s);
     feed(
         &mut s,
         &vendor("Response", "GetFirstGlog", &[("Result", "Fail")]),
@@ -141,9 +148,14 @@ fn start(s: &mut Session, command: &str, payload: OwnedValue) -> Result<Vec<Stri
         .map(|a| show(&a))
 }
 
+/// The one record stored; a live log may be followed by the position it moves the backfill to.
 fn record_of(actions: &[Action]) -> &OwnedValue {
     match actions {
-        [Action::StoreRecords { records, .. }] if records.len() == 1 => &records[0],
+        [Action::StoreRecords { records, .. }]
+        | [
+            Action::StoreRecords { records, .. },
+            Action::SavePosition(_),
+        ] if records.len() == 1 => &records[0],
         other => panic!("expected one StoreRecords with one record, got {other:?}"),
     }
 }
@@ -250,6 +262,72 @@ fn a_wrong_cloud_id_closes_without_a_reply() {
     );
 }
 
+/// Pioneer-bridge and F500 firmware log in before (or without) registering and expect the token
+/// in the Login reply (protocols.md §2.7 item 1): a Login without a token is a Register and a
+/// Login in one. It has passed the runtime's Register checks (allowed sources, cloud id).
+#[test]
+fn a_login_without_a_token_gets_the_serials_token() {
+    let ok_with = |token: &str| {
+        send(&vendor(
+            "Response",
+            "Login",
+            &[
+                ("DeviceSerialNo", "M82-0001"),
+                ("Token", token),
+                ("Result", "OK"),
+            ],
+        ))
+    };
+    // Never registered: a token is issued, saved, and handed over in the Login reply.
+    let mut s = session();
+    assert_eq!(
+        feed(
+            &mut s,
+            "<Message><Request>Login</Request><DeviceSerialNo>M82-0001</DeviceSerialNo><Token/></Message>",
+        ),
+        ["identify M82-0001 model=None firmware=None token=None cloud_id=None"]
+    );
+    assert_eq!(
+        answer(&mut s, known(None, 0)),
+        [
+            format!("save_token {FRESH_TOKEN}"),
+            "online".to_owned(),
+            ok_with(FRESH_TOKEN),
+            set_time_request(),
+        ]
+    );
+    assert!(s.is_authenticated());
+    // Registered before: the serial's token, nothing saved.
+    let mut s = session();
+    feed(
+        &mut s,
+        "<Message><Request>Login</Request><DeviceSerialNo>M82-0001</DeviceSerialNo></Message>",
+    );
+    assert_eq!(
+        answer(&mut s, known(Some("kept-token"), 0)),
+        [
+            "online".to_owned(),
+            ok_with("kept-token"),
+            set_time_request()
+        ]
+    );
+    // Refused (wrong cloud id, outside its networks) or unknown: as any Login.
+    let mut s = session();
+    feed(
+        &mut s,
+        "<Message><Request>Login</Request><DeviceSerialNo>M82-0001</DeviceSerialNo></Message>",
+    );
+    assert_eq!(
+        answer(&mut s, Identity::Refused),
+        [send(&vendor(
+            "Response",
+            "Login",
+            &[("DeviceSerialNo", "M82-0001"), ("Result", "Fail")]
+        ))]
+    );
+    assert!(!s.is_authenticated());
+}
+
 #[test]
 fn login_failures() {
     let fail = |result: &str| {
@@ -266,16 +344,7 @@ fn login_failures() {
         answer(&mut s, known(Some(FRESH_TOKEN), 0)),
         [fail("FailUnknownToken")]
     );
-    // No token presented, or the serial has none.
-    let mut s = session();
-    feed(
-        &mut s,
-        "<Message><Request>Login</Request><DeviceSerialNo>M82-0001</DeviceSerialNo><Token/></Message>",
-    );
-    assert_eq!(
-        answer(&mut s, known(Some(FRESH_TOKEN), 0)),
-        [fail("FailUnknownToken")]
-    );
+    // A token presented where the serial has none.
     let mut s = session();
     feed(&mut s, &login("t"));
     assert_eq!(answer(&mut s, known(None, 0)), [fail("FailUnknownToken")]);
@@ -373,11 +442,15 @@ fn dashboard_dialect_register_and_timelog() {
         ]
     );
     // The setup goes on in the same dialect.
-    assert_eq!(
+    assert!(
         feed(
             &mut s,
             "<Response><Operation>SetTime</Operation><Result>success</Result></Response>"
-        ),
+        )
+        .is_empty()
+    );
+    assert_eq!(
+        resume(&mut s),
         [send(
             "<Request><Operation>GetFirstGlog</Operation><BeginLogPos>0</BeginLogPos></Request>"
         )]
@@ -479,15 +552,17 @@ fn timelog_is_acknowledged_only_through_the_store_with_its_trans_id() {
             "image": "AAAAAAAA",
         })
     );
+    // The backfill has caught up, so the live log moves the saved position past it.
     let [
         Action::StoreRecords {
             on_stored,
             on_failed,
             ..
         },
+        Action::SavePosition(25),
     ] = &actions[..]
     else {
-        unreachable!()
+        panic!("{actions:?}")
     };
     assert_eq!(
         on_stored.as_deref(),
@@ -509,7 +584,9 @@ fn timelog_is_acknowledged_only_through_the_store_with_its_trans_id() {
 fn a_resent_log_is_stored_the_same_way_again() {
     let mut s = ready();
     let first = feed(&mut s, TIMELOG_V2);
-    assert_eq!(feed(&mut s, TIMELOG_V2), first);
+    assert_eq!(first.last().map(String::as_str), Some("save_position 25"));
+    // The position does not move again: it only ever goes forward.
+    assert_eq!(feed(&mut s, TIMELOG_V2), first[..first.len() - 1]);
 }
 
 #[test]
@@ -533,19 +610,39 @@ fn padded_unpadded_and_sparse_logs() {
     );
 }
 
+/// Terminals with alphanumeric user ids send `UserID_Base36` (protocols.md §2.2, the vendor PHP
+/// sample). The store keys punches by a number, so such an id used to be filed as an invalid
+/// record while the terminal heard OK; it is now the number it spells, its text kept beside it.
 #[test]
-fn base36_user_ids_and_unreadable_times_are_kept() {
+fn base36_user_ids_become_the_number_they_spell() {
     let mut s = ready();
-    let mut bytes = b"<Message><Event>TimeLog_v2</Event><UserID>13838</UserID><UserID_Base36>AB2</UserID_Base36><Time>yesterday</Time><TransID>1</TransID></Message>".to_vec();
-    let actions = s.on_frame(&mut bytes, now());
-    assert_eq!(
-        record_of(&actions),
-        &json!({"enrollid": "AB2", "time": "yesterday"})
-    );
-    let mut bytes = b"<Message><Event>TimeLog_v2</Event><UserID>x</UserID><UserID_Base36>77</UserID_Base36><TransID>1</TransID></Message>".to_vec();
+    // A numeric UserID stays the key.
+    let mut bytes = b"<Message><Event>TimeLog_v2</Event><UserID>13838</UserID><UserID_Base36>AOE</UserID_Base36><Time>2026-08-29-T08:15:30Z</Time><TransID>1</TransID></Message>".to_vec();
     assert_eq!(
         record_of(&s.on_frame(&mut bytes, now())),
-        &json!({"enrollid": 77})
+        &json!({"enrollid": 13838, "user_id_base36": "AOE", "time": "2026-08-29 08:15:30"})
+    );
+    // No numeric UserID: the base-36 id, either case, read as a number ("ab2" = 13358).
+    let mut bytes = b"<Message><Event>TimeLog_v2</Event><UserID>AB2</UserID><UserID_Base36>ab2</UserID_Base36><Time>2026-08-29-T08:15:30Z</Time><TransID>2</TransID></Message>".to_vec();
+    assert_eq!(
+        record_of(&s.on_frame(&mut bytes, now())),
+        &json!({"enrollid": 13358, "user_id_base36": "ab2", "time": "2026-08-29 08:15:30"})
+    );
+    let mut bytes = b"<Message><Event>TimeLog_v2</Event><UserID_Base36>77</UserID_Base36><TransID>1</TransID></Message>".to_vec();
+    assert_eq!(
+        record_of(&s.on_frame(&mut bytes, now())),
+        &json!({"enrollid": 259, "user_id_base36": "77"})
+    );
+}
+
+#[test]
+fn ids_that_are_no_number_and_unreadable_times_are_kept_as_sent() {
+    let mut s = ready();
+    // Too long for 64 bits, or not base 36: kept as text (the store files it as invalid).
+    let mut bytes = b"<Message><Event>TimeLog_v2</Event><UserID>x-1</UserID><UserID_Base36>ZZZZZZZZZZZZZZZZZZZZ</UserID_Base36><Time>yesterday</Time><TransID>1</TransID></Message>".to_vec();
+    assert_eq!(
+        record_of(&s.on_frame(&mut bytes, now())),
+        &json!({"enrollid": "x-1", "user_id_base36": "ZZZZZZZZZZZZZZZZZZZZ", "time": "yesterday"})
     );
 }
 
@@ -642,19 +739,24 @@ fn events_before_login_are_neither_stored_nor_answered() {
 fn unknown_events_and_requests_get_a_generic_success_and_are_reported() {
     let mut s = ready();
     // Every message the terminal starts expects a reply; the vendor samples answer unknown ones
-    // with a generic success. Nothing is stored.
+    // with a generic success. An event is the terminal's data, dropped once acknowledged: it is
+    // stored, and the OK (echoing TransID and LogID, as the Pioneer bridge's OpLog_v2 ack does)
+    // waits for the commit; Fail makes the terminal keep it.
     assert_eq!(
         feed(
             &mut s,
-            "<Message><Event>OpLog_v2</Event><TransID>1</TransID></Message>"
+            "<Message><Event>OpLog_v2</Event><LogID>9</LogID><TransID>1</TransID></Message>"
         ),
         [
             "unrecognised OpLog_v2".to_string(),
+            r#"event terminal_event {"Event":"OpLog_v2","LogID":"9","TransID":"1"}"#.to_string(),
             send(
-                r#"<?xml version="1.0"?><Message><Response>OpLog_v2</Response><Result>OK</Result></Message>"#
-            )
+                r#"<?xml version="1.0"?><Message><Response>OpLog_v2</Response><Result>OK</Result><TransID>1</TransID><LogID>9</LogID></Message>"#
+            ),
+            r#"on_failed <?xml version="1.0"?><Message><Response>OpLog_v2</Response><Result>Fail</Result><TransID>1</TransID><LogID>9</LogID></Message>"#.to_string(),
         ]
     );
+    // A request carries no data: answered at once, nothing stored.
     assert_eq!(
         feed(&mut s, "<Message><Request>Heartbeat</Request></Message>"),
         [
@@ -676,8 +778,11 @@ fn unknown_events_and_requests_get_a_generic_success_and_are_reported() {
 #[test]
 fn backfill_walks_from_the_stored_position_and_saves_progress() {
     let mut s = logged_in(100);
+    // The clock is set first; the backfill waits, parked, for the session to be idle.
+    assert!(feed(&mut s, &vendor("Response", "SetTime", &[("Result", "OK")])).is_empty());
+    assert!(s.is_idle());
     assert_eq!(
-        feed(&mut s, &vendor("Response", "SetTime", &[("Result", "OK")])),
+        resume(&mut s),
         [send(&vendor(
             "Request",
             "GetNextGlog",
@@ -688,7 +793,8 @@ fn backfill_walks_from_the_stored_position_and_saves_progress() {
         start(&mut s, "reboot", OwnedValue::null()),
         Err(CommandError::Busy)
     );
-    // A live punch during the walk is an event, not the walk's reply.
+    // A live punch during the walk is an event, not the walk's reply; it does not move the
+    // position while older logs may still be unread.
     assert_eq!(feed(&mut s, TIMELOG_V2).len(), 1);
     let log = "<Message><Response>GetNextGlog</Response><LogID>100</LogID><Time>2026-08-01-T09:00:00Z</Time><UserID>7</UserID><Action>Face</Action><AttendStat>Duty On</AttendStat><APStat>None</APStat><JobCode>0</JobCode><Photo>No</Photo><Result>OK</Result></Message>";
     let mut bytes = log.as_bytes().to_vec();
@@ -707,14 +813,26 @@ fn backfill_walks_from_the_stored_position_and_saves_progress() {
             json!({"enrollid": 7, "time": "2026-08-01 09:00:00", "action": "Face", "attendstat": "Duty On", "apstat": "None", "jobcode": "0", "logid": "100"})
         ]
     );
+    assert_eq!(show(&actions[1..]), ["save_position 101"]);
+    // Between steps the walk yields: an operator command goes first.
+    assert!(s.is_idle());
     assert_eq!(
-        show(&actions[1..]),
-        [
-            "save_position 101".to_owned(),
-            send(&vendor("Request", "GetNextGlog", &[("BeginLogPos", "101")]))
-        ]
+        start(&mut s, "reboot", OwnedValue::null()),
+        Ok(vec![send(&vendor("Request", "Restart", &[]))])
     );
-    assert!(!s.is_idle());
+    assert!(resume(&mut s).is_empty());
+    assert_eq!(
+        feed(&mut s, &vendor("Response", "Restart", &[("Result", "OK")])),
+        [r#"done c1 ok=true {"Response":"Restart","Result":"OK"}"#]
+    );
+    assert_eq!(
+        resume(&mut s),
+        [send(&vendor(
+            "Request",
+            "GetNextGlog",
+            &[("BeginLogPos", "101")]
+        ))]
+    );
     // `Fail`: no more logs. The walk ends without a CommandDone.
     assert!(
         feed(
@@ -723,24 +841,37 @@ fn backfill_walks_from_the_stored_position_and_saves_progress() {
         )
         .is_empty()
     );
-    assert!(s.is_idle());
+    assert!(s.is_idle() && resume(&mut s).is_empty());
+    // Caught up: a live log now moves the saved position past it (only forward), so the next
+    // connection reads only what it missed.
+    let live = |id: &str| {
+        format!(
+            "<Message><Event>TimeLog_v2</Event><LogID>{id}</LogID><UserID>7</UserID><Time>2026-08-29-T08:15:30Z</Time><TransID>t{id}</TransID></Message>"
+        )
+    };
+    assert_eq!(
+        feed(&mut s, &live("300")).last().map(String::as_str),
+        Some("save_position 301")
+    );
+    assert_eq!(feed(&mut s, &live("42")).len(), 1);
 }
 
 #[test]
 fn backfill_from_the_start_and_a_terminal_that_repeats_itself() {
     let mut s = logged_in(0);
+    assert!(feed(&mut s, &vendor("Response", "SetTime", &[("Result", "OK")])).is_empty());
     assert_eq!(
-        feed(&mut s, &vendor("Response", "SetTime", &[("Result", "OK")])),
+        resume(&mut s),
         [send(&vendor(
             "Request",
             "GetFirstGlog",
             &[("BeginLogPos", "0")]
         ))]
     );
-    let log = |id: &str| {
+    let log = |name: &str, id: &str| {
         vendor(
             "Response",
-            "GetNextGlog",
+            name,
             &[
                 ("LogID", id),
                 ("UserID", "1"),
@@ -750,15 +881,199 @@ fn backfill_from_the_start_and_a_terminal_that_repeats_itself() {
         )
     };
     assert_eq!(
-        feed(&mut s, &log("5"))[1..],
+        feed(&mut s, &log("GetFirstGlog", "5"))[1..],
+        ["save_position 6"]
+    );
+    assert_eq!(
+        resume(&mut s),
+        [send(&vendor(
+            "Request",
+            "GetNextGlog",
+            &[("BeginLogPos", "6")]
+        ))]
+    );
+    // An older log than asked for is stored, but the walk stops rather than loop, and the
+    // position stays: live logs do not move it past logs never read.
+    assert_eq!(feed(&mut s, &log("GetNextGlog", "2")).len(), 1);
+    assert!(s.is_idle() && resume(&mut s).is_empty());
+    assert_eq!(feed(&mut s, TIMELOG_V2).len(), 1);
+}
+
+#[test]
+fn a_backfill_step_the_terminal_cannot_answer_keeps_the_position() {
+    let mut s = logged_in(7);
+    feed(&mut s, &vendor("Response", "SetTime", &[("Result", "OK")]));
+    resume(&mut s);
+    assert!(
+        feed(
+            &mut s,
+            &vendor("Response", "GetNextGlog", &[("Result", "Device Not Ready")])
+        )
+        .is_empty()
+    );
+    assert!(resume(&mut s).is_empty());
+    // Logs 7.. are unread: a live log must not move the position past them.
+    assert_eq!(feed(&mut s, TIMELOG_V2).len(), 1);
+    // The same when a step times out.
+    let mut s = logged_in(7);
+    feed(&mut s, &vendor("Response", "SetTime", &[("Result", "OK")]));
+    resume(&mut s);
+    assert!(show(&s.on_tick(now() + 6.seconds())).is_empty());
+    assert!(s.is_idle() && resume(&mut s).is_empty());
+    assert_eq!(feed(&mut s, TIMELOG_V2).len(), 1);
+}
+
+/// F500 firmware sends frames carrying only `<Result>` to acknowledge the server's previous
+/// reply, and a reply can arrive after its request timed out (protocols.md §2.4, [SB-F5]). Taken
+/// as the answer to the outstanding request, one such frame shifted every later answer by one: a
+/// backfill stored an empty record as invalid and stopped, and operators saw the wrong results.
+/// Replies are matched by name; acks and late replies are consumed.
+#[test]
+fn bare_result_acks_and_late_replies_shift_nothing() {
+    let bare_ack = "<?xml version=\"1.0\"?><Message><Result>OK</Result></Message>";
+    let mut s = logged_in(0);
+    // The ack of the server's Login reply arrives where the SetTime reply is awaited.
+    assert!(feed(&mut s, bare_ack).is_empty());
+    assert!(!s.is_idle());
+    assert!(feed(&mut s, &vendor("Response", "SetTime", &[("Result", "OK")])).is_empty());
+    resume(&mut s);
+    // Interleaved with the backfill: an ack, a KeepAlive (answered, and acked again), the log.
+    assert!(feed(&mut s, bare_ack).is_empty());
+    let keepalive = feed(
+        &mut s,
+        "<Message><Event>KeepAlive</Event><DevTime>2026-08-29-T08:00:00Z</DevTime></Message>",
+    );
+    assert_eq!(keepalive.len(), 1);
+    assert!(feed(&mut s, bare_ack).is_empty());
+    let log = vendor(
+        "Response",
+        "GetFirstGlog",
+        &[
+            ("LogID", "0"),
+            ("UserID", "5"),
+            ("Time", "2026-08-01-T09:00:00Z"),
+            ("Result", "OK"),
+        ],
+    );
+    let stored = feed(&mut s, &log);
+    assert!(stored[0].starts_with(r#"store {"enrollid":5,"time":"2026-08-01 09:00:00""#));
+    assert_eq!(stored[1..], ["save_position 1"]);
+    resume(&mut s);
+    assert!(
+        feed(
+            &mut s,
+            &vendor("Response", "GetNextGlog", &[("Result", "Fail")])
+        )
+        .is_empty()
+    );
+    // A command times out; its reply comes late, after the next command went out.
+    start(&mut s, "open_door", OwnedValue::null()).expect("open_door starts");
+    let done = show(&s.on_tick(now() + 6.seconds()));
+    assert_eq!(done, [r#"done c1 ok=false {"error":"timeout"}"#]);
+    assert_eq!(
+        s.start_command("c2", "GetTime", &OwnedValue::null(), now())
+            .map(|a| show(&a)),
+        Ok(vec![send(&vendor("Request", "GetTime", &[]))])
+    );
+    assert!(
+        feed(
+            &mut s,
+            &vendor("Response", "LockControl", &[("Result", "OK")])
+        )
+        .is_empty()
+    );
+    assert!(feed(&mut s, bare_ack).is_empty());
+    assert!(!s.is_idle());
+    assert_eq!(
+        feed(
+            &mut s,
+            &vendor("Response", "GetTime", &[("Time", "2026-08-29-T08:00:00Z")])
+        ),
+        [r#"done c2 ok=true {"Response":"GetTime","Time":"2026-08-29-T08:00:00Z"}"#]
+    );
+    // A reply to nothing at all is dropped too.
+    assert!(feed(&mut s, &vendor("Response", "GetTime", &[("Result", "OK")])).is_empty());
+}
+
+/// The clock rule (`crate::clock`): without a configured zone the server neither sets the
+/// terminal's clock at login nor answers KeepAlive in its own zone; it learns the terminal's
+/// offset from what it shows, and stamps records that state none.
+#[test]
+fn without_a_zone_the_terminals_own_clock_is_kept() {
+    let mut s = session();
+    feed(&mut s, &login("tok"));
+    let no_zone = Identity::Known(Known {
+        device_id: "dev-1".into(),
+        zone: None,
+        token: Some("tok".into()),
+        log_position: 0,
+    });
+    // No SetTime: the backfill is parked at once.
+    assert_eq!(
+        answer(&mut s, no_zone),
         [
-            "save_position 6".to_owned(),
-            send(&vendor("Request", "GetNextGlog", &[("BeginLogPos", "6")]))
+            "online".to_owned(),
+            send(&vendor(
+                "Response",
+                "Login",
+                &[("DeviceSerialNo", "M82-0001"), ("Result", "OK")]
+            ))
         ]
     );
-    // An older log than asked for is stored, but the walk stops rather than loop.
-    assert_eq!(feed(&mut s, &log("2")).len(), 1);
     assert!(s.is_idle());
+    assert_eq!(
+        start(&mut s, "set_time", OwnedValue::null()),
+        Err(CommandError::Invalid(
+            "the device has no timezone setting and has not shown its clock: give {\"time\":\"YYYY-MM-DD HH:MM:SS\"}".into()
+        ))
+    );
+    resume(&mut s);
+    feed(
+        &mut s,
+        &vendor("Response", "GetFirstGlog", &[("Result", "Fail")]),
+    );
+    // The terminal shows 10:30 at 05:00 UTC: +05:30 learned; ServerTime on its clock.
+    assert_eq!(
+        feed(
+            &mut s,
+            "<Message><Event>KeepAlive</Event><DevTime>2026-08-29-T10:30:20Z</DevTime></Message>"
+        ),
+        [send(
+            "<?xml version=\"1.0\"?><Message><Response>KeepAlive</Response><Result>OK</Result><DevTime>2026-08-29-T10:30:20Z</DevTime><ServerTime>2026-08-29-T10:30:00Z</ServerTime></Message>"
+        )]
+    );
+    // A punch without UtcTimezoneMinutes is read at that offset.
+    let mut bytes = b"<Message><Event>TimeLog_v2</Event><UserID>3</UserID><Time>2026-08-29-T10:29:00Z</Time><TransID>1</TransID></Message>".to_vec();
+    assert_eq!(
+        record_of(&s.on_frame(&mut bytes, now())),
+        &json!({"enrollid": 3, "time": "2026-08-29 10:29:00", "utc_offset_minutes": 330})
+    );
+}
+
+/// A terminal whose clock drifts beyond `clock::MAX_DRIFT` is reported once (`clock_drift`) and,
+/// with a configured zone, set again as soon as nothing else is outstanding.
+#[test]
+fn a_drifting_clock_is_reported_and_set() {
+    let mut s = ready();
+    let keepalive =
+        |t: &str| format!("<Message><Event>KeepAlive</Event><DevTime>{t}</DevTime></Message>");
+    let out = feed(&mut s, &keepalive("2026-08-29-T07:00:00Z"));
+    assert_eq!(
+        out[0],
+        r#"event clock_drift {"device_time":"2026-08-29 07:00:00","expected":"2026-08-29 08:00:00","drift_seconds":-3600,"zone":"fixed"}"#
+    );
+    assert!(out[1].contains("<Response>KeepAlive</Response>"));
+    assert_eq!(out[2..], [set_time_request()]);
+    // Reported once while it stays off.
+    assert_eq!(feed(&mut s, &keepalive("2026-08-29-T07:00:00Z")).len(), 1);
+    // Busy when it drifts again: the clock is set once the command is done.
+    feed(&mut s, &vendor("Response", "SetTime", &[("Result", "OK")]));
+    assert_eq!(feed(&mut s, &keepalive(DEVICE_NOW)).len(), 1);
+    start(&mut s, "reboot", OwnedValue::null()).expect("reboot starts");
+    let out = feed(&mut s, &keepalive("2026-08-29-T08:05:00Z"));
+    assert_eq!(out.len(), 2);
+    feed(&mut s, &vendor("Response", "Restart", &[("Result", "OK")]));
+    assert_eq!(resume(&mut s), [set_time_request()]);
 }
 
 #[test]
@@ -772,7 +1087,7 @@ fn a_silent_setup_is_abandoned_without_a_command_result() {
 }
 
 #[test]
-fn lock_control_reply_is_the_next_non_event_frame() {
+fn lock_control_is_answered_by_its_reply_between_events() {
     let mut s = ready();
     assert_eq!(
         start(&mut s, "open_door", json!({})).unwrap(),
@@ -849,12 +1164,11 @@ fn failed_and_verdictless_replies() {
         )[0]
         .starts_with("done c1 ok=false")
     );
-    // A frame carrying only a Result is not an event: it answers.
+    // A frame carrying only a Result answers nothing: F500 firmware acknowledges the server's
+    // previous reply that way.
     start(&mut s, "reboot", OwnedValue::null()).unwrap();
-    assert_eq!(
-        feed(&mut s, "<Message><Result>OK</Result></Message>"),
-        [r#"done c1 ok=true {"Result":"OK"}"#]
-    );
+    assert!(feed(&mut s, "<Message><Result>OK</Result></Message>").is_empty());
+    assert!(!s.is_idle());
 }
 
 #[test]
@@ -1054,14 +1368,14 @@ fn delete_user_reboot_set_time_and_native_commands() {
 }
 
 #[test]
-fn raw_is_sent_verbatim_and_answered_by_the_next_non_event_frame() {
+fn raw_is_sent_verbatim_and_answered_by_the_reply_naming_it() {
     let mut s = ready();
     let xml = "<Message><Request>GetDeviceInfoAll</Request></Message>";
     assert_eq!(
         start(&mut s, "raw", json!({"xml": xml})).unwrap(),
         [send(xml)]
     );
-    assert_eq!(feed(&mut s, TIMELOG_V2).len(), 1);
+    assert!(feed(&mut s, TIMELOG_V2)[0].starts_with("store "));
     assert_eq!(
         feed(
             &mut s,

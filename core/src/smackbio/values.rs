@@ -3,9 +3,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use jiff::Timestamp;
 use jiff::civil::{Date, DateTime};
-use jiff::tz::TimeZone;
 use simd_json::OwnedValue;
 use simd_json::owned::Object;
 
@@ -49,9 +47,16 @@ pub(super) fn format_time(t: DateTime) -> String {
     t.strftime("%Y-%m-%d-T%H:%M:%SZ").to_string()
 }
 
-/// The wall-clock time in the device's zone, as terminals write it.
-pub(super) fn device_now(now: Timestamp, tz: &TimeZone) -> String {
-    format_time(now.to_zoned(tz.clone()).datetime())
+/// A base-36 user id (`0-9`, `A-Z`, either case) as the number it spells; `None` if it is not
+/// one or does not fit.
+fn from_base36(s: &str) -> Option<u64> {
+    let s = s.trim();
+    if s.is_empty() {
+        return None;
+    }
+    s.chars().try_fold(0u64, |n, c| {
+        n.checked_mul(36)?.checked_add(u64::from(c.to_digit(36)?))
+    })
 }
 
 /// A user id as a JSON value: a number when it is one (the store keys punches by numeric
@@ -70,12 +75,21 @@ pub(super) fn log_record(doc: &Doc<'_>) -> OwnedValue {
     let mut put = |key: &str, value: OwnedValue| {
         rec.insert(key.to_owned(), value);
     };
-    // The vendor PHP sample prefers the base-36 form when the terminal sends one (§2.2).
-    if let Some(id) = doc
-        .get_nonempty("UserID_Base36")
-        .or_else(|| doc.get_nonempty("UserID"))
-    {
-        put("enrollid", id_value(id));
+    // Terminals with alphanumeric user ids send `UserID_Base36` beside `UserID` (the vendor PHP
+    // sample shows that form, §2.2). The store keys punches by a numeric id: `UserID` when it is
+    // one, else the base-36 id read as the number it spells; the text is kept as sent.
+    let base36 = doc.get_nonempty("UserID_Base36");
+    let user_id = doc.get_nonempty("UserID");
+    let numeric = user_id
+        .and_then(|id| num::<u64>(Some(id)))
+        .or_else(|| base36.and_then(from_base36));
+    match (numeric, user_id.or(base36)) {
+        (Some(n), _) => put("enrollid", OwnedValue::from(n)),
+        (None, Some(id)) => put("enrollid", id_value(id)),
+        (None, None) => {}
+    }
+    if let Some(b36) = base36 {
+        put("user_id_base36", OwnedValue::from(b36.to_owned()));
     }
     if let Some(raw) = doc.get_nonempty("Time") {
         // An unreadable time is kept as sent: the store then files the record as invalid
