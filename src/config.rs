@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cidr::Cidr;
+use crate::store::disk_guard::MinFree;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum IoMode {
@@ -116,6 +117,15 @@ pub struct ServeConfig {
     /// Hours a msg_id is remembered for de-duplication.
     #[arg(long, default_value_t = 24)]
     pub msg_id_retention_hours: u64,
+    /// Free space to keep on the data directory's file system: `5%`, `2GiB`, `500MB`, or `0`
+    /// (off). Below it new data is answered "not stored" (devices keep it), `/healthz` says
+    /// `disk_low`, and storing resumes by itself once space is back (checked every second).
+    #[arg(long, env = "FLEETGATE_MIN_FREE_DISK", default_value = "5%", value_parser = MinFree::parse)]
+    pub min_free_disk: MinFree,
+    /// MiB RocksDB may hold in memtables, cached data blocks and index/filter blocks together
+    /// (one shared cache; memtables flush early past half of it). 16 to 1048576.
+    #[arg(long, env = "FLEETGATE_STORE_MEMORY_MB", default_value_t = 256, value_parser = clap::value_parser!(u64).range(16..=1 << 20))]
+    pub store_memory_mb: u64,
 
     /// PEM certificate chain (leaf first) for `wss://` and `https://`; needs `--tls-key`. Plain
     /// `ws://` and `http://` stay available on the same port (the first byte tells them apart).

@@ -49,7 +49,12 @@ pub fn run(config: ServeConfig) -> Result<(), Error> {
         &config.machine.data_dir,
         config.sync_writes,
         Duration::from_secs(config.msg_id_retention_hours * 3600),
+        usize::try_from(config.store_memory_mb << 20).unwrap_or(usize::MAX),
     )?);
+    store.guard.set_min_free(config.min_free_disk);
+    // Sampled before the first write, then every second until shutdown.
+    let monitor =
+        crate::store::monitor::Monitor::spawn(store.clone(), config.machine.data_dir.clone())?;
     let registry = Registry::load(&store)?;
     let pending = crate::fleet::pending::Pending::load(&store)?;
     let accounts = initial_accounts(&store, &config.machine.data_dir)?;
@@ -152,6 +157,7 @@ pub fn run(config: ServeConfig) -> Result<(), Error> {
     for t in committers {
         let _ = t.join();
     }
+    drop(monitor);
     store.db().flush_wal(true)?;
     tracing::info!("store closed; bye");
     Ok(())

@@ -12,7 +12,10 @@ use crate::http::response::Response;
 /// Liveness: the process serves. `store` tells whether writes currently fail (disk full, I/O
 /// errors); devices then hear "not stored" and keep their data.
 pub fn health(cx: &Ctx<'_>) -> Result<Response, ApiError> {
-    let body: &[u8] = if cx.local.fleet().store.writes_failing() {
+    let store = &cx.local.fleet().store;
+    let body: &[u8] = if store.guard.is_low() {
+        b"{\"status\":\"ok\",\"store\":\"disk_low\"}"
+    } else if store.writes_failing() {
         b"{\"status\":\"ok\",\"store\":\"writes_failing\"}"
     } else {
         b"{\"status\":\"ok\",\"store\":\"ok\"}"

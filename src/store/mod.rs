@@ -6,7 +6,9 @@
 //! `--sync-writes false`).
 
 pub mod commit;
+pub mod disk_guard;
 pub mod keys;
+pub mod monitor;
 pub mod records;
 pub mod temp;
 
@@ -16,9 +18,11 @@ use std::time::Duration;
 
 use rocksdb::compaction_filter::Decision;
 use rocksdb::{
-    BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Options,
-    WriteBatch, WriteOptions,
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Options,
+    WriteBatch, WriteBufferManager, WriteOptions,
 };
+
+use disk_guard::DiskGuard;
 
 use crate::time::{IdClock, now_ms, now_us};
 
@@ -101,6 +105,8 @@ pub enum StoreError {
     CommitFailed,
     /// The store's directory could not be prepared.
     Io(std::io::Error),
+    /// Free disk space is below `--min-free-disk`: nothing new is written (`disk_guard`).
+    DiskLow,
 }
 
 impl std::fmt::Display for StoreError {
@@ -112,6 +118,7 @@ impl std::fmt::Display for StoreError {
             StoreError::Corrupt(m) => write!(f, "corrupt record: {m}"),
             StoreError::CommitFailed => write!(f, "the group commit failed"),
             StoreError::Io(e) => write!(f, "store directory: {e}"),
+            StoreError::DiskLow => write!(f, "free disk space is below --min-free-disk"),
         }
     }
 }
@@ -135,7 +142,16 @@ pub struct Store {
     /// Issues record ids (receive time in µs, strictly increasing); see `IdClock`.
     pub ids: IdClock,
     health: WriteHealth,
+    /// Refuses writes while free disk space is below the threshold; `monitor` feeds it.
+    pub guard: DiskGuard,
+    /// The one block cache every column family reads through, which the memtables are charged
+    /// to as well (`open`).
+    cache: Cache,
 }
+
+/// The default of `--store-memory-mb`: what RocksDB may hold in memtables, cached blocks and
+/// index/filter blocks together.
+pub const DEFAULT_MEMORY_BYTES: usize = 256 << 20;
 
 /// While writes fail (disk full, I/O errors), how long and how often; for the log, `/metrics` and
 /// `/healthz`. RocksDB itself decides when writes work again (see `docs/durability.md`): after a
@@ -155,12 +171,24 @@ struct WriteHealth {
 const WRITE_FAILURE_LOG_EVERY_MS: u64 = 10_000;
 
 impl Store {
+    /// Opens (or creates) the store in `dir`. `memory_bytes` bounds RocksDB's memory: one LRU
+    /// cache of that size holds the data blocks, the index and filter blocks (which otherwise
+    /// grow with the data, unbounded), and a charge for the memtables, whose total a write
+    /// buffer manager keeps at half of it by flushing early.
     pub fn open(
         dir: &Path,
         sync_writes: bool,
         msg_id_retention: Duration,
+        memory_bytes: usize,
     ) -> Result<Store, StoreError> {
+        let cache = Cache::new_lru_cache(memory_bytes);
+        let buffers = WriteBufferManager::new_write_buffer_manager_with_cache(
+            memory_bytes / 2,
+            false,
+            cache.clone(),
+        );
         let mut db_opts = Options::default();
+        db_opts.set_write_buffer_manager(&buffers);
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
         // Two background jobs: this box has two cores and the shards need them.
@@ -177,6 +205,10 @@ impl Store {
             o.set_compression_type(DBCompressionType::Lz4);
             let mut block = BlockBasedOptions::default();
             block.set_bloom_filter(10.0, false);
+            block.set_block_cache(&cache);
+            block.set_cache_index_and_filter_blocks(true);
+            // The top level's index and filters are read on every lookup: kept in the cache.
+            block.set_pin_l0_filter_and_index_blocks_in_cache(true);
             o.set_block_based_table_factory(&block);
             if cf == Cf::MsgIds {
                 // De-duplication memory is bounded in time: ids older than the retention are dropped
@@ -201,6 +233,8 @@ impl Store {
             write_opts,
             ids: IdClock::new(),
             health: WriteHealth::default(),
+            guard: DiskGuard::default(),
+            cache,
         };
         metrics::gauge!("fleetgate_store_write_failing").set(0.0);
         store.check_schema()?;
@@ -254,12 +288,20 @@ impl Store {
         &self.db
     }
 
+    pub fn block_cache(&self) -> &Cache {
+        &self.cache
+    }
+
     /// One durable write (WAL synced unless `--sync-writes false`). Called by committer threads;
     /// RocksDB joins concurrent callers into one write group with one fsync.
     ///
     /// A failed write is counted (`fleetgate_store_write_errors_total`) and logged: the first of a
     /// run at once, then at most every 10 s; the first success after a run is logged too.
     pub fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        if self.guard.is_low() {
+            metrics::counter!("fleetgate_disk_guard_refused_batches_total").increment(1);
+            return Err(StoreError::DiskLow);
+        }
         match self.db.write_opt(batch, &self.write_opts) {
             Ok(()) => {
                 if self.health.failing_since.load(Ordering::Relaxed) != 0 {

@@ -31,7 +31,7 @@ impl TempStore {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(StoreError::Io)?;
-        let store = Store::open(&dir, sync, MSG_ID_RETENTION)?;
+        let store = Store::open(&dir, sync, MSG_ID_RETENTION, super::DEFAULT_MEMORY_BYTES)?;
         Ok(TempStore {
             dir,
             store: Some(Arc::new(store)),
