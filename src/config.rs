@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cidr::Cidr;
+use crate::fleet::retention::{Keep, Retention};
 use crate::store::disk_guard::MinFree;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -117,6 +118,21 @@ pub struct ServeConfig {
     /// Hours a msg_id is remembered for de-duplication.
     #[arg(long, default_value_t = 24)]
     pub msg_id_retention_hours: u64,
+    /// How long telemetry is kept (`30s`, `12h`, `90d`, `2w`, `forever`); a device's setting
+    /// `retain_telemetry` overrides it. Older records are no longer returned and are deleted.
+    #[arg(long, env = "FLEETGATE_RETAIN_TELEMETRY", default_value = "90d", value_parser = Keep::parse)]
+    pub retain_telemetry: Keep,
+    /// How long events are kept (device setting `retain_events`).
+    #[arg(long, env = "FLEETGATE_RETAIN_EVENTS", default_value = "365d", value_parser = Keep::parse)]
+    pub retain_events: Keep,
+    /// How long attendance punches (and their photos) are kept (device setting
+    /// `retain_attendance`). Payroll and labour law often require years: kept forever by default.
+    #[arg(long, env = "FLEETGATE_RETAIN_ATTENDANCE", default_value = "forever", value_parser = Keep::parse)]
+    pub retain_attendance: Keep,
+    /// How long finished commands (acked, failed, expired) are kept (device setting
+    /// `retain_command_history`); queued and sent ones are always kept.
+    #[arg(long, env = "FLEETGATE_RETAIN_COMMAND_HISTORY", default_value = "90d", value_parser = Keep::parse)]
+    pub retain_command_history: Keep,
     /// Free space to keep on the data directory's file system: `5%`, `2GiB`, `500MB`, or `0`
     /// (off). Below it new data is answered "not stored" (devices keep it), `/healthz` says
     /// `disk_low`, and storing resumes by itself once space is back (checked every second).
@@ -190,6 +206,12 @@ impl ServeConfig {
             command_queue_limit: self.command_queue_limit,
             command_ttl_s: self.command_ttl,
             auto_approve: self.auto_approve,
+            retention: Retention {
+                telemetry: self.retain_telemetry,
+                events: self.retain_events,
+                attendance: self.retain_attendance,
+                command_history: self.retain_command_history,
+            },
         }
     }
 

@@ -131,6 +131,7 @@ pub fn run(config: ServeConfig) -> Result<(), Error> {
                 })?,
         );
     }
+    let sweeper = RetentionSweeper::spawn(shared.clone())?;
     tracing::info!(addr = %bound, "fleetgate listening");
     if !config.trusted_proxies.0.is_empty() {
         let nets: Vec<String> = config
@@ -157,10 +158,72 @@ pub fn run(config: ServeConfig) -> Result<(), Error> {
     for t in committers {
         let _ = t.join();
     }
+    drop(sweeper);
     drop(monitor);
     store.db().flush_wal(true)?;
     tracing::info!("store closed; bye");
     Ok(())
+}
+
+/// The thread that deletes records past their retention (`fleet::retention::sweep`), as often as
+/// the shortest retention in force asks; stopped (and joined) when dropped.
+struct RetentionSweeper {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RetentionSweeper {
+    fn spawn(shared: Arc<Shared>) -> std::io::Result<RetentionSweeper> {
+        use crate::fleet::retention::{self, Kind};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("fg-retention".into())
+            .spawn(move || {
+                let fleet = &shared.fleet;
+                let rules = &fleet.rules.retention;
+                while !flag.load(Ordering::Relaxed) {
+                    let started = Instant::now();
+                    let now = crate::time::now_us();
+                    match retention::sweep(&fleet.store, &fleet.registry, rules, now) {
+                        Ok(swept) => {
+                            metrics::counter!("fleetgate_retention_sweeps_total").increment(1);
+                            metrics::counter!("fleetgate_retention_deleted_keys_total")
+                                .increment(swept.keys as u64);
+                            tracing::debug!(?swept, took_ms = started.elapsed().as_millis() as u64, "retention sweep");
+                        }
+                        Err(e) => tracing::warn!(error = %e, "retention sweep failed; the next one retries"),
+                    }
+                    let mut overrides = Vec::new();
+                    fleet.registry.visit_from(None, |d| {
+                        d.with_record(|r| {
+                            for kind in Kind::ALL {
+                                if r.settings.contains_key(kind.setting()) {
+                                    overrides.push(rules.for_settings(kind, &r.settings));
+                                }
+                            }
+                        });
+                        true
+                    });
+                    std::thread::park_timeout(rules.sweep_every(overrides.into_iter()));
+                }
+            })?;
+        Ok(RetentionSweeper {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for RetentionSweeper {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
 }
 
 /// The data directory holds password and token hashes and every record: only its owner may enter.

@@ -23,6 +23,7 @@ pub mod principal;
 pub mod provision;
 pub mod queue;
 pub mod registry;
+pub mod retention;
 pub mod sources;
 pub mod state;
 pub mod throttle;

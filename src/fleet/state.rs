@@ -21,6 +21,8 @@ pub struct Rules {
     pub command_ttl_s: u64,
     /// Unknown serials become devices at once instead of waiting in the pending list.
     pub auto_approve: bool,
+    /// How long each kind of record is kept (`--retain-*`; devices may override).
+    pub retention: crate::fleet::retention::Retention,
 }
 
 /// Everything the rules work on, shared by every shard.

@@ -149,6 +149,35 @@ pub struct Store {
     cache: Cache,
 }
 
+/// Deletes gathered by a retention sweep (`fleet::retention`), written with `apply_deletes`.
+#[derive(Default)]
+pub struct Deletes {
+    batch: WriteBatch,
+}
+
+impl Deletes {
+    /// Deletes the keys in `[from, to)`, if there are any: a range tombstone over nothing would
+    /// only slow reads until compaction drops it. Returns whether it did.
+    pub fn range(
+        &mut self,
+        store: &Store,
+        cf: Cf,
+        from: &[u8],
+        to: &[u8],
+    ) -> Result<bool, StoreError> {
+        if !store.any_in(cf, from, to)? {
+            return Ok(false);
+        }
+        self.batch.delete_range_cf(store.cf(cf)?, from, to);
+        Ok(true)
+    }
+
+    pub fn key(&mut self, store: &Store, cf: Cf, key: &[u8]) -> Result<(), StoreError> {
+        self.batch.delete_cf(store.cf(cf)?, key);
+        Ok(())
+    }
+}
+
 /// The default of `--store-memory-mb`: what RocksDB may hold in memtables, cached blocks and
 /// index/filter blocks together.
 pub const DEFAULT_MEMORY_BYTES: usize = 256 << 20;
@@ -292,6 +321,16 @@ impl Store {
         &self.cache
     }
 
+    /// Writes a retention sweep's deletes. Unlike `write` it is not refused below the disk guard:
+    /// deleting is how space comes back.
+    pub fn apply_deletes(&self, deletes: Deletes) -> Result<(), StoreError> {
+        if deletes.batch.is_empty() {
+            return Ok(());
+        }
+        self.db.write_opt(deletes.batch, &self.write_opts)?;
+        Ok(())
+    }
+
     /// One durable write (WAL synced unless `--sync-writes false`). Called by committer threads;
     /// RocksDB joins concurrent callers into one write group with one fsync.
     ///
@@ -372,6 +411,15 @@ impl Store {
 
     pub fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.db.get_cf(self.cf(cf)?, key)?)
+    }
+
+    /// Whether any key lies in `[from, to)`: one seek.
+    pub fn any_in(&self, cf: Cf, from: &[u8], to: &[u8]) -> Result<bool, StoreError> {
+        let mut it = self.db.raw_iterator_cf(self.cf(cf)?);
+        it.seek(from);
+        let found = it.key().is_some_and(|k| k < to);
+        it.status()?;
+        Ok(found)
     }
 
     pub fn exists(&self, cf: Cf, key: &[u8]) -> Result<bool, StoreError> {
