@@ -1,5 +1,6 @@
 //! `GET /api/attendance` (JSON pages), `GET /api/attendance.csv` (streamed), and photos.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use simd_json::prelude::*;
@@ -11,9 +12,12 @@ use crate::api::page::key_page;
 use crate::api::query::Query;
 use crate::fleet::attendance::{self, csv_field};
 use crate::fleet::auth;
+use crate::fleet::retention::Kind;
+use crate::fleet::state::Fleet;
 use crate::http::response::Response;
 use crate::shard::handler::{ChunkSource, Chunked};
 use crate::store::{Cf, Store, StoreError};
+use crate::time::now_us;
 
 /// Rows a filtered page may examine before returning with a cursor.
 const SCAN_BUDGET: usize = 20_000;
@@ -29,10 +33,48 @@ pub struct Filter {
     enrollid: Option<u64>,
     from_us: Option<u64>,
     to_us: Option<u64>,
+    kept: Kept,
+}
+
+/// The oldest punch time (µs) retention keeps, as of the request: the global one, and each
+/// device's that overrides it. Reads never return a punch past it, swept or not.
+#[derive(Clone, Debug, Default)]
+struct Kept {
+    default: Option<u64>,
+    devices: HashMap<Uuid, Option<u64>>,
+}
+
+impl Kept {
+    fn of(fleet: &Fleet, now_us: u64) -> Kept {
+        let retention = &fleet.rules.retention;
+        let mut devices = HashMap::new();
+        fleet.registry.visit_from(None, |d| {
+            d.with_record(|r| {
+                if r.settings.contains_key(Kind::Attendance.setting()) {
+                    let keep = retention.for_settings(Kind::Attendance, &r.settings);
+                    devices.insert(d.id, keep.cutoff_us(now_us));
+                }
+            });
+            true
+        });
+        Kept {
+            default: retention.global(Kind::Attendance).cutoff_us(now_us),
+            devices,
+        }
+    }
+
+    fn cutoff(&self, dev: &Uuid) -> Option<u64> {
+        self.devices.get(dev).copied().unwrap_or(self.default)
+    }
+
+    fn allows(&self, dev: &Uuid, utc_us: u64) -> bool {
+        self.cutoff(dev).is_none_or(|c| utc_us >= c)
+    }
 }
 
 impl Filter {
-    pub fn parse(q: &Query) -> Result<Filter, ApiError> {
+    pub fn parse(cx: &Ctx<'_>) -> Result<Filter, ApiError> {
+        let q = &cx.query;
         let time = |name: &str| {
             q.time_us(
                 name,
@@ -44,6 +86,7 @@ impl Filter {
             enrollid: q.u64("enrollid")?,
             from_us: time("from")?,
             to_us: time("to")?,
+            kept: Kept::of(cx.local.fleet(), now_us()),
         })
     }
 
@@ -67,9 +110,12 @@ pub fn scan(
 ) -> Result<(Vec<String>, Option<Vec<u8>>), StoreError> {
     let mut items = Vec::new();
     let mut past_from = false;
-    let mut keep = |utc_us: u64, v: &[u8]| -> bool {
+    let mut keep = |dev: &Uuid, utc_us: u64, v: &[u8]| -> bool {
         if f.from_us.is_some_and(|from| utc_us < from) {
             past_from = true;
+            return false;
+        }
+        if !f.kept.allows(dev, utc_us) {
             return false;
         }
         // The punch's own enrollid, compared exactly: an `"enrollid"` nested in the device's
@@ -86,15 +132,17 @@ pub fn scan(
                 .to_us
                 .map(|t| attendance::key(&d, t.saturating_add(1), &[0; 16]).to_vec());
             let before = lower_of(before, upper.as_deref());
-            store.scan_reverse(
+            let floor = f.kept.cutoff(&d).map(|c| attendance::key(&d, c, &[0; 16]));
+            store.scan_reverse_above(
                 Cf::Attendance,
                 d.as_bytes(),
                 before.as_deref(),
+                floor.as_ref().map(|k| &k[..]),
                 limit,
                 SCAN_BUDGET,
                 |k, v| {
                     let utc = crate::store::keys::suffix_u64(&k[..24]).unwrap_or(0);
-                    Ok(keep(utc, v))
+                    Ok(keep(&d, utc, v))
                 },
             )?
         }
@@ -112,8 +160,11 @@ pub fn scan(
                         return Ok(false);
                     };
                     let utc = crate::store::keys::suffix_u64(&primary[..24]).unwrap_or(0);
+                    let Some(dev) = crate::store::keys::uuid_prefix(&primary) else {
+                        return Ok(false);
+                    };
                     match store.get(Cf::Attendance, &primary)? {
-                        Some(v) => Ok(keep(utc, &v)),
+                        Some(v) => Ok(keep(&dev, utc, &v)),
                         None => Ok(false),
                     }
                 },
@@ -132,7 +183,7 @@ fn lower_of(a: Option<&[u8]>, b: Option<&[u8]>) -> Option<Vec<u8>> {
 }
 
 pub fn list(cx: &Ctx<'_>) -> Result<Response, ApiError> {
-    let f = Filter::parse(&cx.query)?;
+    let f = Filter::parse(cx)?;
     let limit = cx.query.limit()?;
     let before = f.cursor(&cx.query)?;
     let (items, next) = scan(&cx.local.fleet().store, &f, before.as_deref(), limit)?;
@@ -218,7 +269,7 @@ impl CsvExport {
 
 /// The `attendance.csv` download, streamed one chunk of rows at a time.
 pub fn csv(cx: &Ctx<'_>) -> Result<Chunked, ApiError> {
-    let filter = Filter::parse(&cx.query)?;
+    let filter = Filter::parse(cx)?;
     Ok(Chunked {
         content_type: "text/csv; charset=utf-8",
         filename: Some("attendance.csv"),
@@ -237,6 +288,18 @@ pub fn photo(cx: &Ctx<'_>) -> Result<Response, ApiError> {
     let key = auth::unhex(cx.param("id"))
         .filter(|k| k.len() == 32)
         .ok_or_else(no_photo)?;
+    // A photo goes with its punch: past the punch's retention it is gone, swept or not.
+    let dev = crate::store::keys::uuid_prefix(&key).ok_or_else(no_photo)?;
+    let utc = crate::store::keys::suffix_u64(&key[..24]).ok_or_else(no_photo)?;
+    let fleet = cx.local.fleet();
+    let cutoff = fleet.rules.retention.cutoff_us(
+        Kind::Attendance,
+        fleet.registry.get(&dev).as_deref(),
+        now_us(),
+    );
+    if cutoff.is_some_and(|c| utc < c) {
+        return Err(no_photo());
+    }
     let jpeg = cx
         .local
         .fleet()

@@ -16,12 +16,13 @@ use crate::fleet::commands::{self, EnqueueError};
 use crate::fleet::identity;
 use crate::fleet::provision::{NewDevice, ProvisionError, provision};
 use crate::fleet::registry::Device;
+use crate::fleet::retention::{self, Kind};
 use crate::fleet::sources::{self, AllowedSources};
 use crate::http::response::Response;
 use crate::json;
 use crate::store::records::{self, Protocol};
 use crate::store::{Cf, keys};
-use crate::time::{now_ms, rfc3339_ms};
+use crate::time::{now_ms, now_us, rfc3339_ms};
 
 const MAX_NAME: usize = 128;
 const MAX_SERIAL: usize = 64;
@@ -87,6 +88,20 @@ fn device_id(cx: &Ctx<'_>) -> Result<Uuid, ApiError> {
 }
 
 /// The device the path names.
+/// The oldest record time (µs) of `kind` the device's retention keeps now.
+fn retention_cutoff(cx: &Ctx<'_>, kind: Kind, dev: &Device) -> Option<u64> {
+    cx.local
+        .fleet()
+        .rules
+        .retention
+        .cutoff_us(kind, Some(dev), now_us())
+}
+
+/// `retention_cutoff` as the lowest key of the device's rows in a time-keyed column family.
+fn retention_floor(cx: &Ctx<'_>, kind: Kind, dev: &Device) -> Option<[u8; 24]> {
+    retention_cutoff(cx, kind, dev).map(|c| keys::telemetry(&dev.id, c))
+}
+
 fn device(cx: &Ctx<'_>) -> Result<Arc<Device>, ApiError> {
     cx.local
         .fleet()
@@ -106,7 +121,8 @@ pub fn new_name(body: &JsonObject) -> Result<String, ApiError> {
 
 /// `settings` if the body has it: at most `MAX_SETTINGS` string values of at most
 /// `MAX_SETTING_LEN` characters; `timezone`, if set, a zone this server knows; `allowed_sources`,
-/// if set, addresses and networks. A `cloud_id` is kept only as its hash.
+/// if set, addresses and networks; `retain_*`, if set, retentions. A `cloud_id` is kept only as
+/// its hash.
 pub fn settings(body: &JsonObject) -> Result<Option<BTreeMap<String, String>>, ApiError> {
     let Some(v) = body.get("settings") else {
         return Ok(None);
@@ -145,6 +161,7 @@ pub fn settings(body: &JsonObject) -> Result<Option<BTreeMap<String, String>>, A
             "settings.allowed_sources: {e}; give addresses or networks separated by commas, such as 10.1.2.0/24, 2001:db8::/48"
         )));
     }
+    retention::check_settings(&out).map_err(ApiError::invalid_field)?;
     if let Some(c) = out.get_mut(identity::SETTING_CLOUD_ID) {
         *c = identity::secret_for_storage(c);
     }
@@ -326,10 +343,12 @@ pub fn created(dev: &Device, token: &str) -> Response {
 pub fn get(cx: &Ctx<'_>) -> Result<Response, ApiError> {
     let dev = device(cx)?;
     let mut latest = None;
-    cx.local.fleet().store.scan_reverse(
+    let floor = retention_floor(cx, Kind::Telemetry, &dev);
+    cx.local.fleet().store.scan_reverse_above(
         Cf::Telemetry,
         &keys::device(&dev.id),
         None,
+        floor.as_ref().map(|f| &f[..]),
         1,
         1,
         |_, v| {
@@ -427,13 +446,22 @@ pub async fn rotate_token(cx: &Ctx<'_>) -> Result<Response, ApiError> {
 }
 
 pub fn telemetry(cx: &Ctx<'_>) -> Result<Response, ApiError> {
-    let id = device(cx)?.id;
+    let dev = device(cx)?;
+    let id = dev.id;
     let q = &cx.query;
     let limit = q.limit()?;
     let prefix = keys::device(&id);
     let mut before = q.key_cursor(&prefix)?;
     let bound = |name: &str| q.time_us(name, &format!("{name} must be an RFC 3339 time"));
     let (from, to) = (bound("from")?, bound("to")?);
+    // Nothing older than `from` or than the device's telemetry retention.
+    let kept = cx
+        .local
+        .fleet()
+        .rules
+        .retention
+        .cutoff_us(Kind::Telemetry, Some(&dev), now_us());
+    let from = from.max(kept).map(|f| keys::telemetry(&id, f));
     if let Some(t) = to {
         let upper = keys::telemetry(&id, t.saturating_add(1)).to_vec();
         if before.as_ref().is_none_or(|b| *b > upper) {
@@ -441,31 +469,28 @@ pub fn telemetry(cx: &Ctx<'_>) -> Result<Response, ApiError> {
         }
     }
     let mut items = Vec::new();
-    let mut stopped_early = false;
-    let next = cx.local.fleet().store.scan_reverse(
+    let next = cx.local.fleet().store.scan_reverse_above(
         Cf::Telemetry,
         &prefix,
         before.as_deref(),
+        from.as_ref().map(|f| &f[..]),
         limit,
         usize::MAX,
-        |k, v| {
-            if from.is_some_and(|f| keys::suffix_u64(k).is_some_and(|ts| ts < f)) {
-                stopped_early = true;
-                return Ok(false);
-            }
+        |_, v| {
             items.push(String::from_utf8_lossy(v).into_owned());
             Ok(true)
         },
     )?;
-    Ok(key_page(&items, next.filter(|_| !stopped_early)))
+    Ok(key_page(&items, next))
 }
 
 pub fn commands(cx: &Ctx<'_>) -> Result<Response, ApiError> {
-    let id = device(cx)?.id;
+    let dev = device(cx)?;
     let limit = cx.query.limit()?;
-    let prefix = keys::device(&id);
+    let prefix = keys::device(&dev.id);
     let before = cx.query.key_cursor(&prefix)?;
     let now = now_ms();
+    let kept_ms = retention_cutoff(cx, Kind::CommandHistory, &dev).map(|us| us / 1000);
     let mut items = Vec::new();
     let next = cx.local.fleet().store.scan_reverse(
         Cf::Commands,
@@ -475,6 +500,12 @@ pub fn commands(cx: &Ctx<'_>) -> Result<Response, ApiError> {
         usize::MAX,
         |_, v| {
             let c: records::CommandRecord = records::decode(v)?;
+            // A finished command past the history's retention is gone, swept or not.
+            let gone =
+                kept_ms.is_some_and(|k| retention::finished_at(&c, now).is_some_and(|f| f < k));
+            if gone {
+                return Ok(false);
+            }
             items.push(c.to_api_json(now));
             Ok(true)
         },

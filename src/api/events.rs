@@ -3,8 +3,11 @@
 use crate::api::context::Ctx;
 use crate::api::error::ApiError;
 use crate::api::page::key_page;
+use crate::fleet::retention::Kind;
+use crate::fleet::state::Fleet;
 use crate::http::response::Response;
 use crate::store::{Cf, keys};
+use crate::time::now_us;
 
 /// Rows a filtered page may examine before it returns what it found with a cursor, so a rare
 /// `type` never turns one request into a scan of the whole history.
@@ -27,16 +30,24 @@ pub fn list(cx: &Ctx<'_>) -> Result<Response, ApiError> {
             .and_then(|x| crate::json::get_str(&x, "type").map(|t| t == kind))
             .unwrap_or(false)
     };
-    let store = &cx.local.fleet().store;
+    let fleet = cx.local.fleet();
+    let store = &fleet.store;
+    let retention = &fleet.rules.retention;
+    let now = now_us();
     let mut items = Vec::new();
     let next = match q.uuid("device_id")? {
         Some(dev) => {
             let prefix = keys::device(&dev);
             let before = q.key_cursor(&prefix)?;
-            store.scan_reverse(
+            let device = fleet.registry.get(&dev);
+            let floor = retention
+                .cutoff_us(Kind::Events, device.as_deref(), now)
+                .map(|c| keys::event_by_device(&dev, c));
+            store.scan_reverse_above(
                 Cf::EventsByDevice,
                 &prefix,
                 before.as_deref(),
+                floor.as_ref().map(|f| &f[..]),
                 limit,
                 SCAN_BUDGET,
                 |k, _| {
@@ -55,14 +66,24 @@ pub fn list(cx: &Ctx<'_>) -> Result<Response, ApiError> {
         }
         None => {
             let before = q.key_cursor(&[])?;
-            store.scan_reverse(
+            // Events of devices that keep them longer than the default are still in the stream.
+            let mut oldest = retention.global(Kind::Events).cutoff_us(now);
+            fleet.registry.visit_from(None, |d| {
+                let c = retention.cutoff_us(Kind::Events, Some(d), now);
+                oldest = oldest.zip(c).map(|(a, b)| a.min(b));
+                oldest.is_some()
+            });
+            let floor = oldest.map(keys::event);
+            store.scan_reverse_above(
                 Cf::Events,
                 &[],
                 before.as_deref(),
+                floor.as_ref().map(|f| &f[..]),
                 limit,
                 SCAN_BUDGET,
-                |_, v| {
-                    if type_matches(v) {
+                |k, v| {
+                    let id = keys::suffix_u64(k).unwrap_or(0);
+                    if type_matches(v) && kept(fleet, v, id, now) {
                         items.push(String::from_utf8_lossy(v).into_owned());
                         Ok(true)
                     } else {
@@ -73,4 +94,22 @@ pub fn list(cx: &Ctx<'_>) -> Result<Response, ApiError> {
         }
     }?;
     Ok(key_page(&items, next))
+}
+
+/// Whether an event of the global stream (id = its time in µs) is within its device's retention,
+/// or the global one for an event of no device.
+fn kept(fleet: &Fleet, v: &[u8], id: u64, now: u64) -> bool {
+    let device = device_of(v).and_then(|d| fleet.registry.get(&d));
+    fleet
+        .rules
+        .retention
+        .cutoff_us(Kind::Events, device.as_deref(), now)
+        .is_none_or(|c| id >= c)
+}
+
+/// The `device_id` an event names, read from its stored JSON.
+fn device_of(v: &[u8]) -> Option<uuid::Uuid> {
+    let mut b = v.to_vec();
+    let x = simd_json::to_borrowed_value(&mut b).ok()?;
+    crate::json::get_str(&x, "device_id")?.parse().ok()
 }

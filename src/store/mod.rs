@@ -436,6 +436,22 @@ impl Store {
         before: Option<&[u8]>,
         limit: usize,
         budget: usize,
+        visit: impl FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.scan_reverse_above(cf, prefix, before, None, limit, budget, visit)
+    }
+
+    /// `scan_reverse` that ends (with nothing left to continue from) at the first key below
+    /// `floor`: the lower end of a time range, or the oldest record retention still keeps.
+    #[allow(clippy::too_many_arguments)]
+    pub fn scan_reverse_above(
+        &self,
+        cf: Cf,
+        prefix: &[u8],
+        before: Option<&[u8]>,
+        floor: Option<&[u8]>,
+        limit: usize,
+        budget: usize,
         mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         let mut it = self.db.raw_iterator_cf(self.cf(cf)?);
@@ -454,7 +470,7 @@ impl Store {
         }
         let (mut taken, mut seen) = (0usize, 0usize);
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            if !k.starts_with(prefix) {
+            if !k.starts_with(prefix) || floor.is_some_and(|f| k < f) {
                 break;
             }
             if taken == limit || seen == budget {
