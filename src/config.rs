@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use crate::cidr::Cidr;
 use crate::fleet::retention::{Keep, Retention};
+use crate::http::request::Upload;
+use crate::keepalive::Keepalive;
 use crate::store::disk_guard::MinFree;
+use crate::terminal::Timeouts;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum IoMode {
@@ -80,7 +83,9 @@ pub struct ServeConfig {
     /// Seconds a WebSocket may take to send its register/subscribe frame. Then: close 1008.
     #[arg(long, env = "FLEETGATE_REGISTER_TIMEOUT", default_value_t = 10)]
     pub register_timeout: u64,
-    /// Seconds a WebSocket session may stay silent. Then: close 1001 and the device goes offline.
+    /// Seconds a generic device's WebSocket session may stay silent. Then: close 1001 and the
+    /// device goes offline. Terminals, once logged in, follow their dialect's
+    /// `--aiface-idle-timeout` / `--smackbio-idle-timeout` instead.
     #[arg(long, env = "FLEETGATE_WS_IDLE_TIMEOUT", default_value_t = 90)]
     pub ws_idle_timeout: u64,
     /// Seconds to receive a complete HTTP request head once its first byte arrived (slowloris). Then: 408 and close.
@@ -193,9 +198,105 @@ pub struct ServeConfig {
     /// new buffer wait (backpressure) and a message that would grow a buffer is refused (1013).
     #[arg(long, env = "FLEETGATE_BUFFER_BUDGET_MB", default_value_t = 512)]
     pub buffer_budget_mb: usize,
+
+    // ---- biometric terminals (docs/terminals.md) -----------------------------------------------
+    /// Largest WebSocket message (bytes) from a terminal once it has logged in, and largest
+    /// `POST /api/device-http` body: a `sendlog` carries a photo per record. Bigger: close 1009 /
+    /// HTTP 413. Until a session has logged in as a terminal, `--max-message` applies. At least
+    /// `--max-message`, at most 1 GiB.
+    #[arg(long, env = "FLEETGATE_TERMINAL_MAX_MESSAGE", default_value_t = 16 << 20)]
+    pub terminal_max_message: usize,
+    /// MiB of read buffer all connections together may hold beyond `--max-message` (and
+    /// `--max-body`) each, which only terminals' photo messages and `/api/device-http` bodies
+    /// need. A message that would take it past that is refused: a terminal is closed with 1013
+    /// and sends again after reconnecting, an HTTP request gets 503 with `Retry-After`. Must hold
+    /// one `--terminal-max-message` message.
+    #[arg(long, env = "FLEETGATE_LARGE_MESSAGE_BUDGET_MB", default_value_t = 256)]
+    pub large_message_budget_mb: usize,
+    /// Seconds of quiet (nothing heard, not even a Pong) after which a logged-in AiFace terminal
+    /// is sent a WebSocket Ping, and again every as many seconds; 0 = never. Shorter than
+    /// `--aiface-idle-timeout`.
+    #[arg(long, env = "FLEETGATE_AIFACE_PING_INTERVAL", default_value_t = Keepalive::AIFACE.ping_s)]
+    pub aiface_ping_interval: u16,
+    /// Seconds a logged-in AiFace terminal may stay quiet. Then: close 1001, the device goes
+    /// offline. 1–65535.
+    #[arg(long, env = "FLEETGATE_AIFACE_IDLE_TIMEOUT", default_value_t = Keepalive::AIFACE.idle_s)]
+    pub aiface_idle_timeout: u16,
+    /// As `--aiface-ping-interval`, for SmackBio terminals.
+    #[arg(long, env = "FLEETGATE_SMACKBIO_PING_INTERVAL", default_value_t = Keepalive::SMACKBIO.ping_s)]
+    pub smackbio_ping_interval: u16,
+    /// As `--aiface-idle-timeout`, for SmackBio terminals.
+    #[arg(long, env = "FLEETGATE_SMACKBIO_IDLE_TIMEOUT", default_value_t = Keepalive::SMACKBIO.idle_s)]
+    pub smackbio_idle_timeout: u16,
+    /// Seconds a terminal has to answer a quick command (a door, its clock, a setting). Then the
+    /// command fails (`{"error":"timeout"}`) and its late reply is waited for as long again before
+    /// the next command is sent. 1–600, and capped by the dialect's idle timeout.
+    #[arg(long, env = "FLEETGATE_TERMINAL_COMMAND_TIMEOUT", default_value_t = Timeouts::VENDOR.quick.as_secs())]
+    pub terminal_command_timeout: u64,
+    /// Seconds for every other command, and for each page of a paged one: users and photos
+    /// written or read, enrolment, wipes, log walks. At least `--terminal-command-timeout`, at
+    /// most 600.
+    #[arg(long, env = "FLEETGATE_TERMINAL_SLOW_COMMAND_TIMEOUT", default_value_t = Timeouts::VENDOR.long.as_secs())]
+    pub terminal_slow_command_timeout: u64,
 }
 
+/// The terminals' HTTP endpoint (`api::routes`), whose bodies may reach `--terminal-max-message`
+/// (`tests/terminal_timing.rs` posts a photo `sendlog` past `--max-body` to it).
+pub const DEVICE_HTTP_PATH: &str = "/api/device-http";
+/// The largest `--terminal-max-message`: a message is held whole in memory.
+const MAX_TERMINAL_MESSAGE: usize = 1 << 30;
+/// The longest terminal command timeout, in seconds.
+const MAX_COMMAND_TIMEOUT: u64 = 600;
+
 impl ServeConfig {
+    /// Settings that parse but cannot work together; checked before anything starts.
+    pub fn check(&self) -> Result<(), String> {
+        for (dialect, keepalive) in [("aiface", self.aiface()), ("smackbio", self.smackbio())] {
+            keepalive
+                .check()
+                .map_err(|e| format!("--{dialect}-ping-interval, --{dialect}-idle-timeout: {e}"))?;
+        }
+        let (quick, slow) = (
+            self.terminal_command_timeout,
+            self.terminal_slow_command_timeout,
+        );
+        if !(1..=MAX_COMMAND_TIMEOUT).contains(&quick)
+            || !(quick..=MAX_COMMAND_TIMEOUT).contains(&slow)
+        {
+            return Err(format!(
+                "--terminal-command-timeout ({quick} s) and --terminal-slow-command-timeout ({slow} s) must be 1 to {MAX_COMMAND_TIMEOUT} s, the slow one no shorter"
+            ));
+        }
+        let terminal = self.terminal_max_message;
+        if terminal < self.max_message || terminal > MAX_TERMINAL_MESSAGE {
+            return Err(format!(
+                "--terminal-max-message ({terminal}) must be at least --max-message ({}) and at most {MAX_TERMINAL_MESSAGE}",
+                self.max_message
+            ));
+        }
+        if terminal > self.max_message && self.large_message_budget_mb << 20 < terminal {
+            return Err(format!(
+                "--large-message-budget-mb ({} MiB) must hold one --terminal-max-message message ({terminal} bytes)",
+                self.large_message_budget_mb
+            ));
+        }
+        Ok(())
+    }
+
+    fn aiface(&self) -> Keepalive {
+        Keepalive {
+            ping_s: self.aiface_ping_interval,
+            idle_s: self.aiface_idle_timeout,
+        }
+    }
+
+    fn smackbio(&self) -> Keepalive {
+        Keepalive {
+            ping_s: self.smackbio_ping_interval,
+            idle_s: self.smackbio_idle_timeout,
+        }
+    }
+
     pub fn register_timeout(&self) -> Duration {
         Duration::from_secs(self.register_timeout)
     }
@@ -244,6 +345,18 @@ impl ServeConfig {
             rate_disconnect_after: self.rate_disconnect_after,
             write_timeout: self.write_timeout,
             buffer_budget_mb: self.buffer_budget_mb,
+            large_budget: self.large_message_budget_mb.saturating_mul(1 << 20),
+            terminal_max_message: self.terminal_max_message,
+            upload: Some(Upload {
+                path: DEVICE_HTTP_PATH,
+                max_body: self.terminal_max_message.max(self.max_body),
+            }),
+            aiface: self.aiface(),
+            smackbio: self.smackbio(),
+            terminal_timeouts: Timeouts {
+                quick: Duration::from_secs(self.terminal_command_timeout),
+                long: Duration::from_secs(self.terminal_slow_command_timeout),
+            },
             trusted_proxies: self.trusted_proxies.0.clone(),
             ws_paths: DEFAULT_WS_PATHS
                 .iter()
@@ -299,6 +412,68 @@ fn parse_networks(s: &str) -> Result<Networks, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(clap::Parser)]
+    struct Args {
+        #[command(flatten)]
+        serve: ServeConfig,
+    }
+
+    fn serve(flags: &[&str]) -> ServeConfig {
+        let args = std::iter::once("serve").chain(flags.iter().copied());
+        Args::try_parse_from(args).expect("flags parse").serve
+    }
+
+    #[test]
+    fn terminal_settings_default_to_the_sources_and_are_checked_together() {
+        let default = serve(&[]);
+        assert_eq!(default.check(), Ok(()));
+        let limits = default.runtime_limits();
+        assert_eq!(limits.aiface, Keepalive::AIFACE);
+        assert_eq!(limits.smackbio, Keepalive::SMACKBIO);
+        assert_eq!(limits.terminal_timeouts, Timeouts::VENDOR);
+        assert_eq!(limits.terminal_max_message, 16 << 20);
+        assert_eq!(limits.upload.map(|u| u.max_body), Some(16 << 20));
+        for bad in [
+            &["--aiface-ping-interval", "120"][..],
+            &["--smackbio-idle-timeout", "0"],
+            &[
+                "--smackbio-ping-interval",
+                "60",
+                "--smackbio-idle-timeout",
+                "30",
+            ],
+            &["--terminal-command-timeout", "0"],
+            &["--terminal-command-timeout", "40"],
+            &["--terminal-slow-command-timeout", "601"],
+            &["--terminal-max-message", "1000"],
+            &["--terminal-max-message", "2000000000"],
+            &["--large-message-budget-mb", "8"],
+        ] {
+            assert!(serve(bad).check().is_err(), "{bad:?}");
+        }
+        // The tests' short settings; the photo limit switched off entirely.
+        for good in [
+            &["--aiface-ping-interval", "1", "--aiface-idle-timeout", "3"][..],
+            &["--aiface-ping-interval", "0"],
+            &[
+                "--terminal-command-timeout",
+                "1",
+                "--terminal-slow-command-timeout",
+                "1",
+            ],
+            &[
+                "--terminal-max-message",
+                "1048576",
+                "--large-message-budget-mb",
+                "0",
+            ],
+        ] {
+            assert_eq!(serve(good).check(), Ok(()), "{good:?}");
+        }
+        assert!(Args::try_parse_from(["serve", "--aiface-idle-timeout", "70000"]).is_err());
+    }
 
     #[test]
     fn websocket_paths_are_absolute_plain_and_few() {

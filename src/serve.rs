@@ -25,6 +25,7 @@ use crate::store::commit::spawn_committer;
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
 pub fn run(config: ServeConfig) -> Result<(), Error> {
+    config.check()?;
     restrict_umask();
     // Block the shutdown signals in every thread (threads inherit the mask); the main thread then
     // takes them synchronously with sigwait, so no handler runs in the middle of a shard's work.
@@ -107,6 +108,7 @@ pub fn run(config: ServeConfig) -> Result<(), Error> {
         handler,
         tls,
         connections: AtomicUsize::new(0),
+        large_bytes: AtomicUsize::new(0),
         started: Instant::now(),
     });
 

@@ -21,6 +21,7 @@ const CORE: &[&str] = &[
     "generic_session",
     "http",
     "json",
+    "keepalive",
     "lenient",
     "smackbio",
     "terminal",

@@ -54,6 +54,10 @@ pub fn http_request(data: &[u8]) {
         max_header_bytes: 512,
         max_headers: 8,
         max_body: 256,
+        upload: Some(http::request::Upload {
+            path: "/up",
+            max_body: 512,
+        }),
     };
     for limits in [tight, http::request::Limits::default()] {
         // Pipelined requests: the runtime parses what follows a complete request next.

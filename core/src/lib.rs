@@ -17,6 +17,7 @@ pub mod generic;
 pub mod generic_session;
 pub mod http;
 pub mod json;
+pub mod keepalive;
 pub mod lenient;
 pub mod proxy_header;
 pub mod smackbio;

@@ -6,6 +6,8 @@
 //! action and feeds the outcome back. Replies that depend on durability are carried inside the
 //! action (`on_stored` / `on_failed`), so the runtime sends exactly one of them after the commit.
 
+use std::time::Duration;
+
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use simd_json::OwnedValue;
@@ -46,6 +48,63 @@ pub fn echoable(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// How long a request may take the terminal, by what it asks of it. Every command plan carries
+/// one, and the conversation's deadline for the request (for each page of a paged one) follows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// Answered from the terminal's memory: a door, the clock, a setting.
+    Quick,
+    /// Work on the terminal's side: users written to flash, a face template computed from a
+    /// photo, a template or photo read back, a wipe, a page of a walk (whose logs may carry
+    /// photos). Also every request the conversation cannot classify: waiting too long only delays
+    /// the next command, while giving up too early fails one that succeeds.
+    Long,
+}
+
+/// The timeouts of the two kinds of request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    pub quick: Duration,
+    pub long: Duration,
+}
+
+impl Timeouts {
+    /// The vendor samples' values. The SmackBio C# sample gives every command 5 s
+    /// (`BeginCommand`), which fits what a terminal answers from memory; the PHP sample gives
+    /// every request 30 s (`start_request_timeout_monitor`), which photo enrolment needs: the
+    /// terminal computes a face template from the photo before it answers, and a reply that
+    /// outlived a 5 s timeout used to be taken for the next command's (protocols.md §2.6, issue 15).
+    pub const VENDOR: Timeouts = Timeouts {
+        quick: Duration::from_secs(5),
+        long: Duration::from_secs(30),
+    };
+
+    pub fn of(self, wait: Wait) -> Duration {
+        match wait {
+            Wait::Quick => self.quick,
+            Wait::Long => self.long,
+        }
+    }
+
+    /// None longer than `max` (a session silent that long is closed anyway).
+    pub fn capped(self, max: Duration) -> Timeouts {
+        Timeouts {
+            quick: self.quick.min(max),
+            long: self.long.min(max),
+        }
+    }
+}
+
+/// One timeout for every request (tests, benches, fuzzing).
+impl From<Duration> for Timeouts {
+    fn from(every: Duration) -> Timeouts {
+        Timeouts {
+            quick: every,
+            long: every,
+        }
+    }
 }
 
 /// What a conversation asks the runtime to do, in order.
@@ -135,7 +194,9 @@ pub trait Conversation {
     ) -> Result<Vec<Action>, CommandError>;
     /// Whether a command may be started.
     fn is_idle(&self) -> bool;
-    /// Time passes: an outstanding command past its timeout finishes as failed.
+    /// Time passes: an outstanding command past its timeout finishes as failed. Its request then
+    /// stays outstanding, reporting to no one, for as long again: a late reply is consumed as its
+    /// own instead of being taken for the next command's, and nothing new is sent meanwhile.
     fn on_tick(&mut self, now: Timestamp) -> Vec<Action>;
     /// Called when the session is idle and no operator command waits: the conversation's own
     /// background work (a SmackBio backfill step, a clock to set) takes its turn, so an operator

@@ -35,6 +35,7 @@ const REQUEST_LIMITS: http::Limits = http::Limits {
     max_header_bytes: 16 * 1024,
     max_headers: 64,
     max_body: 4 << 20,
+    upload: None,
 };
 
 pub struct Sink {

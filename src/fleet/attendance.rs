@@ -23,40 +23,11 @@ pub use fleetgate_core::attendance::{
     Kind, MAX_PHOTO, MAX_RECORDS, Punch, RecordError, UNKNOWN_FACE, parse_record, parse_time,
 };
 
-/// `attendance` key: device ‖ UTC µs ‖ identity prefix. Per-device time order, unique per punch.
-pub fn key(dev: &Uuid, utc_us: u64, identity: &[u8; 16]) -> [u8; 32] {
-    let mut k = [0u8; 32];
-    k[..16].copy_from_slice(dev.as_bytes());
-    k[16..24].copy_from_slice(&utc_us.to_be_bytes());
-    k[24..].copy_from_slice(&identity[..8]);
-    k
-}
-
-/// `attendance_by_time` key: UTC µs ‖ device ‖ identity prefix, for lists across devices.
-pub fn time_key(primary: &[u8; 32]) -> [u8; 32] {
-    let mut k = [0u8; 32];
-    k[..8].copy_from_slice(&primary[16..24]);
-    k[8..24].copy_from_slice(&primary[..16]);
-    k[24..].copy_from_slice(&primary[24..]);
-    k
-}
-
-pub fn primary_from_time_key(t: &[u8]) -> Option<[u8; 32]> {
-    let t: &[u8; 32] = t.try_into().ok()?;
-    let mut k = [0u8; 32];
-    k[..16].copy_from_slice(&t[8..24]);
-    k[16..24].copy_from_slice(&t[..8]);
-    k[24..].copy_from_slice(&t[24..]);
-    Some(k)
-}
-
-/// `attendance_dedup` key: device ‖ identity.
-pub fn dedup_key(dev: &Uuid, identity: &[u8; 16]) -> [u8; 32] {
-    let mut k = [0u8; 32];
-    k[..16].copy_from_slice(dev.as_bytes());
-    k[16..].copy_from_slice(identity);
-    k
-}
+// The key layouts live with the others in `store::keys`; the names here are the rules' own.
+pub use crate::store::keys::{
+    attendance as key, attendance_by_time as time_key, attendance_dedup as dedup_key,
+    primary_from_time_key,
+};
 
 /// The API item for a stored punch, built once at write time.
 #[allow(clippy::too_many_arguments)]

@@ -26,6 +26,8 @@ pub enum Limit {
     RateDisconnect,
     WriteTimeout,
     BufferBudget,
+    /// A message or body beyond `--max-message` found `--large-message-budget-mb` spent.
+    LargeMessageBudget,
     /// A device was presented from outside its `allowed_sources` (`fleet::identity`).
     SourceNotAllowed,
     /// An address presented new serials faster than `--new-serials-per-minute` (`fleet::new_serials`).
@@ -42,6 +44,7 @@ impl Limit {
             Limit::RateDisconnect => "msg_rate_disconnect",
             Limit::WriteTimeout => "write_timeout",
             Limit::BufferBudget => "buffer_budget",
+            Limit::LargeMessageBudget => "large_message_budget",
             Limit::SourceNotAllowed => "source_not_allowed",
             Limit::PendingRate => "pending_rate",
         }

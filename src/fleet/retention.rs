@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::fleet::attendance;
 use crate::fleet::registry::{Device, Registry};
 use crate::store::records::{self, CommandStatus};
 use crate::store::{Cf, Deletes, Store, StoreError, keys};
@@ -263,7 +262,7 @@ pub fn sweep(
 
 /// The first `attendance` key of `dev` at `utc_us`.
 fn attendance_bound(dev: &Uuid, utc_us: u64) -> [u8; 32] {
-    attendance::key(dev, utc_us, &[0u8; 16])
+    keys::attendance(dev, utc_us, &[0u8; 16])
 }
 
 /// Deletes the global stream's entries of `dev`'s events in `[from, to)` (µs), found through its
@@ -320,7 +319,7 @@ fn delete_punch_time_keys(
         if u64::from_be_bytes(primary[16..24].try_into().unwrap_or([0xff; 8])) >= to {
             return false;
         }
-        time_keys.push(attendance::time_key(&primary));
+        time_keys.push(keys::attendance_by_time(&primary));
         n += 1;
         true
     };

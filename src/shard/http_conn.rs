@@ -168,6 +168,7 @@ async fn serve_http<T: Transport>(local: &Rc<Local>, ctl: &Rc<ConnCtl>, io: T) {
     let cfg = local.limits();
     let limits = Limits {
         max_body: cfg.max_body,
+        upload: cfg.upload,
         ..Limits::default()
     };
     let keepalive_ms = cfg.keepalive_timeout * 1000;

@@ -12,7 +12,7 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
 /// Space a read asks for at least; the pool's buffers are larger.
-const MIN_READ: usize = 4096;
+pub const MIN_READ: usize = 4096;
 
 // Shards are single-threaded, so the futures of this trait are never sent across threads.
 #[allow(async_fn_in_trait)]

@@ -16,7 +16,8 @@ use tokio::sync::Notify;
 
 use crate::fleet::presence;
 use crate::fleet::state::Fleet;
-use crate::http::request::Request;
+use crate::http::request::{Request, Upload};
+use crate::keepalive::{Keepalive, Step};
 use crate::shard::handler::Reply;
 use crate::shard::hub::{Hub, ShardMsg};
 use crate::shard::io::Transport;
@@ -52,6 +53,18 @@ pub struct Limits {
     pub rate_disconnect_after: u64,
     pub write_timeout: u64,
     pub buffer_budget_mb: usize,
+    /// `--large-message-budget-mb`, in bytes: read buffers beyond `max_message` and `max_body`,
+    /// all shards together.
+    pub large_budget: usize,
+    /// `--terminal-max-message`: the largest message from a terminal once it is logged in.
+    pub terminal_max_message: usize,
+    /// The path whose bodies may be as large (`POST /api/device-http`).
+    pub upload: Option<Upload>,
+    /// Each terminal dialect's ping interval and idle timeout, once the session is online.
+    pub aiface: Keepalive,
+    pub smackbio: Keepalive,
+    /// `--terminal-command-timeout` and `--terminal-slow-command-timeout`.
+    pub terminal_timeouts: crate::terminal::Timeouts,
     /// `--trusted-proxies`: peers whose PROXY header and `X-Forwarded-For` name the client.
     pub trusted_proxies: Vec<crate::cidr::Cidr>,
     /// Paths that accept WebSocket upgrades (`/ws`, `/pub/chat` and `--ws-paths`).
@@ -79,6 +92,9 @@ pub struct Shared {
     /// Serves every HTTP request that is not a WebSocket upgrade (the app's routes).
     pub handler: Arc<dyn Handler>,
     pub connections: AtomicUsize,
+    /// Read-buffer bytes beyond `max_message`/`max_body`, all shards together, against
+    /// `Limits::large_budget`.
+    pub large_bytes: AtomicUsize,
     pub started: Instant,
     /// `--tls-cert`/`--tls-key`: TLS clients are served on the same port as plain ones.
     pub tls: Option<Arc<rustls::ServerConfig>>,
@@ -95,6 +111,12 @@ pub enum Deadline {
     Register,
     /// A registered WebSocket has been silent too long.
     Idle,
+    /// A terminal has been quiet for `quiet_s` seconds: ping it, then follow its dialect's
+    /// `keepalive` (seconds fit in `u16`, so this costs the control block no room).
+    Ping {
+        keepalive: Keepalive,
+        quiet_s: u16,
+    },
 }
 
 /// Something queued toward one connection.
@@ -152,6 +174,8 @@ pub struct ConnCtl {
     pub outbox: RefCell<VecDeque<Out>>,
     pub wake: Notify,
     pub close: Cell<Option<CloseReason>>,
+    /// A Ping is due on this WebSocket (its keepalive deadline fired).
+    ping: Cell<bool>,
     deadline: Cell<(u64, Deadline)>,
     scheduled: Cell<u64>,
     /// Whether this connection counts toward its client's address for `--max-connections-per-ip`
@@ -182,6 +206,16 @@ impl ConnCtl {
 
     pub fn deadline(&self) -> (u64, Deadline) {
         self.deadline.get()
+    }
+
+    fn request_ping(&self) {
+        self.ping.set(true);
+        self.wake.notify_one();
+    }
+
+    /// Whether a Ping is due, clearing it.
+    pub fn take_ping(&self) -> bool {
+        self.ping.replace(false)
     }
 
     pub fn client(&self) -> SocketAddr {
@@ -246,9 +280,11 @@ pub struct Local {
     liveness: RefCell<TimerWheel<uuid::Uuid>>,
     pool: RefCell<Vec<Vec<u8>>>,
     /// Capacity of the read buffers this shard's connections hold, against `in_budget`
-    /// (`--buffer-budget-mb` split over the shards).
+    /// (`--buffer-budget-mb` split over the shards), up to `large_above` per buffer; beyond it,
+    /// the process-wide `Shared::large_bytes`.
     in_bytes: Cell<usize>,
     in_budget: usize,
+    large_above: usize,
     in_freed: Notify,
     next_conn: Cell<u64>,
     pub shutting_down: Cell<bool>,
@@ -269,6 +305,7 @@ impl Local {
     ) -> Local {
         let store = shared.fleet.store.clone();
         let in_budget = (shared.limits.buffer_budget_mb << 20) / shared.limits.shards.max(1);
+        let large_above = shared.limits.max_message.max(shared.limits.max_body);
         let accounts_seen = shared.fleet.accounts.generation();
         Local {
             index,
@@ -282,6 +319,7 @@ impl Local {
             pool: RefCell::new(Vec::new()),
             in_bytes: Cell::new(0),
             in_budget,
+            large_above,
             in_freed: Notify::new(),
             accounts_seen: Cell::new(accounts_seen),
             next_conn: Cell::new(0),
@@ -319,14 +357,13 @@ impl Local {
     /// A read buffer, charged to the shard's buffer budget.
     pub fn take_in_buf(&self) -> Vec<u8> {
         let buf = self.take_buf();
-        self.in_bytes.set(self.in_bytes.get() + buf.capacity());
+        self.in_buf_resized(0, buf.capacity());
         buf
     }
 
     /// Returns a buffer from `take_in_buf` (grown or not), refunding the budget.
     pub fn give_in_buf(&self, buf: Vec<u8>) {
-        self.in_bytes
-            .set(self.in_bytes.get().saturating_sub(buf.capacity()));
+        self.in_buf_resized(buf.capacity(), 0);
         self.give_buf(buf);
         self.in_freed.notify_waiters();
     }
@@ -334,13 +371,42 @@ impl Local {
     /// Charges a read buffer's growth (a message larger than one read); false when that took the
     /// shard over its budget, and the message should be refused.
     pub fn in_buf_grew(&self, before: usize, after: usize) -> bool {
-        if after <= before {
-            return true;
-        }
-        self.in_bytes.set(self.in_bytes.get() + (after - before));
-        let within = self.in_bytes.get() <= self.in_budget;
-        if !within {
+        after <= before || self.in_buf_resized(before, after)
+    }
+
+    /// Moves a read buffer's charge from `before` to `after` bytes (growth, or a refund). The
+    /// first `large_above` bytes of a buffer, what any message or body within the general limits
+    /// needs, count toward this shard's budget; bytes beyond, which only a logged-in terminal's
+    /// photos and the upload path's bodies reach, toward the process-wide large-message budget,
+    /// so that a few terminals uploading at once neither starve the shard's other connections
+    /// nor fail for its share of `--buffer-budget-mb`. False when growth took either past its
+    /// budget: the charge stays until the buffer is returned, and the message should be refused.
+    pub fn in_buf_resized(&self, before: usize, after: usize) -> bool {
+        let split = |cap: usize| {
+            (
+                cap.min(self.large_above),
+                cap.saturating_sub(self.large_above),
+            )
+        };
+        let ((small_before, large_before), (small_after, large_after)) =
+            (split(before), split(after));
+        let small = (self.in_bytes.get() + small_after).saturating_sub(small_before);
+        self.in_bytes.set(small);
+        let mut within = true;
+        if small_after > small_before && small > self.in_budget {
             crate::fleet::guard::hit(crate::fleet::guard::Limit::BufferBudget);
+            within = false;
+        }
+        let large = &self.shared.large_bytes;
+        if large_after > large_before {
+            let total = large.fetch_add(large_after - large_before, Ordering::Relaxed)
+                + (large_after - large_before);
+            if total > self.limits().large_budget {
+                crate::fleet::guard::hit(crate::fleet::guard::Limit::LargeMessageBudget);
+                within = false;
+            }
+        } else if large_before > large_after {
+            large.fetch_sub(large_before - large_after, Ordering::Relaxed);
         }
         within
     }
@@ -370,6 +436,7 @@ impl Local {
             outbox: RefCell::new(VecDeque::new()),
             wake: Notify::new(),
             close: Cell::new(None),
+            ping: Cell::new(false),
             deadline: Cell::new((0, Deadline::None)),
             scheduled: Cell::new(u64::MAX),
             addr_counted: Cell::new(false),
@@ -394,6 +461,20 @@ impl Local {
         if kind != Deadline::None && at_ms < ctl.scheduled.get() {
             ctl.scheduled.set(at_ms);
             self.wheel.borrow_mut().schedule(ctl.id, at_ms);
+        }
+    }
+
+    /// A WebSocket's peer was heard at `now`: its next keepalive deadline (a Ping, or the close).
+    pub fn heard(&self, ctl: &ConnCtl, keepalive: Keepalive, now: u64) {
+        self.keepalive_step(ctl, keepalive, keepalive.heard(now));
+    }
+
+    fn keepalive_step(&self, ctl: &ConnCtl, keepalive: Keepalive, step: Step) {
+        match step {
+            Step::Ping { at_ms, quiet_s } => {
+                self.set_deadline(ctl, at_ms, Deadline::Ping { keepalive, quiet_s })
+            }
+            Step::Close { at_ms } => self.set_deadline(ctl, at_ms, Deadline::Idle),
         }
     }
 
@@ -430,6 +511,9 @@ impl Local {
         self.metrics
             .read_buffer_bytes
             .set(self.in_bytes.get() as f64);
+        // Process-wide: every shard sets the same value.
+        metrics::gauge!("fleetgate_large_message_bytes")
+            .set(self.shared.large_bytes.load(Ordering::Relaxed) as f64);
         let now = now_ms();
         let mut silent = Vec::new();
         self.liveness.borrow_mut().advance(now, &mut silent);
@@ -461,6 +545,10 @@ impl Local {
                 }
                 Deadline::Register => ctl.request_close(CloseReason::Ws(1008, "register timeout")),
                 Deadline::Idle => ctl.request_close(CloseReason::Ws(1001, "idle timeout")),
+                Deadline::Ping { keepalive, quiet_s } => {
+                    ctl.request_ping();
+                    self.keepalive_step(&ctl, keepalive, keepalive.after_ping(at, quiet_s));
+                }
             }
         }
     }

@@ -8,15 +8,14 @@ use std::time::Duration;
 use simd_json::prelude::*;
 
 use crate::fleet::registry::{Claim, Device};
-use crate::shard::local::Local;
+use crate::keepalive::Keepalive;
+use crate::shard::local::{Limits, Local};
 use crate::store::records::{CommandRecord, Protocol};
 use crate::terminal::Conversation;
 use crate::time::now_us;
 
 /// How often a terminal with an outstanding command is given the time (command timeouts).
 pub const TICK: Duration = Duration::from_millis(250);
-/// How long a terminal has to answer a command (vendor samples: 5 s).
-pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Device settings this runtime keeps for terminals.
 pub(super) const SETTING_TOKEN_HASH: &str = "smackbio_token_hash";
@@ -43,13 +42,31 @@ impl Terminal {
     pub fn protocol(&self) -> Protocol {
         self.protocol
     }
+
+    /// Its dialect's ping interval and idle timeout.
+    pub fn keepalive(&self, limits: &Limits) -> Keepalive {
+        keepalive(limits, self.protocol)
+    }
+}
+
+fn keepalive(limits: &Limits, protocol: Protocol) -> Keepalive {
+    match protocol {
+        Protocol::Smackbio => limits.smackbio,
+        // A terminal session speaks one of the two dialects; `sniff` makes no other.
+        Protocol::Aiface | Protocol::Generic | Protocol::Http => limits.aiface,
+    }
 }
 
 /// Decides a session's dialect from its first frame: XML → SmackBio, JSON with `"cmd"` and no
 /// `"type"` → AiFace; anything else stays with the generic protocol.
 pub fn sniff(frame: &[u8], local: &Local) -> Option<Terminal> {
     let first = frame.iter().find(|b| !b.is_ascii_whitespace())?;
-    let timeout = COMMAND_TIMEOUT.min(Duration::from_secs(local.limits().ws_idle_timeout.max(1)));
+    let limits = local.limits();
+    // A command waiting longer than its dialect's idle timeout would see the session closed first.
+    let timeouts = |protocol| {
+        let idle = Duration::from_secs(keepalive(limits, protocol).idle_s.into());
+        limits.terminal_timeouts.capped(idle)
+    };
     let (conv, protocol): (Box<dyn Conversation>, Protocol) = if *first == b'<' {
         let Some(seed) = session_seed() else {
             // Tokens from a predictable seed could be guessed: refuse the session instead.
@@ -57,7 +74,10 @@ pub fn sniff(frame: &[u8], local: &Local) -> Option<Terminal> {
             return None;
         };
         (
-            Box::new(crate::smackbio::Session::new(timeout, seed)),
+            Box::new(crate::smackbio::Session::new(
+                timeouts(Protocol::Smackbio),
+                seed,
+            )),
             Protocol::Smackbio,
         )
     } else {
@@ -70,7 +90,7 @@ pub fn sniff(frame: &[u8], local: &Local) -> Option<Terminal> {
             return None;
         }
         (
-            Box::new(crate::aiface::Session::new(timeout)),
+            Box::new(crate::aiface::Session::new(timeouts(Protocol::Aiface))),
             Protocol::Aiface,
         )
     };

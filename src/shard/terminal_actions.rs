@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 
 use crate::fleet::provision::{self, Newcomer};
 use crate::fleet::{attendance, auth, commands, identity};
-use crate::shard::local::{CloseReason, Deadline};
+use crate::shard::local::CloseReason;
 use crate::shard::terminal::{
     SETTING_LOG_POSITION, SETTING_TIMEZONE, SETTING_TOKEN_HASH, Terminal, jiff_now,
 };
@@ -288,17 +288,17 @@ impl Session<'_> {
         }
     }
 
+    /// The terminal was heard: its device is seen now, and its dialect's keepalive (Pings when
+    /// it goes quiet, then the idle timeout) starts over. Before it is online the register
+    /// deadline stands.
     pub(super) fn touch_terminal(&self) {
         if let Role::Terminal(t) = &self.role
             && let Some(dev) = t.device()
         {
             let now = now_ms();
             dev.touch(now);
-            self.local.set_deadline(
-                self.ctl,
-                now + self.local.limits().ws_idle_timeout * 1000,
-                Deadline::Idle,
-            );
+            self.local
+                .heard(self.ctl, t.keepalive(self.local.limits()), now);
         }
     }
 

@@ -151,14 +151,17 @@ impl Session<'_> {
     }
 
     async fn run<T: Transport>(&mut self, io: &T, leftover: Vec<u8>) {
-        let mut decoder = ws::Decoder::new(ws::Limits {
-            max_message: self.local.limits().max_message,
-        });
+        let mut decoder = ws::Decoder::new(self.message_limits());
+        // What the decoder's assembly buffer (a fragmented message) is charged to the budgets.
+        let mut assembly = 0;
         let mut inbuf = leftover;
         let inflight_limit = self.local.limits().inflight_limit;
         loop {
             self.drain_outbox().await;
             self.drain_acks();
+            if self.ctl.take_ping() {
+                ws::encode_frame(out_buf(self.local, &mut self.out), Opcode::Ping, b"");
+            }
             if let Some(why) = self.ctl.close.get() {
                 // The rare paths are boxed: an async fn's future is as large as its largest await,
                 // and every idle session would otherwise carry the space of these.
@@ -171,7 +174,10 @@ impl Session<'_> {
             }
             // Bytes left over from the upgrade request or a previous read are decoded first.
             if !inbuf.is_empty() {
-                match self.decode_all(&mut decoder, &mut inbuf).await {
+                match self
+                    .decode_all(&mut decoder, &mut assembly, &mut inbuf)
+                    .await
+                {
                     Ok(()) => {}
                     Err((code, reason)) => {
                         self.ctl.request_close(CloseReason::Ws(code, reason));
@@ -180,6 +186,8 @@ impl Session<'_> {
                 }
                 if inbuf.is_empty() {
                     self.local.give_in_buf(std::mem::take(&mut inbuf));
+                } else {
+                    self.make_room(&mut decoder, &mut inbuf);
                 }
                 if self.ctl.close.get().is_some() || !self.out.is_empty() {
                     continue;
@@ -221,13 +229,7 @@ impl Session<'_> {
             let (res, buf) = io.read(inbuf).await;
             inbuf = buf;
             if !self.local.in_buf_grew(before, inbuf.capacity()) {
-                self.send_error(
-                    "server_busy",
-                    "the server's buffer budget is exhausted; send large messages later",
-                    None,
-                );
-                self.ctl
-                    .request_close(CloseReason::Ws(1013, "buffer budget exhausted"));
+                self.over_budget();
                 continue;
             }
             match res {
@@ -247,16 +249,70 @@ impl Session<'_> {
                 }
                 Ok(n) => self.local.metrics.bytes_in.increment(n as u64),
             }
-            if let Err((code, reason)) = self.decode_all(&mut decoder, &mut inbuf).await {
+            if let Err((code, reason)) = self
+                .decode_all(&mut decoder, &mut assembly, &mut inbuf)
+                .await
+            {
                 self.ctl.request_close(CloseReason::Ws(code, reason));
             }
             if inbuf.is_empty() {
                 self.local.give_in_buf(std::mem::take(&mut inbuf));
+            } else {
+                self.make_room(&mut decoder, &mut inbuf);
             }
         }
         if inbuf.capacity() > 0 {
             self.local.give_in_buf(inbuf);
         }
+        self.local.in_buf_resized(assembly, 0);
+    }
+
+    /// What the decoder accepts now. Before the first frame names a dialect, and until a terminal
+    /// has logged in, the general `--max-message`: every dialect's first messages (register,
+    /// subscribe, `reg`, Register, Login) are small, and an unauthenticated peer must not make the
+    /// server hold more. A logged-in terminal may send `--terminal-max-message` (a `sendlog` with
+    /// a photo per record, a SmackBio log with its image).
+    fn message_limits(&self) -> ws::Limits {
+        let limits = self.local.limits();
+        let max_message = match &self.role {
+            Role::Terminal(t) if t.claim.is_some() => {
+                limits.terminal_max_message.max(limits.max_message)
+            }
+            _ => limits.max_message,
+        };
+        ws::Limits { max_message }
+    }
+
+    /// A frame whose header has come and that is larger than the read buffer gets room for all
+    /// of it at once, charged now: a budget that cannot hold it refuses it before its payload is
+    /// read, one that can keeps the room for it whatever arrives meanwhile, and the buffer does not
+    /// double past it on the way (a whole read's room is left at the end).
+    fn make_room(&mut self, decoder: &mut ws::Decoder, inbuf: &mut Vec<u8>) {
+        decoder.set_limits(self.message_limits());
+        let need = decoder.bytes_needed(inbuf);
+        let before = inbuf.capacity();
+        if need <= before || self.ctl.close.get().is_some() {
+            return;
+        }
+        inbuf.reserve_exact(need - inbuf.len() + crate::shard::io::MIN_READ);
+        if !self.local.in_buf_grew(before, inbuf.capacity()) {
+            self.over_budget();
+        }
+    }
+
+    /// A message that the read-buffer budgets cannot hold: refused, and the session closed with
+    /// 1013 (try again later). A generic device or subscriber is told why; a terminal speaks no
+    /// such frame, and sends again what it was not answered once it reconnects.
+    fn over_budget(&mut self) {
+        if !matches!(self.role, Role::Terminal(_)) {
+            self.send_error(
+                "server_busy",
+                "the server's buffer budget is exhausted; send large messages later",
+                None,
+            );
+        }
+        self.ctl
+            .request_close(CloseReason::Ws(1013, "buffer budget exhausted"));
     }
 
     /// How long to stop reading for `--max-msg-rate` (0: read now). A session held back for
@@ -286,9 +342,12 @@ impl Session<'_> {
     }
 
     /// Decodes and handles every complete frame in `inbuf`, leaving a partial frame in place.
+    /// `assembly`: what the decoder's assembly buffer is charged to the read-buffer budgets, moved
+    /// to what it holds now.
     async fn decode_all(
         &mut self,
         decoder: &mut ws::Decoder,
+        assembly: &mut usize,
         inbuf: &mut Vec<u8>,
     ) -> Result<(), (u16, &'static str)> {
         let mut start = 0;
@@ -297,6 +356,8 @@ impl Session<'_> {
             if self.ctl.close.get().is_some() {
                 break Ok(());
             }
+            // A frame may have made this session a logged-in terminal.
+            decoder.set_limits(self.message_limits());
             match decoder.decode(&mut inbuf[start..]) {
                 Ok(ws::Decoded { consumed, event }) => {
                     start += consumed;
@@ -328,6 +389,13 @@ impl Session<'_> {
             }
         };
         inbuf.drain(..start);
+        let held = decoder.assembly_capacity();
+        if !self
+            .local
+            .in_buf_resized(std::mem::replace(assembly, held), held)
+        {
+            self.over_budget();
+        }
         if let Some(rate) = &mut self.rate
             && frames > 0
         {

@@ -47,6 +47,41 @@ pub fn command_id(id: &Uuid) -> [u8; 16] {
     *id.as_bytes()
 }
 
+/// `attendance` key: device ‖ UTC µs ‖ identity prefix. Per-device time order, unique per punch.
+pub fn attendance(dev: &Uuid, utc_us: u64, identity: &[u8; 16]) -> [u8; 32] {
+    let mut k = [0u8; 32];
+    k[..16].copy_from_slice(dev.as_bytes());
+    k[16..24].copy_from_slice(&utc_us.to_be_bytes());
+    k[24..].copy_from_slice(&identity[..8]);
+    k
+}
+
+/// `attendance_by_time` key: UTC µs ‖ device ‖ identity prefix, for lists across devices.
+pub fn attendance_by_time(primary: &[u8; 32]) -> [u8; 32] {
+    let mut k = [0u8; 32];
+    k[..8].copy_from_slice(&primary[16..24]);
+    k[8..24].copy_from_slice(&primary[..16]);
+    k[24..].copy_from_slice(&primary[24..]);
+    k
+}
+
+pub fn primary_from_time_key(t: &[u8]) -> Option<[u8; 32]> {
+    let t: &[u8; 32] = t.try_into().ok()?;
+    let mut k = [0u8; 32];
+    k[..16].copy_from_slice(&t[8..24]);
+    k[16..24].copy_from_slice(&t[..8]);
+    k[24..].copy_from_slice(&t[24..]);
+    Some(k)
+}
+
+/// `attendance_dedup` key: device ‖ identity.
+pub fn attendance_dedup(dev: &Uuid, identity: &[u8; 16]) -> [u8; 32] {
+    let mut k = [0u8; 32];
+    k[..16].copy_from_slice(dev.as_bytes());
+    k[16..].copy_from_slice(identity);
+    k
+}
+
 pub fn suffix_u64(key: &[u8]) -> Option<u64> {
     let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
     Some(u64::from_be_bytes(tail))

@@ -10,7 +10,7 @@ use simd_json::prelude::*;
 
 use super::frame::{Obj, as_u64, cloudtime};
 use super::{Collect, DEVICE_MESSAGES, is_person};
-use crate::terminal::CommandError;
+use crate::terminal::{CommandError, Wait};
 
 /// `setusername` takes fewer than 50 records per request (§3.4).
 const MAX_SETUSERNAME: usize = 49;
@@ -51,6 +51,39 @@ const PASS_THROUGH: &[&str] = &[
     "disabledevice",
 ];
 
+/// Requests the terminal answers from memory (a door, its clock, a setting, one name or lock
+/// record): `Wait::Quick`. Everything else waits long: user data and templates written or read
+/// (`setuserinfo` with a photo makes the terminal compute a face template first), batches,
+/// wipes, pages, and names this list does not know.
+const QUICK: &[&str] = &[
+    "opendoor",
+    "settime",
+    "gettime",
+    "getdevinfo",
+    "setdevinfo",
+    "getusername",
+    "enableuser",
+    "getdevlock",
+    "setdevlock",
+    "getuserlock",
+    "deleteuserlock",
+    "getquestionnaire",
+    "setquestionnaire",
+    "getholiday",
+    "setholiday",
+    "enabledevice",
+    "disabledevice",
+];
+
+/// How long the request named `name` may take the terminal.
+pub(super) fn wait_for(name: &str) -> Wait {
+    if QUICK.contains(&name) {
+        Wait::Quick
+    } else {
+        Wait::Long
+    }
+}
+
 /// Whether `name` is a command this server sends (so a frame carrying it as `cmd` is a reply that
 /// echoes its name, not a message of the terminal's own).
 pub(super) fn is_server_command(name: &str) -> bool {
@@ -67,11 +100,12 @@ pub(super) enum Plan {
     /// Sent with no reply to wait for (`reboot`: the terminal restarts at once).
     Fire(String),
     /// Sent; the reply named `name` finishes the command, or pages on when `collect` says what
-    /// the pages gather.
+    /// the pages gather. `wait`: how long each reply may take.
     Request {
         name: String,
         frame: String,
         collect: Option<Collect>,
+        wait: Wait,
     },
 }
 
@@ -84,6 +118,7 @@ fn single(name: &str, frame: String) -> Plan {
         name: name.to_string(),
         frame,
         collect: None,
+        wait: wait_for(name),
     }
 }
 
@@ -150,6 +185,7 @@ pub(super) fn plan(
                 .bool("stn", true)
                 .done(),
             collect: Some(Collect::Users(Vec::new())),
+            wait: Wait::Long,
         }),
         "set_user" => set_user(fields),
         "delete_user" => {
@@ -262,6 +298,7 @@ fn logs(name: &str, fields: &Fields) -> Result<Plan, CommandError> {
         name: name.to_string(),
         frame: frame.done(),
         collect: Some(Collect::Logs(0)),
+        wait: Wait::Long,
     })
 }
 

@@ -23,11 +23,13 @@ use jiff::{SignedDuration, Timestamp};
 use simd_json::OwnedValue;
 use simd_json::prelude::*;
 
-use crate::terminal::{self, Action, CommandError, Conversation, Identity};
+use crate::terminal::{self, Action, CommandError, Conversation, Identity, Timeouts, Wait};
 use command::Plan;
 use frame::{Obj, cloudtime, failed, normalise, result_ok, str_at, take_records, u64_at};
 
-/// How long the terminal has to answer a request (each page of a paged one) by default.
+/// One timeout for every request, as tests and benches run a session
+/// (`Session::new(DEFAULT_TIMEOUT)`): the vendor C# sample's 5 s. The server gives quick and long
+/// requests their own (`Timeouts::VENDOR` unless configured).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Pages fetched by one paged exchange at most: 2 500 pages hold 100 000 users (40 a page) or
@@ -51,7 +53,7 @@ fn is_person(enrollid: u64) -> bool {
 
 /// One AiFace terminal's conversation, from its first frame until the socket closes.
 pub struct Session {
-    timeout: SignedDuration,
+    timeouts: Timeouts,
     state: State,
     /// The server request awaiting its reply, if any.
     job: Option<Job>,
@@ -68,10 +70,13 @@ enum State {
 
 /// A server request awaiting its reply.
 struct Job {
-    /// The operator's command; `None` for the session's own backfill, which reports to no one.
+    /// The operator's command; `None` for the session's own backfill, and for a command that timed
+    /// out and still waits for its late reply: they report to no one.
     command_id: Option<String>,
     /// The reply's name (`ret`, or `cmd` on firmware that echoes it).
     name: String,
+    /// How long each reply (each page) may take.
+    wait: Wait,
     deadline: Timestamp,
     /// `None`: the first reply finishes the job.
     paged: Option<Paged>,
@@ -102,19 +107,21 @@ enum End {
 }
 
 impl Session {
-    /// A session for a terminal that has just connected. `timeout` bounds each wait for a reply
-    /// (`DEFAULT_TIMEOUT` unless configured).
-    pub fn new(timeout: Duration) -> Session {
-        let timeout = SignedDuration::try_from(timeout).unwrap_or(SignedDuration::MAX);
+    /// A session for a terminal that has just connected. `timeouts` bound each wait for a reply,
+    /// by the request's `Wait` (a single `Duration` for all of them, such as `DEFAULT_TIMEOUT`).
+    pub fn new(timeouts: impl Into<Timeouts>) -> Session {
         Session {
-            timeout,
+            timeouts: timeouts.into(),
             state: State::Unregistered,
             job: None,
         }
     }
 
-    fn deadline(&self, now: Timestamp) -> Timestamp {
-        now.checked_add(self.timeout).unwrap_or(Timestamp::MAX)
+    fn deadline(&self, wait: Wait, now: Timestamp) -> Timestamp {
+        SignedDuration::try_from(self.timeouts.of(wait))
+            .ok()
+            .and_then(|t| now.checked_add(t).ok())
+            .unwrap_or(Timestamp::MAX)
     }
 
     /// A message of the terminal's own that this conversation does not know. Every message the
@@ -235,10 +242,12 @@ impl Session {
     /// Asks for the logs the terminal holds as new: what it took while the gateway could not
     /// hear it. The store drops what it already has.
     fn start_backfill(&mut self, now: Timestamp) -> Action {
+        // A page of logs may carry a photo per record: the long wait.
         self.job = Some(Job {
             command_id: None,
             name: "getnewlog".into(),
-            deadline: self.deadline(now),
+            wait: Wait::Long,
+            deadline: self.deadline(Wait::Long, now),
             paged: Some(Paged::new(Collect::Logs(0))),
         });
         Action::Send(Obj::new().str("cmd", "getnewlog").bool("stn", true).done())
@@ -324,7 +333,7 @@ impl Session {
             };
             return job.end(paged, end, out);
         }
-        job.deadline = self.deadline(now);
+        job.deadline = self.deadline(job.wait, now);
         job.paged = Some(paged);
         self.job = Some(job);
         out
@@ -509,11 +518,13 @@ impl Conversation for Session {
                 name,
                 frame,
                 collect,
+                wait,
             } => {
                 self.job = Some(Job {
                     command_id: Some(command_id),
                     name,
-                    deadline: self.deadline(now),
+                    wait,
+                    deadline: self.deadline(wait, now),
                     paged: collect.map(Paged::new),
                 });
                 Ok(vec![Action::Send(frame)])
@@ -529,17 +540,28 @@ impl Conversation for Session {
         if self.job.as_ref().is_none_or(|j| now < j.deadline) {
             return Vec::new();
         }
-        // A reply arriving after this finds nothing outstanding under its name and is ignored.
-        let command_id = self.job.take().and_then(|j| j.command_id);
-        let result = Obj::new().str("error", "timeout").done();
-        command_id
-            .map(|command_id| Action::CommandDone {
-                command_id,
-                ok: false,
-                result,
-            })
-            .into_iter()
-            .collect()
+        // The backfill, or a timed-out command's wait for its late reply, ends here; a reply
+        // after this finds nothing outstanding under its name and is ignored.
+        let Some(job) = self.job.take() else {
+            return Vec::new();
+        };
+        let Some(command_id) = job.command_id else {
+            return Vec::new();
+        };
+        // A command's request stays outstanding for as long again, reporting to no one: the
+        // next command could have the same name (photos of several users, one `setuserinfo`
+        // each), and its reply could not be told from this one's late reply.
+        self.job = Some(Job {
+            command_id: None,
+            deadline: self.deadline(job.wait, now),
+            paged: None,
+            ..job
+        });
+        vec![Action::CommandDone {
+            command_id,
+            ok: false,
+            result: Obj::new().str("error", "timeout").done(),
+        }]
     }
 
     fn is_authenticated(&self) -> bool {

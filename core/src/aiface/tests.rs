@@ -7,7 +7,7 @@ use simd_json::prelude::*;
 
 use super::{MAX_PAGES, Session};
 use crate::fixtures::aiface::{EMPTY_LOG_PAGE, REG};
-use crate::terminal::{Action, CommandError, Conversation, Identity, Known};
+use crate::terminal::{Action, CommandError, Conversation, Identity, Known, Timeouts};
 
 /// The §3.3 example, verbatim.
 const SENDLOG: &str = r#"{
@@ -93,7 +93,14 @@ impl T {
 
     /// Registered, with the backfill finished (the terminal had no new logs).
     fn registered() -> T {
-        let mut t = T::new();
+        T::registered_with(super::DEFAULT_TIMEOUT.into())
+    }
+
+    fn registered_with(timeouts: Timeouts) -> T {
+        let mut t = T {
+            s: Session::new(timeouts),
+            now: start(),
+        };
         t.frame(REG);
         t.identity(known());
         assert_eq!(t.frame(EMPTY_LOG_PAGE), Vec::<String>::new());
@@ -502,7 +509,7 @@ fn reboot_finishes_without_a_reply() {
 }
 
 #[test]
-fn a_command_times_out_and_its_late_reply_is_ignored() {
+fn a_command_times_out_and_its_late_reply_is_consumed_without_a_word() {
     let mut t = T::registered();
     assert_eq!(
         t.command("c1", "getdevinfo", "null").unwrap(),
@@ -510,12 +517,116 @@ fn a_command_times_out_and_its_late_reply_is_ignored() {
     );
     assert_eq!(t.tick_ms(4_999), Vec::<String>::new());
     assert_eq!(t.tick_ms(1), [r#"done c1 ok=false {"error":"timeout"}"#]);
-    assert!(t.s.is_idle());
+    // The request stays outstanding for its late reply: nothing new goes out meanwhile.
+    assert!(!t.s.is_idle());
+    assert_eq!(
+        t.command("c2", "getdevinfo", "null"),
+        Err(CommandError::Busy)
+    );
     assert_eq!(
         t.frame(r#"{"ret":"getdevinfo","result":true,"volume":6}"#),
         Vec::<String>::new()
     );
+    assert!(t.s.is_idle());
     assert_eq!(t.tick_ms(60_000), Vec::<String>::new());
+    // A reply that never comes is waited for as long as the command was, then forgotten.
+    t.command("c3", "getdevinfo", "null").unwrap();
+    assert_eq!(
+        t.tick_ms(5_000),
+        [r#"done c3 ok=false {"error":"timeout"}"#]
+    );
+    assert_eq!(t.tick_ms(4_999), Vec::<String>::new());
+    assert!(!t.s.is_idle());
+    assert_eq!(t.tick_ms(1), Vec::<String>::new());
+    assert!(t.s.is_idle());
+    assert_eq!(
+        t.frame(r#"{"ret":"getdevinfo","result":true}"#),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn each_command_waits_as_long_as_what_it_asks_takes() {
+    let mut t = T::registered_with(Timeouts::VENDOR);
+    // A door is answered from memory: the vendor C# sample's 5 s.
+    t.command("door", "open_door", "null").unwrap();
+    assert_eq!(t.tick_ms(4_999), Vec::<String>::new());
+    assert_eq!(t.tick_ms(1), [r#"done door ok=false {"error":"timeout"}"#]);
+    assert_eq!(
+        t.frame(r#"{"ret":"opendoor","result":true}"#),
+        Vec::<String>::new()
+    );
+    // Photo enrolment: the terminal computes a face template before it answers, well past 5 s;
+    // the vendor PHP sample waits 30 s.
+    assert_eq!(
+        t.command(
+            "photo",
+            "set_user",
+            r#"{"enrollid":7,"backupnum":50,"record":"/9j/4AAQ"}"#
+        )
+        .unwrap(),
+        [r#"send {"cmd":"setuserinfo","enrollid":7,"backupnum":50,"admin":0,"record":"/9j/4AAQ"}"#]
+    );
+    assert_eq!(t.tick_ms(20_000), Vec::<String>::new());
+    assert_eq!(
+        t.frame(r#"{"ret":"setuserinfo","result":true}"#),
+        [r#"done photo ok=true {"ret":"setuserinfo","result":true}"#]
+    );
+    // A walk waits that long for each page.
+    t.command("list", "get_users", "null").unwrap();
+    assert_eq!(t.tick_ms(29_000), Vec::<String>::new());
+    assert_eq!(
+        t.frame(r#"{"ret":"getuserlist","result":true,"count":1,"from":0,"to":0,"record":[{"enrollid":7,"admin":0,"backupnum":50}]}"#),
+        [r#"send {"cmd":"getuserlist","stn":false}"#]
+    );
+    assert_eq!(t.tick_ms(29_999), Vec::<String>::new());
+    assert_eq!(t.tick_ms(1), [r#"done list ok=false {"error":"timeout"}"#]);
+    // Native and raw forms wait by the request they send; what is not known to be quick waits long.
+    assert_eq!(t.tick_ms(30_000), Vec::<String>::new());
+    for (command, payload, wait_ms) in [
+        ("gettime", "null", 5_000),
+        ("raw", r#"{"cmd":"opendoor"}"#, 5_000),
+        ("getuserinfo", r#"{"enrollid":7,"backupnum":50}"#, 30_000),
+        ("raw", r#"{"cmd":"getfacetemplate"}"#, 30_000),
+    ] {
+        assert!(t.s.is_idle(), "{command} {payload}");
+        t.command("c", command, payload).unwrap();
+        assert_eq!(
+            t.tick_ms(wait_ms - 1),
+            Vec::<String>::new(),
+            "{command} {payload}"
+        );
+        assert_eq!(t.tick_ms(1), [r#"done c ok=false {"error":"timeout"}"#]);
+        t.tick_ms(wait_ms);
+    }
+}
+
+#[test]
+fn a_late_reply_is_not_taken_for_the_next_command_of_the_same_name() {
+    let mut t = T::registered_with(Timeouts::VENDOR);
+    let photo = |id: u32| format!(r#"{{"enrollid":{id},"backupnum":50,"record":"/9j/{id}"}}"#);
+    t.command("u1", "set_user", &photo(1)).unwrap();
+    assert_eq!(
+        t.tick_ms(30_000),
+        [r#"done u1 ok=false {"error":"timeout"}"#]
+    );
+    // The next user's photo waits for the first one's reply...
+    assert_eq!(
+        t.command("u2", "set_user", &photo(2)),
+        Err(CommandError::Busy)
+    );
+    t.tick_ms(10_000);
+    // ...which is consumed as the first one's: it says nothing about the second.
+    assert_eq!(
+        t.frame(r#"{"ret":"setuserinfo","result":false,"reason":10}"#),
+        Vec::<String>::new()
+    );
+    assert!(t.s.is_idle());
+    assert_eq!(t.command("u2", "set_user", &photo(2)).unwrap().len(), 1);
+    assert_eq!(
+        t.frame(r#"{"ret":"setuserinfo","result":true}"#),
+        [r#"done u2 ok=true {"ret":"setuserinfo","result":true}"#]
+    );
 }
 
 #[test]
@@ -752,7 +863,8 @@ fn commands_translate_to_native_frames() {
     let mut t = T::registered();
     let mut sent = |command: &str, payload: &str| {
         let out = t.command("c", command, payload).unwrap();
-        // Finish it so the next can start.
+        // Time it out, and its wait for a late reply, so the next can start.
+        t.tick_ms(5_000);
         t.tick_ms(5_000);
         out
     };

@@ -21,6 +21,16 @@ pub struct Limits {
     pub max_headers: usize,
     /// Declared `Content-Length`.
     pub max_body: usize,
+    /// The one path whose bodies may be larger, if any.
+    pub upload: Option<Upload>,
+}
+
+/// A path whose request bodies may exceed `Limits::max_body`: the terminals' endpoint, where a
+/// `sendlog` carries a photo per record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Upload {
+    pub path: &'static str,
+    pub max_body: usize,
 }
 
 impl Default for Limits {
@@ -29,6 +39,17 @@ impl Default for Limits {
             max_header_bytes: 16 * 1024,
             max_headers: 64,
             max_body: 1024 * 1024,
+            upload: None,
+        }
+    }
+}
+
+impl Limits {
+    /// The largest body a request for the (decoded) `path` may declare.
+    pub fn max_body_for(&self, path: &str) -> usize {
+        match self.upload {
+            Some(upload) if upload.path == path => upload.max_body,
+            _ => self.max_body,
         }
     }
 }
@@ -172,7 +193,8 @@ const STACK_HEADERS: usize = 64;
 /// unsupported request is refused before its body is buffered:
 /// - head over `max_header_bytes` (complete or not) → 431; more than
 ///   `max_headers` fields → 431;
-/// - `Content-Length` over `max_body` → 413 as soon as the head is complete;
+/// - `Content-Length` over `max_body` (the upload path's own limit for it) → 413 as soon as the
+///   head is complete;
 ///   unparsable or conflicting `Content-Length` → 400;
 /// - any `Transfer-Encoding` → 501, and together with `Content-Length` →
 ///   400. Only `Content-Length` bodies are accepted: device firmware and
@@ -237,10 +259,11 @@ fn parse_with_slots<'b>(
     let path = decode_path(raw_path)?;
 
     let framing = Framing::scan(head.headers);
-    let body_len = framing.body_len(limits)?;
+    let max_body = limits.max_body_for(&path);
+    let body_len = framing.body_len(max_body)?;
     let total = head_len
         .checked_add(body_len)
-        .ok_or_else(|| payload_too_large(limits))?;
+        .ok_or_else(|| payload_too_large(max_body))?;
     if buf.len() < total {
         return Ok(Parse::Partial {
             expect_continue: version == 1 && framing.expect_continue && buf.len() == head_len,
@@ -441,7 +464,7 @@ impl Framing {
         framing
     }
 
-    fn body_len(&self, limits: &Limits) -> Result<usize, HttpError> {
+    fn body_len(&self, max_body: usize) -> Result<usize, HttpError> {
         if self.transfer_encoding {
             return Err(if self.content_length == ContentLength::Absent {
                 HttpError::new(
@@ -461,17 +484,17 @@ impl Framing {
             }
             ContentLength::Valid(len) => usize::try_from(len)
                 .ok()
-                .filter(|&len| len <= limits.max_body)
-                .ok_or_else(|| payload_too_large(limits)),
+                .filter(|&len| len <= max_body)
+                .ok_or_else(|| payload_too_large(max_body)),
         }
     }
 }
 
-fn payload_too_large(limits: &Limits) -> HttpError {
+fn payload_too_large(max_body: usize) -> HttpError {
     HttpError::new(
         413,
         "payload_too_large",
-        format!("request body exceeds {} bytes", limits.max_body),
+        format!("request body exceeds {max_body} bytes"),
     )
 }
 
@@ -757,6 +780,45 @@ mod tests {
     }
 
     #[test]
+    fn the_upload_path_has_its_own_body_limit() {
+        let limits = Limits {
+            max_body: 10,
+            upload: Some(Upload {
+                path: "/api/device-http",
+                max_body: 20,
+            }),
+            ..Limits::default()
+        };
+        let head = |path: &str, len: usize| {
+            format!(
+                "POST {path} HTTP/1.1\r\nContent-Length: {len}\r\n\r\n{}",
+                "b".repeat(len)
+            )
+        };
+        assert!(matches!(
+            parse(head("/api/device-http", 20).as_bytes(), &limits),
+            Ok(Parse::Complete { .. })
+        ));
+        let err = parse(head("/api/device-http", 21).as_bytes(), &limits).unwrap_err();
+        assert_eq!(err.message, "request body exceeds 20 bytes");
+        // Other paths, including ones that only start like it, keep the general limit.
+        for path in ["/api/devices", "/api/device-http/x", "/api/device-httpx"] {
+            let err = parse(head(path, 11).as_bytes(), &limits).unwrap_err();
+            assert_eq!((err.status, err.code), (413, "payload_too_large"), "{path}");
+        }
+        // The path is compared without its query and decoded, as the router sees it.
+        for path in ["/api/device-http?sn=1", "/api/device%2Dhttp"] {
+            assert!(
+                matches!(
+                    parse(head(path, 20).as_bytes(), &limits),
+                    Ok(Parse::Complete { .. })
+                ),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
     fn invalid_content_length_is_400() {
         for value in ["abc", "-1", "+5", "5 5", "0x10", "5,", "", "1.0"] {
             let buf = format!("POST / HTTP/1.1\r\nContent-Length: {value}\r\n\r\n");
@@ -975,6 +1037,7 @@ mod tests {
             max_header_bytes: 96,
             max_headers: 4,
             max_body: 8,
+            upload: None,
         };
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
         let (mut completes, mut partials, mut errors) = (0, 0, 0);

@@ -11,7 +11,7 @@ use simd_json::prelude::*;
 use super::values::{self, MAX_NAME_UNITS};
 use super::xml::Dialect;
 use crate::clock::Clock;
-use crate::terminal::CommandError;
+use crate::terminal::{CommandError, Wait};
 
 /// Largest `raw` message accepted (the runtime's frame cap).
 const MAX_RAW: usize = 1 << 20;
@@ -36,11 +36,48 @@ pub(super) enum Op {
     Logs { records: u64, pos: u64 },
 }
 
-/// A command ready to go: the frame to send and what its replies mean.
+/// A command ready to go: the frame to send, what its replies mean, and how long the first may
+/// take.
 #[derive(Debug)]
 pub(super) struct Planned {
     pub frame: String,
     pub op: Op,
+    pub wait: Wait,
+}
+
+/// Requests the terminal answers from memory (its lock, clock, settings and status, one small
+/// user field): `Wait::Quick`. Everything else waits long: user data with photos and templates
+/// (`SetUserData`, `SetUserPhoto`, `EnrollFaceByPhoto`, `SetFaceData`, `RemoteEnroll` …), their
+/// reads, log walks (a log may carry its `LogImage`), wipes, firmware upgrades, `raw`, and names
+/// this list does not know.
+const QUICK: &[&str] = &[
+    "LockControl",
+    "LockControlStatus",
+    "SetTime",
+    "GetTime",
+    "Restart",
+    "GetDeviceInfo",
+    "GetDeviceInfoExt",
+    "GetDeviceInfoAll",
+    "SetDeviceInfo",
+    "SetDeviceInfoExt",
+    "GetDeviceStatus",
+    "GetDeviceStatusAll",
+    "GetFirmwareVersion",
+    "GetGlogPosInfo",
+    "EnableDevice",
+    "GetUserAttendOnly",
+    "SetUserAttendOnly",
+    "GetUserCardNo",
+    "GetUserPassword",
+];
+
+fn wait_for(name: &str) -> Wait {
+    if QUICK.contains(&name) {
+        Wait::Quick
+    } else {
+        Wait::Long
+    }
 }
 
 fn invalid(msg: impl Into<String>) -> CommandError {
@@ -56,9 +93,10 @@ pub(super) fn plan(
     clock: &Clock,
 ) -> Result<Planned, CommandError> {
     let request = |name: &str, fields: &[(&str, &str)]| dialect.message("Request", name, fields);
-    let single = |frame: String| Planned {
+    let single = |frame: String, wait: Wait| Planned {
         frame,
         op: Op::Single { store_log: false },
+        wait,
     };
     match command {
         "open_door" => {
@@ -70,12 +108,12 @@ pub(super) fn plan(
                     "mode must be 1..7 (1 ForceOpen, 2 ForceClose, 3 NormalOpen, 4 AutoRecover, 5 Restart, 6 CancelWarning, 7 IllegalOpen)",
                 ));
             }
-            Ok(single(request(
-                "LockControl",
-                &[("Mode", &mode.to_string())],
-            )))
+            Ok(single(
+                request("LockControl", &[("Mode", &mode.to_string())]),
+                Wait::Quick,
+            ))
         }
-        "reboot" => Ok(single(request("Restart", &[]))),
+        "reboot" => Ok(single(request("Restart", &[]), Wait::Quick)),
         "set_time" => {
             let time = match opt_str(payload, "time")? {
                 Some(t) => values::format_time(local_time(t)?),
@@ -84,7 +122,7 @@ pub(super) fn plan(
                     invalid("the device has no timezone setting and has not shown its clock: give {\"time\":\"YYYY-MM-DD HH:MM:SS\"}")
                 })?),
             };
-            Ok(single(request("SetTime", &[("Time", &time)])))
+            Ok(single(request("SetTime", &[("Time", &time)]), Wait::Quick))
         }
         "get_users" => match opt_user_id(payload)? {
             Some(id) => Ok(Planned {
@@ -94,6 +132,7 @@ pub(super) fn plan(
                     users: Vec::new(),
                     asked: None,
                 },
+                wait: Wait::Long,
             }),
             None => Ok(Planned {
                 frame: request("GetFirstUserData", &[]),
@@ -102,15 +141,19 @@ pub(super) fn plan(
                     users: Vec::new(),
                     asked: None,
                 },
+                wait: Wait::Long,
             }),
         },
-        "set_user" => Ok(single(set_user(dialect, payload, now, &clock.tz())?)),
+        "set_user" => Ok(single(
+            set_user(dialect, payload, now, &clock.tz())?,
+            Wait::Long,
+        )),
         "delete_user" => {
             let id = opt_user_id(payload)?.ok_or_else(|| invalid("enrollid is required"))?;
-            Ok(single(request(
-                "SetUserData",
-                &[("UserID", &id), ("Type", "Delete")],
-            )))
+            Ok(single(
+                request("SetUserData", &[("UserID", &id), ("Type", "Delete")]),
+                Wait::Long,
+            ))
         }
         "fetch_logs" => fetch_logs(dialect, payload),
         "raw" => {
@@ -120,7 +163,7 @@ pub(super) fn plan(
             if xml.len() > MAX_RAW {
                 return Err(invalid("xml is larger than 1 MiB"));
             }
-            Ok(single(xml.to_owned()))
+            Ok(single(xml.to_owned(), Wait::Long))
         }
         native if is_native_name(native) => {
             let fields = native_fields(payload)?;
@@ -132,6 +175,7 @@ pub(super) fn plan(
             Ok(Planned {
                 frame: request(native, &refs),
                 op: Op::Single { store_log },
+                wait: wait_for(native),
             })
         }
         other => Err(invalid(format!(
@@ -239,6 +283,7 @@ fn fetch_logs(dialect: Dialect, payload: &OwnedValue) -> Result<Planned, Command
         return Ok(Planned {
             frame: dialect.message("Request", "GetNextGlog", &[("BeginLogPos", &begin)]),
             op: Op::Logs { records: 0, pos },
+            wait: Wait::Long,
         });
     }
     let mut fields = vec![("BeginLogPos", "0")];
@@ -250,6 +295,7 @@ fn fetch_logs(dialect: Dialect, payload: &OwnedValue) -> Result<Planned, Command
     Ok(Planned {
         frame: dialect.message("Request", "GetFirstGlog", &fields),
         op: Op::Logs { records: 0, pos: 0 },
+        wait: Wait::Long,
     })
 }
 

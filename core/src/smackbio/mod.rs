@@ -26,11 +26,13 @@ use jiff::Timestamp;
 use simd_json::OwnedValue;
 
 use crate::clock::Clock;
-use crate::terminal::{self, Action, CommandError, Conversation, Identity, Known};
+use crate::terminal::{self, Action, CommandError, Conversation, Identity, Known, Timeouts};
 use commands::Op;
 use xml::{Dialect, Doc};
 
-/// The command reply timeout of the vendor C# sample (`BeginCommand`).
+/// The command reply timeout of the vendor C# sample (`BeginCommand`): one timeout for every
+/// request, as tests and benches run a session. The server gives quick and long requests their
+/// own (`Timeouts::VENDOR` unless configured).
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 /// Identity answers owed at once; a terminal repeating Register/Login faster than the runtime
 /// answers is not served more.
@@ -43,7 +45,13 @@ const MAX_LISTED_USERS: usize = 10_000;
 /// One terminal connection.
 #[derive(Debug)]
 pub struct Session {
+    /// The wait of the session's own requests (clock, backfill) and of each further page of a
+    /// walk: the long one, since a log may carry its photo.
     timeout: Duration,
+    /// An operator command's first request waits by its plan's `Wait`.
+    timeouts: Timeouts,
+    /// How long a command that timed out stays outstanding for its late reply: its own timeout.
+    late_for: Duration,
     seed: u64,
     dialect: Option<Dialect>,
     /// The serial this connection named first; frames naming another are ignored, so one
@@ -109,6 +117,9 @@ enum Job {
         id: String,
         op: Op,
     },
+    /// A command that timed out, waiting for its late reply, which is consumed without a word:
+    /// the replies carry no id, so it would otherwise be taken for the next command's.
+    Late,
 }
 
 /// What a frame is, once classified.
@@ -126,13 +137,17 @@ enum Kind<'d> {
 impl Session {
     /// A session for a newly accepted connection.
     ///
-    /// `command_timeout`: how long a request waits for its reply (`DEFAULT_COMMAND_TIMEOUT` is the
-    /// vendor's 5 s). `seed`: randomness drawn by the runtime (the conversation reads no RNG or
-    /// clock of its own); the token a vendor Register issues when the serial holds none, and the
-    /// dashboard dialect's `Session` id, are derived from it.
-    pub fn new(command_timeout: Duration, seed: u64) -> Session {
+    /// `timeouts`: how long a request waits for its reply, by its `Wait` (a single `Duration` for
+    /// every request, such as `DEFAULT_COMMAND_TIMEOUT`, the vendor's 5 s). `seed`: randomness
+    /// drawn by the runtime (the conversation reads no RNG or clock of its own); the token a
+    /// vendor Register issues when the serial holds none, and the dashboard dialect's `Session`
+    /// id, are derived from it.
+    pub fn new(timeouts: impl Into<Timeouts>, seed: u64) -> Session {
+        let timeouts = timeouts.into();
         Session {
-            timeout: command_timeout,
+            timeout: timeouts.long,
+            timeouts,
+            late_for: timeouts.long,
             seed,
             dialect: None,
             serial: None,
@@ -557,6 +572,7 @@ impl Session {
             Job::SetClock => Vec::new(),
             Job::Backfill { pos } => self.on_backfill_step(doc, pos),
             Job::Command { id, op } => self.on_command_reply(id, op, doc, now),
+            Job::Late => Vec::new(),
         }
     }
 
@@ -840,9 +856,10 @@ impl Conversation for Session {
             id: command_id.to_owned(),
             op: planned.op,
         };
+        self.late_for = self.timeouts.of(planned.wait);
         self.outstanding = Some(Outstanding {
             job,
-            deadline: self.deadline_from(now),
+            deadline: now.saturating_add(self.late_for).unwrap_or(Timestamp::MAX),
             name,
         });
         Ok(vec![Action::Send(planned.frame)])
@@ -856,20 +873,33 @@ impl Conversation for Session {
         if self.outstanding.as_ref().is_none_or(|o| now < o.deadline) {
             return Vec::new();
         }
-        match self.outstanding.take().map(|o| o.job) {
-            Some(Job::Command { id, .. }) => vec![Action::CommandDone {
-                command_id: id,
-                ok: false,
-                result: r#"{"error":"timeout"}"#.into(),
-            }],
+        let Some(Outstanding { job, name, .. }) = self.outstanding.take() else {
+            return Vec::new();
+        };
+        match job {
+            Job::Command { id, .. } => {
+                // Outstanding for as long again under its name: replies carry no id, so a late
+                // reply must not be taken for the next command of the same name (a run of
+                // `set_user`s). Replies of other names are told apart by name anyway.
+                self.outstanding = Some(Outstanding {
+                    job: Job::Late,
+                    deadline: now.saturating_add(self.late_for).unwrap_or(Timestamp::MAX),
+                    name,
+                });
+                vec![Action::CommandDone {
+                    command_id: id,
+                    ok: false,
+                    result: r#"{"error":"timeout"}"#.into(),
+                }]
+            }
             // A terminal that does not answer a backfill step is left as it is: it is online,
             // its live logs still arrive, commands may proceed, and the next connection
             // resumes the backfill from the saved position.
-            Some(Job::Backfill { .. }) => {
+            Job::Backfill { .. } => {
                 self.backfill = Backfill::Stopped;
                 Vec::new()
             }
-            Some(Job::SetClock) | None => Vec::new(),
+            Job::SetClock | Job::Late => Vec::new(),
         }
     }
 

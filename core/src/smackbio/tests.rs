@@ -966,12 +966,15 @@ fn bare_result_acks_and_late_replies_shift_nothing() {
         )
         .is_empty()
     );
-    // A command times out; its reply comes late, after the next command went out.
+    // A command times out. Its reply may still come while the session waits for it (consumed
+    // as its own), or later still, after the next command went out: dropped by its name.
     start(&mut s, "open_door", OwnedValue::null()).expect("open_door starts");
     let done = show(&s.on_tick(now() + 6.seconds()));
     assert_eq!(done, [r#"done c1 ok=false {"error":"timeout"}"#]);
+    assert!(s.on_tick(now() + 20.seconds()).is_empty());
+    assert!(s.is_idle());
     assert_eq!(
-        s.start_command("c2", "GetTime", &OwnedValue::null(), now())
+        s.start_command("c2", "GetTime", &OwnedValue::null(), now() + 20.seconds())
             .map(|a| show(&a)),
         Ok(vec![send(&vendor("Request", "GetTime", &[]))])
     );
@@ -1183,13 +1186,130 @@ fn a_command_times_out_and_a_late_reply_is_ignored() {
         [r#"done c9 ok=false {"error":"timeout"}"#]
     );
     assert!(s.on_tick(at + 6.seconds()).is_empty());
-    assert!(s.is_idle());
+    // Outstanding for its late reply, which is consumed as its own.
+    assert!(!s.is_idle());
     assert!(feed(&mut s, &vendor("Response", "Restart", &[("Result", "OK")])).is_empty());
+    assert!(s.is_idle());
     // The timeout is the constructor's.
     let mut s = Session::new(Duration::from_millis(250), 0);
     feed(&mut s, &login("t"));
     answer(&mut s, known(Some("t"), 0));
     assert_eq!(s.deadline(), Some(now() + 250.milliseconds()));
+}
+
+/// Logged in with the server's timeouts, setup finished.
+fn ready_with_vendor_timeouts() -> Session {
+    let mut s = Session::new(Timeouts::VENDOR, SEED);
+    feed(&mut s, REGISTER);
+    answer(&mut s, known(None, 0));
+    feed(&mut s, &login(FRESH_TOKEN));
+    answer(&mut s, known(Some(FRESH_TOKEN), 0));
+    feed(&mut s, &vendor("Response", "SetTime", &[("Result", "OK")]));
+    feed(
+        &mut s,
+        &vendor("Response", "GetFirstGlog", &[("Result", "Fail")]),
+    );
+    assert!(s.is_idle());
+    s
+}
+
+#[test]
+fn each_command_waits_as_long_as_what_it_asks_takes() {
+    let mut s = ready_with_vendor_timeouts();
+    let mut at = now();
+    // (command, payload, the vendor sample whose timeout it gets): C# 5 s for what the terminal
+    // answers from memory, PHP 30 s for user data, enrolment, photos and walks.
+    for (command, payload, wait) in [
+        ("open_door", OwnedValue::null(), 5),
+        ("set_time", OwnedValue::null(), 5),
+        ("GetDeviceInfo", json!({"ParamName": "ManagersNumber"}), 5),
+        ("set_user", json!({"enrollid": 7, "name": "Ann"}), 30),
+        ("delete_user", json!({"enrollid": 7}), 30),
+        (
+            "RemoteEnroll",
+            json!({"UserID": 7, "Backup": "RemoteEnrollFace"}),
+            30,
+        ),
+        (
+            "EnrollFaceByPhoto",
+            json!({"UserID": 7, "PhotoSize": 4, "PhotoData": "/9j/"}),
+            30,
+        ),
+        ("get_users", OwnedValue::null(), 30),
+        ("fetch_logs", OwnedValue::null(), 30),
+        (
+            "raw",
+            json!({"xml": "<Message><Request>GetTime</Request></Message>"}),
+            30,
+        ),
+    ] {
+        assert!(s.is_idle(), "{command}");
+        s.start_command("c", command, &payload, at).unwrap();
+        assert!(
+            s.on_tick(at + (wait * 1000 - 1).milliseconds()).is_empty(),
+            "{command}"
+        );
+        at += wait.seconds();
+        assert_eq!(
+            show(&s.on_tick(at)),
+            [r#"done c ok=false {"error":"timeout"}"#],
+            "{command}"
+        );
+        // No late reply: the wait for it ends as long again after.
+        at += wait.seconds();
+        assert!(s.on_tick(at).is_empty());
+    }
+    // Photo enrolment answered after 20 s is the command's answer.
+    s.start_command(
+        "photo",
+        "EnrollFaceByPhoto",
+        &json!({"UserID": 7, "PhotoData": "/9j/"}),
+        at,
+    )
+    .unwrap();
+    assert!(s.on_tick(at + 20.seconds()).is_empty());
+    assert_eq!(
+        feed_at(
+            &mut s,
+            &vendor("Response", "EnrollFaceByPhoto", &[("Result", "OK")]),
+            at + 20.seconds()
+        ),
+        [r#"done photo ok=true {"Response":"EnrollFaceByPhoto","Result":"OK"}"#]
+    );
+}
+
+#[test]
+fn a_late_reply_is_not_taken_for_the_next_command() {
+    let mut s = ready_with_vendor_timeouts();
+    let at = now();
+    let user = |id: u64| json!({"enrollid": id, "name": "Ann"});
+    s.start_command("u1", "set_user", &user(1), at).unwrap();
+    assert_eq!(
+        show(&s.on_tick(at + 30.seconds())),
+        [r#"done u1 ok=false {"error":"timeout"}"#]
+    );
+    // Replies carry no id and come in order: the next user waits for the first one's reply...
+    assert!(matches!(
+        s.start_command("u2", "set_user", &user(2), at + 31.seconds()),
+        Err(CommandError::Busy)
+    ));
+    // ...which is consumed as the first one's.
+    let fail = vendor("Response", "SetUserData", &[("Result", "Fail")]);
+    assert!(feed_at(&mut s, &fail, at + 40.seconds()).is_empty());
+    assert!(s.is_idle());
+    assert_eq!(
+        s.start_command("u2", "set_user", &user(2), at + 40.seconds())
+            .map(|a| a.len()),
+        Ok(1)
+    );
+    assert_eq!(
+        feed_at(
+            &mut s,
+            &vendor("Response", "SetUserData", &[("Result", "OK")]),
+            at + 41.seconds()
+        ),
+        [r#"done u2 ok=true {"Response":"SetUserData","Result":"OK"}"#]
+    );
 }
 
 #[test]

@@ -228,6 +228,19 @@ impl Decoder {
         }
     }
 
+    /// Changes what the decoder accepts from the next frame header on; a message being assembled
+    /// is held to the new limit from its next fragment. The server raises the limit once a session
+    /// is known to be a terminal that sends photos.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
+    /// Bytes the assembly buffer holds (a fragmented message's fragments so far; 0 once the call
+    /// after the message's delivery has freed it), for the runtime's memory accounting.
+    pub fn assembly_capacity(&self) -> usize {
+        self.assembly.capacity()
+    }
+
     /// Decodes frames from the front of `buf`: the bytes read from the socket and not yet
     /// consumed, oldest first.
     ///
@@ -949,6 +962,34 @@ mod tests {
         );
         assert_eq!(
             decode_once(&mut decoder, &overflow[..2]),
+            Err(CloseError::TOO_BIG)
+        );
+    }
+
+    #[test]
+    fn a_raised_limit_applies_from_the_next_header_and_to_a_message_in_progress() {
+        let mut decoder = Decoder::new(Limits { max_message: 16 });
+        let big = client_frame(true, TEXT, &[b'a'; 20]);
+        assert_eq!(
+            decode_once(&mut decoder, &big[..2]),
+            Err(CloseError::TOO_BIG)
+        );
+        // As the server does once a session turns out to be a terminal that sends photos.
+        let mut decoder = Decoder::new(Limits { max_message: 16 });
+        let first = client_frame(false, TEXT, &[b'a'; 10]);
+        assert_eq!(decode_once(&mut decoder, &first), Ok((16, None)));
+        assert_eq!(decoder.assembly_capacity(), 10);
+        decoder.set_limits(Limits { max_message: 32 });
+        let last = client_frame(true, CONTINUATION, &[b'a'; 20]);
+        assert_eq!(
+            decode_once(&mut decoder, &last),
+            Ok((26, Some(Owned::Text(vec![b'a'; 30]))))
+        );
+        // The assembly buffer is let go by the next call, whatever it finds.
+        assert_eq!(decode_once(&mut decoder, &[]), Ok((0, None)));
+        assert_eq!(decoder.assembly_capacity(), 0);
+        assert_eq!(
+            decode_once(&mut decoder, &client_frame(true, BINARY, &[1; 33])[..2]),
             Err(CloseError::TOO_BIG)
         );
     }
