@@ -1,15 +1,20 @@
-//! `POST /api/device-http`, sans-IO: reading and validating a legacy terminal's JSON body (`reg`,
-//! `sendlog`, `checklive`, identified by serial number), and the answers the connect guide shows:
-//! `{"ret":<cmd>,"result":true|false,"cloudtime"|"reason"}`. The server (`fleetgate::device_http`)
-//! looks the serial up, stores, and answers; everything that needs no server state is here, where
-//! it is fuzzed.
+//! `POST /api/device-http` (and the paths AiFace HTTP firmware posts to), sans-IO: reading and
+//! validating a legacy terminal's JSON body (`reg`, `sendlog`, `checklive`, identified by serial
+//! number), and the answers: `{"ret":<cmd>,"result":true|false,"cloudtime"|"reason"}`, with
+//! `cloudtime` the device's wall-clock time as the firmware sets its clock from it, and a
+//! `sendlog` answer that counts and echoes like the WebSocket one. The server
+//! (`fleetgate::device_http`) looks the serial up, stores, and answers; everything that needs no
+//! server state is here, where it is fuzzed.
 
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
 use simd_json::OwnedValue;
 use simd_json::prelude::*;
 
 use crate::attendance;
 use crate::http::response::Response;
 use crate::json;
+use crate::time::wall_clock;
 
 /// Largest device info record a `reg` may store (its JSON text).
 pub const MAX_INFO: usize = 16 * 1024;
@@ -45,6 +50,8 @@ pub struct Body {
     /// `devinfo.modelname` and `devinfo.firmware`, for the pending list and auto-approval.
     pub model: Option<String>,
     pub firmware: Option<String>,
+    /// `logindex` as sent (its JSON text), echoed in the `sendlog` answer.
+    pub logindex: Option<String>,
     /// What the command carries. Its problems are answered only once the serial is known to
     /// belong to an approved device, so they are kept here rather than refused by `parse`.
     pub payload: Payload,
@@ -174,25 +181,53 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Body, Rejection>
         firmware: devinfo
             .and_then(|d| json::get_str(d, "firmware"))
             .map(str::to_string),
+        logindex: v.get("logindex").map(json::encode),
         payload,
     })
 }
 
-/// `cloudtime` as the guide shows it: RFC 3339, UTC, whole seconds, `Z`.
-pub fn cloudtime(ms: u64) -> String {
-    match jiff::Timestamp::from_millisecond(ms as i64) {
-        Ok(t) => t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
-        Err(_) => "1970-01-01T00:00:00Z".to_string(),
-    }
+/// What a command that succeeded answers besides `ret` and `result`.
+#[derive(Debug, Clone, Copy)]
+pub enum Done<'a> {
+    /// `reg`: `nosenduser`, as the WebSocket `reg` answer and [AF-HT]'s carry it.
+    Reg,
+    Checklive,
+    /// `sendlog`: `count`, the records in the message, and `logindex` echoed as sent (the JSON
+    /// text of `Body::logindex`), as the WebSocket answer carries them (§3.3 [AF-TD]).
+    Sendlog {
+        count: usize,
+        logindex: Option<&'a str>,
+    },
 }
 
-/// `{"ret":…,"result":true,"cloudtime":…}` at `now_ms`.
-pub fn ok(ret: &str, now_ms: u64) -> Response {
-    let mut s = String::from("{\"ret\":");
-    json::push_str(&mut s, ret);
-    s.push_str(",\"result\":true,\"cloudtime\":\"");
-    s.push_str(&cloudtime(now_ms));
-    s.push_str("\"}");
+/// `{"ret":…,"result":true,…,"cloudtime":…}`. `cloudtime` is `now` on the device's wall clock in
+/// its zone `tz`, `YYYY-MM-DD HH:MM:SS`: the firmware sets its clock from it (§3.2 [AF-TD];
+/// [AF-HT] answers `DateTime.Now` and reads times as `yyyy-MM-dd HH:mm:ss`), so a UTC instant
+/// would set it off by the zone's offset.
+pub fn ok(done: Done<'_>, now: Timestamp, tz: &TimeZone) -> Response {
+    let ret = match done {
+        Done::Reg => "reg",
+        Done::Checklive => "checklive",
+        Done::Sendlog { .. } => "sendlog",
+    };
+    let mut s = String::from("{\"ret\":\"");
+    s.push_str(ret);
+    s.push_str("\",\"result\":true");
+    if let Done::Sendlog { count, logindex } = done {
+        s.push_str(",\"count\":");
+        s.push_str(&count.to_string());
+        if let Some(i) = logindex {
+            s.push_str(",\"logindex\":");
+            s.push_str(i);
+        }
+    }
+    s.push_str(",\"cloudtime\":\"");
+    s.push_str(&wall_clock(now, tz));
+    s.push('"');
+    if let Done::Reg = done {
+        s.push_str(",\"nosenduser\":true");
+    }
+    s.push('}');
     Response::json(200, s.into_bytes())
 }
 
@@ -222,5 +257,62 @@ fn sendlog_records(v: &simd_json::BorrowedValue<'_>) -> Result<Vec<OwnedValue>, 
     match r {
         Some(one) if one.is_object() => Ok(vec![one.clone().into()]),
         _ => Err("record is required: an array of attendance records".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jiff::tz::offset;
+
+    fn body(text: &str) -> Body {
+        match parse(Some("application/json"), text.as_bytes()) {
+            Ok(b) => b,
+            Err(r) => panic!("{text}: {r:?}"),
+        }
+    }
+
+    fn answer(done: Done<'_>, tz: &TimeZone) -> String {
+        let now: Timestamp = "2026-06-12T07:00:00Z".parse().unwrap();
+        String::from_utf8(ok(done, now, tz).body).unwrap()
+    }
+
+    #[test]
+    fn cloudtime_is_the_devices_wall_clock() {
+        assert_eq!(
+            answer(Done::Checklive, &TimeZone::fixed(offset(9))),
+            r#"{"ret":"checklive","result":true,"cloudtime":"2026-06-12 16:00:00"}"#
+        );
+        assert_eq!(
+            answer(Done::Reg, &TimeZone::UTC),
+            r#"{"ret":"reg","result":true,"cloudtime":"2026-06-12 07:00:00","nosenduser":true}"#
+        );
+    }
+
+    #[test]
+    fn sendlog_answers_count_and_echo_logindex_as_sent() {
+        let tz = TimeZone::fixed(offset(-3));
+        for (sent, echoed) in [
+            (r#""logindex":10,"#, r#""logindex":10,"#),
+            (r#""logindex":"7","#, r#""logindex":"7","#),
+            ("", ""),
+        ] {
+            let b = body(&format!(
+                r#"{{"cmd":"sendlog","sn":"S1",{sent}"count":9,"record":[{{"enrollid":1,"time":"t"}},{{"enrollid":2,"time":"t"}}]}}"#
+            ));
+            let Payload::Sendlog(Ok(records)) = &b.payload else {
+                panic!("{b:?}")
+            };
+            let done = Done::Sendlog {
+                count: records.len(),
+                logindex: b.logindex.as_deref(),
+            };
+            assert_eq!(
+                answer(done, &tz),
+                format!(
+                    r#"{{"ret":"sendlog","result":true,"count":2,{echoed}"cloudtime":"2026-06-12 04:00:00"}}"#
+                )
+            );
+        }
     }
 }

@@ -17,6 +17,19 @@ pub fn now_us() -> u64 {
         .unwrap_or(0)
 }
 
+/// Now, as the conversations take it.
+pub fn timestamp_now() -> jiff::Timestamp {
+    jiff::Timestamp::from_microsecond(now_us() as i64).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+}
+
+/// `now` as wall-clock time in `tz`, `YYYY-MM-DD HH:MM:SS`: how AiFace-family terminals (WebSocket
+/// and HTTP) read `cloudtime` and set their clocks from it (protocols.md §3.2 [AF-TD], §4.1 [AF-HT]).
+pub fn wall_clock(now: jiff::Timestamp, tz: &jiff::tz::TimeZone) -> String {
+    now.to_zoned(tz.clone())
+        .strftime("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}
+
 /// RFC 3339 in UTC with millisecond precision, e.g. `2026-06-12T10:00:00.123Z`.
 pub fn rfc3339_ms(ms: u64) -> String {
     match jiff::Timestamp::from_millisecond(ms as i64) {

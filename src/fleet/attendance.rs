@@ -176,14 +176,8 @@ pub fn stage_records(
     list: &[simd_json::OwnedValue],
 ) -> Result<Option<Rc<Ticket>>, StoreError> {
     let store = &fleet.store;
-    let (tz, serial) = dev.with_record(|r| {
-        let tz = r
-            .settings
-            .get("timezone")
-            .and_then(|t| jiff::tz::TimeZone::get(t).ok());
-        (tz, r.serial.clone())
-    });
-    let tz = tz.unwrap_or_else(jiff::tz::TimeZone::system);
+    let tz = dev.zone();
+    let serial = dev.with_record(|r| r.serial.clone());
     let received = now_ms();
     let mut seen = std::collections::HashSet::new();
     let mut staged_any = false;

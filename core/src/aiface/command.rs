@@ -8,9 +8,10 @@ use jiff::tz::TimeZone;
 use simd_json::OwnedValue;
 use simd_json::prelude::*;
 
-use super::frame::{Obj, as_u64, cloudtime};
-use super::{Collect, DEVICE_MESSAGES, is_person};
+use super::frame::{Obj, as_u64};
+use super::{Collect, DEVICE_MESSAGES, MAX_BACKUPNUM, is_person};
 use crate::terminal::CommandError;
+use crate::time::wall_clock;
 
 /// `setusername` takes fewer than 50 records per request (§3.4).
 const MAX_SETUSERNAME: usize = 49;
@@ -133,7 +134,7 @@ pub(super) fn plan(
                     })?
                     .strftime("%Y-%m-%d %H:%M:%S")
                     .to_string(),
-                None => cloudtime(now, tz),
+                None => wall_clock(now, tz),
             };
             Ok(single(
                 "settime",
@@ -156,7 +157,7 @@ pub(super) fn plan(
             let enrollid = enrollid(fields)?;
             // 13 = all of the user's data (§3.4); 0–9 one finger, 10 password, 11 card, 12 all fingers.
             let backupnum = u64_field(fields, "backupnum")?.unwrap_or(13);
-            if backupnum > 99 {
+            if backupnum > u64::from(MAX_BACKUPNUM) {
                 return Err(invalid(
                     "backupnum must be 0 to 99 (13 = all of the user's data)",
                 ));
@@ -214,7 +215,7 @@ fn set_user(fields: &Fields) -> Result<Plan, CommandError> {
     let enrollid = enrollid(fields)?;
     let backupnum = u64_field(fields, "backupnum")?
         .ok_or_else(|| invalid("backupnum is required: what record is (0–9 fingerprint, 10 password, 11 card, 50 photo)"))?;
-    if backupnum > 99 {
+    if backupnum > u64::from(MAX_BACKUPNUM) {
         return Err(invalid("backupnum must be 0 to 99"));
     }
     let admin = u64_field(fields, "admin")?.unwrap_or(0);

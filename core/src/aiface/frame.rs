@@ -1,7 +1,5 @@
 //! Frames: reading what AiFace terminals send (leniently) and writing what the server sends.
 
-use jiff::Timestamp;
-use jiff::tz::TimeZone;
 use simd_json::OwnedValue;
 use simd_json::prelude::*;
 
@@ -106,14 +104,6 @@ pub(super) fn result_ok(reply: &OwnedValue) -> bool {
             .or_else(|| r.as_str().map(|s| s == "true"))
             .unwrap_or(false),
     }
-}
-
-/// `cloudtime`: `now` as wall-clock time in the terminal's zone, which the terminal sets its
-/// clock from.
-pub(super) fn cloudtime(now: Timestamp, tz: &TimeZone) -> String {
-    now.to_zoned(tz.clone())
-        .strftime("%Y-%m-%d %H:%M:%S")
-        .to_string()
 }
 
 /// A JSON object written key by key, so terminals (and transcript tests) see keys in the order

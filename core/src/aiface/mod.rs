@@ -23,9 +23,12 @@ use jiff::{SignedDuration, Timestamp};
 use simd_json::OwnedValue;
 use simd_json::prelude::*;
 
-use crate::terminal::{self, Action, CommandError, Conversation, Identity};
+use crate::terminal::{
+    self, AccessFacts, AccessFormat, AccessRule, Action, CommandError, Conversation, Identity,
+};
+use crate::time::wall_clock;
 use command::Plan;
-use frame::{Obj, cloudtime, failed, normalise, result_ok, str_at, take_records, u64_at};
+use frame::{Obj, failed, normalise, result_ok, str_at, take_records, u64_at};
 
 /// How long the terminal has to answer a request (each page of a paged one) by default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -44,9 +47,26 @@ const DOOR_EVENTS: u64 = 0;
 /// The user id of a face the terminal did not recognise (§3.3).
 const UNKNOWN_FACE: u64 = 99_999_999;
 
+/// Highest `backupnum` (§3.5 uses up to 50; implementers up to 51).
+const MAX_BACKUPNUM: u8 = 99;
+
 /// Whether a user id names a person rather than a door event or an unknown face.
 fn is_person(enrollid: u64) -> bool {
     !matches!(enrollid, DOOR_EVENTS | UNKNOWN_FACE)
+}
+
+/// What a `backupnum` names (§3.5 [AF-TD]). Codes only some firmware uses (palm 40/41, a face
+/// template 51 [AF-LV]) are `other`; §3.9 question 2 notes one implementer with 10 and 11 swapped.
+pub fn credential_type(backupnum: u8) -> &'static str {
+    match backupnum {
+        0..=9 => "fingerprint",
+        10 => "password",
+        11 => "card",
+        20..=27 => "face",
+        30..=37 => "palm",
+        50 => "photo",
+        _ => "other",
+    }
 }
 
 /// One AiFace terminal's conversation, from its first frame until the socket closes.
@@ -55,6 +75,20 @@ pub struct Session {
     state: State,
     /// The server request awaiting its reply, if any.
     job: Option<Job>,
+    /// The terminal message waiting for `on_access`, which the runtime calls right after it
+    /// performs `Action::CheckAccess`.
+    asking: Option<Asking>,
+}
+
+/// A terminal message whose answer depends on the device's access settings.
+enum Asking {
+    /// A `sendlog`: its records go to the store with the answer.
+    Log {
+        records: Vec<OwnedValue>,
+        logindex: Option<OwnedValue>,
+    },
+    /// A `sendqrcode`.
+    QrCode,
 }
 
 enum State {
@@ -110,6 +144,7 @@ impl Session {
             timeout,
             state: State::Unregistered,
             job: None,
+            asking: None,
         }
     }
 
@@ -170,35 +205,38 @@ impl Session {
         }
     }
 
-    fn on_sendlog(&self, mut msg: OwnedValue, now: Timestamp) -> Vec<Action> {
-        let State::Ready { tz, .. } = &self.state else {
+    /// A `sendlog`. In server-verify mode its answer decides whether the door opens, so the
+    /// device's access settings are asked for first (`on_access` stores and answers).
+    fn on_sendlog(&mut self, mut msg: OwnedValue) -> Vec<Action> {
+        if !self.is_authenticated() {
             return vec![Action::Send(failed("sendlog"))];
-        };
+        }
         let Some(records) = take_records(&mut msg) else {
             return vec![Action::Send(failed("sendlog"))];
         };
         let records: Vec<OwnedValue> = records.into_iter().map(normalise).collect();
-        // In server-verify mode the terminal opens the door on `access: 1`; never for a face it
-        // did not recognise.
-        let unknown_face = records
+        let mut enrollids: Vec<u64> = records
             .iter()
-            .any(|r| u64_at(r, "enrollid") == Some(UNKNOWN_FACE));
-        // `count` says what the store was given; `logindex` is echoed for the terminal's own check.
-        let mut ack = Obj::new()
-            .str("ret", "sendlog")
-            .bool("result", true)
-            .num("count", records.len() as u64);
-        if let Some(index) = msg.get("logindex") {
-            ack = ack.value("logindex", index);
-        }
-        let ack = ack
-            .str("cloudtime", &cloudtime(now, tz))
-            .num("access", u64::from(!unknown_face))
-            .done();
-        vec![Action::StoreRecords {
+            .filter_map(|r| u64_at(r, "enrollid"))
+            .filter(|&id| is_person(id))
+            .collect();
+        enrollids.sort_unstable();
+        enrollids.dedup();
+        self.asking = Some(Asking::Log {
             records,
-            on_stored: Some(ack),
-            on_failed: Some(failed("sendlog")),
+            logindex: msg.get("logindex").cloned(),
+        });
+        vec![Action::CheckAccess { enrollids }]
+    }
+
+    /// A `sendqrcode`: the terminal asks whether a scanned code opens the door.
+    fn on_sendqrcode(&mut self) -> Vec<Action> {
+        if !self.is_authenticated() {
+            return vec![Action::Send(failed("sendqrcode"))];
+        }
+        self.asking = Some(Asking::QrCode);
+        vec![Action::CheckAccess {
+            enrollids: Vec::new(),
         }]
     }
 
@@ -214,6 +252,20 @@ impl Session {
         let Some(enrollid) = enrollid else {
             return vec![Action::Send(failed("senduser"))];
         };
+        // `backupnum` says which credential `record` is (§3.5): each is stored apart, so a card
+        // does not overwrite a fingerprint. Without one the message can only name the person.
+        let backupnum = match msg.get("backupnum").filter(|b| !b.is_null()) {
+            None => None,
+            Some(b) => {
+                let b = frame::as_u64(b)
+                    .and_then(|b| u8::try_from(b).ok())
+                    .filter(|&b| b <= MAX_BACKUPNUM);
+                match b {
+                    Some(b) => Some(b),
+                    None => return vec![Action::Send(failed("senduser"))],
+                }
+            }
+        };
         let payload = ["name", "backupnum", "admin", "record"]
             .into_iter()
             .filter_map(|k| msg.get(k).map(|v| (k, v)))
@@ -222,10 +274,11 @@ impl Session {
         let ack = Obj::new()
             .str("ret", "senduser")
             .bool("result", true)
-            .str("cloudtime", &cloudtime(now, tz))
+            .str("cloudtime", &wall_clock(now, tz))
             .done();
         vec![Action::StoreUser {
             enrollid,
+            backupnum,
             payload,
             on_stored: Some(ack),
             on_failed: Some(failed("senduser")),
@@ -371,6 +424,44 @@ impl Job {
     }
 }
 
+/// Why a `sendlog`'s answer must not open the door, if it must not. A terminal in server-verify
+/// mode opens on `access` [AF-TD, AF-TPN]; every record must pass: door events (enrollid 0) ask
+/// nothing, a face the terminal did not recognise never passes, and under `enrolled` a person
+/// (or a record whose user id cannot be read) passes only with a stored user.
+fn refusal(records: &[OwnedValue], facts: &AccessFacts) -> Option<&'static str> {
+    let rule = facts.policy.rule;
+    if rule == AccessRule::Deny {
+        return Some("access denied");
+    }
+    for r in records {
+        match u64_at(r, "enrollid") {
+            Some(DOOR_EVENTS) => {}
+            Some(UNKNOWN_FACE) => return Some("unknown face"),
+            id if rule == AccessRule::Enrolled
+                && !id.is_some_and(|id| facts.enrolled.contains(&id)) =>
+            {
+                return Some("not enrolled");
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Adds `access` in the device's format, and on a refusal its reason as the `message` the reader
+/// shows (§3.3 [AF-TD]).
+fn with_access(obj: Obj, format: AccessFormat, refusal: Option<&str>) -> Obj {
+    let open = refusal.is_none();
+    let obj = match format {
+        AccessFormat::Int => obj.num("access", u64::from(open)),
+        AccessFormat::Bool => obj.bool("access", open),
+    };
+    match refusal {
+        Some(reason) => obj.str("message", reason),
+        None => obj,
+    }
+}
+
 /// Whether a log page of `len` records is the last (§3.6). Log replies carry the total in
 /// `count` and the page's last index in `to`; sources disagree on the test (`to >= count`,
 /// `to == count`, `to < count - 1`). `to >= count` is never early, whether indexes start at 0 or
@@ -389,7 +480,7 @@ fn reg_ok(now: Timestamp, tz: &TimeZone) -> String {
     Obj::new()
         .str("ret", "reg")
         .bool("result", true)
-        .str("cloudtime", &cloudtime(now, tz))
+        .str("cloudtime", &wall_clock(now, tz))
         .bool("nosenduser", true)
         .done()
 }
@@ -421,26 +512,16 @@ impl Conversation for Session {
         };
         match cmd {
             "reg" => self.on_reg(&msg, now),
-            "sendlog" => self.on_sendlog(msg, now),
+            "sendlog" => self.on_sendlog(msg),
             "senduser" => self.on_senduser(&msg, now),
-            // The terminal asks whether a QR code opens the door; the gateway knows no codes.
-            "sendqrcode" => {
-                vec![Action::Send(
-                    Obj::new()
-                        .str("ret", "sendqrcode")
-                        .bool("result", false)
-                        .num("reason", 1)
-                        .num("access", 0)
-                        .done(),
-                )]
-            }
+            "sendqrcode" => self.on_sendqrcode(),
             "heartbeat" => match &self.state {
                 State::Ready { tz, .. } => {
                     vec![Action::Send(
                         Obj::new()
                             .str("ret", "heartbeat")
                             .bool("result", true)
-                            .str("cloudtime", &cloudtime(now, tz))
+                            .str("cloudtime", &wall_clock(now, tz))
                             .done(),
                     )]
                 }
@@ -478,6 +559,44 @@ impl Conversation for Session {
             Identity::Refused => {
                 self.state = State::Unregistered;
                 vec![Action::Send(reg_refused("registration refused"))]
+            }
+        }
+    }
+
+    fn on_access(&mut self, facts: AccessFacts, now: Timestamp) -> Vec<Action> {
+        let (Some(asking), State::Ready { tz, .. }) = (self.asking.take(), &self.state) else {
+            return Vec::new();
+        };
+        let format = facts.policy.format;
+        match asking {
+            Asking::Log { records, logindex } => {
+                let refused = refusal(&records, &facts);
+                // `count` says what the store was given; `logindex` is echoed for the terminal's
+                // own check.
+                let mut ack = Obj::new()
+                    .str("ret", "sendlog")
+                    .bool("result", true)
+                    .num("count", records.len() as u64);
+                if let Some(index) = &logindex {
+                    ack = ack.value("logindex", index);
+                }
+                let ack = ack.str("cloudtime", &wall_clock(now, tz));
+                vec![Action::StoreRecords {
+                    records,
+                    on_stored: Some(with_access(ack, format, refused).done()),
+                    on_failed: Some(failed("sendlog")),
+                }]
+            }
+            // The gateway keeps no QR codes, so it vouches for none, whatever the rule: letting
+            // any code in would open the door to anything printed.
+            Asking::QrCode => {
+                let refused = Obj::new()
+                    .str("ret", "sendqrcode")
+                    .bool("result", false)
+                    .num("reason", 1);
+                vec![Action::Send(
+                    with_access(refused, format, Some("unknown code")).done(),
+                )]
             }
         }
     }
