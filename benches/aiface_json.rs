@@ -1,7 +1,8 @@
 //! AiFace-family JSON terminals through their sans-IO conversation (`fleetgate::aiface::Session`
 //! via `terminal::Conversation::on_frame`): the lenient parse (trailing commas stripped into a
 //! copy, nesting guard, simd-json owned value), the message's handling, and the actions out
-//! (records moved out and normalised, the `sendlog` answer written for after the commit).
+//! (records moved out and normalised, the access question answered as the runtime does under the
+//! default settings, the `sendlog` answer written for after the commit).
 //!
 //! The codec (`aiface/frame.rs`) is private to the crate, so it is measured through the
 //! conversation, which adds little around it. Frames are copied in the batch setup (untimed).
@@ -13,7 +14,7 @@ use std::sync::LazyLock;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use fleetgate::aiface::{DEFAULT_TIMEOUT, Session};
 // protocols.md §3.2's `reg` and an empty backfill page, as in the unit tests.
-use fleetgate::terminal::{Action, Conversation, Identity, Known};
+use fleetgate::terminal::{AccessFacts, Action, Conversation, Identity, Known};
 use fleetgate_core::fixtures::aiface::{EMPTY_LOG_PAGE, REG};
 use jiff::Timestamp;
 use jiff::tz::{TimeZone, offset};
@@ -52,7 +53,7 @@ fn now() -> Timestamp {
 fn known() -> Identity {
     Identity::Known(Known {
         device_id: "0193b0de-4151-7c3a-9d2e-5f8a1b6c4d20".into(),
-        tz: TimeZone::fixed(offset(2)),
+        zone: Some(TimeZone::fixed(offset(2))),
         token: None,
         log_position: 0,
     })
@@ -60,6 +61,14 @@ fn known() -> Identity {
 
 fn frame(s: &mut Session, text: &str) -> Vec<Action> {
     s.on_frame(&mut text.as_bytes().to_vec(), now())
+}
+
+/// A `sendlog` frame through the conversation, its access question answered with the default
+/// settings (`allow`, which reads nothing from the store).
+fn sendlog_actions(s: &mut Session, f: &mut [u8]) -> Vec<Action> {
+    let asked = s.on_frame(f, now());
+    debug_assert!(matches!(asked[..], [Action::CheckAccess { .. }]));
+    s.on_access(AccessFacts::default(), now())
 }
 
 /// Registered, with the backfill answered (no new logs): the state a live terminal is in.
@@ -105,11 +114,12 @@ fn bench(c: &mut Criterion) {
         )
     });
 
-    // `sendlog` on a registered session: its records go out in one `StoreRecords` action.
+    // `sendlog` on a registered session: after the access question, its records go out in one
+    // `StoreRecords` action.
     let mut s = registered();
     for n in [1usize, 10, 100] {
         let text = sendlog(n);
-        let actions = frame(&mut s, &text);
+        let actions = sendlog_actions(&mut s, &mut text.as_bytes().to_vec());
         match &actions[..] {
             [Action::StoreRecords { records, .. }] => assert_eq!(records.len(), n),
             other => panic!("unexpected actions {other:?}"),
@@ -118,7 +128,7 @@ fn bench(c: &mut Criterion) {
         g.bench_function(format!("sendlog/{n}_records/{}B", text.len()), |b| {
             b.iter_batched_ref(
                 || text.as_bytes().to_vec(),
-                |f| s.on_frame(f, now()),
+                |f| sendlog_actions(&mut s, f),
                 BatchSize::SmallInput,
             )
         });

@@ -35,7 +35,7 @@ fn now() -> Timestamp {
 fn known(token: Option<&str>) -> Identity {
     Identity::Known(Known {
         device_id: "0193b0de-4151-7c3a-9d2e-5f8a1b6c4d20".into(),
-        tz: TimeZone::fixed(offset(3)),
+        zone: Some(TimeZone::fixed(offset(3))),
         token: token.map(str::to_owned),
         log_position: 0,
     })

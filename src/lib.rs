@@ -22,6 +22,6 @@ pub mod serve;
 // The sans-IO core lives in its own crate (no RocksDB, no runtime) so fuzzers and benches can
 // build it alone; re-exported so the rest of the server keeps using `crate::ws` and friends.
 pub use fleetgate_core::{
-    ack_window, aiface, cidr, generic, generic_session, http, json, keepalive, lenient,
+    ack_window, aiface, cidr, clock, generic, generic_session, http, json, keepalive, lenient,
     proxy_header, smackbio, terminal, time, timer_wheel, ws,
 };

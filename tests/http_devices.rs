@@ -43,6 +43,8 @@ for_both_drivers!(
     auto_approve_accepts_new_serials,
     csv_export_filters_and_quoting,
     csv_export_streams_many_rows,
+    answers_are_in_the_devices_time_and_echo_the_sendlog,
+    firmware_posting_to_its_own_paths_is_the_http_device,
 );
 
 const DEVICE_HTTP: &str = "/api/device-http";
@@ -79,7 +81,8 @@ fn device_post(srv: &Server, body: &Value) -> Value {
     device_post_text(srv, &enc(body))
 }
 
-/// Asserts `{"ret":cmd,"result":true,"cloudtime":"YYYY-MM-DDTHH:MM:SSZ"}`.
+/// Asserts `{"ret":cmd,"result":true,"cloudtime":"YYYY-MM-DD HH:MM:SS",…}`: the device's wall
+/// clock, in whatever zone it has (`assert_cloudtime_in` checks the zone).
 fn assert_ok(ans: &Value, cmd: &str) {
     assert_eq!(s(ans, "ret"), cmd, "answer: {}", enc(ans));
     assert_eq!(
@@ -88,24 +91,46 @@ fn assert_ok(ans: &Value, cmd: &str) {
         "expected result:true for {cmd}: {}",
         enc(ans)
     );
+    // Wall-clock time is within a day of the UTC instant in any zone (offsets reach ±14 h).
+    let off = cloudtime_offset_s(ans, &jiff::tz::TimeZone::UTC);
+    assert!(
+        off.abs() < 15 * 3600,
+        "cloudtime {} is {off} s away from the current time in UTC",
+        s(ans, "cloudtime")
+    );
+}
+
+/// How far an answer's `cloudtime` (`YYYY-MM-DD HH:MM:SS`) is from now on a clock in `tz`.
+fn cloudtime_offset_s(ans: &Value, tz: &jiff::tz::TimeZone) -> i64 {
     let ct = s(ans, "cloudtime");
     let b = ct.as_bytes();
-    let shape = b.len() == 20
+    let shape = b.len() == 19
         && b.iter().enumerate().all(|(i, c)| match i {
             4 | 7 => *c == b'-',
-            10 => *c == b'T',
+            10 => *c == b' ',
             13 | 16 => *c == b':',
-            19 => *c == b'Z',
             _ => c.is_ascii_digit(),
         });
-    assert!(shape, "cloudtime {ct:?} is not YYYY-MM-DDTHH:MM:SSZ");
-    assert_rfc3339(ct);
-    // The server's clock in UTC: the same clock as this test's (the bound is far above any
-    // scheduling delay; a local time labelled `Z` or a stale value would be hours off).
-    let off = (ts(ct).as_second() - jiff::Timestamp::now().as_second()).abs();
     assert!(
-        off < 600,
-        "cloudtime {ct} is {off} s away from the current UTC time"
+        shape,
+        "cloudtime {ct:?} is not YYYY-MM-DD HH:MM:SS: {}",
+        enc(ans)
+    );
+    let sent = jiff::civil::DateTime::strptime("%Y-%m-%d %H:%M:%S", ct)
+        .unwrap_or_else(|e| panic!("cloudtime {ct:?}: {e}"));
+    let now = jiff::Timestamp::now().to_zoned(tz.clone()).datetime();
+    sent.duration_since(now).as_secs()
+}
+
+/// Asserts the answer's `cloudtime` is the current time on a clock in `tz` (the bound is far
+/// above any scheduling delay; a wrong zone is off by whole hours).
+fn assert_cloudtime_in(ans: &Value, tz: &str) {
+    let zone = jiff::tz::TimeZone::get(tz).expect("a zone");
+    let off = cloudtime_offset_s(ans, &zone);
+    assert!(
+        off.abs() < 600,
+        "cloudtime {} is {off} s away from the time in {tz}",
+        s(ans, "cloudtime")
     );
 }
 
@@ -1926,4 +1951,132 @@ fn csv_export_streams_many_rows(io: &str) {
         "bytes after the responses: {:?}",
         String::from_utf8_lossy(&buf)
     );
+}
+
+// ---------------------------------------------------------------------------
+// The answers and paths of AiFace HTTP firmware (shared/protocols.md §4.1 [AF-HT], §3.3 [AF-TD])
+
+/// `cloudtime` is the device's wall-clock time in its zone, which the firmware sets its clock
+/// from; `reg` says `nosenduser` as the WebSocket answer does; `sendlog` counts its records and
+/// echoes `logindex` as sent.
+fn answers_are_in_the_devices_time_and_echo_the_sendlog(io: &str) {
+    let srv = Server::start(io);
+    let sn = "TZ-HTTP-1";
+    create_http_device(&srv, "tokyo", sn, Some("Asia/Tokyo"));
+    let ans = reg(&srv, sn, "AiFace", "ai518");
+    assert_ok(&ans, "reg");
+    assert_cloudtime_in(&ans, "Asia/Tokyo");
+    assert_eq!(
+        ans.get("nosenduser").and_then(|v| v.as_bool()),
+        Some(true),
+        "{}",
+        enc(&ans)
+    );
+    let ans = checklive(&srv, sn);
+    assert_cloudtime_in(&ans, "Asia/Tokyo");
+    assert!(ans.get("count").is_none(), "{}", enc(&ans));
+
+    for (logindex, echoed) in [(json!(17), "17"), (json!("a-9"), "\"a-9\"")] {
+        let ans = device_post(
+            &srv,
+            &json!({"cmd": "sendlog", "sn": sn, "count": 2, "logindex": logindex,
+                    "record": [punch(1, "2026-06-12 09:00:00"), punch(2, "2026-06-12 09:00:01")]}),
+        );
+        assert_ok(&ans, "sendlog");
+        assert_cloudtime_in(&ans, "Asia/Tokyo");
+        assert_eq!(u(&ans, "count"), 2, "{}", enc(&ans));
+        assert_eq!(enc(field(&ans, "logindex")), echoed, "{}", enc(&ans));
+    }
+    // Without a logindex nothing is echoed; `count` is what the message held, not what it said.
+    let ans = device_post(
+        &srv,
+        &json!({"cmd": "sendlog", "sn": sn, "count": 5, "record": {"enrollid": 3, "time": "2026-06-12 09:00:02"}}),
+    );
+    assert_eq!(u(&ans, "count"), 1, "{}", enc(&ans));
+    assert!(ans.get("logindex").is_none(), "{}", enc(&ans));
+
+    // No timezone setting: the server's zone.
+    let sn = "TZ-HTTP-2";
+    create_http_device(&srv, "server-zone", sn, None);
+    let ans = checklive(&srv, sn);
+    let off = cloudtime_offset_s(&ans, &jiff::tz::TimeZone::system());
+    assert!(
+        off.abs() < 600,
+        "cloudtime {} is not the server's time",
+        s(&ans, "cloudtime")
+    );
+}
+
+/// AiFace HTTP firmware posts to `/` or `/face` [AF-HT]: there a JSON POST is served as
+/// `/api/device-http`, and the dashboard at `/` is what it was.
+fn firmware_posting_to_its_own_paths_is_the_http_device(io: &str) {
+    let srv = Server::start(io);
+    let sn = "ROOT-POST-1";
+    let id = create_http_device(&srv, "root", sn, Some("UTC"));
+    let client = srv.anonymous();
+    let post = |path: &str, ct: &str, body: &str| {
+        client
+            .request("POST", path, Some((ct, body.as_bytes())))
+            .unwrap_or_else(|e| panic!("POST {path}: {e}\n{}", srv.logs()))
+    };
+    let reg = enc(&json!({"cmd": "reg", "sn": sn, "devinfo": {"modelname": "AiFace"}}));
+    for path in ["/", "/face", "/face/"] {
+        let r = post(path, "application/json", &reg);
+        assert_eq!(r.status, 200, "POST {path}: {}", r.text());
+        let ans = parse(&r.body);
+        assert_ok(&ans, "reg");
+        assert_cloudtime_in(&ans, "UTC");
+    }
+    let log = enc(&json!({"cmd": "sendlog", "sn": sn, "logindex": 4,
+                          "record": [punch(21, "2026-06-12 10:00:00")]}));
+    let r = post("/face", "application/json; charset=utf-8", &log);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(u(&parse(&r.body), "logindex"), 4);
+    let log =
+        enc(&json!({"cmd": "sendlog", "sn": sn, "record": [punch(22, "2026-06-12 10:00:01")]}));
+    assert_ok(&parse(&post("/", "application/json", &log).body), "sendlog");
+    assert_eq!(
+        enrollids(&attendance(&srv, &format!("device_id={id}"))),
+        [22, 21],
+        "both punches stored"
+    );
+    srv.wait_status(&id, "online");
+    // Refusals are the endpoint's: an unknown serial, a body that is not JSON.
+    let stranger = enc(&json!({"cmd": "checklive", "sn": "ROOT-UNKNOWN"}));
+    assert_refused(
+        &parse(&post("/", "application/json", &stranger).body),
+        "checklive",
+    );
+    let r = post("/face", "application/json", "{not json");
+    assert_eq!(
+        (r.status, error_code(&parse(&r.body))),
+        (400, "invalid_json".to_string())
+    );
+    let r = post("/face", "text/plain", &reg);
+    assert_eq!(
+        (r.status, error_code(&parse(&r.body))),
+        (400, "unsupported_content_type".to_string())
+    );
+
+    // The dashboard is untouched: its page, and the 405 a POST of anything else to it gets.
+    let page = raw_get(&srv, "/", false);
+    assert_eq!(page.status, 200);
+    assert!(
+        page.header("content-type")
+            .unwrap_or("")
+            .starts_with("text/html"),
+        "GET / is still the dashboard"
+    );
+    let r = post("/", "text/plain", "hello");
+    assert_eq!(r.status, 405, "{}", r.text());
+    let r = post("/", "application/x-www-form-urlencoded", "a=b");
+    assert_eq!(r.status, 405, "{}", r.text());
+    assert_eq!(raw_get(&srv, "/face", false).status, 404);
+    assert_eq!(raw_get(&srv, "/app.js", false).status, 200);
+    let login = post(
+        "/api/login",
+        "application/json",
+        r#"{"username":"admin","password":"wrong"}"#,
+    );
+    assert_eq!(login.status, 401, "{}", login.text());
 }

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 const CORE: &[&str] = &[
     "ack_window",
     "aiface",
+    "clock",
     "generic",
     "generic_session",
     "http",

@@ -308,9 +308,284 @@ fn unknown_terminal_messages_get_a_generic_success(io: &str) {
     });
 }
 
+/// An AiFace terminal registered as `serial` (a device created with `settings`), its `reg`
+/// answered and the backfill done.
+fn registered_aiface(srv: &Server, serial: &str, settings: Value) -> (String, Term) {
+    let r = srv.post(
+        "/api/devices",
+        &json!({"name": serial, "protocol": "aiface", "serial": serial, "settings": settings}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = s(&r.json(), "device_id").to_string();
+    let mut t = Term::connect(srv.addr());
+    t.send(&format!(
+        r#"{{"cmd":"reg","sn":"{serial}","devinfo":{{"modelname":"AI07F"}}}}"#
+    ));
+    let reg = parse(
+        t.until("ret reg", |f| f.contains("\"ret\":\"reg\""), aiface_answer)
+            .as_bytes(),
+    );
+    assert_eq!(field(&reg, "result").as_bool(), Some(true), "{}", enc(&reg));
+    srv.wait_status(&id, "online");
+    (id, t)
+}
+
+/// Sends `frame` and returns the terminal's answer named `ret`.
+fn ask(t: &mut Term, frame: &str, ret: &str) -> Value {
+    t.send(frame);
+    let want = format!("\"ret\":\"{ret}\"");
+    parse(
+        t.until(&format!("ret {ret}"), |f| f.contains(&want), aiface_answer)
+            .as_bytes(),
+    )
+}
+
+fn users(srv: &Server, id: &str) -> Vec<Value> {
+    srv.list_all(&format!("/api/devices/{id}/users"))
+}
+
+/// `(backupnum, type)` of a listed user's credentials.
+fn credentials(user: &Value) -> Vec<(u64, String)> {
+    arr(user, "credentials")
+        .iter()
+        .map(|c| (u(c, "backupnum"), s(c, "type").to_string()))
+        .collect()
+}
+
+/// A person's fingerprint, card and password arrive in three `senduser` messages (protocols.md
+/// §3.3 [AF-TD]); each is kept, and the API shows one user with all three. A user stored by an
+/// older build (one entry per user, keyed by enrollid alone) is still read.
+fn senduser_keeps_every_credential(io: &str) {
+    let mut srv = Server::start(io);
+    let (id, t) = registered_aiface(&srv, "AF-USERS", json!({"timezone": "UTC"}));
+    drop(t);
+    srv.wait_status(&id, "offline");
+    // What an older build left: user 7's card under the old key.
+    srv.stop();
+    {
+        let store = fleetgate::store::Store::open(
+            srv.data_dir(),
+            true,
+            Duration::from_secs(3600),
+            fleetgate::store::DEFAULT_MEMORY_BYTES,
+        )
+        .expect("open the stopped server's store");
+        let dev = uuid::Uuid::parse_str(&id).expect("device id");
+        let cf = store.cf(fleetgate::store::Cf::Users).expect("users");
+        store
+            .db()
+            .put_cf(
+                cf,
+                fleetgate::store::keys::user(&dev, 7),
+                br#"{"name":"Old Name","backupnum":11,"admin":0,"record":2352253}"#,
+            )
+            .expect("write an old-layout user");
+    }
+    srv.start_again();
+    let mut t = Term::connect(srv.addr());
+    t.send(r#"{"cmd":"reg","sn":"AF-USERS"}"#);
+    t.until("ret reg", |f| f.contains("\"ret\":\"reg\""), aiface_answer);
+    srv.wait_status(&id, "online");
+
+    for frame in [
+        r#"{"cmd":"senduser","enrollid":1,"name":"chingzou","backupnum":0,"admin":0,"record":"kajgksjgaglas"}"#,
+        r#"{"cmd":"senduser","enrollid":1,"name":"chingzou","backupnum":11,"admin":0,"record":2352253}"#,
+        r#"{"cmd":"senduser","enrollid":1,"name":"chingzou","backupnum":10,"admin":1,"record":12345678}"#,
+        r#"{"cmd":"senduser","enrollid":7,"name":"New Name","backupnum":0,"admin":0,"record":"fp"}"#,
+        // No backupnum: the person alone.
+        r#"{"cmd":"senduser","enrollid":9,"name":"Nine","admin":1}"#,
+    ] {
+        let ack = ask(&mut t, frame, "senduser");
+        assert_eq!(
+            field(&ack, "result").as_bool(),
+            Some(true),
+            "{frame}: {}",
+            enc(&ack)
+        );
+        assert_eq!(s(&ack, "cloudtime").len(), 19, "{}", enc(&ack));
+    }
+    for frame in [
+        r#"{"cmd":"senduser","enrollid":1,"backupnum":100,"record":"x"}"#,
+        r#"{"cmd":"senduser","enrollid":1,"backupnum":"thumb","record":"x"}"#,
+        r#"{"cmd":"senduser","enrollid":0,"backupnum":0,"record":"x"}"#,
+    ] {
+        let no = ask(&mut t, frame, "senduser");
+        assert_eq!(
+            field(&no, "result").as_bool(),
+            Some(false),
+            "{frame}: {}",
+            enc(&no)
+        );
+    }
+
+    let list = users(&srv, &id);
+    assert_eq!(list.len(), 3, "{list:?}");
+    let one = &list[0];
+    assert_eq!(u(one, "enrollid"), 1);
+    assert_eq!(s(one, "name"), "chingzou");
+    assert_eq!(u(one, "admin"), 1, "the newest entry's admin level");
+    assert_eq!(
+        credentials(one),
+        [
+            (0, "fingerprint".to_string()),
+            (10, "password".to_string()),
+            (11, "card".to_string())
+        ]
+    );
+    for c in arr(one, "credentials") {
+        assert_rfc3339(s(c, "stored_at"));
+        assert!(
+            c.get("record").is_none(),
+            "credentials are not served: {}",
+            enc(c)
+        );
+    }
+    let seven = &list[1];
+    assert_eq!(u(seven, "enrollid"), 7);
+    assert_eq!(s(seven, "name"), "New Name", "newer than the old entry");
+    assert_eq!(
+        credentials(seven),
+        [(0, "fingerprint".to_string()), (11, "card".to_string())]
+    );
+    let old_card = &arr(seven, "credentials")[1];
+    assert!(field(old_card, "stored_at").is_null(), "{}", enc(seven));
+    assert_eq!(s(&list[2], "name"), "Nine");
+    assert!(arr(&list[2], "credentials").is_empty());
+
+    // Pages end between users, and a cursor from elsewhere is refused.
+    let r = srv.get(&format!("/api/devices/{id}/users?limit=2"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let page = r.json();
+    assert_eq!(arr(&page, "items").len(), 2);
+    assert!(!s(&page, "next_cursor").is_empty());
+    let r = srv.get(&format!("/api/devices/{id}/users?cursor=00ff"));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(
+        srv.get("/api/devices/00000000-0000-0000-0000-000000000000/users")
+            .status,
+        404
+    );
+
+    // Deleting the device takes its users with it.
+    assert_eq!(srv.delete(&format!("/api/devices/{id}")).status, 200);
+    srv.stop();
+    let store = fleetgate::store::Store::open(
+        srv.data_dir(),
+        true,
+        Duration::from_secs(3600),
+        fleetgate::store::DEFAULT_MEMORY_BYTES,
+    )
+    .expect("open the stopped server's store");
+    let dev = uuid::Uuid::parse_str(&id).expect("device id");
+    for enrollid in [1, 7, 9] {
+        assert!(
+            !fleetgate::fleet::enrolled::is_enrolled(&store, &dev, enrollid).expect("read"),
+            "user {enrollid} outlived its device"
+        );
+    }
+}
+
+/// In server-verify mode the `sendlog` answer opens the door or not (protocols.md §3.3): the
+/// device settings `server_verify_access` and `access_format` decide whom and how, and a change
+/// applies to the next punch of the live session.
+fn access_answers_follow_the_device_settings(io: &str) {
+    let srv = Server::start(io);
+    let settings =
+        json!({"timezone": "UTC", "server_verify_access": "enrolled", "access_format": "bool"});
+    let (id, mut t) = registered_aiface(&srv, "AF-GATE", settings);
+    let punch = |n: u64, enrollid: u64| {
+        format!(
+            r#"{{"cmd":"sendlog","sn":"AF-GATE","count":1,"logindex":{n},"record":[{{"enrollid":{enrollid},"time":"2026-06-12 09:15:{n:02}","mode":8,"inout":0,"event":0}}]}}"#
+        )
+    };
+    let ack = ask(
+        &mut t,
+        r#"{"cmd":"senduser","enrollid":42,"name":"Ann","backupnum":20,"admin":0,"record":"face"}"#,
+        "senduser",
+    );
+    assert_eq!(field(&ack, "result").as_bool(), Some(true));
+
+    let yes = ask(&mut t, &punch(1, 42), "sendlog");
+    assert_eq!(field(&yes, "result").as_bool(), Some(true), "{}", enc(&yes));
+    assert_eq!(field(&yes, "access").as_bool(), Some(true), "{}", enc(&yes));
+    assert!(yes.get("message").is_none(), "{}", enc(&yes));
+    let no = ask(&mut t, &punch(2, 43), "sendlog");
+    assert_eq!(
+        field(&no, "result").as_bool(),
+        Some(true),
+        "stored all the same"
+    );
+    assert_eq!(field(&no, "access").as_bool(), Some(false), "{}", enc(&no));
+    assert_eq!(s(&no, "message"), "not enrolled");
+    assert_eq!(
+        srv.list_all(&format!("/api/attendance?device_id={id}"))
+            .len(),
+        2,
+        "a refused punch is attendance too"
+    );
+
+    // The operator shuts the door for everyone: the live session's next answer refuses.
+    let r = srv.patch(
+        &format!("/api/devices/{id}"),
+        &json!({"settings": {"server_verify_access": "deny", "access_format": "int"}}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let shut = ask(&mut t, &punch(3, 42), "sendlog");
+    assert_eq!(u(&shut, "access"), 0, "{}", enc(&shut));
+    assert_eq!(s(&shut, "message"), "access denied");
+    // A QR code is never vouched for (the gateway keeps none), in the device's format.
+    let qr = ask(
+        &mut t,
+        r#"{"cmd":"sendqrcode","sn":"AF-GATE","record":"123456"}"#,
+        "sendqrcode",
+    );
+    assert_eq!(field(&qr, "result").as_bool(), Some(false), "{}", enc(&qr));
+    assert_eq!(u(&qr, "access"), 0, "{}", enc(&qr));
+    // Back to the default: everyone the terminal recognised, never an unknown face.
+    let r = srv.patch(
+        &format!("/api/devices/{id}"),
+        &json!({"settings": {"server_verify_access": "allow"}}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(u(&ask(&mut t, &punch(4, 43), "sendlog"), "access"), 1);
+    let face = ask(&mut t, &punch(5, 99_999_999), "sendlog");
+    assert_eq!(u(&face, "access"), 0, "{}", enc(&face));
+    assert_eq!(s(&face, "message"), "unknown face");
+
+    // Values the answer does not know are refused with a 400 that says which.
+    for (settings, says) in [
+        (
+            json!({"server_verify_access": "maybe"}),
+            "server_verify_access must be allow, deny or enrolled",
+        ),
+        (
+            json!({"access_format": "string"}),
+            "access_format must be int or bool",
+        ),
+    ] {
+        let r = srv.patch(
+            &format!("/api/devices/{id}"),
+            &json!({ "settings": settings }),
+        );
+        assert_eq!(r.status, 400, "{}", r.text());
+        let body = r.json();
+        assert_eq!(error_code(&body), "invalid_field");
+        assert!(r.text().contains(says), "{}", r.text());
+        let r = srv.post(
+            "/api/devices",
+            &json!({"name": "x", "protocol": "aiface", "serial": "AF-BAD", "settings": settings}),
+        );
+        assert_eq!(r.status, 400, "{}", r.text());
+    }
+    let d = srv.get(&format!("/api/devices/{id}")).json();
+    assert_eq!(s(field(&d, "settings"), "server_verify_access"), "allow");
+}
+
 for_both_drivers!(
     aiface_terminal,
     smackbio_terminal,
     terminals_connect_on_every_websocket_path,
-    unknown_terminal_messages_get_a_generic_success
+    unknown_terminal_messages_get_a_generic_success,
+    senduser_keeps_every_credential,
+    access_answers_follow_the_device_settings
 );

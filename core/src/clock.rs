@@ -10,8 +10,11 @@
 //!    (AiFace `reg` `devinfo.time`, SmackBio `KeepAlive` `DevTime`), rounded to the quarter hour
 //!    that every real zone offset is a multiple of. The server then never moves the terminal's
 //!    clock to another zone: it keeps the terminal's own offset;
-//! 3. else nothing is assumed: the server does not set the clock, and the store reads such
-//!    records as UTC (documented in docs/terminals.md).
+//! 3. else UTC, which is how the store reads records that carry no offset: AiFace and HTTP
+//!    terminals, whose records never carry one, are set to UTC (`wall_or_utc`), so what they
+//!    record from then on is read right. SmackBio records carry the terminal's own configured
+//!    offset (`UtcTimezoneMinutes`), which a clock set to UTC would contradict: those are not
+//!    set at all until the rule knows their wall time.
 //!
 //! The server's own zone is never used: a gateway in one zone serves terminals in many.
 
@@ -78,6 +81,12 @@ impl Clock {
             }
             (None, None) => None,
         }
+    }
+
+    /// The terminal's wall time at `now` by the rule, UTC when it knows none (rule 3).
+    pub fn wall_or_utc(&self, now: Timestamp) -> DateTime {
+        self.wall(now)
+            .unwrap_or_else(|| now.to_zoned(TimeZone::UTC).datetime())
     }
 
     /// The zone to write wall times in for commands (user periods, `set_time`): the configured

@@ -1,13 +1,17 @@
-//! `POST /api/device-http`, sans-IO: reading and validating a legacy terminal's JSON body (`reg`,
-//! `sendlog`, `checklive`, identified by serial number), and the answers the connect guide shows:
-//! `{"ret":<cmd>,"result":true|false,"cloudtime"|"reason"}`. The server (`fleetgate::device_http`)
-//! looks the serial up, stores, and answers; everything that needs no server state is here, where
-//! it is fuzzed.
+//! `POST /api/device-http` (and the paths AiFace HTTP firmware posts to), sans-IO: reading and
+//! validating a legacy terminal's JSON body (`reg`, `sendlog`, `checklive`, identified by serial
+//! number), and the answers: `{"ret":<cmd>,"result":true|false,"cloudtime"|"reason"}`, with
+//! `cloudtime` the device's wall-clock time as the firmware sets its clock from it, and a
+//! `sendlog` answer that counts and echoes like the WebSocket one. The server
+//! (`fleetgate::device_http`) looks the serial up, stores, and answers; everything that needs no
+//! server state is here, where it is fuzzed.
 
+use jiff::Timestamp;
 use simd_json::OwnedValue;
 use simd_json::prelude::*;
 
 use crate::attendance;
+use crate::clock::Clock;
 use crate::http::response::Response;
 use crate::json;
 
@@ -45,6 +49,11 @@ pub struct Body {
     /// `devinfo.modelname` and `devinfo.firmware`, for the pending list and auto-approval.
     pub model: Option<String>,
     pub firmware: Option<String>,
+    /// `logindex` as sent (its JSON text), echoed in the `sendlog` answer.
+    pub logindex: Option<String>,
+    /// The device's own clock, when it shows it (`checklive` `time`, `reg` `devinfo.time`): its
+    /// offset and drift by the clock rule (`crate::clock`).
+    pub device_time: Option<jiff::civil::DateTime>,
     /// What the command carries. Its problems are answered only once the serial is known to
     /// belong to an approved device, so they are kept here rather than refused by `parse`.
     pub payload: Payload,
@@ -174,25 +183,65 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Body, Rejection>
         firmware: devinfo
             .and_then(|d| json::get_str(d, "firmware"))
             .map(str::to_string),
+        logindex: v.get("logindex").map(json::encode),
+        device_time: v
+            .get("time")
+            .or_else(|| devinfo.and_then(|d| d.get("time")))
+            .and_then(|t| t.as_str())
+            .and_then(crate::attendance::parse_time)
+            .map(|(local, _)| local),
         payload,
     })
 }
 
-/// `cloudtime` as the guide shows it: RFC 3339, UTC, whole seconds, `Z`.
-pub fn cloudtime(ms: u64) -> String {
-    match jiff::Timestamp::from_millisecond(ms as i64) {
-        Ok(t) => t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
-        Err(_) => "1970-01-01T00:00:00Z".to_string(),
-    }
+/// What a command that succeeded answers besides `ret` and `result`.
+#[derive(Debug, Clone, Copy)]
+pub enum Done<'a> {
+    /// `reg`: `nosenduser`, as the WebSocket `reg` answer and [AF-HT]'s carry it.
+    Reg,
+    Checklive,
+    /// `sendlog`: `count`, the records in the message, and `logindex` echoed as sent (the JSON
+    /// text of `Body::logindex`), as the WebSocket answer carries them (§3.3 [AF-TD]).
+    Sendlog {
+        count: usize,
+        logindex: Option<&'a str>,
+    },
 }
 
-/// `{"ret":…,"result":true,"cloudtime":…}` at `now_ms`.
-pub fn ok(ret: &str, now_ms: u64) -> Response {
-    let mut s = String::from("{\"ret\":");
-    json::push_str(&mut s, ret);
-    s.push_str(",\"result\":true,\"cloudtime\":\"");
-    s.push_str(&cloudtime(now_ms));
-    s.push_str("\"}");
+/// `{"ret":…,"result":true,…,"cloudtime":…}`. `cloudtime` is `now` on the device's wall clock by
+/// the clock rule, `YYYY-MM-DD HH:MM:SS`: the firmware sets its clock from it (§3.2 [AF-TD];
+/// [AF-HT] answers `DateTime.Now` and reads times as `yyyy-MM-dd HH:mm:ss`), so a UTC instant
+/// would set it off by the zone's offset. When the rule knows no zone or offset it is UTC, as the
+/// store then reads the device's records (`Clock::wall_or_utc`).
+pub fn ok(done: Done<'_>, now: Timestamp, clock: &Clock) -> Response {
+    let ret = match done {
+        Done::Reg => "reg",
+        Done::Checklive => "checklive",
+        Done::Sendlog { .. } => "sendlog",
+    };
+    let mut s = String::from("{\"ret\":\"");
+    s.push_str(ret);
+    s.push_str("\",\"result\":true");
+    if let Done::Sendlog { count, logindex } = done {
+        s.push_str(",\"count\":");
+        s.push_str(&count.to_string());
+        if let Some(i) = logindex {
+            s.push_str(",\"logindex\":");
+            s.push_str(i);
+        }
+    }
+    s.push_str(",\"cloudtime\":\"");
+    s.push_str(
+        &clock
+            .wall_or_utc(now)
+            .strftime("%Y-%m-%d %H:%M:%S")
+            .to_string(),
+    );
+    s.push('"');
+    if let Done::Reg = done {
+        s.push_str(",\"nosenduser\":true");
+    }
+    s.push('}');
     Response::json(200, s.into_bytes())
 }
 
@@ -222,5 +271,90 @@ fn sendlog_records(v: &simd_json::BorrowedValue<'_>) -> Result<Vec<OwnedValue>, 
     match r {
         Some(one) if one.is_object() => Ok(vec![one.clone().into()]),
         _ => Err("record is required: an array of attendance records".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jiff::tz::TimeZone;
+    use jiff::tz::offset;
+
+    fn body(text: &str) -> Body {
+        match parse(Some("application/json"), text.as_bytes()) {
+            Ok(b) => b,
+            Err(r) => panic!("{text}: {r:?}"),
+        }
+    }
+
+    fn now() -> Timestamp {
+        "2026-06-12T07:00:00Z".parse().unwrap()
+    }
+
+    fn answer(done: Done<'_>, tz: &TimeZone) -> String {
+        answer_by(done, &Clock::new(Some(tz.clone())))
+    }
+
+    fn answer_by(done: Done<'_>, clock: &Clock) -> String {
+        String::from_utf8(ok(done, now(), clock).body).unwrap()
+    }
+
+    #[test]
+    fn cloudtime_is_the_devices_wall_clock() {
+        assert_eq!(
+            answer(Done::Checklive, &TimeZone::fixed(offset(9))),
+            r#"{"ret":"checklive","result":true,"cloudtime":"2026-06-12 16:00:00"}"#
+        );
+        assert_eq!(
+            answer(Done::Reg, &TimeZone::UTC),
+            r#"{"ret":"reg","result":true,"cloudtime":"2026-06-12 07:00:00","nosenduser":true}"#
+        );
+    }
+
+    /// The clock rule without a zone: the offset the device's own clock shows (a `checklive`'s
+    /// `time`, as the connect guide's examples send it), else UTC, never the server's zone.
+    #[test]
+    fn without_a_zone_cloudtime_keeps_the_devices_offset_or_is_left_out() {
+        let b = body(r#"{"cmd":"checklive","sn":"S1","time":"2026-06-12T12:30:05.123456"}"#);
+        let mut clock = Clock::new(None);
+        let shown = b.device_time.expect("the device's time is read");
+        assert_eq!(clock.observe(shown, now()), None);
+        assert_eq!(
+            answer_by(Done::Checklive, &clock),
+            r#"{"ret":"checklive","result":true,"cloudtime":"2026-06-12 12:30:00"}"#
+        );
+        let b = body(r#"{"cmd":"reg","sn":"S1","devinfo":{"time":"2026-06-12 07:00:00"}}"#);
+        assert!(b.device_time.is_some());
+        assert_eq!(
+            answer_by(Done::Checklive, &Clock::new(None)),
+            r#"{"ret":"checklive","result":true,"cloudtime":"2026-06-12 07:00:00"}"#
+        );
+    }
+
+    #[test]
+    fn sendlog_answers_count_and_echo_logindex_as_sent() {
+        let tz = TimeZone::fixed(offset(-3));
+        for (sent, echoed) in [
+            (r#""logindex":10,"#, r#""logindex":10,"#),
+            (r#""logindex":"7","#, r#""logindex":"7","#),
+            ("", ""),
+        ] {
+            let b = body(&format!(
+                r#"{{"cmd":"sendlog","sn":"S1",{sent}"count":9,"record":[{{"enrollid":1,"time":"t"}},{{"enrollid":2,"time":"t"}}]}}"#
+            ));
+            let Payload::Sendlog(Ok(records)) = &b.payload else {
+                panic!("{b:?}")
+            };
+            let done = Done::Sendlog {
+                count: records.len(),
+                logindex: b.logindex.as_deref(),
+            };
+            assert_eq!(
+                answer(done, &tz),
+                format!(
+                    r#"{{"ret":"sendlog","result":true,"count":2,{echoed}"cloudtime":"2026-06-12 04:00:00"}}"#
+                )
+            );
+        }
     }
 }

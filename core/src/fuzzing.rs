@@ -12,7 +12,10 @@ use jiff::{SignedDuration, Timestamp};
 use simd_json::OwnedValue;
 use simd_json::prelude::*;
 
-use crate::terminal::{Action, CommandError, Conversation, Identity, Known};
+use crate::terminal::{
+    AccessFacts, AccessFormat, AccessPolicy, AccessRule, Action, CommandError, Conversation,
+    Identity, Known,
+};
 use crate::ws::{CloseError, Decoder, Event, LenEncoding, Limits, Opcode};
 use crate::{attendance, device_http, generic, http, json, lenient, ws};
 
@@ -702,6 +705,9 @@ struct Runtime {
     now: Timestamp,
     /// How the next `Identify` is answered: `U`nknown, `R`efused, else known.
     answer: u8,
+    /// How `CheckAccess` is answered: the policy, and the asked ids that are even count as
+    /// enrolled.
+    policy: AccessPolicy,
     token: Option<String>,
     position: u64,
     commands: u32,
@@ -716,6 +722,7 @@ impl Runtime {
         Runtime {
             now: "2026-06-12T07:00:00Z".parse().unwrap(),
             answer: b'K',
+            policy: AccessPolicy::default(),
             token: None,
             position: 0,
             commands: 0,
@@ -749,6 +756,15 @@ impl Runtime {
                     assert!(c.is_authenticated(), "Online but not authenticated");
                 }
                 Action::SaveToken(t) => self.token = Some(t),
+                Action::CheckAccess { enrollids } => {
+                    assert!(c.is_authenticated(), "CheckAccess before authentication");
+                    let facts = AccessFacts {
+                        policy: self.policy,
+                        enrolled: enrollids.into_iter().filter(|id| id % 2 == 0).collect(),
+                    };
+                    let out = c.on_access(facts, self.now);
+                    self.perform(c, out, false);
+                }
                 Action::StoreRecords {
                     records,
                     on_stored,
@@ -853,8 +869,10 @@ fn check_punch(p: &attendance::Punch) {
 
 /// Drives a conversation from a script: the input split at NUL bytes, each piece one step.
 /// `T` + 2 bytes: that many seconds pass, then a tick. `I` + `U`/`R`/other: how identity queries
-/// are answered from now on (unknown, refused, known). `C` + `name payload`: an operator's command. Anything else: a text
-/// frame from the terminal. `Identify` is answered right after the call that asked.
+/// are answered from now on (unknown, refused, known). `A` + rule (`d`eny, `e`nrolled, else
+/// allow) + format (`b`ool, else int): how access questions are answered from now on.
+/// `C` + `name payload`: an operator's command. Anything else: a text frame from the terminal.
+/// `Identify` and `CheckAccess` are answered right after the call that asked.
 fn converse<C: Conversation>(c: &mut C, data: &[u8], well_formed: fn(&str) -> bool) {
     let mut rt = Runtime::new(well_formed);
     for step in data.split(|&b| b == 0) {
@@ -872,6 +890,19 @@ fn converse<C: Conversation>(c: &mut C, data: &[u8], well_formed: fn(&str) -> bo
                 rt.perform(c, out, false);
             }
             [b'I', answer, ..] => rt.answer = *answer,
+            [b'A', rule, format, ..] => {
+                rt.policy = AccessPolicy {
+                    rule: match rule {
+                        b'd' => AccessRule::Deny,
+                        b'e' => AccessRule::Enrolled,
+                        _ => AccessRule::Allow,
+                    },
+                    format: match format {
+                        b'b' => AccessFormat::Bool,
+                        _ => AccessFormat::Int,
+                    },
+                };
+            }
             [b'C', rest @ ..] => {
                 let rest = String::from_utf8_lossy(rest);
                 let (name, payload) = rest.split_once(' ').unwrap_or((&rest, "{}"));
@@ -990,8 +1021,32 @@ pub fn device_http(data: &[u8]) {
     let ms = data
         .iter()
         .fold(0u64, |a, &b| a.wrapping_mul(31).wrapping_add(u64::from(b)));
-    let r = device_http::ok(body.cmd.as_str(), ms);
-    assert_json("answer", std::str::from_utf8(&r.body).unwrap());
+    // Any instant before 2100.
+    let now = Timestamp::from_millisecond((ms % 4_102_444_800_000) as i64).unwrap();
+    let done = match body.cmd {
+        device_http::Cmd::Reg => device_http::Done::Reg,
+        device_http::Cmd::Checklive => device_http::Done::Checklive,
+        device_http::Cmd::Sendlog => device_http::Done::Sendlog {
+            count: match &body.payload {
+                device_http::Payload::Sendlog(Ok(records)) => records.len(),
+                _ => 0,
+            },
+            logindex: body.logindex.as_deref(),
+        },
+    };
+    // The clock rule's three cases: a zone, the offset the device's own clock shows, nothing.
+    let mut shown = crate::clock::Clock::new(None);
+    if let Some(t) = body.device_time {
+        let _ = shown.observe(t, now);
+    }
+    for clock in [
+        crate::clock::Clock::new(Some(TimeZone::UTC)),
+        crate::clock::Clock::new(Some(TimeZone::fixed(Offset::constant(14)))),
+        shown,
+    ] {
+        let r = device_http::ok(done, now, &clock);
+        assert_json("answer", std::str::from_utf8(&r.body).unwrap());
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

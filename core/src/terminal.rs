@@ -6,6 +6,7 @@
 //! action and feeds the outcome back. Replies that depend on durability are carried inside the
 //! action (`on_stored` / `on_failed`), so the runtime sends exactly one of them after the commit.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -34,6 +35,86 @@ pub struct Known {
     pub token: Option<String>,
     /// SmackBio: where the last backfill stopped (a log position; 0 = from the start).
     pub log_position: u64,
+}
+
+/// The device setting that says whom a terminal asking the server (AiFace server-verify mode:
+/// `sendlog` decides whether the door opens) is told to let in: see `AccessRule`.
+pub const SETTING_ACCESS_RULE: &str = "server_verify_access";
+/// The device setting that says how `access` is written: see `AccessFormat`.
+pub const SETTING_ACCESS_FORMAT: &str = "access_format";
+
+/// Whom the answer to a terminal's access question lets in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AccessRule {
+    /// Everyone the terminal recognised (never an unknown face): what the server did before the
+    /// rule was a setting.
+    #[default]
+    Allow,
+    /// No one: the door stays shut whatever the terminal recognised.
+    Deny,
+    /// Only users this device has sent the server (`senduser`): a person the terminal recognises
+    /// but never sent (enrolled before it spoke to this server, or on firmware that does not
+    /// push users) is refused.
+    Enrolled,
+}
+
+/// How `access` is written. The sources disagree (protocols.md §3.9 question 3): an integer
+/// 1/0 in the vendor document [AF-TD], a boolean true/false on Topdata firmware [AF-TPN].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AccessFormat {
+    #[default]
+    Int,
+    Bool,
+}
+
+/// A device's access settings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AccessPolicy {
+    pub rule: AccessRule,
+    pub format: AccessFormat,
+}
+
+impl AccessPolicy {
+    /// What the runtime applies when it cannot read a device's policy (the API refuses unknown
+    /// values, so one can only come from a store written some other way): the door stays shut
+    /// rather than the server guessing that `allow` was meant.
+    pub const DENY: AccessPolicy = AccessPolicy {
+        rule: AccessRule::Deny,
+        format: AccessFormat::Int,
+    };
+
+    /// The policy a device's settings give, or why a value is not one this build knows (the
+    /// message the API answers a bad setting with).
+    pub fn parse(settings: &BTreeMap<String, String>) -> Result<AccessPolicy, String> {
+        let rule = match settings.get(SETTING_ACCESS_RULE).map(String::as_str) {
+            None | Some("allow") => AccessRule::Allow,
+            Some("deny") => AccessRule::Deny,
+            Some("enrolled") => AccessRule::Enrolled,
+            Some(_) => {
+                return Err(format!(
+                    "settings.{SETTING_ACCESS_RULE} must be allow, deny or enrolled"
+                ));
+            }
+        };
+        let format = match settings.get(SETTING_ACCESS_FORMAT).map(String::as_str) {
+            None | Some("int") => AccessFormat::Int,
+            Some("bool") => AccessFormat::Bool,
+            Some(_) => {
+                return Err(format!(
+                    "settings.{SETTING_ACCESS_FORMAT} must be int or bool"
+                ));
+            }
+        };
+        Ok(AccessPolicy { rule, format })
+    }
+}
+
+/// The answer to `Action::CheckAccess`: the device's access policy as it is now, and which of the
+/// asked user ids it has a stored user for (looked up only under `AccessRule::Enrolled`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AccessFacts {
+    pub policy: AccessPolicy,
+    pub enrolled: Vec<u64>,
 }
 
 /// Longest message name an `Action::Unrecognised` carries, and that a generic answer echoes: a
@@ -142,9 +223,17 @@ pub enum Action {
         on_stored: Option<String>,
         on_failed: Option<String>,
     },
-    /// Store a user record the terminal pushed (AiFace `senduser`), then reply as above.
+    /// The terminal asks whether a door opens for these users (AiFace server-verify mode): read the
+    /// device's access settings as they are now (an operator's change applies to the next punch)
+    /// and, under `AccessRule::Enrolled`, which of the ids have a stored user; then call the
+    /// conversation's `on_access` with them, before anything else the terminal sent.
+    CheckAccess { enrollids: Vec<u64> },
+    /// Store a user record the terminal pushed (AiFace `senduser`), one per credential: under
+    /// (device, `enrollid`, `backupnum`), or the person alone (name, admin level) when `backupnum`
+    /// is `None`. Then reply as above.
     StoreUser {
         enrollid: u64,
+        backupnum: Option<u8>,
         payload: String,
         on_stored: Option<String>,
         on_failed: Option<String>,
@@ -182,6 +271,10 @@ pub trait Conversation {
     fn on_frame(&mut self, frame: &mut [u8], now: Timestamp) -> Vec<Action>;
     /// The answer to `Action::Identify`.
     fn on_identity(&mut self, identity: Identity, now: Timestamp) -> Vec<Action>;
+    /// The answer to `Action::CheckAccess`. Dialects that never ask have nothing to do.
+    fn on_access(&mut self, _facts: AccessFacts, _now: Timestamp) -> Vec<Action> {
+        Vec::new()
+    }
     /// Starts a command from the durable queue: protocol-neutral names (`open_door`, `reboot`,
     /// `set_time`, `get_users`, `set_user`, `delete_user`, `fetch_logs`), native names, or `raw`
     /// (payload = the native message). At most one is outstanding.

@@ -17,6 +17,11 @@ pub fn now_us() -> u64 {
         .unwrap_or(0)
 }
 
+/// Now, as the conversations take it.
+pub fn timestamp_now() -> jiff::Timestamp {
+    jiff::Timestamp::from_microsecond(now_us() as i64).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+}
+
 /// RFC 3339 in UTC with millisecond precision, e.g. `2026-06-12T10:00:00.123Z`.
 pub fn rfc3339_ms(ms: u64) -> String {
     match jiff::Timestamp::from_millisecond(ms as i64) {

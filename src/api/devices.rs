@@ -1,4 +1,5 @@
-//! Device routes: CRUD, token rotation, telemetry history, and the command queue.
+//! Device routes: CRUD, token rotation, telemetry history, the command queue, and the people a
+//! terminal enrolled.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,15 +14,16 @@ use crate::api::page::{key_page, page};
 use crate::api::query::{Query, bad_cursor};
 use crate::fleet::auth;
 use crate::fleet::commands::{self, EnqueueError};
-use crate::fleet::identity;
 use crate::fleet::provision::{NewDevice, ProvisionError, provision};
 use crate::fleet::registry::Device;
 use crate::fleet::retention::{self, Kind};
 use crate::fleet::sources::{self, AllowedSources};
+use crate::fleet::{enrolled, identity};
 use crate::http::response::Response;
 use crate::json;
 use crate::store::records::{self, Protocol};
 use crate::store::{Cf, keys};
+use crate::terminal::AccessPolicy;
 use crate::time::{now_ms, now_us, rfc3339_ms};
 
 const MAX_NAME: usize = 128;
@@ -121,8 +123,9 @@ pub fn new_name(body: &JsonObject) -> Result<String, ApiError> {
 
 /// `settings` if the body has it: at most `MAX_SETTINGS` string values of at most
 /// `MAX_SETTING_LEN` characters; `timezone`, if set, a zone this server knows; `allowed_sources`,
-/// if set, addresses and networks; `retain_*`, if set, retentions. A `cloud_id` is kept only as
-/// its hash.
+/// if set, addresses and networks; `retain_*`, if set, retentions; `server_verify_access` and
+/// `access_format`, if set, values the terminals' access answer knows. A `cloud_id` is kept only
+/// as its hash.
 pub fn settings(body: &JsonObject) -> Result<Option<BTreeMap<String, String>>, ApiError> {
     let Some(v) = body.get("settings") else {
         return Ok(None);
@@ -162,6 +165,7 @@ pub fn settings(body: &JsonObject) -> Result<Option<BTreeMap<String, String>>, A
         )));
     }
     retention::check_settings(&out).map_err(ApiError::invalid_field)?;
+    AccessPolicy::parse(&out).map_err(ApiError::invalid_field)?;
     if let Some(c) = out.get_mut(identity::SETTING_CLOUD_ID) {
         *c = identity::secret_for_storage(c);
     }
@@ -482,6 +486,25 @@ pub fn telemetry(cx: &Ctx<'_>) -> Result<Response, ApiError> {
         },
     )?;
     Ok(key_page(&items, next))
+}
+
+/// `GET /api/devices/{id}/users`: the people the terminal enrolled and sent (`senduser`), in
+/// `enrollid` order, each with all its credentials.
+pub fn users(cx: &Ctx<'_>) -> Result<Response, ApiError> {
+    let id = device(cx)?.id;
+    let limit = cx.query.limit()?;
+    let from = match cx.query.key_cursor(&keys::device(&id))? {
+        None => 0,
+        Some(k) if k.len() == keys::user(&id, 0).len() => {
+            keys::suffix_u64(&k).ok_or_else(bad_cursor)?
+        }
+        Some(_) => return Err(bad_cursor()),
+    };
+    let (items, next) = enrolled::list(&cx.local.fleet().store, &id, from, limit)?;
+    Ok(key_page(
+        &items,
+        next.map(|enrollid| keys::user(&id, enrollid).to_vec()),
+    ))
 }
 
 pub fn commands(cx: &Ctx<'_>) -> Result<Response, ApiError> {

@@ -11,6 +11,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::api::access;
 use crate::api::context::Ctx;
+use crate::api::device_http;
 use crate::api::error::ApiError;
 use crate::api::query::Query;
 use crate::api::router::{Access, Lookup, lookup};
@@ -45,7 +46,12 @@ fn no_route() -> ApiError {
 
 async fn route(api: &Api, local: &Rc<Local>, req: &Request, remote: SocketAddr) -> Reply {
     let path = req.path.trim_end_matches('/');
-    let segs: Vec<&str> = path.split('/').skip(1).collect();
+    let segs: Vec<&str> =
+        if device_http::firmware_post(req.method, path, req.header_str("content-type")) {
+            device_http::ROUTE.to_vec()
+        } else {
+            path.split('/').skip(1).collect()
+        };
     let found = lookup(ROUTES, req.method, &segs);
     let principal = match (found.access(), segs.first()) {
         (Some(Access::Open), _) => None,

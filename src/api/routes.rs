@@ -19,8 +19,9 @@ use crate::shard::handler::Reply;
 pub static ROUTES: &[Route] = &[
     Route::open(Get, &["healthz"], |cx| ready(status::health(cx))),
     Route::open(Head, &["healthz"], |cx| ready(status::health(cx))),
-    // Devices identify themselves by serial on this route, not with a token.
-    Route::open(Post, &["api", "device-http"], |cx| later(device_http::handle(cx))),
+    // Devices identify themselves by serial on this route, not with a token. AiFace HTTP firmware
+    // posting to `/` or `/face` is served here too (`device_http::firmware_post`).
+    Route::open(Post, device_http::ROUTE, |cx| later(device_http::handle(cx))),
     // Login creates the session, logout ends it. Neither needs the CSRF header: login has no
     // session yet, and a forged logout only logs someone out.
     Route::open(Post, &["api", "login"], |cx| ready(session::login(cx))),
@@ -43,6 +44,7 @@ pub static ROUTES: &[Route] = &[
     Route::signed(Delete, &["api", "devices", ":id"], |cx| later(devices::delete(cx))),
     Route::signed(Post, &["api", "devices", ":id", "token"], |cx| later(devices::rotate_token(cx))),
     Route::signed(Get, &["api", "devices", ":id", "telemetry"], |cx| ready(devices::telemetry(cx))),
+    Route::signed(Get, &["api", "devices", ":id", "users"], |cx| ready(devices::users(cx))),
     Route::signed(Get, &["api", "devices", ":id", "commands"], |cx| ready(devices::commands(cx))),
     Route::signed(Post, &["api", "devices", ":id", "commands"], |cx| later(devices::send_command(cx))),
     Route::signed(Get, &["api", "events"], |cx| ready(events::list(cx))),

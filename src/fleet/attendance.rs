@@ -147,17 +147,11 @@ pub fn stage_records(
     list: &[simd_json::OwnedValue],
 ) -> Result<Option<Rc<Ticket>>, StoreError> {
     let store = &fleet.store;
-    let (tz, serial) = dev.with_record(|r| {
-        let tz = r
-            .settings
-            .get("timezone")
-            .and_then(|t| jiff::tz::TimeZone::get(t).ok());
-        (tz, r.serial.clone())
-    });
     // The clock rule (`crate::clock`): the configured zone, else the offset the record carries
     // (its own, or the one its terminal reported), else UTC; never the server's own zone, which
     // would make a stored time depend on where the gateway runs.
-    let tz = tz.unwrap_or(jiff::tz::TimeZone::UTC);
+    let tz = dev.zone().unwrap_or(jiff::tz::TimeZone::UTC);
+    let serial = dev.with_record(|r| r.serial.clone());
     let received = now_ms();
     let mut seen = std::collections::HashSet::new();
     let mut staged_any = false;

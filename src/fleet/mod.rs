@@ -1,6 +1,7 @@
 //! The product's rules: which devices exist and who may speak for them, the one-session-per-device
 //! claim, the durable command queue and its order, presence, provisioning, pending serials,
-//! attendance and msg_id ingest, dashboard accounts and API principals, and the abuse guard.
+//! attendance and msg_id ingest, the people terminals enrolled, dashboard accounts and API
+//! principals, and the abuse guard.
 //!
 //! This layer sits between the store and the runtime. Its functions take the fleet state
 //! (`state::Fleet`) and a batch handle (the calling shard's `Batcher`), never the shard runtime: what
@@ -12,6 +13,7 @@ pub mod accounts;
 pub mod attendance;
 pub mod auth;
 pub mod commands;
+pub mod enrolled;
 pub mod guard;
 pub mod identity;
 pub mod ingest;

@@ -24,6 +24,9 @@ use crate::store::records::{self, CommandStatus, DeviceRecord};
 use crate::store::{Store, StoreError};
 use crate::time::now_ms;
 
+/// The device setting naming its time zone (IANA), in which terminals and HTTP devices speak.
+pub const SETTING_TIMEZONE: &str = "timezone";
+
 pub struct Device {
     pub id: Uuid,
     record: RwLock<DeviceRecord>,
@@ -82,6 +85,17 @@ impl Device {
             *self.sources.write().unwrap_or_else(|p| p.into_inner()) = parse_sources(&g);
         }
         g.clone()
+    }
+
+    /// The device's configured zone (setting `timezone`), if any: terminals and HTTP devices read
+    /// and write their wall-clock time in it. Without one the clock rule (`crate::clock`) decides;
+    /// never the server's own zone.
+    pub fn zone(&self) -> Option<jiff::tz::TimeZone> {
+        self.with_record(|r| {
+            r.settings
+                .get(SETTING_TIMEZONE)
+                .and_then(|z| jiff::tz::TimeZone::get(z).ok())
+        })
     }
 
     /// Whether `ip` is within the device's `allowed_sources` (any address when it has none).

@@ -12,7 +12,6 @@ use crate::keepalive::Keepalive;
 use crate::shard::local::{Limits, Local};
 use crate::store::records::{CommandRecord, Protocol};
 use crate::terminal::Conversation;
-use crate::time::now_us;
 
 /// How often a terminal with an outstanding command is given the time (command timeouts).
 pub const TICK: Duration = Duration::from_millis(250);
@@ -20,7 +19,6 @@ pub const TICK: Duration = Duration::from_millis(250);
 /// Device settings this runtime keeps for terminals.
 pub(super) const SETTING_TOKEN_HASH: &str = "smackbio_token_hash";
 pub(super) const SETTING_LOG_POSITION: &str = "log_position";
-pub(super) const SETTING_TIMEZONE: &str = "timezone";
 
 pub struct Terminal {
     pub(super) conv: Box<dyn Conversation>,
@@ -110,8 +108,4 @@ fn session_seed() -> Option<u64> {
     let mut b = [0u8; 8];
     getrandom::fill(&mut b).ok()?;
     Some(u64::from_le_bytes(b))
-}
-
-pub(super) fn jiff_now() -> jiff::Timestamp {
-    jiff::Timestamp::from_microsecond(now_us() as i64).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
 }

@@ -4,16 +4,15 @@
 use std::collections::VecDeque;
 
 use crate::fleet::provision::{self, Newcomer};
-use crate::fleet::{attendance, auth, commands, identity};
+use crate::fleet::{attendance, auth, commands, enrolled, identity};
 use crate::shard::local::CloseReason;
-use crate::shard::terminal::{
-    SETTING_LOG_POSITION, SETTING_TIMEZONE, SETTING_TOKEN_HASH, Terminal, jiff_now,
-};
+use crate::shard::terminal::{SETTING_LOG_POSITION, SETTING_TOKEN_HASH, Terminal};
 use crate::shard::ws_session::{Role, Session};
-use crate::store::Cf;
 use crate::store::records::{self, Protocol, Source};
-use crate::terminal::{Action, CommandError, Identity, Known};
-use crate::time::{now_ms, now_us};
+use crate::terminal::{
+    AccessFacts, AccessPolicy, AccessRule, Action, CommandError, Identity, Known,
+};
+use crate::time::{now_ms, now_us, timestamp_now};
 
 impl Session<'_> {
     fn terminal(&mut self) -> Option<&mut Terminal> {
@@ -29,7 +28,7 @@ impl Session<'_> {
     }
 
     pub(super) async fn terminal_frame(&mut self, text: &mut [u8]) {
-        let now = jiff_now();
+        let now = timestamp_now();
         let Some(t) = self.terminal() else { return };
         let was_idle = t.conv.is_idle();
         let actions = t.conv.on_frame(text, now);
@@ -39,7 +38,7 @@ impl Session<'_> {
     }
 
     pub(super) async fn terminal_tick(&mut self) {
-        let now = jiff_now();
+        let now = timestamp_now();
         let Some(t) = self.terminal() else { return };
         let was_idle = t.conv.is_idle();
         let actions = t.conv.on_tick(now);
@@ -57,7 +56,7 @@ impl Session<'_> {
         }
         self.terminal_commands().await;
         if idle(self) {
-            let now = jiff_now();
+            let now = timestamp_now();
             if let Some(t) = self.terminal() {
                 let actions = t.conv.resume(now);
                 self.run_actions(actions).await;
@@ -105,7 +104,7 @@ impl Session<'_> {
                             cloud_id.as_deref(),
                         )
                         .await;
-                    let now = jiff_now();
+                    let now = timestamp_now();
                     if let Some(t) = self.terminal() {
                         let more = t.conv.on_identity(identity, now);
                         for a in more.into_iter().rev() {
@@ -146,6 +145,16 @@ impl Session<'_> {
                     self.touch_terminal();
                     self.went_online(&dev, protocol.as_str());
                     check_commands = true;
+                }
+                Action::CheckAccess { enrollids } => {
+                    let facts = self.access_facts(enrollids);
+                    let now = timestamp_now();
+                    if let Some(t) = self.terminal() {
+                        let more = t.conv.on_access(facts, now);
+                        for a in more.into_iter().rev() {
+                            work.push_front(a);
+                        }
+                    }
                 }
                 Action::SaveToken(token) => {
                     let hash = auth::hex(&auth::hash_token(&token));
@@ -195,6 +204,7 @@ impl Session<'_> {
                 }
                 Action::StoreUser {
                     enrollid,
+                    backupnum,
                     payload,
                     on_stored,
                     on_failed,
@@ -202,10 +212,16 @@ impl Session<'_> {
                     let Some(dev) = self.terminal().and_then(|t| t.device().cloned()) else {
                         continue;
                     };
-                    let key = crate::store::keys::user(&dev.id, enrollid);
-                    let ok = match self.stage(|st| st.put(Cf::Users, &key, payload.as_bytes())) {
+                    let stored_at = self.local.fleet().store.ids.next(now_us());
+                    let staged = self.stage(|st| {
+                        enrolled::stage(st, &dev.id, enrollid, backupnum, &payload, stored_at)
+                    });
+                    let ok = match staged {
                         Ok(t) => t.wait().await,
-                        Err(_) => false,
+                        Err(e) => {
+                            tracing::error!(error = %e, "staging a terminal user failed");
+                            false
+                        }
                     };
                     if let Some(r) = if ok { on_stored } else { on_failed } {
                         self.send_text(&r);
@@ -413,9 +429,7 @@ impl Session<'_> {
                 .is_some_and(|h| auth::verify_token(t, &h))
         });
         // The configured zone or none: never the server's own (`crate::clock`).
-        let zone = settings
-            .get(SETTING_TIMEZONE)
-            .and_then(|z| jiff::tz::TimeZone::get(z).ok());
+        let zone = dev.zone();
         let log_position = settings
             .get(SETTING_LOG_POSITION)
             .and_then(|p| p.parse().ok())
@@ -430,6 +444,40 @@ impl Session<'_> {
             token: token.map(str::to_string),
             log_position,
         })
+    }
+
+    /// What the conversation needs to answer an access question: the identified device's access
+    /// settings as they are now, and under `enrolled` which of `enrollids` it has a stored user
+    /// for. Whatever cannot be read (settings, the store) keeps the door shut.
+    fn access_facts(&mut self, enrollids: Vec<u64>) -> AccessFacts {
+        let deny = AccessFacts {
+            policy: AccessPolicy::DENY,
+            enrolled: Vec::new(),
+        };
+        let Some(dev) = self.terminal().and_then(|t| t.dev.clone()) else {
+            return deny;
+        };
+        let policy = match dev.with_record(|r| AccessPolicy::parse(&r.settings)) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(device = %dev.id, error = %e, "an access setting this build does not know: access refused");
+                return deny;
+            }
+        };
+        let store = &self.local.fleet().store;
+        let enrolled = match policy.rule {
+            AccessRule::Enrolled => enrollids
+                .into_iter()
+                .filter(|&id| {
+                    enrolled::is_enrolled(store, &dev.id, id).unwrap_or_else(|e| {
+                        tracing::error!(error = %e, "reading a terminal user failed; access refused");
+                        false
+                    })
+                })
+                .collect(),
+            AccessRule::Allow | AccessRule::Deny => Vec::new(),
+        };
+        AccessFacts { policy, enrolled }
     }
 
     /// Starts the next queued command if the terminal is ready for one; its first frames are
@@ -463,7 +511,7 @@ impl Session<'_> {
                 &cmd.command_id.to_string(),
                 &cmd.command,
                 &payload,
-                jiff_now(),
+                timestamp_now(),
             );
             match started {
                 Ok(actions) => {

@@ -37,9 +37,24 @@ pub fn command(dev: &Uuid, seq: u64) -> [u8; 24] {
     join(dev, seq)
 }
 
-/// `users`: device ‖ the terminal's user id (`enrollid`).
+/// `users`: device ‖ the terminal's user id (`enrollid`): the prefix of a user's entries. Stores
+/// written before credentials had keys of their own hold one entry under exactly this key, the
+/// user's last `senduser` whatever its credential; it is still read.
 pub fn user(dev: &Uuid, enrollid: u64) -> [u8; 24] {
     join(dev, enrollid)
+}
+
+/// The `slot` of a user's entry that names the person alone (name, admin level), sorting after
+/// every credential.
+pub const USER_PERSON: u8 = 0xff;
+
+/// `users`: device ‖ `enrollid` ‖ slot: one entry per credential, the slot being its `backupnum`
+/// (0–99), or `USER_PERSON`.
+pub fn user_entry(dev: &Uuid, enrollid: u64, slot: u8) -> [u8; 25] {
+    let mut k = [0u8; 25];
+    k[..24].copy_from_slice(&join(dev, enrollid));
+    k[24] = slot;
+    k
 }
 
 /// `command_ids`: command UUID → `commands` key.
@@ -111,5 +126,15 @@ mod tests {
         assert_eq!(suffix_u64(&telemetry(&a, 42)), Some(42));
         assert_eq!(uuid_prefix(&command(&b, 1)), Some(b));
         assert_eq!(suffix_u64(b"short"), None);
+    }
+
+    #[test]
+    fn a_users_entries_follow_its_old_key_and_precede_the_next_user() {
+        let a = Uuid::from_u128(1);
+        assert!(user(&a, 7).as_slice() < user_entry(&a, 7, 0).as_slice());
+        assert!(user_entry(&a, 7, 0) < user_entry(&a, 7, 11));
+        assert!(user_entry(&a, 7, 11) < user_entry(&a, 7, USER_PERSON));
+        assert!(user_entry(&a, 7, USER_PERSON).as_slice() < user(&a, 8).as_slice());
+        assert!(user_entry(&a, 7, 3).starts_with(&user(&a, 7)));
     }
 }

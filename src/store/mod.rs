@@ -486,6 +486,27 @@ impl Store {
         Ok(None)
     }
 
+    /// Visits keys that start with `prefix`, in order from `from` (inclusive), as long as `visit`
+    /// returns true.
+    pub fn visit_from(
+        &self,
+        cf: Cf,
+        prefix: &[u8],
+        from: &[u8],
+        mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut it = self.db.raw_iterator_cf(self.cf(cf)?);
+        it.seek(from.max(prefix));
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if !k.starts_with(prefix) || !visit(k, v)? {
+                break;
+            }
+            it.next();
+        }
+        it.status()?;
+        Ok(())
+    }
+
     /// Like `scan_reverse`, oldest first, strictly above `after` when given.
     pub fn scan_forward(
         &self,

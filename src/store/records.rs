@@ -161,6 +161,11 @@ pub fn stage_device_delete(st: &mut Staging<'_>, id: &Uuid) -> Result<(), StoreE
         st.delete_range(cf, &from, &to)?;
         st.delete(cf, &to)?;
     }
+    // The people the device enrolled: keys of 24 bytes (old stores) and 25, all below the last
+    // possible entry.
+    let last = keys::user_entry(id, u64::MAX, u8::MAX);
+    st.delete_range(Cf::Users, &keys::user(id, 0), &last)?;
+    st.delete(Cf::Users, &last)?;
     Ok(())
 }
 

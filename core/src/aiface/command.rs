@@ -4,12 +4,12 @@
 
 use jiff::Timestamp;
 use jiff::civil::{Date, DateTime};
-use jiff::tz::TimeZone;
 use simd_json::OwnedValue;
 use simd_json::prelude::*;
 
-use super::frame::{Obj, as_u64, cloudtime};
-use super::{Collect, DEVICE_MESSAGES, is_person};
+use super::frame::{Obj, as_u64};
+use super::{Collect, DEVICE_MESSAGES, MAX_BACKUPNUM, is_person};
+use crate::clock::Clock;
 use crate::terminal::{CommandError, Wait};
 
 /// `setusername` takes fewer than 50 records per request (§3.4).
@@ -125,7 +125,7 @@ fn single(name: &str, frame: String) -> Plan {
 pub(super) fn plan(
     command: &str,
     payload: &OwnedValue,
-    tz: &TimeZone,
+    clock: &Clock,
     now: Timestamp,
 ) -> Result<Plan, CommandError> {
     // A command without a payload arrives as `null`; every payload is an object of fields.
@@ -168,7 +168,11 @@ pub(super) fn plan(
                     })?
                     .strftime("%Y-%m-%d %H:%M:%S")
                     .to_string(),
-                None => cloudtime(now, tz),
+                // The clock rule's wall time, as `cloudtime` in every answer gives it.
+                None => clock
+                    .wall_or_utc(now)
+                    .strftime("%Y-%m-%d %H:%M:%S")
+                    .to_string(),
             };
             Ok(single(
                 "settime",
@@ -192,7 +196,7 @@ pub(super) fn plan(
             let enrollid = enrollid(fields)?;
             // 13 = all of the user's data (§3.4); 0–9 one finger, 10 password, 11 card, 12 all fingers.
             let backupnum = u64_field(fields, "backupnum")?.unwrap_or(13);
-            if backupnum > 99 {
+            if backupnum > u64::from(MAX_BACKUPNUM) {
                 return Err(invalid(
                     "backupnum must be 0 to 99 (13 = all of the user's data)",
                 ));
@@ -250,7 +254,7 @@ fn set_user(fields: &Fields) -> Result<Plan, CommandError> {
     let enrollid = enrollid(fields)?;
     let backupnum = u64_field(fields, "backupnum")?
         .ok_or_else(|| invalid("backupnum is required: what record is (0–9 fingerprint, 10 password, 11 card, 50 photo)"))?;
-    if backupnum > 99 {
+    if backupnum > u64::from(MAX_BACKUPNUM) {
         return Err(invalid("backupnum must be 0 to 99"));
     }
     let admin = u64_field(fields, "admin")?.unwrap_or(0);

@@ -1,7 +1,5 @@
 //! Frames: reading what AiFace terminals send (leniently) and writing what the server sends.
 
-use jiff::Timestamp;
-use jiff::tz::TimeZone;
 use simd_json::OwnedValue;
 use simd_json::prelude::*;
 
@@ -55,6 +53,12 @@ pub(super) fn serial(msg: &OwnedValue) -> Option<String> {
     printable.then_some(sn)
 }
 
+/// The terminal's own clock as a `reg` shows it (`devinfo.time`, its wall time), if readable.
+pub(super) fn shown_time(msg: &OwnedValue) -> Option<jiff::civil::DateTime> {
+    let t = msg.get("devinfo").and_then(|d| str_at(d, "time"))?;
+    crate::attendance::parse_time(t).map(|(local, _)| local)
+}
+
 /// A `devinfo` label (`modelname`, `firmware`), cut to `MAX_LABEL` characters.
 pub(super) fn label(msg: &OwnedValue, key: &str) -> Option<String> {
     let s = msg.get("devinfo").and_then(|d| str_at(d, key))?;
@@ -106,14 +110,6 @@ pub(super) fn result_ok(reply: &OwnedValue) -> bool {
             .or_else(|| r.as_str().map(|s| s == "true"))
             .unwrap_or(false),
     }
-}
-
-/// `cloudtime`: `now` as wall-clock time in the terminal's zone, which the terminal sets its
-/// clock from.
-pub(super) fn cloudtime(now: Timestamp, tz: &TimeZone) -> String {
-    now.to_zoned(tz.clone())
-        .strftime("%Y-%m-%d %H:%M:%S")
-        .to_string()
 }
 
 /// A JSON object written key by key, so terminals (and transcript tests) see keys in the order

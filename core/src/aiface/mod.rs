@@ -18,14 +18,18 @@ mod tests;
 
 use std::time::Duration;
 
-use jiff::tz::TimeZone;
+use jiff::civil::DateTime;
 use jiff::{SignedDuration, Timestamp};
 use simd_json::OwnedValue;
 use simd_json::prelude::*;
 
-use crate::terminal::{self, Action, CommandError, Conversation, Identity, Timeouts, Wait};
+use crate::clock::Clock;
+use crate::terminal::{
+    self, AccessFacts, AccessFormat, AccessRule, Action, CommandError, Conversation, Identity,
+    Timeouts, Wait,
+};
 use command::Plan;
-use frame::{Obj, cloudtime, failed, normalise, result_ok, str_at, take_records, u64_at};
+use frame::{Obj, failed, normalise, result_ok, str_at, take_records, u64_at};
 
 /// One timeout for every request, as tests and benches run a session
 /// (`Session::new(DEFAULT_TIMEOUT)`): the vendor C# sample's 5 s. The server gives quick and long
@@ -46,9 +50,26 @@ const DOOR_EVENTS: u64 = 0;
 /// The user id of a face the terminal did not recognise (§3.3).
 const UNKNOWN_FACE: u64 = 99_999_999;
 
+/// Highest `backupnum` (§3.5 uses up to 50; implementers up to 51).
+const MAX_BACKUPNUM: u8 = 99;
+
 /// Whether a user id names a person rather than a door event or an unknown face.
 fn is_person(enrollid: u64) -> bool {
     !matches!(enrollid, DOOR_EVENTS | UNKNOWN_FACE)
+}
+
+/// What a `backupnum` names (§3.5 [AF-TD]). Codes only some firmware uses (palm 40/41, a face
+/// template 51 [AF-LV]) are `other`; §3.9 question 2 notes one implementer with 10 and 11 swapped.
+pub fn credential_type(backupnum: u8) -> &'static str {
+    match backupnum {
+        0..=9 => "fingerprint",
+        10 => "password",
+        11 => "card",
+        20..=27 => "face",
+        30..=37 => "palm",
+        50 => "photo",
+        _ => "other",
+    }
 }
 
 /// One AiFace terminal's conversation, from its first frame until the socket closes.
@@ -57,15 +78,31 @@ pub struct Session {
     state: State,
     /// The server request awaiting its reply, if any.
     job: Option<Job>,
+    /// The terminal message waiting for `on_access`, which the runtime calls right after it
+    /// performs `Action::CheckAccess`.
+    asking: Option<Asking>,
+}
+
+/// A terminal message whose answer depends on the device's access settings.
+enum Asking {
+    /// A `sendlog`: its records go to the store with the answer.
+    Log {
+        records: Vec<OwnedValue>,
+        logindex: Option<OwnedValue>,
+    },
+    /// A `sendqrcode`.
+    QrCode,
 }
 
 enum State {
     /// Waiting for `reg`; also after a refusal, since the terminal retries on the same socket.
     Unregistered,
     /// `Identify` is out for this serial.
-    Identifying(String),
-    /// Registered: `tz` is the terminal's zone, in which it reads and writes times.
-    Ready { serial: String, tz: TimeZone },
+    /// With the clock the `reg` showed (`devinfo.time`), for the clock rule.
+    Identifying(String, Option<DateTime>),
+    /// Registered: `clock` is the terminal's wall clock by the clock rule (`crate::clock`), in
+    /// which it reads and writes times.
+    Ready { serial: String, clock: Clock },
 }
 
 /// A server request awaiting its reply.
@@ -114,6 +151,7 @@ impl Session {
             timeouts: timeouts.into(),
             state: State::Unregistered,
             job: None,
+            asking: None,
         }
     }
 
@@ -150,9 +188,17 @@ impl Session {
         let sn = frame::serial(msg);
         match &self.state {
             // The first `reg` is being answered; the terminal hears one reply for it.
-            State::Identifying(_) => Vec::new(),
-            State::Ready { serial, tz } if sn.as_deref() == Some(serial.as_str()) => {
-                vec![Action::Send(reg_ok(now, tz))]
+            State::Identifying(..) => Vec::new(),
+            State::Ready { serial, clock } if sn.as_deref() == Some(serial.as_str()) => {
+                let mut clock = clock.clone();
+                let mut out: Vec<Action> = drift(&mut clock, frame::shown_time(msg), now)
+                    .into_iter()
+                    .collect();
+                out.push(Action::Send(reg_ok(now, &clock)));
+                if let State::Ready { clock: c, .. } = &mut self.state {
+                    *c = clock;
+                }
+                out
             }
             // The session belongs to one device; a second serial on the same socket is not it.
             State::Ready { .. } => {
@@ -164,7 +210,7 @@ impl Session {
             State::Unregistered => match sn {
                 None => vec![Action::Send(reg_refused("sn is required"))],
                 Some(serial) => {
-                    self.state = State::Identifying(serial.clone());
+                    self.state = State::Identifying(serial.clone(), frame::shown_time(msg));
                     vec![Action::Identify {
                         serial,
                         model: frame::label(msg, "modelname"),
@@ -177,40 +223,43 @@ impl Session {
         }
     }
 
-    fn on_sendlog(&self, mut msg: OwnedValue, now: Timestamp) -> Vec<Action> {
-        let State::Ready { tz, .. } = &self.state else {
+    /// A `sendlog`. In server-verify mode its answer decides whether the door opens, so the
+    /// device's access settings are asked for first (`on_access` stores and answers).
+    fn on_sendlog(&mut self, mut msg: OwnedValue) -> Vec<Action> {
+        if !self.is_authenticated() {
             return vec![Action::Send(failed("sendlog"))];
-        };
+        }
         let Some(records) = take_records(&mut msg) else {
             return vec![Action::Send(failed("sendlog"))];
         };
         let records: Vec<OwnedValue> = records.into_iter().map(normalise).collect();
-        // In server-verify mode the terminal opens the door on `access: 1`; never for a face it
-        // did not recognise.
-        let unknown_face = records
+        let mut enrollids: Vec<u64> = records
             .iter()
-            .any(|r| u64_at(r, "enrollid") == Some(UNKNOWN_FACE));
-        // `count` says what the store was given; `logindex` is echoed for the terminal's own check.
-        let mut ack = Obj::new()
-            .str("ret", "sendlog")
-            .bool("result", true)
-            .num("count", records.len() as u64);
-        if let Some(index) = msg.get("logindex") {
-            ack = ack.value("logindex", index);
-        }
-        let ack = ack
-            .str("cloudtime", &cloudtime(now, tz))
-            .num("access", u64::from(!unknown_face))
-            .done();
-        vec![Action::StoreRecords {
+            .filter_map(|r| u64_at(r, "enrollid"))
+            .filter(|&id| is_person(id))
+            .collect();
+        enrollids.sort_unstable();
+        enrollids.dedup();
+        self.asking = Some(Asking::Log {
             records,
-            on_stored: Some(ack),
-            on_failed: Some(failed("sendlog")),
+            logindex: msg.get("logindex").cloned(),
+        });
+        vec![Action::CheckAccess { enrollids }]
+    }
+
+    /// A `sendqrcode`: the terminal asks whether a scanned code opens the door.
+    fn on_sendqrcode(&mut self) -> Vec<Action> {
+        if !self.is_authenticated() {
+            return vec![Action::Send(failed("sendqrcode"))];
+        }
+        self.asking = Some(Asking::QrCode);
+        vec![Action::CheckAccess {
+            enrollids: Vec::new(),
         }]
     }
 
     fn on_senduser(&self, msg: &OwnedValue, now: Timestamp) -> Vec<Action> {
-        let State::Ready { tz, .. } = &self.state else {
+        let State::Ready { clock, .. } = &self.state else {
             return vec![Action::Send(failed("senduser"))];
         };
         let enrollid = msg
@@ -221,6 +270,20 @@ impl Session {
         let Some(enrollid) = enrollid else {
             return vec![Action::Send(failed("senduser"))];
         };
+        // `backupnum` says which credential `record` is (§3.5): each is stored apart, so a card
+        // does not overwrite a fingerprint. Without one the message can only name the person.
+        let backupnum = match msg.get("backupnum").filter(|b| !b.is_null()) {
+            None => None,
+            Some(b) => {
+                let b = frame::as_u64(b)
+                    .and_then(|b| u8::try_from(b).ok())
+                    .filter(|&b| b <= MAX_BACKUPNUM);
+                match b {
+                    Some(b) => Some(b),
+                    None => return vec![Action::Send(failed("senduser"))],
+                }
+            }
+        };
         let payload = ["name", "backupnum", "admin", "record"]
             .into_iter()
             .filter_map(|k| msg.get(k).map(|v| (k, v)))
@@ -229,10 +292,11 @@ impl Session {
         let ack = Obj::new()
             .str("ret", "senduser")
             .bool("result", true)
-            .str("cloudtime", &cloudtime(now, tz))
+            .str("cloudtime", &cloudtime(clock, now))
             .done();
         vec![Action::StoreUser {
             enrollid,
+            backupnum,
             payload,
             on_stored: Some(ack),
             on_failed: Some(failed("senduser")),
@@ -317,7 +381,20 @@ impl Session {
                 // The next page is asked for only once this one is durable, as the vendor demo
                 // asks only after storing: the request is what lets the terminal move on, and it
                 // keeps one page per session in flight.
-                let records = records.into_iter().map(normalise).collect();
+                let clock = match &self.state {
+                    State::Ready { clock, .. } => Some(clock),
+                    _ => None,
+                };
+                let records = records
+                    .into_iter()
+                    .map(|r| {
+                        let mut r = normalise(r);
+                        if let Some(c) = clock {
+                            c.stamp(&mut r);
+                        }
+                        r
+                    })
+                    .collect();
                 out.push(Action::StoreRecords {
                     records,
                     on_stored: next,
@@ -380,6 +457,44 @@ impl Job {
     }
 }
 
+/// Why a `sendlog`'s answer must not open the door, if it must not. A terminal in server-verify
+/// mode opens on `access` [AF-TD, AF-TPN]; every record must pass: door events (enrollid 0) ask
+/// nothing, a face the terminal did not recognise never passes, and under `enrolled` a person
+/// (or a record whose user id cannot be read) passes only with a stored user.
+fn refusal(records: &[OwnedValue], facts: &AccessFacts) -> Option<&'static str> {
+    let rule = facts.policy.rule;
+    if rule == AccessRule::Deny {
+        return Some("access denied");
+    }
+    for r in records {
+        match u64_at(r, "enrollid") {
+            Some(DOOR_EVENTS) => {}
+            Some(UNKNOWN_FACE) => return Some("unknown face"),
+            id if rule == AccessRule::Enrolled
+                && !id.is_some_and(|id| facts.enrolled.contains(&id)) =>
+            {
+                return Some("not enrolled");
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Adds `access` in the device's format, and on a refusal its reason as the `message` the reader
+/// shows (§3.3 [AF-TD]).
+fn with_access(obj: Obj, format: AccessFormat, refusal: Option<&str>) -> Obj {
+    let open = refusal.is_none();
+    let obj = match format {
+        AccessFormat::Int => obj.num("access", u64::from(open)),
+        AccessFormat::Bool => obj.bool("access", open),
+    };
+    match refusal {
+        Some(reason) => obj.str("message", reason),
+        None => obj,
+    }
+}
+
 /// Whether a log page of `len` records is the last (§3.6). Log replies carry the total in
 /// `count` and the page's last index in `to`; sources disagree on the test (`to >= count`,
 /// `to == count`, `to < count - 1`). `to >= count` is never early, whether indexes start at 0 or
@@ -393,12 +508,34 @@ fn logs_exhausted(msg: &OwnedValue, len: usize) -> bool {
     }
 }
 
-fn reg_ok(now: Timestamp, tz: &TimeZone) -> String {
+/// `cloudtime`: now on the terminal's wall clock by the clock rule, which it sets its clock from
+/// (§3.2 [AF-TD]); UTC when the rule knows no zone or offset, as its records are then read.
+fn cloudtime(clock: &Clock, now: Timestamp) -> String {
+    clock
+        .wall_or_utc(now)
+        .strftime("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}
+
+/// The terminal showed its clock (`reg` `devinfo.time`): its offset is learned when no zone is
+/// configured, and a clock off by more than `clock::MAX_DRIFT` is a `clock_drift` event. The
+/// `cloudtime` of the answer then sets it right.
+fn drift(clock: &mut Clock, shown: Option<DateTime>, now: Timestamp) -> Option<Action> {
+    let drift = clock.observe(shown?, now)?;
+    Some(Action::Event {
+        kind: "clock_drift".into(),
+        payload: clock.drift_payload(&drift),
+        on_stored: None,
+        on_failed: None,
+    })
+}
+
+fn reg_ok(now: Timestamp, clock: &Clock) -> String {
     // `nosenduser`: users stay on the terminal unless an operator asks for them (`get_users`).
     Obj::new()
         .str("ret", "reg")
         .bool("result", true)
-        .str("cloudtime", &cloudtime(now, tz))
+        .str("cloudtime", &cloudtime(clock, now))
         .bool("nosenduser", true)
         .done()
 }
@@ -430,26 +567,16 @@ impl Conversation for Session {
         };
         match cmd {
             "reg" => self.on_reg(&msg, now),
-            "sendlog" => self.on_sendlog(msg, now),
+            "sendlog" => self.on_sendlog(msg),
             "senduser" => self.on_senduser(&msg, now),
-            // The terminal asks whether a QR code opens the door; the gateway knows no codes.
-            "sendqrcode" => {
-                vec![Action::Send(
-                    Obj::new()
-                        .str("ret", "sendqrcode")
-                        .bool("result", false)
-                        .num("reason", 1)
-                        .num("access", 0)
-                        .done(),
-                )]
-            }
+            "sendqrcode" => self.on_sendqrcode(),
             "heartbeat" => match &self.state {
-                State::Ready { tz, .. } => {
+                State::Ready { clock, .. } => {
                     vec![Action::Send(
                         Obj::new()
                             .str("ret", "heartbeat")
                             .bool("result", true)
-                            .str("cloudtime", &cloudtime(now, tz))
+                            .str("cloudtime", &cloudtime(clock, now))
                             .done(),
                     )]
                 }
@@ -463,20 +590,21 @@ impl Conversation for Session {
     }
 
     fn on_identity(&mut self, identity: Identity, now: Timestamp) -> Vec<Action> {
-        let State::Identifying(serial) = &mut self.state else {
+        let State::Identifying(serial, shown) = &mut self.state else {
             return Vec::new();
         };
-        let serial = std::mem::take(serial);
+        let (serial, shown) = (std::mem::take(serial), shown.take());
         match identity {
             Identity::Known(known) => {
-                let tz = known.zone.unwrap_or(TimeZone::UTC);
-                let reply = reg_ok(now, &tz);
-                self.state = State::Ready { serial, tz };
-                vec![
-                    Action::Online,
-                    Action::Send(reply),
-                    self.start_backfill(now),
-                ]
+                let mut clock = Clock::new(known.zone);
+                let drifted = drift(&mut clock, shown, now);
+                let reply = reg_ok(now, &clock);
+                self.state = State::Ready { serial, clock };
+                let mut out = vec![Action::Online];
+                out.extend(drifted);
+                out.push(Action::Send(reply));
+                out.push(self.start_backfill(now));
+                out
             }
             Identity::Unknown => {
                 self.state = State::Unregistered;
@@ -489,6 +617,50 @@ impl Conversation for Session {
         }
     }
 
+    fn on_access(&mut self, facts: AccessFacts, now: Timestamp) -> Vec<Action> {
+        let (Some(asking), State::Ready { clock, .. }) = (self.asking.take(), &self.state) else {
+            return Vec::new();
+        };
+        let format = facts.policy.format;
+        match asking {
+            Asking::Log {
+                mut records,
+                logindex,
+            } => {
+                for r in &mut records {
+                    clock.stamp(r);
+                }
+                let refused = refusal(&records, &facts);
+                // `count` says what the store was given; `logindex` is echoed for the terminal's
+                // own check.
+                let mut ack = Obj::new()
+                    .str("ret", "sendlog")
+                    .bool("result", true)
+                    .num("count", records.len() as u64);
+                if let Some(index) = &logindex {
+                    ack = ack.value("logindex", index);
+                }
+                let ack = ack.str("cloudtime", &cloudtime(clock, now));
+                vec![Action::StoreRecords {
+                    records,
+                    on_stored: Some(with_access(ack, format, refused).done()),
+                    on_failed: Some(failed("sendlog")),
+                }]
+            }
+            // The gateway keeps no QR codes, so it vouches for none, whatever the rule: letting
+            // any code in would open the door to anything printed.
+            Asking::QrCode => {
+                let refused = Obj::new()
+                    .str("ret", "sendqrcode")
+                    .bool("result", false)
+                    .num("reason", 1);
+                vec![Action::Send(
+                    with_access(refused, format, Some("unknown code")).done(),
+                )]
+            }
+        }
+    }
+
     fn start_command(
         &mut self,
         command_id: &str,
@@ -496,11 +668,11 @@ impl Conversation for Session {
         payload: &OwnedValue,
         now: Timestamp,
     ) -> Result<Vec<Action>, CommandError> {
-        let State::Ready { tz, .. } = &self.state else {
+        let State::Ready { clock, .. } = &self.state else {
             return Err(CommandError::NotReady);
         };
         // Checked before `Busy`: a bad command is refused now rather than retried later.
-        let plan = command::plan(command, payload, tz, now)?;
+        let plan = command::plan(command, payload, clock, now)?;
         if self.job.is_some() {
             return Err(CommandError::Busy);
         }

@@ -5,9 +5,12 @@ use jiff::tz::{TimeZone, offset};
 use simd_json::OwnedValue;
 use simd_json::prelude::*;
 
-use super::{MAX_PAGES, Session};
+use super::{MAX_PAGES, Session, credential_type};
 use crate::fixtures::aiface::{EMPTY_LOG_PAGE, REG};
-use crate::terminal::{Action, CommandError, Conversation, Identity, Known, Timeouts};
+use crate::terminal::{
+    AccessFacts, AccessFormat, AccessPolicy, AccessRule, Action, CommandError, Conversation,
+    Identity, Known, Timeouts,
+};
 
 /// The §3.3 example, verbatim.
 const SENDLOG: &str = r#"{
@@ -57,13 +60,15 @@ fn render(actions: Vec<Action>) -> Vec<String> {
             }
             Action::Online => "online".into(),
             Action::SaveToken(t) => format!("save_token {t}"),
+            Action::CheckAccess { enrollids } => format!("check_access {enrollids:?}"),
             Action::StoreRecords { records, on_stored, on_failed } => {
                 let records = OwnedValue::Array(Box::new(records)).encode();
                 format!("store {records} stored={} failed={}", opt(&on_stored), opt(&on_failed))
             }
             Action::Event { kind, payload, .. } => format!("event {kind} {payload}"),
-            Action::StoreUser { enrollid, payload, on_stored, on_failed } => {
-                format!("store_user {enrollid} {payload} stored={} failed={}", opt(&on_stored), opt(&on_failed))
+            Action::StoreUser { enrollid, backupnum, payload, on_stored, on_failed } => {
+                let backupnum = backupnum.map_or("-".to_string(), |b| b.to_string());
+                format!("store_user {enrollid}/{backupnum} {payload} stored={} failed={}", opt(&on_stored), opt(&on_failed))
             }
             Action::CommandDone { command_id, ok, result } => format!("done {command_id} ok={ok} {result}"),
             Action::SavePosition(p) => format!("save_position {p}"),
@@ -77,10 +82,41 @@ fn parse(text: &str) -> OwnedValue {
     simd_json::to_owned_value(&mut text.as_bytes().to_vec()).unwrap()
 }
 
-/// A session and its clock.
+/// Answers each `CheckAccess` in `actions` as the runtime does: at once, with the device's
+/// `policy`, and the asked ids that are in `enrolled` as the ones with a stored user.
+fn answer_access(
+    s: &mut Session,
+    actions: Vec<Action>,
+    policy: AccessPolicy,
+    enrolled: &[u64],
+    now: Timestamp,
+) -> Vec<Action> {
+    let mut out = Vec::new();
+    for a in actions {
+        match a {
+            Action::CheckAccess { enrollids } => {
+                let facts = AccessFacts {
+                    policy,
+                    enrolled: enrollids
+                        .into_iter()
+                        .filter(|id| enrolled.contains(id))
+                        .collect(),
+                };
+                out.extend(s.on_access(facts, now));
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// A session, its clock, and the device's access settings and stored users, which `frame`
+/// answers access questions with.
 struct T {
     s: Session,
     now: Timestamp,
+    policy: AccessPolicy,
+    enrolled: Vec<u64>,
 }
 
 impl T {
@@ -88,6 +124,8 @@ impl T {
         T {
             s: Session::new(super::DEFAULT_TIMEOUT),
             now: start(),
+            policy: AccessPolicy::default(),
+            enrolled: Vec::new(),
         }
     }
 
@@ -99,7 +137,7 @@ impl T {
     fn registered_with(timeouts: Timeouts) -> T {
         let mut t = T {
             s: Session::new(timeouts),
-            now: start(),
+            ..T::new()
         };
         t.frame(REG);
         t.identity(known());
@@ -108,7 +146,21 @@ impl T {
         t
     }
 
+    /// A frame from the terminal; an access question it raises is answered as the runtime would.
     fn frame(&mut self, text: &str) -> Vec<String> {
+        let mut bytes = text.as_bytes().to_vec();
+        let out = self.s.on_frame(&mut bytes, self.now);
+        render(answer_access(
+            &mut self.s,
+            out,
+            self.policy,
+            &self.enrolled,
+            self.now,
+        ))
+    }
+
+    /// A frame from the terminal, its actions as they come (access questions unanswered).
+    fn frame_raw(&mut self, text: &str) -> Vec<String> {
         let mut bytes = text.as_bytes().to_vec();
         render(self.s.on_frame(&mut bytes, self.now))
     }
@@ -154,9 +206,16 @@ fn registration_known_goes_online_sets_the_clock_and_starts_the_backfill() {
         ]
     );
     assert!(!t.s.is_authenticated());
+    // The vendor document's `reg` shows a clock ten years behind (`devinfo.time` 2016): reported
+    // as a drift, and the `cloudtime` of the answer sets it right.
     assert_eq!(
         t.identity(known()),
-        ["online", REG_OK, r#"send {"cmd":"getnewlog","stn":true}"#]
+        [
+            "online",
+            r#"event clock_drift {"device_time":"2016-03-25 13:49:30","expected":"2026-06-12 09:00:00","drift_seconds":-322341030,"zone":"fixed"}"#,
+            REG_OK,
+            r#"send {"cmd":"getnewlog","stn":true}"#
+        ]
     );
     assert!(t.s.is_authenticated());
     assert!(!t.s.is_idle(), "the backfill is outstanding");
@@ -272,6 +331,232 @@ fn sendlog_with_trailing_commas_records_and_userid() {
 }
 
 #[test]
+fn sendlog_asks_for_the_access_settings_before_it_stores() {
+    let mut t = T::registered();
+    // The persons' ids, each once; door events and unknown faces ask nothing.
+    let frame = r#"{"cmd":"sendlog","logindex":3,"record":[{"enrollid":7,"time":"2026-06-12 08:59:00"},{"enrollid":"5","time":"2026-06-12 08:59:01"},{"enrollid":7,"time":"2026-06-12 08:59:02"},{"enrollid":0,"time":"2026-06-12 08:59:03"},{"enrollid":99999999,"time":"2026-06-12 08:59:04"}]}"#;
+    assert_eq!(t.frame_raw(frame), ["check_access [5, 7]"]);
+    let facts = AccessFacts {
+        policy: AccessPolicy::default(),
+        enrolled: Vec::new(),
+    };
+    let out = render(t.s.on_access(facts.clone(), t.now));
+    assert_eq!(out.len(), 1);
+    assert!(
+        out[0].starts_with("store [")
+            && out[0].contains(r#"stored={"ret":"sendlog","result":true,"count":5,"logindex":3,"#)
+            && out[0].contains(r#""access":0,"message":"unknown face"} failed="#),
+        "{out:?}"
+    );
+    // An answer nobody asked for (or a second one) does nothing.
+    assert_eq!(
+        render(t.s.on_access(facts.clone(), t.now)),
+        Vec::<String>::new()
+    );
+    // Nor before registration, where sendlog is refused without asking.
+    let mut fresh = T::new();
+    assert_eq!(fresh.frame_raw(SENDLOG), [format!("send {SENDLOG_FAILED}")]);
+    assert_eq!(
+        render(fresh.s.on_access(facts, fresh.now)),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        fresh.frame_raw(r#"{"cmd":"sendqrcode","record":"1"}"#),
+        [r#"send {"ret":"sendqrcode","result":false,"reason":1}"#]
+    );
+}
+
+#[test]
+fn the_access_answer_follows_the_devices_rule_and_format() {
+    let punch = |id: u64| {
+        format!(
+            r#"{{"cmd":"sendlog","count":1,"logindex":4,"record":[{{"enrollid":{id},"time":"2026-06-12 08:59:00","mode":8}}]}}"#
+        )
+    };
+    let ack = |access: &str| {
+        format!(
+            r#"stored={{"ret":"sendlog","result":true,"count":1,"logindex":4,"cloudtime":"{CLOUDTIME}",{access}}} failed={SENDLOG_FAILED}"#
+        )
+    };
+    let answer = |t: &mut T, frame: &str| {
+        let out = t.frame(frame);
+        assert_eq!(out.len(), 1, "{out:?}");
+        out[0].split_once("] ").map(|(_, a)| a.to_string()).unwrap()
+    };
+    let mut t = T::registered();
+    t.enrolled = vec![7];
+    let door = r#"{"cmd":"sendlog","count":1,"logindex":4,"record":[{"enrollid":0,"time":"2026-06-12 08:59:00","event":"UI_MGLOG_OPENED"}]}"#;
+    let face = r#"{"cmd":"sendlog","count":1,"logindex":4,"record":[{"enrollid":99999999,"time":"2026-06-12 08:59:00","event":2}]}"#;
+    let no_id =
+        r#"{"cmd":"sendlog","count":1,"logindex":4,"record":[{"time":"2026-06-12 08:59:00"}]}"#;
+    for (rule, format, frame, access) in [
+        // allow (the default): everyone the terminal recognised.
+        (
+            AccessRule::Allow,
+            AccessFormat::Int,
+            punch(7),
+            r#""access":1"#,
+        ),
+        (
+            AccessRule::Allow,
+            AccessFormat::Int,
+            punch(8),
+            r#""access":1"#,
+        ),
+        (
+            AccessRule::Allow,
+            AccessFormat::Int,
+            door.to_string(),
+            r#""access":1"#,
+        ),
+        (
+            AccessRule::Allow,
+            AccessFormat::Int,
+            no_id.to_string(),
+            r#""access":1"#,
+        ),
+        (
+            AccessRule::Allow,
+            AccessFormat::Int,
+            face.to_string(),
+            r#""access":0,"message":"unknown face""#,
+        ),
+        (
+            AccessRule::Allow,
+            AccessFormat::Bool,
+            punch(8),
+            r#""access":true"#,
+        ),
+        (
+            AccessRule::Allow,
+            AccessFormat::Bool,
+            face.to_string(),
+            r#""access":false,"message":"unknown face""#,
+        ),
+        // deny: no one, door events included.
+        (
+            AccessRule::Deny,
+            AccessFormat::Int,
+            punch(7),
+            r#""access":0,"message":"access denied""#,
+        ),
+        (
+            AccessRule::Deny,
+            AccessFormat::Bool,
+            door.to_string(),
+            r#""access":false,"message":"access denied""#,
+        ),
+        // enrolled: only users this device has sent the server.
+        (
+            AccessRule::Enrolled,
+            AccessFormat::Int,
+            punch(7),
+            r#""access":1"#,
+        ),
+        (
+            AccessRule::Enrolled,
+            AccessFormat::Int,
+            punch(8),
+            r#""access":0,"message":"not enrolled""#,
+        ),
+        (
+            AccessRule::Enrolled,
+            AccessFormat::Bool,
+            punch(7),
+            r#""access":true"#,
+        ),
+        (
+            AccessRule::Enrolled,
+            AccessFormat::Bool,
+            punch(8),
+            r#""access":false,"message":"not enrolled""#,
+        ),
+        (
+            AccessRule::Enrolled,
+            AccessFormat::Int,
+            door.to_string(),
+            r#""access":1"#,
+        ),
+        (
+            AccessRule::Enrolled,
+            AccessFormat::Int,
+            no_id.to_string(),
+            r#""access":0,"message":"not enrolled""#,
+        ),
+        (
+            AccessRule::Enrolled,
+            AccessFormat::Int,
+            face.to_string(),
+            r#""access":0,"message":"unknown face""#,
+        ),
+    ] {
+        t.policy = AccessPolicy { rule, format };
+        assert_eq!(
+            answer(&mut t, &frame),
+            ack(access),
+            "{rule:?} {format:?} {frame}"
+        );
+    }
+    // Several records: every one must pass.
+    t.policy = AccessPolicy {
+        rule: AccessRule::Enrolled,
+        format: AccessFormat::Bool,
+    };
+    let two = r#"{"cmd":"sendlog","record":[{"enrollid":7,"time":"2026-06-12 08:59:00"},{"enrollid":8,"time":"2026-06-12 08:59:01"}]}"#;
+    assert!(answer(&mut t, two).ends_with(&format!(
+        r#""access":false,"message":"not enrolled"}} failed={SENDLOG_FAILED}"#
+    )));
+    t.enrolled.push(8);
+    assert!(answer(&mut t, two).ends_with(&format!(r#""access":true}} failed={SENDLOG_FAILED}"#)));
+    // A QR code is refused whatever the rule (the gateway keeps no codes), in the device's format.
+    for (rule, format, access) in [
+        (AccessRule::Allow, AccessFormat::Bool, "false"),
+        (AccessRule::Enrolled, AccessFormat::Int, "0"),
+    ] {
+        t.policy = AccessPolicy { rule, format };
+        assert_eq!(
+            t.frame(r#"{"cmd":"sendqrcode","record":"7"}"#),
+            [format!(
+                r#"send {{"ret":"sendqrcode","result":false,"reason":1,"access":{access},"message":"unknown code"}}"#
+            )]
+        );
+    }
+}
+
+#[test]
+fn access_settings_are_read_strictly() {
+    let settings = |pairs: &[(&str, &str)]| -> std::collections::BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        AccessPolicy::parse(&settings(&[])),
+        Ok(AccessPolicy::default())
+    );
+    assert_eq!(
+        AccessPolicy::parse(&settings(&[
+            ("server_verify_access", "enrolled"),
+            ("access_format", "bool")
+        ])),
+        Ok(AccessPolicy {
+            rule: AccessRule::Enrolled,
+            format: AccessFormat::Bool
+        })
+    );
+    assert_eq!(
+        AccessPolicy::parse(&settings(&[("server_verify_access", "Deny")])),
+        Err("settings.server_verify_access must be allow, deny or enrolled".into())
+    );
+    assert_eq!(
+        AccessPolicy::parse(&settings(&[("access_format", "boolean")])),
+        Err("settings.access_format must be int or bool".into())
+    );
+    assert_eq!(AccessPolicy::DENY.rule, AccessRule::Deny);
+}
+
+#[test]
 fn unknown_faces_and_door_events_pass_through_to_the_store() {
     let mut t = T::registered();
     let door = r#"{"cmd":"sendlog","count":1,"logindex":11,"record":[{"enrollid":0,"time":"2026-06-12 08:59:00","mode":0,"inout":1,"event":"UI_MGLOG_OPENED"}]}"#;
@@ -287,7 +572,7 @@ fn unknown_faces_and_door_events_pass_through_to_the_store() {
     assert_eq!(
         t.frame(face),
         [format!(
-            r#"store [{{"enrollid":99999999,"time":"2026-06-12 08:59:10","mode":8,"inout":0,"event":2,"image":"/9j/4AAQSkZJRg=="}}] stored={{"ret":"sendlog","result":true,"count":1,"logindex":12,"cloudtime":"{CLOUDTIME}","access":0}} failed={SENDLOG_FAILED}"#
+            r#"store [{{"enrollid":99999999,"time":"2026-06-12 08:59:10","mode":8,"inout":0,"event":2,"image":"/9j/4AAQSkZJRg=="}}] stored={{"ret":"sendlog","result":true,"count":1,"logindex":12,"cloudtime":"{CLOUDTIME}","access":0,"message":"unknown face"}} failed={SENDLOG_FAILED}"#
         )]
     );
 }
@@ -297,21 +582,73 @@ fn senduser_is_stored_then_acknowledged() {
     let mut t = T::registered();
     let ack = format!(r#"{{"ret":"senduser","result":true,"cloudtime":"{CLOUDTIME}"}}"#);
     let failed = r#"{"ret":"senduser","result":false,"reason":1}"#;
+    // §3.3's three examples: one person's fingerprint, card and password, each its own
+    // credential (keyed by `backupnum`), none overwriting another.
     assert_eq!(
         t.frame(r#"{ "cmd": "senduser", "enrollid": 1, "name": "chingzou", "backupnum": 0, "admin": 0, "record": "kajgksjgaglas" }"#),
-        [format!(r#"store_user 1 {{"name":"chingzou","backupnum":0,"admin":0,"record":"kajgksjgaglas"}} stored={ack} failed={failed}"#)]
+        [format!(r#"store_user 1/0 {{"name":"chingzou","backupnum":0,"admin":0,"record":"kajgksjgaglas"}} stored={ack} failed={failed}"#)]
     );
     assert_eq!(
-        t.frame(r#"{"cmd":"senduser","userid":"12","name":"chingzou","backupnum":11,"admin":0,"record":2352253,}"#),
-        [format!(r#"store_user 12 {{"name":"chingzou","backupnum":11,"admin":0,"record":2352253}} stored={ack} failed={failed}"#)]
+        t.frame(r#"{ "cmd": "senduser", "enrollid": 1, "name": "chingzou", "backupnum": 11, "admin": 0, "record": 2352253 }"#),
+        [format!(r#"store_user 1/11 {{"name":"chingzou","backupnum":11,"admin":0,"record":2352253}} stored={ack} failed={failed}"#)]
     );
     assert_eq!(
-        t.frame(r#"{"cmd":"senduser","name":"x","backupnum":0}"#),
-        [format!("send {failed}")]
+        t.frame(r#"{ "cmd": "senduser", "enrollid": 1, "name": "chingzou", "backupnum": 10, "admin": 0, "record": 12345678 }"#),
+        [format!(r#"store_user 1/10 {{"name":"chingzou","backupnum":10,"admin":0,"record":12345678}} stored={ack} failed={failed}"#)]
     );
     assert_eq!(
-        t.frame(r#"{"cmd":"senduser","enrollid":0,"backupnum":0}"#),
-        [format!("send {failed}")]
+        t.frame(r#"{"cmd":"senduser","userid":"12","name":"chingzou","backupnum":"50","admin":0,"record":"/9j/",}"#),
+        [format!(r#"store_user 12/50 {{"name":"chingzou","backupnum":"50","admin":0,"record":"/9j/"}} stored={ack} failed={failed}"#)]
+    );
+    // Without a backupnum (or with null) there is no telling what `record` is: the person alone.
+    assert_eq!(
+        t.frame(r#"{"cmd":"senduser","enrollid":3,"name":"ann","admin":1}"#),
+        [format!(
+            r#"store_user 3/- {{"name":"ann","admin":1}} stored={ack} failed={failed}"#
+        )]
+    );
+    assert_eq!(
+        t.frame(r#"{"cmd":"senduser","enrollid":3,"name":"ann","backupnum":null}"#),
+        [format!(
+            r#"store_user 3/- {{"name":"ann","backupnum":null}} stored={ack} failed={failed}"#
+        )]
+    );
+    for refused in [
+        r#"{"cmd":"senduser","name":"x","backupnum":0}"#,
+        r#"{"cmd":"senduser","enrollid":0,"backupnum":0}"#,
+        r#"{"cmd":"senduser","enrollid":1,"backupnum":100,"record":"x"}"#,
+        r#"{"cmd":"senduser","enrollid":1,"backupnum":-1,"record":"x"}"#,
+        r#"{"cmd":"senduser","enrollid":1,"backupnum":"finger","record":"x"}"#,
+        r#"{"cmd":"senduser","enrollid":1,"backupnum":1.5,"record":"x"}"#,
+    ] {
+        assert_eq!(t.frame(refused), [format!("send {failed}")], "{refused}");
+    }
+}
+
+#[test]
+fn credential_types_follow_the_vendor_codes() {
+    let types: Vec<_> = [0, 9, 10, 11, 12, 13, 20, 27, 30, 37, 40, 50, 51, 99]
+        .into_iter()
+        .map(credential_type)
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "fingerprint",
+            "fingerprint",
+            "password",
+            "card",
+            "other",
+            "other",
+            "face",
+            "face",
+            "palm",
+            "palm",
+            "other",
+            "photo",
+            "other",
+            "other"
+        ]
     );
 }
 
@@ -320,7 +657,9 @@ fn other_terminal_messages() {
     let mut t = T::registered();
     assert_eq!(
         t.frame(r#"{ "cmd": "sendqrcode", "sn": "AI07F123456", "record": "123456" }"#),
-        [r#"send {"ret":"sendqrcode","result":false,"reason":1,"access":0}"#]
+        [
+            r#"send {"ret":"sendqrcode","result":false,"reason":1,"access":0,"message":"unknown code"}"#
+        ]
     );
     assert_eq!(
         t.frame(r#"{"cmd":"heartbeat","sn":"ZX0006827500"}"#),
@@ -369,8 +708,8 @@ fn backfill_pages_getnewlog_until_to_reaches_count_then_one_empty_page() {
     let mut t = T::new();
     t.frame(REG);
     assert_eq!(
-        t.identity(known())[2],
-        r#"send {"cmd":"getnewlog","stn":true}"#
+        t.identity(known()).last().map(String::as_str),
+        Some(r#"send {"cmd":"getnewlog","stn":true}"#)
     );
     assert_eq!(
         t.command("c1", "open_door", "null"),
@@ -633,7 +972,7 @@ fn a_late_reply_is_not_taken_for_the_next_command_of_the_same_name() {
 fn the_timeout_is_a_constructor_parameter() {
     let mut t = T {
         s: Session::new(std::time::Duration::from_millis(200)),
-        now: start(),
+        ..T::new()
     };
     t.frame(REG);
     t.identity(known());
@@ -1114,6 +1453,11 @@ fn random_frames_never_panic_and_store_nothing_before_authentication() {
                     s.on_tick(now)
                 }
             };
+            let policy = AccessPolicy {
+                rule: [AccessRule::Allow, AccessRule::Deny, AccessRule::Enrolled][rng.below(3)],
+                format: [AccessFormat::Int, AccessFormat::Bool][rng.below(2)],
+            };
+            let actions = answer_access(&mut s, actions, policy, &[1], now);
             if !authenticated {
                 assert!(
                     !actions.iter().any(|a| matches!(
@@ -1135,4 +1479,45 @@ fn random_frames_never_panic_and_store_nothing_before_authentication() {
         }
     }
     assert!(stored > 100 && done > 100, "stored {stored}, done {done}");
+}
+
+/// The clock rule (`crate::clock`) for AiFace: without a configured zone the `reg` answer keeps
+/// the offset the terminal's own clock shows (`devinfo.time`) and records are read at it; a
+/// terminal that shows no clock is set to UTC, as its records are then read (never the server's
+/// zone).
+#[test]
+fn without_a_zone_the_terminals_own_offset_is_kept() {
+    let no_zone = || {
+        Identity::Known(Known {
+            device_id: "dev-1".into(),
+            zone: None,
+            token: None,
+            log_position: 0,
+        })
+    };
+    // 12:30:20 on the terminal at 07:00 UTC: +05:30, 20 s fast (within the drift bound).
+    let mut t = T::new();
+    t.frame(r#"{"cmd":"reg","sn":"AF-1","devinfo":{"time":"2026-06-12 12:30:20"}}"#);
+    assert_eq!(
+        t.identity(no_zone())[..2],
+        [
+            "online",
+            r#"send {"ret":"reg","result":true,"cloudtime":"2026-06-12 12:30:00","nosenduser":true}"#
+        ]
+    );
+    t.frame(EMPTY_LOG_PAGE);
+    let stored = t.frame(
+        r#"{"cmd":"sendlog","sn":"AF-1","record":[{"enrollid":5,"time":"2026-06-12 12:29:00"}]}"#,
+    );
+    assert!(
+        stored[0].contains(r#""utc_offset_minutes":330"#),
+        "{stored:?}"
+    );
+    // No clock shown: UTC.
+    let mut t = T::new();
+    t.frame(r#"{"cmd":"reg","sn":"AF-2"}"#);
+    assert_eq!(
+        t.identity(no_zone())[1],
+        r#"send {"ret":"reg","result":true,"cloudtime":"2026-06-12 07:00:00","nosenduser":true}"#
+    );
 }

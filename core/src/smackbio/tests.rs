@@ -72,6 +72,7 @@ fn show_one(a: &Action) -> String {
         }
         Action::Online => "online".into(),
         Action::SaveToken(t) => format!("save_token {t}"),
+        Action::CheckAccess { enrollids } => format!("check_access {enrollids:?}"),
         Action::StoreRecords {
             records,
             on_stored,
