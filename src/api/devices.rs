@@ -87,7 +87,7 @@ fn device_id(cx: &Ctx<'_>) -> Result<Uuid, ApiError> {
 }
 
 /// The device the path names.
-fn device(cx: &Ctx<'_>) -> Result<Arc<Device>, ApiError> {
+pub(super) fn device(cx: &Ctx<'_>) -> Result<Arc<Device>, ApiError> {
     cx.local
         .fleet()
         .registry
