@@ -139,6 +139,17 @@ impl Client {
         path_and_query: &str,
         body: Option<(&str, &[u8])>,
     ) -> Result<ClientResponse, ClientError> {
+        let mut stream = self.send(method, path_and_query, body)?;
+        read_response(&mut stream, method == "HEAD")
+    }
+
+    /// Connects and writes the request; the answer is the caller's to read.
+    fn send(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        body: Option<(&str, &[u8])>,
+    ) -> Result<TcpStream, ClientError> {
         let mut message = Vec::new();
         ClientRequest {
             method,
@@ -154,11 +165,49 @@ impl Client {
         stream.set_read_timeout(Some(self.timeout))?;
         stream.set_write_timeout(Some(self.timeout))?;
         stream.write_all(&message)?;
-        read_response(&mut stream, method == "HEAD")
+        Ok(stream)
     }
 
     pub fn get(&self, path_and_query: &str) -> Result<ClientResponse, ClientError> {
         self.request("GET", path_and_query, None)
+    }
+
+    /// A GET whose body, if the answer is a success (2xx), is written to `out` as it arrives,
+    /// however large: exports. Any other answer is read whole, as `get` does, for its error
+    /// message. The response returned carries no body when it went to `out`.
+    pub fn get_to(
+        &self,
+        path_and_query: &str,
+        out: &mut dyn Write,
+    ) -> Result<ClientResponse, ClientError> {
+        let mut stream = self.send("GET", path_and_query, None)?;
+        let mut parser = ResponseParser::new(ResponseLimits::default(), false);
+        let mut buf = Vec::with_capacity(READ_CHUNK);
+        let mut body = Vec::new();
+        let success = |status: u16| (200..300).contains(&status);
+        let response = loop {
+            if let Some((response, _)) = parser.parse(&buf)? {
+                break response;
+            }
+            if parser.status().is_some_and(success) {
+                let done = parser.take_body(&buf, &mut body);
+                buf.drain(..done);
+                out.write_all(&body)?;
+                body.clear();
+            }
+            if read_some(&mut stream, &mut buf, READ_CHUNK)? == 0 {
+                break parser.finish(&buf)?.0;
+            }
+        };
+        if !success(response.status) {
+            return Ok(response);
+        }
+        out.write_all(&response.body)?;
+        out.flush()?;
+        Ok(ClientResponse {
+            body: Vec::new(),
+            ..response
+        })
     }
 
     pub fn post_json(
@@ -346,6 +395,24 @@ mod tests {
                 "GET /devices?limit=2 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{UA}\r\nConnection: close\r\nAuthorization: Bearer s3cret\r\n\r\n"
             )
         );
+    }
+
+    #[test]
+    fn get_to_streams_a_success_and_keeps_an_error_whole() {
+        let (client, server) = serve(vec![
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\na\n\n\r\n2\r\nb\n\r\n0\r\n\r\n"
+                .to_vec(),
+            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 5\r\n\r\nwrong".to_vec(),
+        ]);
+        let mut out = Vec::new();
+        let ok = client.get_to("/x.ndjson", &mut out).unwrap();
+        assert_eq!((ok.status, ok.body.len()), (200, 0));
+        assert_eq!(out, b"a\n\nb\n");
+        let mut untouched = Vec::new();
+        let bad = client.get_to("/x.ndjson?from=x", &mut untouched).unwrap();
+        assert_eq!((bad.status, bad.text()), (400, "wrong".to_owned()));
+        assert!(untouched.is_empty(), "an error body is not written out");
+        server.join().unwrap();
     }
 
     #[test]

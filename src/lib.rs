@@ -3,7 +3,7 @@
 //! Layers, each importing only those before it: the sans-IO core crate (`fleetgate-core`,
 //! re-exported below) → `store` → `fleet` (the product's rules) → `shard` (the runtime: shards,
 //! the I/O seam, TLS, the hub, connection loops) → the app (`api`, `dashboard`, `serve`, `cli`,
-//! `client`, `config`, `doctor`).
+//! `client`, `config`, `data_dir`, `backup`, `doctor`).
 
 pub mod store;
 
@@ -12,10 +12,12 @@ pub mod fleet;
 pub mod shard;
 
 pub mod api;
+pub mod backup;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod dashboard;
+pub mod data_dir;
 pub mod doctor;
 pub mod serve;
 

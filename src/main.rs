@@ -18,6 +18,9 @@ fn main() -> std::process::ExitCode {
         Command::Serve(cfg) => fleetgate::serve::run(cfg.clone()),
         Command::Device { api, action } => cli::run_device(api, action),
         Command::Command { api, action } => cli::run_command(api, action),
+        Command::Backup(args) => cli::run_backup(args),
+        Command::Restore(args) => cli::run_restore(args),
+        Command::Export(args) => cli::run_export(args),
         // The doctor's exit status is its verdict (1: a check FAILed), not an error.
         Command::Doctor(args) => return fleetgate::doctor::run::run(args),
     };

@@ -1,9 +1,7 @@
 //! `fleetgate serve`: open the store, load the registry, bind one SO_REUSEPORT listener per shard,
 //! start the shards, and wait for SIGINT/SIGTERM to shut down in order.
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -12,6 +10,7 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
 
 use crate::config::{IoMode, ServeConfig};
+use crate::data_dir;
 use crate::fleet::auth::{self, TokenHash};
 use crate::fleet::links::Links;
 use crate::fleet::registry::Registry;
@@ -26,7 +25,7 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
 pub fn run(config: ServeConfig) -> Result<(), Error> {
     config.check()?;
-    restrict_umask();
+    data_dir::restrict_umask();
     // Block the shutdown signals in every thread (threads inherit the mask); the main thread then
     // takes them synchronously with sigwait, so no handler runs in the middle of a shard's work.
     let signals = block_shutdown_signals()?;
@@ -36,7 +35,7 @@ pub fn run(config: ServeConfig) -> Result<(), Error> {
         ])?
         .install_recorder()?;
 
-    private_data_dir(&config.machine.data_dir)?;
+    data_dir::private_data_dir(&config.machine.data_dir)?;
     let admin_token = admin_token(&config.machine.data_dir)?;
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => {
@@ -100,6 +99,7 @@ pub fn run(config: ServeConfig) -> Result<(), Error> {
     let handler = Arc::new(crate::api::Api {
         data_dir: config.machine.data_dir.clone(),
         prometheus,
+        backups: crate::backup::OneAtATime::default(),
     });
     let shared = Arc::new(Shared {
         limits: config.runtime_limits(),
@@ -145,7 +145,7 @@ pub fn run(config: ServeConfig) -> Result<(), Error> {
         tracing::info!(proxies = %nets.join(","), "client addresses from these proxies' PROXY headers and X-Forwarded-For are believed");
     }
     if let Some(path) = ready_file {
-        write_atomically(&path, format!("{bound}\n").as_bytes(), 0o644)?;
+        data_dir::write_atomically(&path, format!("{bound}\n").as_bytes(), 0o644)?;
     }
 
     let sig = wait_for_signal(&signals);
@@ -228,56 +228,6 @@ impl Drop for RetentionSweeper {
     }
 }
 
-/// The data directory holds password and token hashes and every record: only its owner may enter.
-const DATA_DIR_MODE: u32 = 0o700;
-
-/// Files this process creates get no group or other permissions. RocksDB creates its WAL, SST and
-/// MANIFEST files with mode 0644 less the umask and takes no mode of its own, so the umask is the
-/// one place to keep them private; it is set before the store opens, and no file this process
-/// writes is meant for other users (`write_atomically` sets its mode explicitly).
-fn restrict_umask() {
-    // SAFETY: umask only swaps the process's file-creation mask; it has no failure mode.
-    unsafe {
-        libc::umask(0o077);
-    }
-}
-
-/// Creates the data directory (and missing parents) with mode 0700, or restricts an existing one
-/// to it, so files an earlier version left readable cannot be reached through it. A directory
-/// that cannot be restricted (owned by another user) is logged and used as it is.
-fn private_data_dir(dir: &Path) -> Result<(), Error> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(DATA_DIR_MODE)
-        .create(dir)
-        .map_err(|e| format!("creating the data directory {}: {e}", dir.display()))?;
-    match restrict_dir(dir) {
-        Ok(Some(was)) => tracing::warn!(
-            dir = %dir.display(),
-            was = format!("{was:o}"),
-            "the data directory was open to other users; restricted it to mode 700"
-        ),
-        Ok(None) => {}
-        Err(e) => tracing::warn!(
-            dir = %dir.display(),
-            error = %e,
-            "could not restrict the data directory to mode 700; other users may read it"
-        ),
-    }
-    Ok(())
-}
-
-/// Sets `dir` to `DATA_DIR_MODE` if it grants anything to group or others; returns the
-/// permission bits it had then.
-fn restrict_dir(dir: &Path) -> std::io::Result<Option<u32>> {
-    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o7777;
-    if mode & 0o077 == 0 {
-        return Ok(None);
-    }
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(DATA_DIR_MODE))?;
-    Ok(Some(mode))
-}
-
 /// `FLEETGATE_ADMIN_TOKEN` if set; otherwise the token in `<data-dir>/admin-token`, created (mode
 /// 0600) and logged once on first start. Only its hash stays in memory.
 fn admin_token(dir: &Path) -> Result<TokenHash, Error> {
@@ -288,12 +238,12 @@ fn admin_token(dir: &Path) -> Result<TokenHash, Error> {
         }
         return Ok(auth::hash_token(t));
     }
-    let path = dir.join("admin-token");
+    let path = dir.join(data_dir::ADMIN_TOKEN);
     match std::fs::read_to_string(&path) {
         Ok(t) => Ok(auth::hash_token(t.trim())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let t = auth::generate_token()?;
-            write_atomically(&path, format!("{t}\n").as_bytes(), 0o600)?;
+            data_dir::write_atomically(&path, format!("{t}\n").as_bytes(), 0o600)?;
             tracing::info!(path = %path.display(), token = %t, "generated the admin token (shown once; it is also in this file)");
             Ok(auth::hash_token(&t))
         }
@@ -307,8 +257,8 @@ fn admin_token(dir: &Path) -> Result<TokenHash, Error> {
 fn initial_accounts(store: &Store, dir: &Path) -> Result<crate::fleet::accounts::Accounts, Error> {
     let accounts = crate::fleet::accounts::Accounts::load(store)?;
     if let Some(password) = accounts.bootstrap(store, crate::time::now_ms())? {
-        let path = dir.join("initial-admin-password");
-        write_atomically(&path, format!("{password}\n").as_bytes(), 0o600)?;
+        let path = dir.join(data_dir::INITIAL_ADMIN_PASSWORD);
+        data_dir::write_atomically(&path, format!("{password}\n").as_bytes(), 0o600)?;
         tracing::info!(
             user = crate::fleet::accounts::INITIAL_ADMIN,
             password = %password,
@@ -317,21 +267,6 @@ fn initial_accounts(store: &Store, dir: &Path) -> Result<crate::fleet::accounts:
         );
     }
     Ok(accounts)
-}
-
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)?;
-    // Exactly `mode`, whatever the umask (`restrict_umask`) or an older file left behind.
-    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 /// One listener per shard on the same address. With port 0 the first picks a port and the rest
@@ -403,64 +338,5 @@ fn wait_for_signal(set: &libc::sigset_t) -> i32 {
         if unsafe { libc::sigwait(set, &mut sig) } == 0 {
             return sig;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn mode(p: &Path) -> u32 {
-        std::fs::metadata(p).expect("stat").permissions().mode() & 0o7777
-    }
-
-    fn scratch(tag: &str) -> std::path::PathBuf {
-        let n = crate::time::now_us();
-        std::env::temp_dir().join(format!("fleetgate-serve-{tag}-{}-{n}", std::process::id()))
-    }
-
-    #[test]
-    fn a_new_data_dir_is_created_private_with_its_parents() {
-        let root = scratch("new");
-        let dir = root.join("a/b/data");
-        private_data_dir(&dir).expect("created");
-        assert_eq!(mode(&dir), 0o700);
-        assert_eq!(
-            restrict_dir(&dir).expect("stat"),
-            None,
-            "nothing to restrict"
-        );
-        std::fs::remove_dir_all(&root).expect("clean up");
-    }
-
-    #[test]
-    fn an_open_data_dir_is_restricted_and_says_what_it_was() {
-        let dir = scratch("open");
-        std::fs::create_dir(&dir).expect("mkdir");
-        for was in [0o755, 0o750, 0o701, 0o777] {
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(was)).expect("chmod");
-            assert_eq!(restrict_dir(&dir).expect("restrict"), Some(was), "{was:o}");
-            assert_eq!(mode(&dir), 0o700);
-        }
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        private_data_dir(&dir).expect("existing dir");
-        assert_eq!(mode(&dir), 0o700);
-        std::fs::remove_dir_all(&dir).expect("clean up");
-    }
-
-    #[test]
-    fn written_files_get_exactly_their_mode() {
-        let dir = scratch("files");
-        std::fs::create_dir(&dir).expect("mkdir");
-        // A temporary file left behind with the other mode: `mode` on open would not apply to it.
-        for (m, left) in [(0o600, 0o644), (0o644, 0o600)] {
-            let p = dir.join(format!("f{m:o}"));
-            let tmp = p.with_extension("tmp");
-            std::fs::write(&tmp, b"old").expect("leftover");
-            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(left)).expect("chmod");
-            write_atomically(&p, b"x\n", m).expect("write");
-            assert_eq!(mode(&p), m, "{m:o}");
-        }
-        std::fs::remove_dir_all(&dir).expect("clean up");
     }
 }

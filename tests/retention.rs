@@ -101,6 +101,13 @@ fn records_past_retention_disappear_and_newer_ones_stay(io: &str) {
         "the old telemetry is past retention",
         || srv.telemetry(&short_id).is_empty(),
     );
+    // The export follows the same cut-off, and the other device's record is still exported.
+    let nd = srv.get(&format!("/api/devices/{short_id}/telemetry.ndjson"));
+    assert_eq!(nd.status, 200, "{}", nd.text());
+    let body = |r: &Resp| String::from_utf8_lossy(&r.body).to_string();
+    assert!(body(&nd).trim().is_empty(), "{}", body(&nd));
+    let nd = srv.get(&format!("/api/devices/{long_id}/telemetry.ndjson"));
+    assert_eq!(body(&nd).lines().count(), 1, "{}", body(&nd));
     // The sweep deletes it: were it only hidden, keeping telemetry longer would bring it back.
     let sweeps = metric(&srv, "fleetgate_retention_sweeps_total");
     wait_until(Duration::from_secs(20), "two more sweeps", || {

@@ -2,8 +2,8 @@
 //! the permission rules, checked before any route runs, for unknown paths too.
 //!
 //! Cookie requests that change state must carry the session's `X-CSRF-Token`; viewers may only
-//! read; a session whose password must change may only reach `/api/me*` and logout; users and
-//! tokens are the admins'; `/metrics` needs a bearer token or an admin session.
+//! read; a session whose password must change may only reach `/api/me*` and logout; users,
+//! tokens and backups are the admins'; `/metrics` needs a bearer token or an admin session.
 
 use std::net::SocketAddr;
 
@@ -85,7 +85,7 @@ fn permit(
     if p.role == Role::Viewer && !is_read(method) && !own_account {
         return Err(ApiError::forbidden());
     }
-    if matches!(segs, ["api", "users" | "tokens", ..]) && p.role != Role::Admin {
+    if matches!(segs, ["api", "users" | "tokens" | "backup", ..]) && p.role != Role::Admin {
         return Err(ApiError::forbidden());
     }
     Ok(())
@@ -128,6 +128,10 @@ mod tests {
         assert_eq!(code(&v, Method::Get, None, "/api/users"), Some("forbidden"));
         assert_eq!(
             code(&v, Method::Get, None, "/api/tokens/x"),
+            Some("forbidden")
+        );
+        assert_eq!(
+            code(&v, Method::Post, None, "/api/backup"),
             Some("forbidden")
         );
         // A viewer's bearer token may scrape metrics; a viewer's session may not.

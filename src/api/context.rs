@@ -9,6 +9,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::api::error::ApiError;
 use crate::api::query::Query;
+use crate::backup::OneAtATime;
 use crate::fleet::accounts::Principal;
 use crate::http::request::Request;
 use crate::shard::local::Local;
@@ -27,6 +28,8 @@ pub struct Ctx<'a> {
     pub data_dir: &'a Path,
     /// Renders `/metrics`.
     pub prometheus: &'a PrometheusHandle,
+    /// Lets one backup run at a time.
+    pub backups: &'a OneAtATime,
 }
 
 impl<'a> Ctx<'a> {

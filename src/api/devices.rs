@@ -104,7 +104,7 @@ fn retention_floor(cx: &Ctx<'_>, kind: Kind, dev: &Device) -> Option<[u8; 24]> {
     retention_cutoff(cx, kind, dev).map(|c| keys::telemetry(&dev.id, c))
 }
 
-fn device(cx: &Ctx<'_>) -> Result<Arc<Device>, ApiError> {
+pub(super) fn device(cx: &Ctx<'_>) -> Result<Arc<Device>, ApiError> {
     cx.local
         .fleet()
         .registry

@@ -16,6 +16,7 @@ use crate::api::error::ApiError;
 use crate::api::query::Query;
 use crate::api::router::{Access, Lookup, lookup};
 use crate::api::routes::ROUTES;
+use crate::backup::OneAtATime;
 use crate::http::request::Request;
 use crate::http::response::Response;
 use crate::shard::handler::Reply;
@@ -27,6 +28,8 @@ pub struct Api {
     pub data_dir: PathBuf,
     /// Renders `/metrics`.
     pub prometheus: PrometheusHandle,
+    /// Lets one `POST /api/backup` run at a time, whichever shard takes it.
+    pub backups: OneAtATime,
 }
 
 impl Handler for Api {
@@ -81,6 +84,7 @@ async fn route(api: &Api, local: &Rc<Local>, req: &Request, remote: SocketAddr) 
                 principal,
                 data_dir: &api.data_dir,
                 prometheus: &api.prometheus,
+                backups: &api.backups,
             };
             (route.handle)(&cx).await
         }

@@ -108,7 +108,7 @@ fn kept(fleet: &Fleet, v: &[u8], id: u64, now: u64) -> bool {
 }
 
 /// The `device_id` an event names, read from its stored JSON.
-fn device_of(v: &[u8]) -> Option<uuid::Uuid> {
+pub(super) fn device_of(v: &[u8]) -> Option<uuid::Uuid> {
     let mut b = v.to_vec();
     let x = simd_json::to_borrowed_value(&mut b).ok()?;
     crate::json::get_str(&x, "device_id")?.parse().ok()

@@ -9,6 +9,7 @@
 
 mod access;
 pub mod attendance;
+mod backup;
 mod body;
 mod context;
 pub mod device_http;
@@ -16,6 +17,7 @@ mod devices;
 mod dispatch;
 mod error;
 mod events;
+mod export;
 mod page;
 mod pending;
 mod query;

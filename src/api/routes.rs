@@ -2,9 +2,11 @@
 //! and 404 all come from this one table. `GET` routes do not answer `HEAD` unless listed for it.
 
 use crate::api::attendance;
+use crate::api::backup;
 use crate::api::device_http;
 use crate::api::devices;
 use crate::api::events;
+use crate::api::export;
 use crate::api::pending;
 use crate::api::router::{Route, later, ready};
 use crate::api::session;
@@ -45,9 +47,11 @@ pub static ROUTES: &[Route] = &[
     Route::signed(Post, &["api", "devices", ":id", "token"], |cx| later(devices::rotate_token(cx))),
     Route::signed(Get, &["api", "devices", ":id", "telemetry"], |cx| ready(devices::telemetry(cx))),
     Route::signed(Get, &["api", "devices", ":id", "users"], |cx| ready(devices::users(cx))),
+    Route::signed(Get, &["api", "devices", ":id", "telemetry.ndjson"], |cx| ready(export::telemetry(cx).map(Reply::Chunked))),
     Route::signed(Get, &["api", "devices", ":id", "commands"], |cx| ready(devices::commands(cx))),
     Route::signed(Post, &["api", "devices", ":id", "commands"], |cx| later(devices::send_command(cx))),
     Route::signed(Get, &["api", "events"], |cx| ready(events::list(cx))),
+    Route::signed(Get, &["api", "events.ndjson"], |cx| ready(export::events(cx).map(Reply::Chunked))),
     Route::signed(Get, &["api", "attendance"], |cx| ready(attendance::list(cx))),
     Route::signed(Get, &["api", "attendance.csv"], |cx| ready(attendance::csv(cx).map(Reply::Chunked))),
     Route::signed(Get, &["api", "attendance", ":id", "photo"], |cx| ready(attendance::photo(cx))),
@@ -55,6 +59,8 @@ pub static ROUTES: &[Route] = &[
     Route::signed(Post, &["api", "pending-devices", ":serial", "approve"], |cx| later(pending::approve(cx))),
     Route::signed(Post, &["api", "pending-devices", ":serial", "dismiss"], |cx| later(pending::dismiss(cx))),
     Route::signed(Delete, &["api", "pending-devices", ":serial"], |cx| later(pending::dismiss(cx))),
+    // Admins only (`access`): it writes where the caller says, and the copy holds every secret.
+    Route::signed(Post, &["api", "backup"], |cx| later(backup::create(cx))),
 ];
 
 #[cfg(test)]

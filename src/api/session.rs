@@ -192,7 +192,7 @@ pub async fn change_password(cx: &Ctx<'_>) -> Result<Response, ApiError> {
     acc.end_sessions_of(&p.name, Some(id_hash));
     if p.name == accounts::INITIAL_ADMIN {
         // The initial password is no longer valid; do not leave it lying around.
-        let _ = std::fs::remove_file(cx.data_dir.join("initial-admin-password"));
+        let _ = std::fs::remove_file(cx.data_dir.join(crate::data_dir::INITIAL_ADMIN_PASSWORD));
     }
     Ok(ok())
 }

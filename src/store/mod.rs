@@ -5,6 +5,7 @@
 //! holding its record has been written with the WAL synced (unless the operator chose
 //! `--sync-writes false`).
 
+pub mod backup;
 pub mod commit;
 pub mod disk_guard;
 pub mod keys;
@@ -19,7 +20,7 @@ use std::time::Duration;
 use rocksdb::compaction_filter::Decision;
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Options,
-    WriteBatch, WriteBufferManager, WriteOptions,
+    ReadOptions, WriteBatch, WriteBufferManager, WriteOptions,
 };
 
 use disk_guard::DiskGuard;
@@ -210,35 +211,13 @@ impl Store {
         msg_id_retention: Duration,
         memory_bytes: usize,
     ) -> Result<Store, StoreError> {
-        let cache = Cache::new_lru_cache(memory_bytes);
-        let buffers = WriteBufferManager::new_write_buffer_manager_with_cache(
-            memory_bytes / 2,
-            false,
-            cache.clone(),
-        );
-        let mut db_opts = Options::default();
-        db_opts.set_write_buffer_manager(&buffers);
+        let (cache, buffers) = memory(memory_bytes);
+        let mut db_opts = db_options(&buffers);
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
-        // Two background jobs: this box has two cores and the shards need them.
-        db_opts.increase_parallelism(2);
-        db_opts.set_max_background_jobs(2);
-        // Concurrent writers from every shard's committer share one WAL write and one fsync.
-        db_opts.set_enable_pipelined_write(true);
-        db_opts.set_max_total_wal_size(256 << 20);
-        // A bound on descriptors: every session is one, and the process may have 20,000 at most.
-        db_opts.set_max_open_files(MAX_OPEN_FILES);
 
         let descriptors = Cf::ALL.iter().map(|&cf| {
-            let mut o = Options::default();
-            o.set_compression_type(DBCompressionType::Lz4);
-            let mut block = BlockBasedOptions::default();
-            block.set_bloom_filter(10.0, false);
-            block.set_block_cache(&cache);
-            block.set_cache_index_and_filter_blocks(true);
-            // The top level's index and filters are read on every lookup: kept in the cache.
-            block.set_pin_l0_filter_and_index_blocks_in_cache(true);
-            o.set_block_based_table_factory(&block);
+            let mut o = cf_options(&cache);
             if cf == Cf::MsgIds {
                 // De-duplication memory is bounded in time: ids older than the retention are dropped
                 // at compaction. The value is the receive time in µs.
@@ -272,24 +251,13 @@ impl Store {
     }
 
     fn check_schema(&self) -> Result<(), StoreError> {
-        let meta = self.cf(Cf::Meta)?;
-        match self.db.get_cf(meta, SCHEMA_KEY)? {
+        match schema_version(&self.db)? {
             None => {
                 let mut b = WriteBatch::default();
-                b.put_cf(meta, SCHEMA_KEY, SCHEMA_VERSION.to_be_bytes());
+                b.put_cf(self.cf(Cf::Meta)?, SCHEMA_KEY, SCHEMA_VERSION.to_be_bytes());
                 self.write(b)
             }
-            Some(v) => {
-                let found = <[u8; 4]>::try_from(v.as_slice())
-                    .map(u32::from_be_bytes)
-                    .map_err(|_| StoreError::Schema("unreadable schema version".into()))?;
-                if found > SCHEMA_VERSION {
-                    return Err(StoreError::Schema(format!(
-                        "data was written by a newer fleetgate (schema {found}, this build knows {SCHEMA_VERSION})"
-                    )));
-                }
-                Ok(())
-            }
+            Some(_) => Ok(()),
         }
     }
 
@@ -542,6 +510,91 @@ impl Store {
         it.status()?;
         Ok(None)
     }
+
+    /// Visits the keys in `[from, to)` in order until `visit` has taken enough (it returns false
+    /// with the last row it takes). Returns the key to go on from, inclusive, if the range may
+    /// hold more: how an export reads its range a bounded chunk at a time.
+    pub fn scan_range(
+        &self,
+        cf: Cf,
+        from: &[u8],
+        to: &[u8],
+        mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_upper_bound(to.to_vec());
+        let mut it = self.db.raw_iterator_cf_opt(self.cf(cf)?, opts);
+        it.seek(from);
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            let more = visit(k, v)?;
+            it.next();
+            if !more {
+                let next = it.key().map(<[u8]>::to_vec);
+                it.status()?;
+                return Ok(next);
+            }
+        }
+        it.status()?;
+        Ok(None)
+    }
+}
+
+/// The schema version stored in `db`'s `meta`, `None` in a new store; an error if it is unreadable
+/// or newer than this build knows.
+fn schema_version(db: &DB) -> Result<Option<u32>, StoreError> {
+    let meta = db
+        .cf_handle(Cf::Meta.name())
+        .ok_or(StoreError::MissingCf(Cf::Meta.name()))?;
+    let Some(v) = db.get_cf(meta, SCHEMA_KEY)? else {
+        return Ok(None);
+    };
+    let found = <[u8; 4]>::try_from(v.as_slice())
+        .map(u32::from_be_bytes)
+        .map_err(|_| StoreError::Schema("unreadable schema version".into()))?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::Schema(format!(
+            "data was written by a newer fleetgate (schema {found}, this build knows {SCHEMA_VERSION})"
+        )));
+    }
+    Ok(Some(found))
+}
+
+/// The options of the whole database, for the server and for a backup of a stopped one alike.
+/// RocksDB's memory bound (`Store::open`): one LRU cache of `bytes` for every column family's
+/// blocks, and a write-buffer manager that charges the memtables to it and flushes them early
+/// past half of it.
+fn memory(bytes: usize) -> (Cache, WriteBufferManager) {
+    let cache = Cache::new_lru_cache(bytes);
+    let buffers =
+        WriteBufferManager::new_write_buffer_manager_with_cache(bytes / 2, false, cache.clone());
+    (cache, buffers)
+}
+
+fn db_options(buffers: &WriteBufferManager) -> Options {
+    let mut db_opts = Options::default();
+    db_opts.set_write_buffer_manager(buffers);
+    // Two background jobs: this box has two cores and the shards need them.
+    db_opts.increase_parallelism(2);
+    db_opts.set_max_background_jobs(2);
+    // Concurrent writers from every shard's committer share one WAL write and one fsync.
+    db_opts.set_enable_pipelined_write(true);
+    db_opts.set_max_total_wal_size(256 << 20);
+    // A bound on descriptors: every session is one, and the process may have 20,000 at most.
+    db_opts.set_max_open_files(MAX_OPEN_FILES);
+    db_opts
+}
+
+fn cf_options(cache: &Cache) -> Options {
+    let mut o = Options::default();
+    o.set_compression_type(DBCompressionType::Lz4);
+    let mut block = BlockBasedOptions::default();
+    block.set_bloom_filter(10.0, false);
+    block.set_block_cache(cache);
+    block.set_cache_index_and_filter_blocks(true);
+    // The top level's index and filters are read on every lookup: kept in the cache.
+    block.set_pin_l0_filter_and_index_blocks_in_cache(true);
+    o.set_block_based_table_factory(&block);
+    o
 }
 
 /// The cursor of a reverse scan is exclusive, so a page that stopped *at* key `k` (not yet visited)

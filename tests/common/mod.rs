@@ -199,6 +199,9 @@ pub struct Server {
     data_dir: PathBuf,
     addr: String,
     admin_token: String,
+    /// The admin token is read from `<data-dir>/admin-token` rather than given in the
+    /// environment (see `start_own_token`).
+    own_token: bool,
     starts: u32,
     /// When set, the data directory is a tmpfs in a namespace of its own (see `start_on_tmpfs`).
     tmpfs: Option<Tmpfs>,
@@ -225,6 +228,32 @@ impl Server {
             data_dir,
             addr: String::new(),
             admin_token: format!("adm_{}", random_token()),
+            own_token: false,
+            starts: 0,
+            tmpfs: None,
+        };
+        s.spawn();
+        s
+    }
+
+    /// Starts a server as an operator runs one: its admin token is the one in
+    /// `<data-dir>/admin-token`, generated there on first start, not one given in
+    /// `FLEETGATE_ADMIN_TOKEN`. `prepare` runs first with the data directory's path (which does
+    /// not exist yet), to put something there: a restored backup, say.
+    pub fn start_own_token(io: &str, prepare: impl FnOnce(&Path)) -> Server {
+        let dir = unique_dir(io);
+        fs::create_dir_all(&dir).expect("create test dir");
+        let data_dir = dir.join("data");
+        prepare(&data_dir);
+        let mut s = Server {
+            child: None,
+            io: io.to_string(),
+            extra: Vec::new(),
+            dir,
+            data_dir,
+            addr: String::new(),
+            admin_token: String::new(),
+            own_token: true,
             starts: 0,
             tmpfs: None,
         };
@@ -281,6 +310,7 @@ impl Server {
             data_dir,
             addr: String::new(),
             admin_token: format!("adm_{}", random_token()),
+            own_token: false,
             starts: 0,
             tmpfs: Some(Tmpfs { holder }),
         };
@@ -359,11 +389,15 @@ impl Server {
             .arg("--shards")
             .arg("2")
             .args(&self.extra)
-            .env("FLEETGATE_ADMIN_TOKEN", &self.admin_token)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log2));
+        if self.own_token {
+            cmd.env_remove("FLEETGATE_ADMIN_TOKEN");
+        } else {
+            cmd.env("FLEETGATE_ADMIN_TOKEN", &self.admin_token);
+        }
         let child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) if self.tmpfs.is_some() => panic!("cannot run `nsenter`: {e}\n{TMPFS_HELP}"),
@@ -382,6 +416,12 @@ impl Server {
                         self.logs()
                     );
                     self.addr = line.to_string();
+                    if self.own_token {
+                        let file = self.data_dir.join("admin-token");
+                        let token = fs::read_to_string(&file)
+                            .unwrap_or_else(|e| panic!("{}: {e}\n{}", file.display(), self.logs()));
+                        self.admin_token = token.trim().to_string();
+                    }
                     break;
                 }
             }
@@ -426,6 +466,11 @@ impl Server {
     }
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+    /// The test's own directory, beside the data directory and removed with it: room for
+    /// backups and exports.
+    pub fn test_dir(&self) -> &Path {
+        &self.dir
     }
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("server not running").id()

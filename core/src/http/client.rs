@@ -376,6 +376,54 @@ impl ResponseParser {
         }
     }
 
+    /// The status of the final response once its head has been read, while its body may still
+    /// be arriving: what a client streaming the body decides on (see [`take_body`](Self::take_body)).
+    pub fn status(&self) -> Option<u16> {
+        match &self.state {
+            State::Body { status, .. } => Some(*status),
+            State::Head { .. } => None,
+        }
+    }
+
+    /// Streams the body of the final response, for one too large to hold: moves what of it has
+    /// been read (de-chunked) to `out` and returns how many bytes at the front of `buf` are done
+    /// with; the caller drops them before the next [`parse`](Self::parse) or
+    /// [`finish`](Self::finish). The response those complete then carries only the rest of the
+    /// body, and [`ResponseLimits::max_response`] bounds what is buffered at once rather than the
+    /// whole response (a `Content-Length` is still checked against it). Before the head is read,
+    /// it takes nothing.
+    pub fn take_body(&mut self, buf: &[u8], out: &mut Vec<u8>) -> usize {
+        let State::Body {
+            start,
+            body_start,
+            framing,
+            ..
+        } = &mut self.state
+        else {
+            return 0;
+        };
+        let done = match framing {
+            Framing::Length(end) => {
+                let upto = buf.len().min(*end);
+                out.extend_from_slice(buf.get(*body_start..upto).unwrap_or_default());
+                *end -= upto;
+                upto
+            }
+            Framing::UntilClose => {
+                out.extend_from_slice(buf.get(*body_start..).unwrap_or_default());
+                buf.len()
+            }
+            Framing::Chunked(chunks) => {
+                out.append(&mut chunks.body);
+                std::mem::take(&mut chunks.pos)
+            }
+        };
+        // Every offset is now relative to the first byte the caller keeps.
+        *start = 0;
+        *body_start = 0;
+        done
+    }
+
     /// The peer closed the connection and `buf` holds all it sent: the response, if it is
     /// complete or its body ends with the connection, and how much of `buf` it took.
     pub fn finish(&mut self, buf: &[u8]) -> Result<(Response, usize), ResponseError> {
@@ -750,6 +798,86 @@ mod tests {
         );
         assert_eq!(used, parts[3].len());
         assert!(gone.closes() && !responses[0].closes());
+    }
+
+    /// Feeds `bytes` in `step`-byte reads to a parser that streams the body out as it comes,
+    /// dropping what it took; returns the status, the streamed body, and the most ever buffered.
+    fn stream(bytes: &[u8], step: usize, limits: ResponseLimits) -> (u16, Vec<u8>, usize) {
+        let mut parser = ResponseParser::new(limits, false);
+        let (mut buf, mut body, mut most) = (Vec::new(), Vec::new(), 0);
+        for piece in bytes.chunks(step) {
+            buf.extend_from_slice(piece);
+            most = most.max(buf.len());
+            if let Some((response, consumed)) = parser.parse(&buf).expect("parses") {
+                body.extend_from_slice(&response.body);
+                assert_eq!(consumed, buf.len(), "nothing follows");
+                return (response.status, body, most);
+            }
+            let done = parser.take_body(&buf, &mut body);
+            buf.drain(..done);
+        }
+        let (response, _) = parser.finish(&buf).expect("ends with the connection");
+        body.extend_from_slice(&response.body);
+        (response.status, body, most)
+    }
+
+    #[test]
+    fn a_streamed_body_comes_out_whole_with_bounded_buffering() {
+        let big: Vec<u8> = (0..200_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+        let mut chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        for part in big.chunks(1000) {
+            chunked.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+            chunked.extend_from_slice(part);
+            chunked.extend_from_slice(b"\r\n");
+        }
+        chunked.extend_from_slice(b"0\r\n\r\n");
+        let mut sized =
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", big.len()).into_bytes();
+        sized.extend_from_slice(&big);
+        let mut until_close = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
+        until_close.extend_from_slice(&big);
+        // Far below the body's size: only what is buffered at once counts.
+        let limits = ResponseLimits {
+            max_response: 16 * 1024,
+            ..ResponseLimits::default()
+        };
+        let sized_limits = ResponseLimits {
+            max_response: 1 << 20,
+            ..ResponseLimits::default()
+        };
+        for (name, bytes, limits) in [
+            ("chunked", &chunked, limits),
+            ("content-length", &sized, sized_limits),
+            ("until close", &until_close, limits),
+        ] {
+            for step in [1, 7, 4096] {
+                let (status, body, most) = stream(bytes, step, limits);
+                assert_eq!(status, 200, "{name}");
+                assert!(body == big, "{name} in {step}-byte reads");
+                assert!(most < 8 * 1024, "{name}: {most} bytes buffered");
+            }
+        }
+    }
+
+    #[test]
+    fn the_status_is_known_before_the_body_and_nothing_is_taken_before_it() {
+        let mut parser = ResponseParser::new(ResponseLimits::default(), false);
+        let head = b"HTTP/1.1 404 Not Found\r\nContent-Length: 5\r\n\r\n";
+        let mut out = Vec::new();
+        assert_eq!(parser.parse(&head[..10]), Ok(None));
+        assert_eq!(parser.status(), None);
+        assert_eq!(parser.take_body(&head[..10], &mut out), 0);
+        let mut buf = head.to_vec();
+        buf.extend_from_slice(b"ab");
+        assert_eq!(parser.parse(&buf), Ok(None));
+        assert_eq!(parser.status(), Some(404));
+        assert_eq!(parser.take_body(&buf, &mut out), buf.len());
+        assert_eq!(out, b"ab");
+        let (rest, consumed) = parser.parse(b"cde").expect("parses").expect("complete");
+        assert_eq!(
+            (rest.status, rest.body, consumed),
+            (404, b"cde".to_vec(), 3)
+        );
     }
 
     #[test]
