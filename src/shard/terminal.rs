@@ -19,6 +19,10 @@ pub const TICK: Duration = Duration::from_millis(250);
 /// Device settings this runtime keeps for terminals.
 pub(super) const SETTING_TOKEN_HASH: &str = "smackbio_token_hash";
 pub(super) const SETTING_LOG_POSITION: &str = "log_position";
+/// How often a terminal's log position is saved at most while logs flow. A crash loses at most
+/// this much progress: the next backfill then reads those logs again, and the store drops them
+/// as duplicates.
+pub(super) const POSITION_SAVE_EVERY_MS: u64 = 10_000;
 
 pub struct Terminal {
     pub(super) conv: Box<dyn Conversation>,
@@ -29,6 +33,11 @@ pub struct Terminal {
     pub(super) claim: Option<Claim>,
     /// The command from the durable queue that the conversation is running.
     pub(super) command: Option<CommandRecord>,
+    /// A log position reached but not saved yet, and when one was last saved (ms): saving means
+    /// rewriting the device's record, so positions are saved at most every
+    /// `POSITION_SAVE_EVERY_MS` and when the session ends (`terminal_actions`).
+    pub(super) unsaved_position: Option<u64>,
+    pub(super) position_saved_ms: u64,
 }
 
 impl Terminal {
@@ -100,6 +109,8 @@ pub fn sniff(frame: &[u8], local: &Local) -> Option<Terminal> {
         dev: None,
         claim: None,
         command: None,
+        unsaved_position: None,
+        position_saved_ms: 0,
     })
 }
 

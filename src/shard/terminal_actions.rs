@@ -6,7 +6,9 @@ use std::collections::VecDeque;
 use crate::fleet::provision::{self, Newcomer};
 use crate::fleet::{attendance, auth, commands, enrolled, identity};
 use crate::shard::local::CloseReason;
-use crate::shard::terminal::{SETTING_LOG_POSITION, SETTING_TOKEN_HASH, Terminal};
+use crate::shard::terminal::{
+    POSITION_SAVE_EVERY_MS, SETTING_LOG_POSITION, SETTING_TOKEN_HASH, Terminal,
+};
 use crate::shard::ws_session::{Role, Session};
 use crate::store::records::{self, Protocol, Source};
 use crate::terminal::{
@@ -163,10 +165,11 @@ impl Session<'_> {
                     });
                 }
                 Action::SavePosition(pos) => {
-                    if !failed_before {
-                        self.update_settings(|s| {
-                            s.insert(SETTING_LOG_POSITION.into(), pos.to_string());
-                        });
+                    if !failed_before && let Some(t) = self.terminal() {
+                        t.unsaved_position = Some(pos);
+                        if now_ms().saturating_sub(t.position_saved_ms) >= POSITION_SAVE_EVERY_MS {
+                            self.save_position();
+                        }
                     }
                 }
                 Action::StoreRecords {
@@ -316,6 +319,20 @@ impl Session<'_> {
             self.local
                 .heard(self.ctl, t.keepalive(self.local.limits()), now);
         }
+    }
+
+    /// Saves the log position the terminal reached, if it has not been saved: at most every
+    /// `POSITION_SAVE_EVERY_MS` while logs flow (each save rewrites the device's record, once per
+    /// live punch otherwise), and when the session ends.
+    pub(super) fn save_position(&mut self) {
+        let Some(t) = self.terminal() else { return };
+        let Some(pos) = t.unsaved_position.take() else {
+            return;
+        };
+        t.position_saved_ms = now_ms();
+        self.update_settings(|s| {
+            s.insert(SETTING_LOG_POSITION.into(), pos.to_string());
+        });
     }
 
     fn update_settings(&mut self, f: impl FnOnce(&mut std::collections::BTreeMap<String, String>)) {

@@ -910,6 +910,8 @@ impl Session<'_> {
     /// The session is over. Its device goes offline, and its claim is dropped: the slot passes to
     /// a newer session only once everything this one staged has resolved (see `Claim`).
     fn end(&mut self) {
+        // The position the terminal's logs reached, saved before its claim is let go.
+        self.save_position();
         if self.out.capacity() > 0 {
             self.local.give_buf(std::mem::take(&mut self.out));
         }
