@@ -430,27 +430,7 @@ fn copy_private(from: &Path, to: &Path) -> Result<(), Error> {
 mod tests {
     use super::*;
     use crate::store::Cf;
-    use crate::store::temp::TempStore;
-
-    struct Scratch(PathBuf);
-
-    impl Scratch {
-        fn new(tag: &str) -> Scratch {
-            let dir = std::env::temp_dir().join(format!(
-                "fleetgate-backup-{tag}-{}-{}",
-                std::process::id(),
-                crate::time::now_us()
-            ));
-            std::fs::create_dir_all(&dir).expect("scratch dir");
-            Scratch(dir)
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::store::temp::{Scratch, TempStore};
 
     fn mode(p: &Path) -> u32 {
         std::fs::metadata(p).expect("stat").permissions().mode() & 0o7777

@@ -12,6 +12,17 @@ use tungstenite::Message;
 
 const T: Duration = Duration::from_secs(20);
 
+/// The store of a stopped server, opened as the server opens it.
+fn stopped_store(srv: &Server) -> fleetgate::store::Store {
+    fleetgate::store::Store::open(
+        srv.data_dir(),
+        true,
+        Duration::from_secs(3600),
+        fleetgate::store::DEFAULT_MEMORY_BYTES,
+    )
+    .expect("open the stopped server's store")
+}
+
 fn create_terminal(srv: &Server, protocol: &str, serial: &str) -> String {
     let r = srv.post(
         "/api/devices",
@@ -363,13 +374,7 @@ fn senduser_keeps_every_credential(io: &str) {
     // What an older build left: user 7's card under the old key.
     srv.stop();
     {
-        let store = fleetgate::store::Store::open(
-            srv.data_dir(),
-            true,
-            Duration::from_secs(3600),
-            fleetgate::store::DEFAULT_MEMORY_BYTES,
-        )
-        .expect("open the stopped server's store");
+        let store = stopped_store(&srv);
         let dev = uuid::Uuid::parse_str(&id).expect("device id");
         let cf = store.cf(fleetgate::store::Cf::Users).expect("users");
         store
@@ -469,13 +474,7 @@ fn senduser_keeps_every_credential(io: &str) {
     // Deleting the device takes its users with it.
     assert_eq!(srv.delete(&format!("/api/devices/{id}")).status, 200);
     srv.stop();
-    let store = fleetgate::store::Store::open(
-        srv.data_dir(),
-        true,
-        Duration::from_secs(3600),
-        fleetgate::store::DEFAULT_MEMORY_BYTES,
-    )
-    .expect("open the stopped server's store");
+    let store = stopped_store(&srv);
     let dev = uuid::Uuid::parse_str(&id).expect("device id");
     for enrollid in [1, 7, 9] {
         assert!(

@@ -83,28 +83,7 @@ fn no_schema(dir: &Path) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::temp::TempStore;
-
-    /// A directory of its own beside the test's store, removed when dropped.
-    struct Scratch(std::path::PathBuf);
-
-    impl Scratch {
-        fn new(tag: &str) -> Scratch {
-            let dir = std::env::temp_dir().join(format!(
-                "fleetgate-store-backup-{tag}-{}-{}",
-                std::process::id(),
-                crate::time::now_us()
-            ));
-            std::fs::create_dir_all(&dir).expect("scratch dir");
-            Scratch(dir)
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::store::temp::{Scratch, TempStore};
 
     #[test]
     fn a_checkpoint_holds_what_was_committed_and_opens_as_a_fleetgate_store() {

@@ -52,6 +52,33 @@ impl Drop for TempStore {
     }
 }
 
+/// An empty directory of its own in the system temp dir, removed when dropped: for unit tests
+/// that write beside a store (backups, restores).
+#[cfg(test)]
+pub(crate) struct Scratch(pub PathBuf);
+
+#[cfg(test)]
+impl Scratch {
+    pub(crate) fn new(tag: &str) -> Scratch {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "fleetgate-scratch-{tag}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        Scratch(dir)
+    }
+}
+
+#[cfg(test)]
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Runs `f` to completion on a current-thread runtime inside a `LocalSet`, as a shard runs its
 /// tasks: for the unit tests of code that stages into a `Batcher`.
 #[cfg(test)]
