@@ -1,6 +1,5 @@
 //! `GET /api/attendance` (JSON pages), `GET /api/attendance.csv` (streamed), and photos.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use simd_json::prelude::*;
@@ -12,8 +11,7 @@ use crate::api::page::key_page;
 use crate::api::query::Query;
 use crate::fleet::attendance::{self, csv_field};
 use crate::fleet::auth;
-use crate::fleet::retention::Kind;
-use crate::fleet::state::Fleet;
+use crate::fleet::retention::{Cutoffs, Kind};
 use crate::http::response::Response;
 use crate::shard::handler::{ChunkSource, Chunked};
 use crate::store::{Cf, Store, StoreError};
@@ -33,43 +31,8 @@ pub struct Filter {
     enrollid: Option<u64>,
     from_us: Option<u64>,
     to_us: Option<u64>,
-    kept: Kept,
-}
-
-/// The oldest punch time (µs) retention keeps, as of the request: the global one, and each
-/// device's that overrides it. Reads never return a punch past it, swept or not.
-#[derive(Clone, Debug, Default)]
-struct Kept {
-    default: Option<u64>,
-    devices: HashMap<Uuid, Option<u64>>,
-}
-
-impl Kept {
-    fn of(fleet: &Fleet, now_us: u64) -> Kept {
-        let retention = &fleet.rules.retention;
-        let mut devices = HashMap::new();
-        fleet.registry.visit_from(None, |d| {
-            d.with_record(|r| {
-                if r.settings.contains_key(Kind::Attendance.setting()) {
-                    let keep = retention.for_settings(Kind::Attendance, &r.settings);
-                    devices.insert(d.id, keep.cutoff_us(now_us));
-                }
-            });
-            true
-        });
-        Kept {
-            default: retention.global(Kind::Attendance).cutoff_us(now_us),
-            devices,
-        }
-    }
-
-    fn cutoff(&self, dev: &Uuid) -> Option<u64> {
-        self.devices.get(dev).copied().unwrap_or(self.default)
-    }
-
-    fn allows(&self, dev: &Uuid, utc_us: u64) -> bool {
-        self.cutoff(dev).is_none_or(|c| utc_us >= c)
-    }
+    /// Punches past their retention are never returned, swept or not.
+    kept: Cutoffs,
 }
 
 impl Filter {
@@ -86,7 +49,11 @@ impl Filter {
             enrollid: q.u64("enrollid")?,
             from_us: time("from")?,
             to_us: time("to")?,
-            kept: Kept::of(cx.local.fleet(), now_us()),
+            kept: {
+                let fleet = cx.local.fleet();
+                let retention = &fleet.rules.retention;
+                Cutoffs::of(&fleet.registry, retention, Kind::Attendance, now_us())
+            },
         })
     }
 
@@ -115,7 +82,7 @@ pub fn scan(
             past_from = true;
             return false;
         }
-        if !f.kept.allows(dev, utc_us) {
+        if !f.kept.keeps(Some(dev), utc_us) {
             return false;
         }
         // The punch's own enrollid, compared exactly: an `"enrollid"` nested in the device's
@@ -132,7 +99,10 @@ pub fn scan(
                 .to_us
                 .map(|t| attendance::key(&d, t.saturating_add(1), &[0; 16]).to_vec());
             let before = lower_of(before, upper.as_deref());
-            let floor = f.kept.cutoff(&d).map(|c| attendance::key(&d, c, &[0; 16]));
+            let floor = f
+                .kept
+                .of_device(Some(&d))
+                .map(|c| attendance::key(&d, c, &[0; 16]));
             store.scan_reverse_above(
                 Cf::Attendance,
                 d.as_bytes(),

@@ -3,8 +3,7 @@
 use crate::api::context::Ctx;
 use crate::api::error::ApiError;
 use crate::api::page::key_page;
-use crate::fleet::retention::Kind;
-use crate::fleet::state::Fleet;
+use crate::fleet::retention::{Cutoffs, Kind};
 use crate::http::response::Response;
 use crate::store::{Cf, keys};
 use crate::time::now_us;
@@ -67,13 +66,8 @@ pub fn list(cx: &Ctx<'_>) -> Result<Response, ApiError> {
         None => {
             let before = q.key_cursor(&[])?;
             // Events of devices that keep them longer than the default are still in the stream.
-            let mut oldest = retention.global(Kind::Events).cutoff_us(now);
-            fleet.registry.visit_from(None, |d| {
-                let c = retention.cutoff_us(Kind::Events, Some(d), now);
-                oldest = oldest.zip(c).map(|(a, b)| a.min(b));
-                oldest.is_some()
-            });
-            let floor = oldest.map(keys::event);
+            let kept = Cutoffs::of(&fleet.registry, retention, Kind::Events, now);
+            let floor = kept.oldest().map(keys::event);
             store.scan_reverse_above(
                 Cf::Events,
                 &[],
@@ -83,7 +77,7 @@ pub fn list(cx: &Ctx<'_>) -> Result<Response, ApiError> {
                 SCAN_BUDGET,
                 |k, v| {
                     let id = keys::suffix_u64(k).unwrap_or(0);
-                    if type_matches(v) && kept(fleet, v, id, now) {
+                    if type_matches(v) && kept.keeps(device_of(v).as_ref(), id) {
                         items.push(String::from_utf8_lossy(v).into_owned());
                         Ok(true)
                     } else {
@@ -94,17 +88,6 @@ pub fn list(cx: &Ctx<'_>) -> Result<Response, ApiError> {
         }
     }?;
     Ok(key_page(&items, next))
-}
-
-/// Whether an event of the global stream (id = its time in µs) is within its device's retention,
-/// or the global one for an event of no device.
-fn kept(fleet: &Fleet, v: &[u8], id: u64, now: u64) -> bool {
-    let device = device_of(v).and_then(|d| fleet.registry.get(&d));
-    fleet
-        .rules
-        .retention
-        .cutoff_us(Kind::Events, device.as_deref(), now)
-        .is_none_or(|c| id >= c)
 }
 
 /// The `device_id` an event names, read from its stored JSON.

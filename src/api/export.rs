@@ -3,7 +3,6 @@
 //! as the lists filter), and never a record past its retention (`fleet::retention`). Streamed like the attendance CSV: each chunk is one bounded range scan,
 //! written before the next is read, so memory stays flat whatever the range holds.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use uuid::Uuid;
@@ -13,7 +12,7 @@ use crate::api::devices::device;
 use crate::api::error::ApiError;
 use crate::api::events;
 use crate::api::query::Query;
-use crate::fleet::retention::Kind;
+use crate::fleet::retention::{Cutoffs, Kind};
 use crate::shard::handler::{ChunkSource, Chunked};
 use crate::store::{Cf, Store, StoreError, keys};
 use crate::time::now_us;
@@ -47,10 +46,7 @@ enum Rows {
     Telemetry { device: String },
     /// `events` rows, as the list shows them; those past their device's retention are left out
     /// (the cut-offs as of the request: the global one, and each overriding device's).
-    Events {
-        default: Option<u64>,
-        devices: HashMap<Uuid, Option<u64>>,
-    },
+    Events(Cutoffs),
     /// `events_by_device` index entries (device ‖ event id), each line the event it names.
     DeviceEvents,
 }
@@ -59,7 +55,7 @@ impl Rows {
     fn cf(&self) -> Cf {
         match self {
             Rows::Telemetry { .. } => Cf::Telemetry,
-            Rows::Events { .. } => Cf::Events,
+            Rows::Events(_) => Cf::Events,
             Rows::DeviceEvents => Cf::EventsByDevice,
         }
     }
@@ -76,13 +72,9 @@ impl Rows {
                 }
                 out.extend_from_slice(rest);
             }
-            Rows::Events { default, devices } => {
+            Rows::Events(kept) => {
                 let id = keys::suffix_u64(k).unwrap_or(0);
-                let cutoff = match events::device_of(v) {
-                    Some(d) => devices.get(&d).copied().unwrap_or(*default),
-                    None => *default,
-                };
-                if cutoff.is_some_and(|c| id < c) {
+                if !kept.keeps(events::device_of(v).as_ref(), id) {
                     return Ok(());
                 }
                 out.extend_from_slice(v);
@@ -179,26 +171,12 @@ pub fn events(cx: &Ctx<'_>) -> Result<Chunked, ApiError> {
             }
         }
         None => {
-            let mut devices = HashMap::new();
-            fleet.registry.visit_from(None, |d| {
-                d.with_record(|r| {
-                    if r.settings.contains_key(Kind::Events.setting()) {
-                        let keep = retention.for_settings(Kind::Events, &r.settings);
-                        devices.insert(d.id, keep.cutoff_us(now));
-                    }
-                });
-                true
-            });
-            let default = retention.global(Kind::Events).cutoff_us(now);
+            let kept = Cutoffs::of(&fleet.registry, retention, Kind::Events, now);
             // The stream starts at the oldest cut-off any device still keeps.
-            let oldest = devices
-                .values()
-                .chain([&default])
-                .try_fold(u64::MAX, |min, c| c.map(|c| min.min(c)))
-                .unwrap_or(0);
+            let oldest = kept.oldest().unwrap_or(0);
             Export {
                 store,
-                rows: Rows::Events { default, devices },
+                rows: Rows::Events(kept),
                 next: Some(keys::event(from.max(oldest)).to_vec()),
                 end: end_bytes(end),
             }

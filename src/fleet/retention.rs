@@ -11,7 +11,7 @@
 //!   ordered that way (the global event stream's per-device index, punches by time, command ids)
 //!   are deleted key by key from a bounded scan of what is being removed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use uuid::Uuid;
@@ -150,6 +150,55 @@ impl Retention {
             .min()
             .unwrap_or(Duration::MAX)
             .clamp(Duration::from_secs(1), Duration::from_secs(600))
+    }
+}
+
+/// The cut-offs of one kind as of one request: the global one, and each device's that overrides
+/// it. Reads that span devices (the global event stream, punches across devices, their exports)
+/// take one snapshot and check each record against it, instead of parsing a device's settings per
+/// record.
+#[derive(Clone, Debug, Default)]
+pub struct Cutoffs {
+    default: Option<u64>,
+    devices: HashMap<Uuid, Option<u64>>,
+}
+
+impl Cutoffs {
+    pub fn of(registry: &Registry, retention: &Retention, kind: Kind, now_us: u64) -> Cutoffs {
+        let mut devices = HashMap::new();
+        registry.visit_from(None, |d| {
+            d.with_record(|r| {
+                if r.settings.contains_key(kind.setting()) {
+                    let keep = retention.for_settings(kind, &r.settings);
+                    devices.insert(d.id, keep.cutoff_us(now_us));
+                }
+            });
+            true
+        });
+        Cutoffs {
+            default: retention.global(kind).cutoff_us(now_us),
+            devices,
+        }
+    }
+
+    /// The oldest record time (µs) kept for `dev` (a record of no device: the global one).
+    pub fn of_device(&self, dev: Option<&Uuid>) -> Option<u64> {
+        dev.and_then(|d| self.devices.get(d).copied())
+            .unwrap_or(self.default)
+    }
+
+    /// Whether a record of `dev` at `time_us` is within its retention.
+    pub fn keeps(&self, dev: Option<&Uuid>, time_us: u64) -> bool {
+        self.of_device(dev).is_none_or(|c| time_us >= c)
+    }
+
+    /// The oldest cut-off any device (or the global retention) still keeps from; `None` when
+    /// some keep everything.
+    pub fn oldest(&self) -> Option<u64> {
+        self.devices
+            .values()
+            .chain([&self.default])
+            .try_fold(u64::MAX, |min, c| c.map(|c| min.min(c)))
     }
 }
 
@@ -422,6 +471,31 @@ mod tests {
             })
             .expect("scan");
         out
+    }
+
+    /// One snapshot per request: an overriding device keeps its own cut-off, others and records
+    /// of no device the global one, and the stream starts at the oldest.
+    #[test]
+    fn cutoffs_snapshot_the_overrides_of_one_kind() {
+        let tmp = TempStore::open("retention-cutoffs", false).expect("store");
+        let registry = Registry::load(tmp.store()).expect("registry");
+        let plain = add(&registry, &[]);
+        let long = add(&registry, &[("retain_events", "100s")]);
+        let r = Retention {
+            telemetry: Keep::Forever,
+            events: Keep::For(Duration::from_secs(10)),
+            attendance: Keep::Forever,
+            command_history: Keep::Forever,
+        };
+        let c = Cutoffs::of(&registry, &r, Kind::Events, 1_000 * S);
+        assert_eq!(c.of_device(Some(&plain)), Some(990 * S));
+        assert_eq!(c.of_device(Some(&long)), Some(900 * S));
+        assert_eq!(c.of_device(None), Some(990 * S));
+        assert!(c.keeps(Some(&long), 950 * S) && !c.keeps(Some(&plain), 950 * S));
+        assert_eq!(c.oldest(), Some(900 * S));
+        let all = Cutoffs::of(&registry, &r, Kind::Telemetry, 1_000 * S);
+        assert_eq!(all.oldest(), None);
+        assert!(all.keeps(Some(&plain), 0));
     }
 
     /// Telemetry and events past their retention go, newer ones stay; a device's setting
