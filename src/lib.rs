@@ -3,7 +3,7 @@
 //! Layers, each importing only those before it: the sans-IO core crate (`fleetgate-core`,
 //! re-exported below) → `store` → `fleet` (the product's rules) → `shard` (the runtime: shards,
 //! the I/O seam, TLS, the hub, connection loops) → the app (`api`, `dashboard`, `serve`, `cli`,
-//! `client`, `config`, `data_dir`, `backup`, `doctor`).
+//! `client`, `config`, `data_dir`, `backup`, `doctor`, `metrics_catalog`).
 
 pub mod store;
 
@@ -19,6 +19,7 @@ pub mod config;
 pub mod dashboard;
 pub mod data_dir;
 pub mod doctor;
+pub mod metrics_catalog;
 pub mod serve;
 
 // The sans-IO core lives in its own crate (no RocksDB, no runtime) so fuzzers and benches can

@@ -33,7 +33,13 @@ pub fn run(config: ServeConfig) -> Result<(), Error> {
         .set_buckets(&[
             0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
         ])?
+        // The one histogram that counts records, not seconds.
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full("fleetgate_batch_records".into()),
+            &[1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0],
+        )?
         .install_recorder()?;
+    crate::metrics_catalog::describe();
 
     data_dir::private_data_dir(&config.machine.data_dir)?;
     let admin_token = admin_token(&config.machine.data_dir)?;
@@ -98,7 +104,7 @@ pub fn run(config: ServeConfig) -> Result<(), Error> {
     };
     let handler = Arc::new(crate::api::Api {
         data_dir: config.machine.data_dir.clone(),
-        prometheus,
+        prometheus: prometheus.clone(),
         backups: crate::backup::OneAtATime::default(),
     });
     let shared = Arc::new(Shared {
@@ -133,7 +139,14 @@ pub fn run(config: ServeConfig) -> Result<(), Error> {
                 })?,
         );
     }
-    let sweeper = RetentionSweeper::spawn(shared.clone())?;
+    let sweeper = retention_sweeper(shared.clone())?;
+    let upkeep = {
+        let prometheus = prometheus.clone();
+        Periodic::spawn("fg-metrics", move || {
+            prometheus.run_upkeep();
+            METRICS_UPKEEP_EVERY
+        })?
+    };
     tracing::info!(addr = %bound, "fleetgate listening");
     if !config.trusted_proxies.0.is_empty() {
         let nets: Vec<String> = config
@@ -161,64 +174,49 @@ pub fn run(config: ServeConfig) -> Result<(), Error> {
         let _ = t.join();
     }
     drop(sweeper);
+    drop(upkeep);
     drop(monitor);
     store.db().flush_wal(true)?;
     tracing::info!("store closed; bye");
     Ok(())
 }
 
-/// The thread that deletes records past their retention (`fleet::retention::sweep`), as often as
-/// the shortest retention in force asks; stopped (and joined) when dropped.
-struct RetentionSweeper {
+/// How often histogram samples are folded into their buckets. `install_recorder` spawns no upkeep
+/// task, and until one runs (or a scrape renders) every sample is kept: without a Prometheus
+/// scraping, memory would grow with every batch committed.
+const METRICS_UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// A named thread that runs `tick` until dropped, waiting whatever `tick` returns between runs;
+/// dropping it wakes, stops and joins the thread.
+struct Periodic {
     stop: Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl RetentionSweeper {
-    fn spawn(shared: Arc<Shared>) -> std::io::Result<RetentionSweeper> {
-        use crate::fleet::retention::{self, Kind};
+impl Periodic {
+    fn spawn(
+        name: &str,
+        mut tick: impl FnMut() -> Duration + Send + 'static,
+    ) -> std::io::Result<Periodic> {
         use std::sync::atomic::{AtomicBool, Ordering};
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
-            .name("fg-retention".into())
+            .name(name.into())
             .spawn(move || {
-                let fleet = &shared.fleet;
-                let rules = &fleet.rules.retention;
                 while !flag.load(Ordering::Relaxed) {
-                    let started = Instant::now();
-                    let now = crate::time::now_us();
-                    match retention::sweep(&fleet.store, &fleet.registry, rules, now) {
-                        Ok(swept) => {
-                            metrics::counter!("fleetgate_retention_sweeps_total").increment(1);
-                            metrics::counter!("fleetgate_retention_deleted_keys_total")
-                                .increment(swept.keys as u64);
-                            tracing::debug!(?swept, took_ms = started.elapsed().as_millis() as u64, "retention sweep");
-                        }
-                        Err(e) => tracing::warn!(error = %e, "retention sweep failed; the next one retries"),
-                    }
-                    let mut overrides = Vec::new();
-                    fleet.registry.visit_from(None, |d| {
-                        d.with_record(|r| {
-                            for kind in Kind::ALL {
-                                if r.settings.contains_key(kind.setting()) {
-                                    overrides.push(rules.for_settings(kind, &r.settings));
-                                }
-                            }
-                        });
-                        true
-                    });
-                    std::thread::park_timeout(rules.sweep_every(overrides.into_iter()));
+                    let wait = tick();
+                    std::thread::park_timeout(wait);
                 }
             })?;
-        Ok(RetentionSweeper {
+        Ok(Periodic {
             stop,
             thread: Some(thread),
         })
     }
 }
 
-impl Drop for RetentionSweeper {
+impl Drop for Periodic {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
@@ -226,6 +224,39 @@ impl Drop for RetentionSweeper {
             let _ = t.join();
         }
     }
+}
+
+/// The thread that deletes records past their retention (`fleet::retention::sweep`), as often as
+/// the shortest retention in force asks.
+fn retention_sweeper(shared: Arc<Shared>) -> std::io::Result<Periodic> {
+    use crate::fleet::retention::{self, Kind};
+    Periodic::spawn("fg-retention", move || {
+        let fleet = &shared.fleet;
+        let rules = &fleet.rules.retention;
+        let started = Instant::now();
+        let now = crate::time::now_us();
+        match retention::sweep(&fleet.store, &fleet.registry, rules, now) {
+            Ok(swept) => {
+                metrics::counter!("fleetgate_retention_sweeps_total").increment(1);
+                metrics::counter!("fleetgate_retention_deleted_keys_total")
+                    .increment(swept.keys as u64);
+                tracing::debug!(?swept, took_ms = started.elapsed().as_millis() as u64, "retention sweep");
+            }
+            Err(e) => tracing::warn!(error = %e, "retention sweep failed; the next one retries"),
+        }
+        let mut overrides = Vec::new();
+        fleet.registry.visit_from(None, |d| {
+            d.with_record(|r| {
+                for kind in Kind::ALL {
+                    if r.settings.contains_key(kind.setting()) {
+                        overrides.push(rules.for_settings(kind, &r.settings));
+                    }
+                }
+            });
+            true
+        });
+        rules.sweep_every(overrides.into_iter())
+    })
 }
 
 /// `FLEETGATE_ADMIN_TOKEN` if set; otherwise the token in `<data-dir>/admin-token`, created (mode

@@ -3,8 +3,8 @@
 //!
 //! Layers, lowest first: the sans-IO core crate (re-exported at the crate root), `store`, `fleet`
 //! (the product's rules), `shard` (the runtime), and the app (`api`, `backup`, `cli`, `client`,
-//! `config`, `dashboard`, `data_dir`, `doctor`, `serve`, `main`, `lib`: everything else). A file
-//! may name modules of its own layer and of layers below it, never above.
+//! `config`, `dashboard`, `data_dir`, `doctor`, `metrics_catalog`, `serve`, `main`, `lib`:
+//! everything else). A file may name modules of its own layer and of layers below it, never above.
 //!
 //! This reads the source as text: every `crate::…`, `super::…` and `fleetgate::…` path in code
 //! (comments and string literals stripped) is an edge to the file that defines the module it

@@ -103,6 +103,20 @@ fn sample(store: &Store, dir: &std::path::Path) {
             .sum();
         metrics::gauge!(gauge).set(sum as f64);
     }
+    // Per family too, so an operator sees which kind of record fills the disk (and docs/operations.md
+    // derives its disk-per-million-records figures from them).
+    for cf in Cf::ALL {
+        if let Ok(h) = store.cf(cf) {
+            for (property, gauge) in [
+                ("rocksdb.total-sst-files-size", "fleetgate_store_family_sst_bytes"),
+                ("rocksdb.estimate-num-keys", "fleetgate_store_family_keys_estimate"),
+            ] {
+                if let Ok(Some(v)) = db.property_int_value_cf(h, property) {
+                    metrics::gauge!(gauge, "family" => cf.name()).set(v as f64);
+                }
+            }
+        }
+    }
     // The block cache is one, shared by every column family.
     let cache = store.block_cache();
     metrics::gauge!("fleetgate_store_block_cache_bytes").set(cache.get_usage() as f64);
