@@ -2,10 +2,21 @@ use clap::Parser;
 use fleetgate::cli::{self, Cli, Command};
 
 // mimalloc: per-thread free lists suit the shard threads, each allocating and freeing its own frames.
+// Its `override` feature (Cargo.toml) makes it malloc for RocksDB's C++ as well: under glibc's
+// malloc, the blocks the cache evicts stayed in glibc's arenas as free memory that grew for as
+// long as the soak ran (docs/benchmarks.md, "Soak with the memory bound").
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    // No transparent huge pages for this process: mimalloc asks for them on its arenas, and once a
+    // 2 MiB page has been collapsed the kernel keeps all of it resident however little of it is in
+    // use, so the blocks the store's cache frees kept RSS climbing for as long as the soak ran
+    // (docs/benchmarks.md, "Soak with the memory bound"). The flag covers RocksDB's memory too.
+    // SAFETY: prctl with PR_SET_THP_DISABLE takes plain integers and touches no memory of ours.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
