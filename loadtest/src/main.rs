@@ -55,8 +55,12 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "generic")]
     protocol: Protocol,
     /// Run the scenario against the built-in raw sink instead of the server (the baseline).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "compare")]
     sink: bool,
+    /// Run the scenario against the server, then against the raw sink, back to back: one JSON
+    /// object with both results and the server-to-sink ratio of each figure they share.
+    #[arg(long)]
+    compare: bool,
     #[arg(long, default_value_t = 100)]
     devices: usize,
     /// telemetry-flood: messages per second per device (0 = as fast as acks allow).
@@ -198,7 +202,23 @@ fn parent_main(args: &Args) -> Res<()> {
     if scenario == Scenario::CommandStorm && args.rate <= 0.0 {
         return Err("command-storm needs --rate (commands per second, total)".into());
     }
+    if args.compare && sink_run {
+        return Err("--compare runs the sink itself: give it the server's --url, not raw-sink".into());
+    }
+    let result = if args.compare {
+        let server = run_once(args, scenario, false)?;
+        eprintln!("loadtest: the same scenario against the raw sink");
+        let sink = run_once(args, scenario, true)?;
+        report::compare(server, sink)
+    } else {
+        run_once(args, scenario, sink_run)?
+    };
+    report::emit(args, &result);
+    Ok(())
+}
 
+/// One run of `scenario`, against the raw sink or the server, as its report object.
+fn run_once(args: &Args, scenario: Scenario, sink_run: bool) -> Res<serde_json::Value> {
     // The raw sink replaces the server; otherwise resolve the server's address from --url.
     let mut stats = ServerStats::default();
     let mut sink = None;
@@ -333,15 +353,14 @@ fn parent_main(args: &Args) -> Res<()> {
         0 => None,
         k => Some(k),
     };
-    report::print(
+    Ok(report::build(
         args,
         scenario,
         sink_run,
         &outcomes,
         &stats,
         cmd_report.as_ref(),
-    );
-    Ok(())
+    ))
 }
 
 enum Line {

@@ -33,14 +33,15 @@ fn round(x: f64, digits: i32) -> f64 {
     (x * f).round() / f
 }
 
-pub fn print(
+/// The report of one run.
+pub fn build(
     args: &Args,
     scenario: Scenario,
     sink: bool,
     outs: &[Outcome],
     s: &ServerStats,
     cmd: Option<&cmdstorm::Report>,
-) {
+) -> Value {
     let sum = |f: fn(&Outcome) -> u64| outs.iter().map(f).sum::<u64>();
     let ack = merge(outs, |o| &o.latency_us);
     let cmd_rt = merge(outs, |o| &o.cmd_rt_us);
@@ -238,10 +239,63 @@ pub fn print(
             m.insert(k.to_string(), v);
         }
     }
+    j
+}
+
+/// Figures of a run that a ratio to the sink's means something for: throughput, latency, the
+/// server's CPU and memory, the storms' durations.
+const COMPARED: &[&str] = &[
+    "msgs_per_s",
+    "records_per_s",
+    "burst_records_per_s",
+    "connects_per_s",
+    "ack_p50_ms",
+    "ack_p99_ms",
+    "ack_p999_ms",
+    "burst_p99_ms",
+    "cmd_p50_ms",
+    "cmd_p99_ms",
+    "cmd_deliver_p99_ms",
+    "reconnect_s",
+    "reconnect_p99_ms",
+    "server_cpu_pct",
+    "server_rss_peak_kib",
+    "rss_per_session_kib",
+];
+
+/// `--compare`: both reports and, for each figure in `COMPARED` that both runs have and the
+/// sink's is not zero, server ÷ sink.
+pub fn compare(server: Value, sink: Value) -> Value {
+    let mut ratios = serde_json::Map::new();
+    for &k in COMPARED {
+        if let (Some(a), Some(b)) = (
+            server.get(k).and_then(Value::as_f64),
+            sink.get(k).and_then(Value::as_f64),
+        ) && b != 0.0
+        {
+            ratios.insert(k.to_string(), json!(round(a / b, 3)));
+        }
+    }
+    let errors = [&server, &sink]
+        .iter()
+        .filter_map(|r| r.get("errors").and_then(Value::as_u64))
+        .sum::<u64>();
+    json!({
+        "scenario": server.get("scenario"),
+        "compare": true,
+        "errors": errors,
+        "fleetgate": server,
+        "raw_sink": sink,
+        "ratio_to_sink": ratios,
+    })
+}
+
+/// Prints a report: one line with `--json`, pretty-printed otherwise.
+pub fn emit(args: &Args, j: &Value) {
     if args.json {
         println!("{j}");
     } else {
-        match serde_json::to_string_pretty(&j) {
+        match serde_json::to_string_pretty(j) {
             Ok(t) => println!("{t}"),
             Err(_) => println!("{j}"),
         }
