@@ -18,53 +18,288 @@ use Kind::{Counter, Gauge, Histogram};
 
 /// (name, kind, unit, help).
 pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
-    ("fleetgate_accept_errors_total", Counter, Unit::Count, "accept() calls that failed (EMFILE and the like); the shard backs off briefly"),
-    ("fleetgate_attendance_duplicates_total", Counter, Unit::Count, "attendance records dropped as already stored (a re-send)"),
-    ("fleetgate_attendance_records_total", Counter, Unit::Count, "attendance records stored"),
-    ("fleetgate_auth_failures_total", Counter, Unit::Count, "device registrations and admin requests refused for bad credentials"),
-    ("fleetgate_batch_commit_failures_total", Counter, Unit::Count, "group commits that failed; their devices heard \"not stored\""),
-    ("fleetgate_batch_commit_seconds", Histogram, Unit::Seconds, "time to write one group commit (WAL synced unless --sync-writes false)"),
-    ("fleetgate_batch_records", Histogram, Unit::Count, "records in one group commit"),
-    ("fleetgate_bytes_received_total", Counter, Unit::Bytes, "bytes read from device and admin connections"),
-    ("fleetgate_bytes_sent_total", Counter, Unit::Bytes, "bytes written to device and admin connections"),
-    ("fleetgate_commands_total", Counter, Unit::Count, "commands by stage: queued, then their outcome"),
-    ("fleetgate_connections", Gauge, Unit::Count, "open connections, by shard"),
-    ("fleetgate_connections_refused_total", Counter, Unit::Count, "connections closed at accept because --max-connections was reached"),
-    ("fleetgate_device_takeovers_total", Counter, Unit::Count, "terminals that displaced a live session from another address, by protocol"),
-    ("fleetgate_devices", Gauge, Unit::Count, "devices registered"),
-    ("fleetgate_disk_free_bytes", Gauge, Unit::Bytes, "free space of the data directory's file system"),
-    ("fleetgate_disk_guard_low", Gauge, Unit::Count, "1 while free space is below --min-free-disk and new data is refused"),
-    ("fleetgate_disk_guard_refused_batches_total", Counter, Unit::Count, "group commits refused by the disk guard"),
-    ("fleetgate_disk_total_bytes", Gauge, Unit::Bytes, "size of the data directory's file system"),
-    ("fleetgate_duplicates_total", Counter, Unit::Count, "messages dropped as already stored (msg_id seen before)"),
-    ("fleetgate_http_requests_total", Counter, Unit::Count, "HTTP requests served"),
-    ("fleetgate_inbox_full_total", Counter, Unit::Count, "cross-shard deliveries refused because the target shard's inbox was full"),
-    ("fleetgate_large_message_bytes", Gauge, Unit::Bytes, "read-buffer bytes held beyond the normal message bound, all shards (--large-message-budget-mb)"),
-    ("fleetgate_limit_hits_total", Counter, Unit::Count, "requests refused by a limit, by limit"),
-    ("fleetgate_messages_total", Counter, Unit::Count, "device messages handled, by type"),
-    ("fleetgate_pending_devices", Gauge, Unit::Count, "unknown terminals waiting for an operator to accept them"),
-    ("fleetgate_process_resident_bytes", Gauge, Unit::Bytes, "the process's resident set"),
-    ("fleetgate_protocol_errors_total", Counter, Unit::Count, "frames refused as malformed"),
-    ("fleetgate_queue_depth", Gauge, Unit::Count, "items waiting, by queue and shard"),
-    ("fleetgate_retention_deleted_keys_total", Counter, Unit::Count, "store keys deleted for being past their retention"),
-    ("fleetgate_retention_sweeps_total", Counter, Unit::Count, "retention sweeps completed"),
-    ("fleetgate_sessions", Gauge, Unit::Count, "live device and admin sessions, by protocol"),
-    ("fleetgate_slow_subscribers_total", Counter, Unit::Count, "live-stream subscribers dropped for not keeping up"),
-    ("fleetgate_store_block_cache_bytes", Gauge, Unit::Bytes, "use of RocksDB's shared block cache, memtables' charge included (--store-memory-mb)"),
-    ("fleetgate_store_block_cache_pinned_bytes", Gauge, Unit::Bytes, "pinned part of the block cache (top-level index and filter blocks, open iterators)"),
-    ("fleetgate_store_delayed_write_rate", Gauge, Unit::Count, "bytes per second RocksDB slows writes to while stalled; 0 when not"),
-    ("fleetgate_store_family_keys_estimate", Gauge, Unit::Count, "RocksDB's estimate of the keys in one column family"),
-    ("fleetgate_store_family_sst_bytes", Gauge, Unit::Bytes, "table file bytes of one column family"),
-    ("fleetgate_store_keys_estimate", Gauge, Unit::Count, "RocksDB's estimate of the keys, all column families"),
-    ("fleetgate_store_memtable_bytes", Gauge, Unit::Bytes, "memtables, all column families"),
-    ("fleetgate_store_pending_compaction_bytes", Gauge, Unit::Bytes, "compaction debt; rising for long means the disk cannot keep up"),
-    ("fleetgate_store_sst_bytes", Gauge, Unit::Bytes, "table file bytes, all column families"),
-    ("fleetgate_store_table_readers_bytes", Gauge, Unit::Bytes, "table readers' memory outside the block cache"),
-    ("fleetgate_store_write_errors_total", Counter, Unit::Count, "store writes that failed"),
-    ("fleetgate_store_write_failing", Gauge, Unit::Count, "1 while store writes fail"),
-    ("fleetgate_store_write_stopped", Gauge, Unit::Count, "1 while RocksDB stops writes (a write stall)"),
-    ("fleetgate_terminal_sessions_total", Counter, Unit::Count, "attendance terminal sessions opened, by protocol"),
-    ("fleetgate_terminal_unrecognised_total", Counter, Unit::Count, "terminal messages this server does not know, answered with a generic success, by protocol"),
+    (
+        "fleetgate_accept_errors_total",
+        Counter,
+        Unit::Count,
+        "accept() calls that failed (EMFILE and the like); the shard backs off briefly",
+    ),
+    (
+        "fleetgate_attendance_duplicates_total",
+        Counter,
+        Unit::Count,
+        "attendance records dropped as already stored (a re-send)",
+    ),
+    (
+        "fleetgate_attendance_records_total",
+        Counter,
+        Unit::Count,
+        "attendance records stored",
+    ),
+    (
+        "fleetgate_auth_failures_total",
+        Counter,
+        Unit::Count,
+        "device registrations and admin requests refused for bad credentials",
+    ),
+    (
+        "fleetgate_batch_commit_failures_total",
+        Counter,
+        Unit::Count,
+        "group commits that failed; their devices heard \"not stored\"",
+    ),
+    (
+        "fleetgate_batch_commit_seconds",
+        Histogram,
+        Unit::Seconds,
+        "time to write one group commit (WAL synced unless --sync-writes false)",
+    ),
+    (
+        "fleetgate_batch_records",
+        Histogram,
+        Unit::Count,
+        "records in one group commit",
+    ),
+    (
+        "fleetgate_bytes_received_total",
+        Counter,
+        Unit::Bytes,
+        "bytes read from device and admin connections",
+    ),
+    (
+        "fleetgate_bytes_sent_total",
+        Counter,
+        Unit::Bytes,
+        "bytes written to device and admin connections",
+    ),
+    (
+        "fleetgate_commands_total",
+        Counter,
+        Unit::Count,
+        "commands by stage: queued, then their outcome",
+    ),
+    (
+        "fleetgate_connections",
+        Gauge,
+        Unit::Count,
+        "open connections, by shard",
+    ),
+    (
+        "fleetgate_connections_refused_total",
+        Counter,
+        Unit::Count,
+        "connections closed at accept because --max-connections was reached",
+    ),
+    (
+        "fleetgate_device_takeovers_total",
+        Counter,
+        Unit::Count,
+        "terminals that displaced a live session from another address, by protocol",
+    ),
+    (
+        "fleetgate_devices",
+        Gauge,
+        Unit::Count,
+        "devices registered",
+    ),
+    (
+        "fleetgate_disk_free_bytes",
+        Gauge,
+        Unit::Bytes,
+        "free space of the data directory's file system",
+    ),
+    (
+        "fleetgate_disk_guard_low",
+        Gauge,
+        Unit::Count,
+        "1 while free space is below --min-free-disk and new data is refused",
+    ),
+    (
+        "fleetgate_disk_guard_refused_batches_total",
+        Counter,
+        Unit::Count,
+        "group commits refused by the disk guard",
+    ),
+    (
+        "fleetgate_disk_total_bytes",
+        Gauge,
+        Unit::Bytes,
+        "size of the data directory's file system",
+    ),
+    (
+        "fleetgate_duplicates_total",
+        Counter,
+        Unit::Count,
+        "messages dropped as already stored (msg_id seen before)",
+    ),
+    (
+        "fleetgate_http_requests_total",
+        Counter,
+        Unit::Count,
+        "HTTP requests served",
+    ),
+    (
+        "fleetgate_inbox_full_total",
+        Counter,
+        Unit::Count,
+        "cross-shard deliveries refused because the target shard's inbox was full",
+    ),
+    (
+        "fleetgate_large_message_bytes",
+        Gauge,
+        Unit::Bytes,
+        "read-buffer bytes held beyond the normal message bound, all shards (--large-message-budget-mb)",
+    ),
+    (
+        "fleetgate_limit_hits_total",
+        Counter,
+        Unit::Count,
+        "requests refused by a limit, by limit",
+    ),
+    (
+        "fleetgate_messages_total",
+        Counter,
+        Unit::Count,
+        "device messages handled, by type",
+    ),
+    (
+        "fleetgate_pending_devices",
+        Gauge,
+        Unit::Count,
+        "unknown terminals waiting for an operator to accept them",
+    ),
+    (
+        "fleetgate_process_resident_bytes",
+        Gauge,
+        Unit::Bytes,
+        "the process's resident set",
+    ),
+    (
+        "fleetgate_protocol_errors_total",
+        Counter,
+        Unit::Count,
+        "frames refused as malformed",
+    ),
+    (
+        "fleetgate_queue_depth",
+        Gauge,
+        Unit::Count,
+        "items waiting, by queue and shard",
+    ),
+    (
+        "fleetgate_retention_deleted_keys_total",
+        Counter,
+        Unit::Count,
+        "store keys deleted for being past their retention",
+    ),
+    (
+        "fleetgate_retention_sweeps_total",
+        Counter,
+        Unit::Count,
+        "retention sweeps completed",
+    ),
+    (
+        "fleetgate_sessions",
+        Gauge,
+        Unit::Count,
+        "live device and admin sessions, by protocol",
+    ),
+    (
+        "fleetgate_slow_subscribers_total",
+        Counter,
+        Unit::Count,
+        "live-stream subscribers dropped for not keeping up",
+    ),
+    (
+        "fleetgate_store_block_cache_bytes",
+        Gauge,
+        Unit::Bytes,
+        "use of RocksDB's shared block cache, memtables' charge included (--store-memory-mb)",
+    ),
+    (
+        "fleetgate_store_block_cache_pinned_bytes",
+        Gauge,
+        Unit::Bytes,
+        "pinned part of the block cache (top-level index and filter blocks, open iterators)",
+    ),
+    (
+        "fleetgate_store_delayed_write_rate",
+        Gauge,
+        Unit::Count,
+        "bytes per second RocksDB slows writes to while stalled; 0 when not",
+    ),
+    (
+        "fleetgate_store_family_keys_estimate",
+        Gauge,
+        Unit::Count,
+        "RocksDB's estimate of the keys in one column family",
+    ),
+    (
+        "fleetgate_store_family_sst_bytes",
+        Gauge,
+        Unit::Bytes,
+        "table file bytes of one column family",
+    ),
+    (
+        "fleetgate_store_keys_estimate",
+        Gauge,
+        Unit::Count,
+        "RocksDB's estimate of the keys, all column families",
+    ),
+    (
+        "fleetgate_store_memtable_bytes",
+        Gauge,
+        Unit::Bytes,
+        "memtables, all column families",
+    ),
+    (
+        "fleetgate_store_pending_compaction_bytes",
+        Gauge,
+        Unit::Bytes,
+        "compaction debt; rising for long means the disk cannot keep up",
+    ),
+    (
+        "fleetgate_store_sst_bytes",
+        Gauge,
+        Unit::Bytes,
+        "table file bytes, all column families",
+    ),
+    (
+        "fleetgate_store_table_readers_bytes",
+        Gauge,
+        Unit::Bytes,
+        "table readers' memory outside the block cache",
+    ),
+    (
+        "fleetgate_store_write_errors_total",
+        Counter,
+        Unit::Count,
+        "store writes that failed",
+    ),
+    (
+        "fleetgate_store_write_failing",
+        Gauge,
+        Unit::Count,
+        "1 while store writes fail",
+    ),
+    (
+        "fleetgate_store_write_stopped",
+        Gauge,
+        Unit::Count,
+        "1 while RocksDB stops writes (a write stall)",
+    ),
+    (
+        "fleetgate_terminal_sessions_total",
+        Counter,
+        Unit::Count,
+        "attendance terminal sessions opened, by protocol",
+    ),
+    (
+        "fleetgate_terminal_unrecognised_total",
+        Counter,
+        Unit::Count,
+        "terminal messages this server does not know, answered with a generic success, by protocol",
+    ),
 ];
 
 /// Registers every metric's description with the installed recorder.
@@ -125,8 +360,14 @@ mod tests {
         let used = names_in_source();
         let undescribed: Vec<_> = used.difference(&listed).collect();
         let stale: Vec<_> = listed.difference(&used).collect();
-        assert!(undescribed.is_empty(), "exported but not in METRICS: {undescribed:?}");
-        assert!(stale.is_empty(), "in METRICS but exported nowhere: {stale:?}");
+        assert!(
+            undescribed.is_empty(),
+            "exported but not in METRICS: {undescribed:?}"
+        );
+        assert!(
+            stale.is_empty(),
+            "in METRICS but exported nowhere: {stale:?}"
+        );
     }
 
     #[test]
@@ -136,7 +377,10 @@ mod tests {
             match kind {
                 Counter => assert!(name.ends_with("_total"), "a counter ends in _total: {name}"),
                 Gauge | Histogram => {
-                    assert!(!name.ends_with("_total"), "only counters end in _total: {name}")
+                    assert!(
+                        !name.ends_with("_total"),
+                        "only counters end in _total: {name}"
+                    )
                 }
             }
             if matches!(unit, Unit::Bytes) {

@@ -240,7 +240,11 @@ fn retention_sweeper(shared: Arc<Shared>) -> std::io::Result<Periodic> {
                 metrics::counter!("fleetgate_retention_sweeps_total").increment(1);
                 metrics::counter!("fleetgate_retention_deleted_keys_total")
                     .increment(swept.keys as u64);
-                tracing::debug!(?swept, took_ms = started.elapsed().as_millis() as u64, "retention sweep");
+                tracing::debug!(
+                    ?swept,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "retention sweep"
+                );
             }
             Err(e) => tracing::warn!(error = %e, "retention sweep failed; the next one retries"),
         }

@@ -40,7 +40,10 @@ impl Prometheus {
         .expect("write prometheus.yml");
         let child = Command::new("prometheus")
             .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
             .arg(format!("--web.listen-address={addr}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -73,7 +76,13 @@ impl Prometheus {
         let v = self.api(&format!("/api/v1/query?query={query}"))?;
         let result = arr(field(&v, "data"), "result");
         let series = result.first()?;
-        series.get("value")?.as_array()?.get(1)?.as_str()?.parse().ok()
+        series
+            .get("value")?
+            .as_array()?
+            .get(1)?
+            .as_str()?
+            .parse()
+            .ok()
     }
 }
 
@@ -140,7 +149,10 @@ fn promtool_finds_nothing_to_fix_in_the_exposition() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success() && said.trim().is_empty(), "promtool: {said}");
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool: {said}"
+    );
 }
 
 #[test]
@@ -164,9 +176,11 @@ fn prometheus_scrapes_with_the_admin_token() {
         prom.value("fleetgate_devices") == Some(1.0)
     });
 
-    wait_until(deadline, "prometheus reports the wrong-token target", || {
-        prom.target("wrong-token").is_some()
-    });
+    wait_until(
+        deadline,
+        "prometheus reports the wrong-token target",
+        || prom.target("wrong-token").is_some(),
+    );
     let (health, error) = prom.target("wrong-token").expect("target");
     assert_eq!(health, "down");
     assert!(error.contains("401") || error.contains("403"), "{error}");

@@ -33,9 +33,11 @@ fn acked_records_show_in_their_column_families() {
     assert_eq!(r.status, 201, "{}", r.text());
 
     // The monitor samples once a second.
-    wait_until(Duration::from_secs(10), "the flushed records in /metrics", || {
-        family(&srv, "fleetgate_store_family_keys_estimate", "telemetry") >= RECORDS as f64
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "the flushed records in /metrics",
+        || family(&srv, "fleetgate_store_family_keys_estimate", "telemetry") >= RECORDS as f64,
+    );
     assert!(family(&srv, "fleetgate_store_family_keys_estimate", "msg_ids") >= RECORDS as f64);
     let telemetry = family(&srv, "fleetgate_store_family_sst_bytes", "telemetry");
     assert!(telemetry > 0.0, "telemetry's table bytes: {telemetry}");

@@ -203,7 +203,9 @@ fn parent_main(args: &Args) -> Res<()> {
         return Err("command-storm needs --rate (commands per second, total)".into());
     }
     if args.compare && sink_run {
-        return Err("--compare runs the sink itself: give it the server's --url, not raw-sink".into());
+        return Err(
+            "--compare runs the sink itself: give it the server's --url, not raw-sink".into(),
+        );
     }
     let result = if args.compare {
         let server = run_once(args, scenario, false)?;

@@ -108,8 +108,14 @@ fn sample(store: &Store, dir: &std::path::Path) {
     for cf in Cf::ALL {
         if let Ok(h) = store.cf(cf) {
             for (property, gauge) in [
-                ("rocksdb.total-sst-files-size", "fleetgate_store_family_sst_bytes"),
-                ("rocksdb.estimate-num-keys", "fleetgate_store_family_keys_estimate"),
+                (
+                    "rocksdb.total-sst-files-size",
+                    "fleetgate_store_family_sst_bytes",
+                ),
+                (
+                    "rocksdb.estimate-num-keys",
+                    "fleetgate_store_family_keys_estimate",
+                ),
             ] {
                 if let Ok(Some(v)) = db.property_int_value_cf(h, property) {
                     metrics::gauge!(gauge, "family" => cf.name()).set(v as f64);
