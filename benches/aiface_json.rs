@@ -1,6 +1,6 @@
 //! AiFace-family JSON terminals through their sans-IO conversation (`fleetgate::aiface::Session`
-//! via `terminal::Conversation::on_frame`): the lenient parse (trailing commas stripped into a
-//! copy, nesting guard, simd-json owned value), the message's handling, and the actions out
+//! via `terminal::Conversation::on_frame`): the lenient parse (trailing commas stripped in place,
+//! nesting guard, simd-json owned value), the message's handling, and the actions out
 //! (records moved out and normalised, the access question answered as the runtime does under the
 //! default settings, the `sendlog` answer written for after the commit).
 //!

@@ -123,6 +123,11 @@ pub struct ServeConfig {
     /// Hours a msg_id is remembered for de-duplication.
     #[arg(long, default_value_t = 24)]
     pub msg_id_retention_hours: u64,
+    /// How many of a device's newest msg_ids (telemetry and events) a re-send is recognised
+    /// among. A device re-sends what it sent but heard no ack for, which is its newest; each
+    /// remembered msg_id costs an online session 16 bytes.
+    #[arg(long, default_value_t = crate::fleet::msg_window::DEFAULT_WINDOW)]
+    pub msg_id_window: usize,
     /// How long telemetry is kept (`30s`, `12h`, `90d`, `2w`, `forever`); a device's setting
     /// `retain_telemetry` overrides it. Older records are no longer returned and are deleted.
     #[arg(long, env = "FLEETGATE_RETAIN_TELEMETRY", default_value = "90d", value_parser = Keep::parse)]
@@ -312,6 +317,10 @@ impl ServeConfig {
                 events: self.retain_events,
                 attendance: self.retain_attendance,
                 command_history: self.retain_command_history,
+            },
+            msg_ids: crate::fleet::msg_window::Remember {
+                window: self.msg_id_window,
+                retention_us: self.msg_id_retention_hours.saturating_mul(3_600_000_000),
             },
         }
     }

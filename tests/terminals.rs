@@ -580,7 +580,74 @@ fn access_answers_follow_the_device_settings(io: &str) {
     assert_eq!(s(field(&d, "settings"), "server_verify_access"), "allow");
 }
 
+/// A terminal that does not wait for each answer: log frames written back to back, in one write,
+/// with heartbeats between them and one frame sent twice. The session stages the frames it has
+/// read into shared commits, yet every answer comes after its own records are stored, in the
+/// order the frames were sent, and each punch is stored once.
+fn pipelined_log_frames_are_answered_in_order(io: &str) {
+    const FRAMES: u64 = 40;
+    const PER_FRAME: u64 = 5;
+    let srv = Server::start(io);
+    let (id, mut t) = registered_aiface(&srv, "AF-PIPE", json!({"timezone": "UTC"}));
+    // The server's setup requests (log backfill, clock) are answered first.
+    let hb = r#"{"cmd":"heartbeat","sn":"AF-PIPE"}"#;
+    assert_eq!(
+        field(&ask(&mut t, hb, "heartbeat"), "result").as_bool(),
+        Some(true)
+    );
+
+    let sendlog = |i: u64| {
+        let records: Vec<Value> = (0..PER_FRAME)
+            .map(|k| {
+                json!({"enrollid": i * PER_FRAME + k + 1, "time": "2026-06-12 09:15:30",
+                       "mode": 1, "inout": 0, "event": 0})
+            })
+            .collect();
+        enc(
+            &json!({"cmd":"sendlog","sn":"AF-PIPE","count":PER_FRAME,"logindex":i,"record":records}),
+        )
+    };
+    let mut expected = Vec::new();
+    for i in 0..FRAMES {
+        t.ws.write(tungstenite::Message::text(sendlog(i)))
+            .expect("write");
+        expected.push(format!("sendlog {i}"));
+        if i % 10 == 9 {
+            t.ws.write(tungstenite::Message::text(hb)).expect("write");
+            expected.push("heartbeat".to_string());
+        }
+    }
+    t.ws.write(tungstenite::Message::text(sendlog(3)))
+        .expect("write");
+    expected.push("sendlog 3".to_string());
+    t.ws.flush().expect("one write");
+
+    let mut answers = Vec::new();
+    while answers.len() < expected.len() {
+        let f = t.until("an answer", |f| f.contains("\"ret\":"), aiface_answer);
+        let v = parse(f.as_bytes());
+        assert_eq!(field(&v, "result").as_bool(), Some(true), "{f}");
+        answers.push(match s(&v, "ret") {
+            "sendlog" => format!("sendlog {}", u(&v, "logindex")),
+            other => other.to_string(),
+        });
+    }
+    assert_eq!(
+        answers, expected,
+        "answers in the order the frames were sent"
+    );
+    let punches = srv.list_all(&format!("/api/attendance?device_id={id}&limit=1000"));
+    let mut users: Vec<u64> = punches.iter().map(|p| u(p, "enrollid")).collect();
+    users.sort_unstable();
+    assert_eq!(
+        users,
+        (1..=FRAMES * PER_FRAME).collect::<Vec<_>>(),
+        "each punch once"
+    );
+}
+
 for_both_drivers!(
+    pipelined_log_frames_are_answered_in_order,
     aiface_terminal,
     smackbio_terminal,
     terminals_connect_on_every_websocket_path,

@@ -111,7 +111,11 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Body, Rejection>
             "send the body as Content-Type: application/json",
         ));
     }
-    let mut body = crate::lenient::strip_trailing_commas(body);
+    // simd-json parses in place: one copy of the request's body, trimmed where firmware left
+    // trailing commas.
+    let mut body = body.to_vec();
+    let n = crate::lenient::strip_trailing_commas(&mut body);
+    body.truncate(n);
     if crate::lenient::too_deep(&body, crate::lenient::MAX_JSON_DEPTH) {
         return Err(bad("invalid_json", "the JSON nests too deep"));
     }

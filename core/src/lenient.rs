@@ -40,36 +40,48 @@ pub fn too_deep(text: &[u8], max: usize) -> bool {
     false
 }
 
-/// Copies `src`, dropping every comma that is followed (after whitespace) by `]` or `}`, outside
-/// strings. Valid JSON passes through unchanged.
-pub fn strip_trailing_commas(src: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(src.len());
-    let mut in_str = false;
-    let mut escaped = false;
-    for (i, &b) in src.iter().enumerate() {
+/// Drops, in place, every comma that is followed (after whitespace) by `]` or `}` outside strings,
+/// as some firmware writes (`},]}`), and returns the text's new length. Text with no comma before a
+/// closing bracket, which is nearly all of it, is only scanned: it is parsed where it lies, without
+/// the byte-by-byte copy every frame used to get.
+pub fn strip_trailing_commas(text: &mut [u8]) -> usize {
+    if !text
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b',' && closes_after(&text[i + 1..]))
+    {
+        return text.len();
+    }
+    let (mut w, mut in_str, mut escaped) = (0, false, false);
+    for i in 0..text.len() {
+        let b = text[i];
         if in_str {
-            out.push(b);
             match (escaped, b) {
                 (true, _) => escaped = false,
                 (false, b'\\') => escaped = true,
                 (false, b'"') => in_str = false,
                 _ => {}
             }
-            continue;
-        }
-        match b {
-            b'"' => in_str = true,
-            b',' => {
-                let next = src[i + 1..].iter().find(|c| !c.is_ascii_whitespace());
-                if matches!(next, Some(b']' | b'}')) {
-                    continue;
-                }
+        } else {
+            match b {
+                b'"' => in_str = true,
+                b',' if closes_after(&text[i + 1..]) => continue,
+                _ => {}
             }
-            _ => {}
         }
-        out.push(b);
+        // `w <= i`: what is written is never read again.
+        text[w] = b;
+        w += 1;
     }
-    out
+    w
+}
+
+/// Whether the next byte that is not whitespace closes an array or object.
+fn closes_after(rest: &[u8]) -> bool {
+    matches!(
+        rest.iter().find(|c| !c.is_ascii_whitespace()),
+        Some(b']' | b'}')
+    )
 }
 
 #[cfg(test)]
@@ -84,18 +96,25 @@ mod tests {
         assert!(too_deep(&vec![b'['; 1 << 20], MAX_JSON_DEPTH));
     }
 
+    fn stripped(text: &[u8]) -> Vec<u8> {
+        let mut v = text.to_vec();
+        let n = strip_trailing_commas(&mut v);
+        v.truncate(n);
+        v
+    }
+
     #[test]
     fn drops_only_trailing_commas_outside_strings() {
         assert_eq!(
-            strip_trailing_commas(br#"{"a":[1,2,],"b":{"c":1,},}"#),
+            stripped(br#"{"a":[1,2,],"b":{"c":1,},}"#),
             br#"{"a":[1,2],"b":{"c":1}}"#
         );
-        assert_eq!(strip_trailing_commas(br#"{"s":",]",}"#), br#"{"s":",]"}"#);
-        assert_eq!(
-            strip_trailing_commas(br#"{"s":"\",}"}"#),
-            br#"{"s":"\",}"}"#
-        );
+        assert_eq!(stripped(br#"{"s":",]",}"#), br#"{"s":",]"}"#);
+        assert_eq!(stripped(br#"{"s":"\",}"}"#), br#"{"s":"\",}"}"#);
+        assert_eq!(stripped(b"[1 , \n ]"), b"[1  \n ]");
         let valid = br#"{"record":[{"enrollid":1}]}"#;
-        assert_eq!(strip_trailing_commas(valid), valid);
+        assert_eq!(stripped(valid), valid);
+        // A comma before a bracket inside a string alone: scanned, then left as it is.
+        assert_eq!(stripped(br#"{"s":",}"}"#), br#"{"s":",}"}"#);
     }
 }

@@ -18,6 +18,7 @@ pub mod guard;
 pub mod identity;
 pub mod ingest;
 pub mod links;
+pub mod msg_window;
 pub mod new_serials;
 pub mod pending;
 pub mod presence;

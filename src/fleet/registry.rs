@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::fleet::auth::{self, TokenHash};
 use crate::fleet::links::{Links, SessionRef};
+use crate::fleet::msg_window::MsgWindow;
 use crate::fleet::queue::CommandQueue;
 use crate::fleet::sources::{self, AllowedSources};
 use crate::store::commit::{Batcher, Staging, Ticket};
@@ -142,6 +143,7 @@ impl Device {
                     dev: self.clone(),
                     me,
                     last: None,
+                    msg_window: None,
                 })
             }
         }
@@ -214,6 +216,8 @@ pub struct Claim {
     dev: Arc<Device>,
     me: SessionRef,
     last: Option<Rc<Ticket>>,
+    /// The device's recent msg_ids, filled on the session's first one (`ingest::message`).
+    msg_window: Option<MsgWindow>,
 }
 
 impl Claim {
@@ -230,6 +234,11 @@ impl Claim {
         let ticket = batch.stage(f)?;
         self.staged(&ticket);
         Ok(ticket)
+    }
+
+    /// The session's msg_id window, if its first msg_id filled it.
+    pub fn msg_window(&mut self) -> &mut Option<MsgWindow> {
+        &mut self.msg_window
     }
 
     /// Notes a ticket of records staged for this device by other means (a `sendlog`'s punches).

@@ -306,6 +306,8 @@ pub fn sweep(
         swept.ranges += usize::from(del.range(store, Cf::AttendanceByTime, &[0u8; 32], &hi)?);
     }
     store.apply_deletes(del)?;
+    // An upgraded store's msg_id keys, once all are past their retention.
+    swept.ranges += usize::from(store.retire_legacy_msg_ids(now_us)?);
     Ok(swept)
 }
 

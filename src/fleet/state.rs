@@ -23,6 +23,9 @@ pub struct Rules {
     pub auto_approve: bool,
     /// How long each kind of record is kept (`--retain-*`; devices may override).
     pub retention: crate::fleet::retention::Retention,
+    /// Which msg_ids a session recognises as re-sent (`--msg-id-window`,
+    /// `--msg-id-retention-hours`).
+    pub msg_ids: crate::fleet::msg_window::Remember,
 }
 
 /// Everything the rules work on, shared by every shard.

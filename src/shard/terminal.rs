@@ -2,6 +2,8 @@
 //! its sans-IO conversation (`aiface` or `smackbio`). The session carries out the conversation's
 //! actions in `terminal_actions`.
 
+use std::collections::VecDeque;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +12,7 @@ use simd_json::prelude::*;
 use crate::fleet::registry::{Claim, Device};
 use crate::keepalive::Keepalive;
 use crate::shard::local::{Limits, Local};
+use crate::store::commit::Ticket;
 use crate::store::records::{CommandRecord, Protocol};
 use crate::terminal::Conversation;
 
@@ -23,6 +26,28 @@ pub(super) const SETTING_LOG_POSITION: &str = "log_position";
 /// this much progress: the next backfill then reads those logs again, and the store drops them
 /// as duplicates.
 pub(super) const POSITION_SAVE_EVERY_MS: u64 = 10_000;
+
+/// How many stored log frames a terminal may have unanswered: past it, the session waits for the
+/// oldest commit before it stages more (and so before it reads more).
+pub(super) const MAX_UNANSWERED: usize = 64;
+
+/// Log frames staged and not yet answered. The reply waits for the commit, but the session reads
+/// on meanwhile, so the frames of a burst share commits; replies leave in the order the frames came.
+pub(super) struct Unanswered {
+    pub(super) outcome: Staged,
+    pub(super) on_stored: Option<String>,
+    pub(super) on_failed: Option<String>,
+    /// The log position the records move the terminal to, saved only if they are stored.
+    pub(super) position: Option<u64>,
+}
+
+/// What became of a log frame's records when they were staged.
+pub(super) enum Staged {
+    /// In this batch: answered once it resolves.
+    Batch(Rc<Ticket>),
+    /// Known at once: stored before (repeats only), or not staged (`false`).
+    Known(bool),
+}
 
 pub struct Terminal {
     pub(super) conv: Box<dyn Conversation>,
@@ -38,6 +63,8 @@ pub struct Terminal {
     /// `POSITION_SAVE_EVERY_MS` and when the session ends (`terminal_actions`).
     pub(super) unsaved_position: Option<u64>,
     pub(super) position_saved_ms: u64,
+    /// Log frames stored and not yet answered, oldest first (`terminal_actions::Unanswered`).
+    pub(super) unanswered: VecDeque<Unanswered>,
 }
 
 impl Terminal {
@@ -88,7 +115,10 @@ pub fn sniff(frame: &[u8], local: &Local) -> Option<Terminal> {
             Protocol::Smackbio,
         )
     } else {
-        let mut copy = crate::lenient::strip_trailing_commas(frame);
+        // A session's first frame: parsed from a copy, since the conversation reads it again.
+        let mut copy = frame.to_vec();
+        let n = crate::lenient::strip_trailing_commas(&mut copy);
+        copy.truncate(n);
         if crate::lenient::too_deep(&copy, crate::lenient::MAX_JSON_DEPTH) {
             return None;
         }
@@ -111,6 +141,7 @@ pub fn sniff(frame: &[u8], local: &Local) -> Option<Terminal> {
         command: None,
         unsaved_position: None,
         position_saved_ms: 0,
+        unanswered: VecDeque::new(),
     })
 }
 

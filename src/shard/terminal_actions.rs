@@ -2,14 +2,17 @@
 //! storage, commands) and feeds the outcomes back. The conversation decides what to say.
 
 use std::collections::VecDeque;
+use std::rc::Rc;
 
 use crate::fleet::provision::{self, Newcomer};
 use crate::fleet::{attendance, auth, commands, enrolled, identity};
 use crate::shard::local::CloseReason;
 use crate::shard::terminal::{
-    POSITION_SAVE_EVERY_MS, SETTING_LOG_POSITION, SETTING_TOKEN_HASH, Terminal,
+    MAX_UNANSWERED, POSITION_SAVE_EVERY_MS, SETTING_LOG_POSITION, SETTING_TOKEN_HASH, Staged,
+    Terminal, Unanswered,
 };
 use crate::shard::ws_session::{Role, Session};
+use crate::store::commit::Ticket;
 use crate::store::records::{self, Protocol, Source};
 use crate::terminal::{
     AccessFacts, AccessPolicy, AccessRule, Action, CommandError, Identity, Known,
@@ -71,6 +74,84 @@ impl Session<'_> {
         self.run_actions(actions).await;
     }
 
+    /// Notes a log position whose logs are stored; saved at most every `POSITION_SAVE_EVERY_MS`.
+    fn reached_position(&mut self, pos: u64) {
+        if let Some(t) = self.terminal() {
+            t.unsaved_position = Some(pos);
+            if now_ms().saturating_sub(t.position_saved_ms) >= POSITION_SAVE_EVERY_MS {
+                self.save_position();
+            }
+        }
+    }
+
+    /// The batch the oldest unanswered log frame waits for.
+    pub(super) fn oldest_unanswered(&self) -> Option<&Rc<Ticket>> {
+        match &self.role {
+            Role::Terminal(t) => match t.unanswered.front() {
+                Some(Unanswered {
+                    outcome: Staged::Batch(ticket),
+                    ..
+                }) => Some(ticket),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Answers, in order, the log frames whose batches have resolved, up to the first still
+    /// committing.
+    pub(super) fn answer_stored(&mut self) {
+        loop {
+            let Some(t) = self.terminal() else { return };
+            let stored = match t.unanswered.front() {
+                Some(Unanswered {
+                    outcome: Staged::Batch(ticket),
+                    ..
+                }) => match ticket.outcome() {
+                    Some(ok) => ok,
+                    None => return,
+                },
+                Some(Unanswered {
+                    outcome: Staged::Known(ok),
+                    ..
+                }) => *ok,
+                None => {
+                    // The burst's queue goes back to the allocator: an idle session holds none.
+                    t.unanswered = VecDeque::new();
+                    return;
+                }
+            };
+            if let Some(u) = t.unanswered.pop_front() {
+                self.answer(u, stored);
+            }
+        }
+    }
+
+    /// Waits for every unanswered log frame's batch and answers them in order.
+    pub(super) async fn answer_all(&mut self) {
+        while let Some(ticket) = self.oldest_unanswered().cloned() {
+            ticket.wait().await;
+            self.answer_stored();
+        }
+        self.answer_stored();
+    }
+
+    fn answer(&mut self, u: Unanswered, stored: bool) {
+        let reply = if stored {
+            if let Some(p) = u.position {
+                self.reached_position(p);
+            }
+            u.on_stored
+        } else {
+            let dev = self.terminal().and_then(|t| t.device().map(|d| d.id));
+            tracing::warn!(device = ?dev, "terminal records not stored");
+            u.on_failed
+        };
+        if let Some(r) = reply {
+            self.send_text(&r);
+        }
+    }
+
     /// Performs actions in order. Outcomes that produce more actions (identity answers, the next
     /// queued command) are performed next, before the rest, as the conversation expects.
     async fn run_actions(&mut self, actions: Vec<Action>) {
@@ -88,6 +169,14 @@ impl Session<'_> {
                 continue;
             };
             let failed_before = std::mem::take(&mut store_failed);
+            // A stored log frame's reply waits for its batch; anything else this session says,
+            // or learns from the store, comes after it.
+            if !matches!(
+                action,
+                Action::StoreRecords { .. } | Action::CheckAccess { .. }
+            ) {
+                self.answer_all().await;
+            }
             match action {
                 Action::Send(frame) => self.send_text(&frame),
                 Action::Identify {
@@ -165,11 +254,8 @@ impl Session<'_> {
                     });
                 }
                 Action::SavePosition(pos) => {
-                    if !failed_before && let Some(t) = self.terminal() {
-                        t.unsaved_position = Some(pos);
-                        if now_ms().saturating_sub(t.position_saved_ms) >= POSITION_SAVE_EVERY_MS {
-                            self.save_position();
-                        }
+                    if !failed_before {
+                        self.reached_position(pos);
                     }
                 }
                 Action::StoreRecords {
@@ -183,26 +269,35 @@ impl Session<'_> {
                     let local = self.local;
                     let staged =
                         attendance::stage_records(local.fleet(), &local.batcher, &dev, &records);
-                    let stored = match staged {
+                    let outcome = match staged {
                         Ok(Some(ticket)) => {
                             self.staged(&ticket);
-                            ticket.wait().await
+                            Staged::Batch(ticket)
                         }
-                        Ok(None) => true,
+                        Ok(None) => Staged::Known(true),
                         Err(e) => {
                             tracing::error!(error = %e, "staging attendance failed");
-                            false
+                            Staged::Known(false)
                         }
                     };
-                    let reply = if stored {
-                        on_stored
-                    } else {
-                        tracing::warn!(device = %dev.id, "terminal records not stored");
-                        store_failed = true;
-                        on_failed
+                    // The position these records reach is saved with their answer.
+                    let position = match work.front() {
+                        Some(Action::SavePosition(p)) => {
+                            let p = *p;
+                            work.pop_front();
+                            Some(p)
+                        }
+                        _ => None,
                     };
-                    if let Some(r) = reply {
-                        self.send_text(&r);
+                    let Some(t) = self.terminal() else { continue };
+                    t.unanswered.push_back(Unanswered {
+                        outcome,
+                        on_stored,
+                        on_failed,
+                        position,
+                    });
+                    if t.unanswered.len() >= MAX_UNANSWERED {
+                        self.answer_all().await;
                     }
                 }
                 Action::StoreUser {

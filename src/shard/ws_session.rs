@@ -17,6 +17,7 @@ use crate::fleet::accounts::{Principal, Role as AccountRole};
 use crate::fleet::commands::{self, EnqueueError, ResultError};
 use crate::fleet::ingest::{self, Ingested};
 use crate::fleet::links::SessionRef;
+use crate::fleet::msg_window::RecordRef;
 use crate::fleet::registry::{self, Claim, Device};
 use crate::fleet::{presence, principal};
 use crate::generic;
@@ -159,13 +160,19 @@ impl Session<'_> {
         loop {
             self.drain_outbox().await;
             self.drain_acks();
+            self.answer_stored();
             if self.ctl.take_ping() {
                 ws::encode_frame(out_buf(self.local, &mut self.out), Opcode::Ping, b"");
             }
             if let Some(why) = self.ctl.close.get() {
                 // The rare paths are boxed: an async fn's future is as large as its largest await,
-                // and every idle session would otherwise carry the space of these.
-                Box::pin(self.close(io, why)).await;
+                // and every idle session would otherwise carry the space of these. A terminal's
+                // stored log frames are answered before it is closed.
+                Box::pin(async {
+                    self.answer_all().await;
+                    self.close(io, why).await
+                })
+                .await;
                 break;
             }
             if flush(io, self.local, &mut self.out).await.is_err() {
@@ -203,7 +210,11 @@ impl Session<'_> {
                 && !starved
                 && self.proto.in_flight() < inflight_limit
                 && !self.local.batcher.is_full();
-            let front = self.proto.oldest_batch().cloned();
+            let front = self
+                .proto
+                .oldest_batch()
+                .or_else(|| self.oldest_unanswered())
+                .cloned();
             tokio::select! {
                 biased;
                 _ = self.ctl.wake.notified() => continue,
@@ -513,20 +524,24 @@ impl Session<'_> {
         let dev = claim.device().id;
         let ingested = match &record {
             Record::Telemetry { payload, ts } => ingest::message(
-                local.fleet(),
+                &local.fleet().store,
+                local.fleet().rules.msg_ids,
                 &local.batcher,
                 claim,
                 msg_id.as_deref(),
+                RecordRef::Telemetry,
                 |st, id, m| records::stage_telemetry(st, &dev, id, ts.as_deref(), payload, m),
             ),
             Record::Event {
                 event_type,
                 payload,
             } => ingest::message(
-                local.fleet(),
+                &local.fleet().store,
+                local.fleet().rules.msg_ids,
                 &local.batcher,
                 claim,
                 msg_id.as_deref(),
+                RecordRef::Event,
                 |st, id, m| {
                     records::stage_event(st, id, Some(&dev), event_type, Source::Device, payload, m)
                 },

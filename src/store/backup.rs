@@ -46,6 +46,7 @@ impl Store {
             health: WriteHealth::default(),
             guard: DiskGuard::default(),
             cache,
+            legacy_msg_ids_until: Default::default(),
         })
     }
 }

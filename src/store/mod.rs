@@ -24,6 +24,7 @@ use rocksdb::{
 };
 
 use disk_guard::DiskGuard;
+use uuid::Uuid;
 
 use crate::time::{IdClock, now_ms, now_us};
 
@@ -148,6 +149,9 @@ pub struct Store {
     /// The one block cache every column family reads through, which the memtables are charged
     /// to as well (`open`).
     cache: Cache,
+    /// Until when (µs) entries of the `msg_ids` family, written before msg_ids moved into the
+    /// records, may still name a repeat; 0 once there are none. See `legacy_msg_id`.
+    legacy_msg_ids_until: AtomicU64,
 }
 
 /// Deletes gathered by a retention sweep (`fleet::retention`), written with `apply_deletes`.
@@ -243,11 +247,49 @@ impl Store {
             health: WriteHealth::default(),
             guard: DiskGuard::default(),
             cache,
+            legacy_msg_ids_until: AtomicU64::new(0),
         };
         metrics::gauge!("fleetgate_store_write_failing").set(0.0);
         store.check_schema()?;
         store.seed_id_clock()?;
+        if store.any_in(Cf::MsgIds, &[], &[0xff; 17])? {
+            let until = now_us().saturating_add(msg_id_retention.as_micros() as u64);
+            store.legacy_msg_ids_until.store(until, Ordering::Relaxed);
+        }
         Ok(store)
+    }
+
+    /// Whether a store written by an earlier version remembers `msg_id` of `dev` as received from
+    /// `since` (µs) on. Those versions kept each msg_id under a key of its own (`msg_ids`); this
+    /// one keeps it in the record (`fleet::msg_window`), so only the records of an upgraded store's
+    /// last `--msg-id-retention-hours` need this read, and only until `retire_legacy_msg_ids`.
+    pub fn legacy_msg_id(&self, dev: &Uuid, msg_id: &str, since: u64) -> Result<bool, StoreError> {
+        if self.legacy_msg_ids_until.load(Ordering::Relaxed) == 0 {
+            return Ok(false);
+        }
+        let at = self
+            .db
+            .get_pinned_cf(self.cf(Cf::MsgIds)?, keys::msg_id(dev, msg_id))?;
+        Ok(at
+            .and_then(|v| <[u8; 8]>::try_from(&v[..]).ok())
+            .is_some_and(|b| u64::from_be_bytes(b) >= since))
+    }
+
+    /// Once every entry of the `msg_ids` family is past its retention (none is written any more),
+    /// deletes them all. Returns whether it did. The retention sweep calls it.
+    pub fn retire_legacy_msg_ids(&self, now_us: u64) -> Result<bool, StoreError> {
+        let until = self.legacy_msg_ids_until.load(Ordering::Relaxed);
+        if until == 0 || now_us < until {
+            return Ok(false);
+        }
+        self.db.delete_range_cf_opt(
+            self.cf(Cf::MsgIds)?,
+            &[][..],
+            &[0xff; 17][..],
+            &self.write_opts,
+        )?;
+        self.legacy_msg_ids_until.store(0, Ordering::Relaxed);
+        Ok(true)
     }
 
     fn check_schema(&self) -> Result<(), StoreError> {
@@ -628,4 +670,59 @@ fn k_before(k: &[u8]) -> Vec<u8> {
         }
     }
     c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store from before msg_ids moved into the records: its `msg_ids` keys still name repeats
+    /// for their retention, and the sweep deletes them all once that has passed.
+    #[test]
+    fn an_upgraded_stores_msg_ids_are_honoured_then_retired() {
+        // Not `temp::Scratch`: `temp` imports this module.
+        let dir = std::env::temp_dir().join(format!("fleetgate-legacy-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let dev = Uuid::from_u128(9);
+        let hour = Duration::from_secs(3600);
+        let received = now_us();
+        {
+            let store = Store::open(&dir, false, hour, DEFAULT_MEMORY_BYTES).expect("open");
+            assert!(!store.legacy_msg_id(&dev, "\"a\"", 0).expect("read"));
+            let cf = store.cf(Cf::MsgIds).expect("cf");
+            let key = keys::msg_id(&dev, "\"a\"");
+            store
+                .db()
+                .put_cf(cf, key, received.to_be_bytes())
+                .expect("put");
+        }
+        let store = Store::open(&dir, false, hour, DEFAULT_MEMORY_BYTES).expect("reopen");
+        assert!(store.legacy_msg_id(&dev, "\"a\"", received).expect("read"));
+        assert!(!store.legacy_msg_id(&dev, "\"b\"", 0).expect("read"));
+        assert!(
+            !store
+                .legacy_msg_id(&dev, "\"a\"", received + 1)
+                .expect("read"),
+            "too old"
+        );
+        assert!(
+            !store.retire_legacy_msg_ids(now_us()).expect("retire"),
+            "not yet"
+        );
+        let later = now_us() + 2 * hour.as_micros() as u64;
+        assert!(store.retire_legacy_msg_ids(later).expect("retire"));
+        assert!(!store.legacy_msg_id(&dev, "\"a\"", 0).expect("read"));
+        assert!(
+            !store.any_in(Cf::MsgIds, &[], &[0xff; 17]).expect("seek"),
+            "deleted"
+        );
+        drop(store);
+        let store = Store::open(&dir, false, hour, DEFAULT_MEMORY_BYTES).expect("reopen");
+        assert!(
+            !store.retire_legacy_msg_ids(later).expect("retire"),
+            "nothing left to retire"
+        );
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

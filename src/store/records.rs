@@ -169,8 +169,9 @@ pub fn stage_device_delete(st: &mut Staging<'_>, id: &Uuid) -> Result<(), StoreE
     Ok(())
 }
 
-/// One telemetry row: `{"ts","device_ts"?,"payload"}`; `msg_id`, when given, is remembered in the
-/// same batch, so the row and its de-duplication entry commit together or not at all.
+/// One telemetry row: `{"ts","msg_id"?,"device_ts"?,"payload"}`, one key. The msg_id (its JSON
+/// text) is in the row, right after `ts`, so that the row itself is what de-duplication reads
+/// (`fleet::msg_window`): no second key to write, and none to look up for each message.
 pub fn stage_telemetry(
     st: &mut Staging<'_>,
     dev: &Uuid,
@@ -179,10 +180,19 @@ pub fn stage_telemetry(
     payload: &str,
     msg_id: Option<&str>,
 ) -> Result<(), StoreError> {
-    let mut v = String::with_capacity(64 + payload.len());
-    v.push_str("{\"ts\":\"");
+    let v = telemetry_row(id, device_ts, payload, msg_id);
+    st.put(Cf::Telemetry, &keys::telemetry(dev, id), v.as_bytes())
+}
+
+fn telemetry_row(id: u64, device_ts: Option<&str>, payload: &str, msg_id: Option<&str>) -> String {
+    let mut v = String::with_capacity(64 + payload.len() + msg_id.map_or(0, str::len));
+    v.push_str(TELEMETRY_HEAD);
     v.push_str(&rfc3339_ms(id / 1000));
     v.push('"');
+    if let Some(m) = msg_id {
+        v.push_str(TELEMETRY_MSG_ID);
+        v.push_str(m);
+    }
     if let Some(t) = device_ts {
         v.push_str(",\"device_ts\":");
         v.push_str(t);
@@ -190,11 +200,40 @@ pub fn stage_telemetry(
     v.push_str(",\"payload\":");
     v.push_str(payload);
     v.push('}');
-    st.put(Cf::Telemetry, &keys::telemetry(dev, id), v.as_bytes())?;
-    if let Some(m) = msg_id {
-        st.put(Cf::MsgIds, &keys::msg_id(dev, m), &id.to_be_bytes())?;
-    }
-    Ok(())
+    v
+}
+
+const TELEMETRY_HEAD: &str = "{\"ts\":\"";
+const TELEMETRY_MSG_ID: &str = ",\"msg_id\":";
+
+/// The msg_id's JSON text in a telemetry row `stage_telemetry` wrote, if it has one. Rows written
+/// before msg_ids moved into the row have none.
+pub fn telemetry_msg_id(row: &[u8]) -> Option<&[u8]> {
+    let rest = row.strip_prefix(TELEMETRY_HEAD.as_bytes())?;
+    // The time holds no quote: the first one ends it.
+    let end = rest.iter().position(|&b| b == b'"')?;
+    let m = rest[end + 1..].strip_prefix(TELEMETRY_MSG_ID.as_bytes())?;
+    let len = match m.first()? {
+        b'"' => {
+            // A JSON string: up to the first quote not escaped by an odd run of backslashes.
+            let mut i = 1;
+            loop {
+                match *m.get(i)? {
+                    b'\\' => i += 2,
+                    b'"' => break i + 1,
+                    _ => i += 1,
+                }
+            }
+        }
+        // An integer: up to the next field.
+        _ => m.iter().position(|&b| b == b',' || b == b'}')?,
+    };
+    m.get(..len)
+}
+
+/// The msg_id's JSON text in an `events_by_device` entry (its value; empty when the event had none).
+pub fn event_msg_id(entry: &[u8]) -> Option<&[u8]> {
+    (!entry.is_empty()).then_some(entry)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -217,10 +256,9 @@ pub fn stage_event(
     let v = event_json(id, dev, kind, source, payload);
     st.put(Cf::Events, &keys::event(id), v.as_bytes())?;
     if let Some(d) = dev {
-        st.put(Cf::EventsByDevice, &keys::event_by_device(d, id), &[])?;
-        if let Some(m) = msg_id {
-            st.put(Cf::MsgIds, &keys::msg_id(d, m), &id.to_be_bytes())?;
-        }
+        // The index entry carries the msg_id, for de-duplication (`fleet::msg_window`).
+        let m = msg_id.map_or(&b""[..], str::as_bytes);
+        st.put(Cf::EventsByDevice, &keys::event_by_device(d, id), m)?;
     }
     Ok(())
 }
@@ -318,6 +356,42 @@ pub fn get_command(store: &Store, command_id: &Uuid) -> Result<Option<CommandRec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_telemetry_rows_msg_id_is_read_back_as_written() {
+        let ids = [
+            r#""a""#,
+            "7",
+            "-12",
+            r#""with \"quotes\" and \\""#,
+            r#""\\""#,
+            r#""comma, and } brace""#,
+        ];
+        for m in ids {
+            for ts in [None, Some(r#""2026-01-01T00:00:00Z""#)] {
+                let row =
+                    telemetry_row(1_781_258_400_123_000, ts, r#"{"msg_id":"inner"}"#, Some(m));
+                let mut bytes = row.clone().into_bytes();
+                assert!(simd_json::to_borrowed_value(&mut bytes).is_ok(), "{row}");
+                assert_eq!(
+                    telemetry_msg_id(row.as_bytes()),
+                    Some(m.as_bytes()),
+                    "{row}"
+                );
+            }
+        }
+        // Rows without one, and rows written before msg_ids were kept in the row.
+        let row = telemetry_row(1, None, r#"{"msg_id":"inner"}"#, None);
+        assert_eq!(telemetry_msg_id(row.as_bytes()), None);
+        let old = br#"{"ts":"2026-01-01T00:00:00.000Z","payload":{"msg_id":"x"}}"#;
+        assert_eq!(telemetry_msg_id(old), None);
+        assert_eq!(
+            telemetry_msg_id(br#"{"ts":"x","msg_id":"unterminated"#),
+            None
+        );
+        assert_eq!(event_msg_id(b""), None);
+        assert_eq!(event_msg_id(b"7"), Some(&b"7"[..]));
+    }
 
     #[test]
     fn event_json_is_valid_and_escaped() {

@@ -16,14 +16,15 @@ const MAX_SERIAL: usize = 64;
 /// Longest model or firmware name passed on; `devinfo` strings only label the pending list.
 const MAX_LABEL: usize = 64;
 
-/// Parses a text frame into a JSON object, tolerating the trailing commas some firmware writes
-/// (`},]}`). Anything that is not an object is `None`.
-pub(super) fn parse(frame: &[u8]) -> Option<OwnedValue> {
-    let mut text = crate::lenient::strip_trailing_commas(frame);
-    if crate::lenient::too_deep(&text, MAX_DEPTH) {
+/// Parses a text frame into a JSON object, in place (the frame's bytes are used up), tolerating
+/// the trailing commas some firmware writes (`},]}`). Anything that is not an object is `None`.
+pub(super) fn parse(frame: &mut [u8]) -> Option<OwnedValue> {
+    let n = crate::lenient::strip_trailing_commas(frame);
+    let text = &mut frame[..n];
+    if crate::lenient::too_deep(text, MAX_DEPTH) {
         return None;
     }
-    let v = simd_json::to_owned_value(&mut text).ok()?;
+    let v = simd_json::to_owned_value(text).ok()?;
     v.is_object().then_some(v)
 }
 
@@ -181,35 +182,43 @@ mod tests {
     fn refuses_deep_nesting_before_parsing() {
         let mut deep = vec![b'['; 500_000];
         deep.extend(vec![b']'; 500_000]);
-        assert!(parse(&deep).is_none());
+        assert!(parse(&mut deep).is_none());
         let nested = format!(
             "{{\"a\":{}1{}}}",
             "[".repeat(MAX_DEPTH - 1),
             "]".repeat(MAX_DEPTH - 1)
         );
-        assert!(parse(nested.as_bytes()).is_some());
-        assert!(parse(br#"{"s":"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}"#).is_some());
+        assert!(parse(&mut nested.into_bytes()).is_some());
+        assert!(parse(&mut br#"{"s":"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}"#.to_vec()).is_some());
     }
 
     #[test]
     fn reads_firmware_variants() {
-        let mut v = parse(br#"{"cmd":"sendlog","records":[{"userid":"7","time":"t"},],}"#).unwrap();
+        let mut v =
+            parse(&mut br#"{"cmd":"sendlog","records":[{"userid":"7","time":"t"},],}"#.to_vec())
+                .unwrap();
         let recs: Vec<String> = take_records(&mut v)
             .unwrap()
             .into_iter()
             .map(|r| normalise(r).encode())
             .collect();
         assert_eq!(recs, [r#"{"time":"t","enrollid":"7"}"#]);
-        let mut v = parse(br#"{"ret":"getuserlist","record":"x"}"#).unwrap();
+        let mut v = parse(&mut br#"{"ret":"getuserlist","record":"x"}"#.to_vec()).unwrap();
         assert!(take_records(&mut v).is_none());
         assert_eq!(v.encode(), r#"{"ret":"getuserlist","record":"x"}"#);
-        assert!(parse(b"[1]").is_none());
+        assert!(parse(&mut b"[1]".to_vec()).is_none());
         assert_eq!(
-            serial(&parse(br#"{"sn":123}"#).unwrap()).as_deref(),
+            serial(&parse(&mut br#"{"sn":123}"#.to_vec()).unwrap()).as_deref(),
             Some("123")
         );
-        assert_eq!(serial(&parse(br#"{"sn":" "}"#).unwrap()), None);
-        assert_eq!(serial(&parse(br#"{"sn":"a\nb"}"#).unwrap()), None);
+        assert_eq!(
+            serial(&parse(&mut br#"{"sn":" "}"#.to_vec()).unwrap()),
+            None
+        );
+        assert_eq!(
+            serial(&parse(&mut br#"{"sn":"a\nb"}"#.to_vec()).unwrap()),
+            None
+        );
         for (text, ok) in [
             (r#"{}"#, true),
             (r#"{"result":true}"#, true),
@@ -217,7 +226,11 @@ mod tests {
             (r#"{"result":0}"#, false),
             (r#"{"result":null}"#, false),
         ] {
-            assert_eq!(result_ok(&parse(text.as_bytes()).unwrap()), ok, "{text}");
+            assert_eq!(
+                result_ok(&parse(&mut text.as_bytes().to_vec()).unwrap()),
+                ok,
+                "{text}"
+            );
         }
     }
 }
