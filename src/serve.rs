@@ -62,7 +62,8 @@ pub fn run(config: ServeConfig) -> Result<(), Error> {
     let monitor =
         crate::store::monitor::Monitor::spawn(store.clone(), config.machine.data_dir.clone())?;
     let registry = Registry::load(&store)?;
-    let pending = crate::fleet::pending::Pending::load(&store)?;
+    let pending =
+        crate::fleet::pending::Pending::load(&store, |sn| registry.by_serial(sn).is_some())?;
     let accounts = initial_accounts(&store, &config.machine.data_dir)?;
     metrics::gauge!("fleetgate_devices").set(registry.len() as f64);
     tracing::info!(devices = registry.len(), dir = %config.machine.data_dir.display(), "store open");
@@ -70,11 +71,11 @@ pub fn run(config: ServeConfig) -> Result<(), Error> {
     let uring = match config.machine.io {
         IoMode::Epoll => false,
         IoMode::Uring => {
-            crate::shard::io::uring_available()
+            crate::shard::uring::available()
                 .map_err(|e| format!("--io uring: io_uring is unavailable here: {e}"))?;
             true
         }
-        IoMode::Auto => match crate::shard::io::uring_available() {
+        IoMode::Auto => match crate::shard::uring::available() {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(error = %e, "io_uring is unavailable (kernel or seccomp); falling back to epoll");

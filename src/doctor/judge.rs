@@ -11,7 +11,7 @@ use super::plan::Plan;
 use super::probe::{CpuReading, FsyncReading, Limit, Read, Readings, UringReading};
 use super::tuning;
 use crate::config::IoMode;
-use crate::shard::io::RING_ENTRIES;
+use crate::shard::uring::RING_ENTRIES;
 
 /// Each shard's listen backlog, in the unit of the sysctls that cap it.
 const BACKLOG: u64 = crate::config::LISTEN_BACKLOG as u64;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::plan::Plan;
-use crate::shard::io::RING_ENTRIES;
+use crate::shard::uring::RING_ENTRIES;
 
 /// A reading, or why it could not be taken.
 pub type Read<T> = Result<T, String>;
@@ -257,7 +257,7 @@ fn rlimit(which: Rlimit) -> Read<Limit> {
 pub fn probe_uring(rings: usize, entries: u32) -> Result<(), UringError> {
     let mut held = Vec::with_capacity(rings);
     for i in 0..rings {
-        match tokio_uring::uring_builder().build(entries) {
+        match io_uring::IoUring::new(entries) {
             Ok(r) => held.push(r),
             Err(e) => {
                 return Err(UringError {

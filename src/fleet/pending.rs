@@ -3,11 +3,12 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
+use std::rc::Rc;
 use std::sync::{Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::commit::Batcher;
+use crate::store::commit::{Batcher, Ticket};
 use crate::store::records::{self, Protocol};
 use crate::store::{Cf, Store, StoreError};
 
@@ -65,10 +66,15 @@ impl Entries {
 }
 
 impl Pending {
-    pub fn load(store: &Store) -> Result<Pending, StoreError> {
+    /// The entries on disk, but for serials that already belong to a device (`registered`): an
+    /// entry staged by a request that raced the approval may have committed after it.
+    pub fn load(store: &Store, registered: impl Fn(&str) -> bool) -> Result<Pending, StoreError> {
         let mut entries = Entries::default();
         store.scan_forward(Cf::Pending, &[], None, MAX_PENDING, |_, v| {
-            entries.insert(records::decode(v)?);
+            let p: PendingDevice = records::decode(v)?;
+            if !registered(&p.serial) {
+                entries.insert(p);
+            }
             Ok(true)
         })?;
         Ok(Pending(Mutex::new(entries)))
@@ -79,8 +85,10 @@ impl Pending {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Notes a request from an unknown serial and persists the entry (without waiting: the list is
-    /// advisory, the device will ask again).
+    /// Notes a request from an unknown serial and stages the entry; the caller waits for the
+    /// returned ticket before it answers. Shards commit independently, so an entry staged and not
+    /// waited for could commit after an approval or dismissal that came later (on another shard)
+    /// and bring the serial back as pending at the next start.
     #[allow(clippy::too_many_arguments)]
     pub fn seen(
         &self,
@@ -91,7 +99,7 @@ impl Pending {
         firmware: Option<&str>,
         remote: &str,
         now: u64,
-    ) {
+    ) -> Option<Rc<Ticket>> {
         let (entry, evicted, len) = {
             let mut entries = self.lock();
             let mut evicted = None;
@@ -130,10 +138,10 @@ impl Pending {
                 &records::encode(&entry)?,
             )
         });
-        if let Err(e) = staged {
-            tracing::warn!(error = %e, "recording a pending device failed");
-        }
         metrics::gauge!("fleetgate_pending_devices").set(len as f64);
+        staged
+            .inspect_err(|e| tracing::warn!(error = %e, "recording a pending device failed"))
+            .ok()
     }
 
     pub fn get(&self, serial: &str) -> Option<PendingDevice> {
@@ -190,6 +198,55 @@ impl Pending {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::commit::spawn_committer;
+    use crate::store::temp::{TempStore, run_local};
+
+    /// `seen` on one shard's batcher, waiting as `first_contact` does.
+    fn seen_and_wait(tmp: &TempStore, pending: &Pending, serial: &str) {
+        let (committer, thread) = spawn_committer(tmp.store().clone(), "t".into()).expect("thread");
+        let batcher = Rc::new(Batcher::new(tmp.store().clone(), committer, 1 << 20));
+        run_local(async {
+            let run = tokio::task::spawn_local({
+                let b = batcher.clone();
+                async move { b.run().await }
+            });
+            let ticket = pending
+                .seen(
+                    &batcher,
+                    serial,
+                    Protocol::Http,
+                    Some("m"),
+                    None,
+                    "127.0.0.1:9",
+                    5,
+                )
+                .expect("staged");
+            assert!(ticket.wait().await, "committed");
+            batcher.close();
+            run.await.expect("batcher loop");
+        });
+        drop(batcher);
+        thread.join().expect("committer");
+    }
+
+    #[test]
+    fn an_entry_is_on_disk_once_its_ticket_resolves_and_a_registered_serial_is_not_loaded() {
+        let tmp = TempStore::open("pending-load", false).expect("store");
+        let pending = Pending::load(tmp.store(), |_| false).expect("load");
+        seen_and_wait(&tmp, &pending, "SN-KEPT");
+        seen_and_wait(&tmp, &pending, "SN-APPROVED");
+        // The approval's delete is lost to a put that committed after it: the registry wins.
+        let loaded = Pending::load(tmp.store(), |sn| sn == "SN-APPROVED").expect("load");
+        assert!(
+            loaded.get("SN-KEPT").is_some(),
+            "a waited-for entry is on disk"
+        );
+        assert!(
+            loaded.get("SN-APPROVED").is_none(),
+            "a device's serial is not pending"
+        );
+        assert_eq!(loaded.len(), 1);
+    }
 
     fn entry(serial: &str, last_seen: u64) -> PendingDevice {
         PendingDevice {

@@ -120,9 +120,12 @@ pub async fn first_contact(
             .await
             .map_err(NotYet::Failed);
     }
-    fleet.pending.seen(
+    if let Some(staged) = fleet.pending.seen(
         batch, n.serial, n.protocol, n.model, n.firmware, n.remote, now,
-    );
+    ) {
+        // Refused only once listed: an admin acting on the list acts after this entry committed.
+        staged.wait().await;
+    }
     Err(NotYet::Pending)
 }
 

@@ -1,15 +1,15 @@
 //! The shard's I/O seam: what session code needs from a socket, with two drivers behind it.
 //!
-//! Session code waits for readability *without* holding a buffer, then borrows one from the shard's
-//! pool for the read: an idle session holds no read buffer whatever the driver. Both drivers run on a
-//! current-thread tokio runtime (tokio-uring is built on one), so readiness comes from the runtime's
-//! reactor in both; the uring driver then moves the bytes with io_uring operations on owned buffers.
+//! Session code waits for input *without* holding a buffer, then borrows one from the shard's pool
+//! for the read: an idle session holds no read buffer whatever the driver. Both drivers run on the
+//! shard's current-thread tokio runtime. The epoll driver (here) waits for readiness on tokio's
+//! reactor and moves bytes with non-blocking system calls; the io_uring driver (`uring`) moves them
+//! with completions on the shard's own ring.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
 use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
 
 /// Space a read asks for at least; the pool's buffers are larger.
 pub const MIN_READ: usize = 4096;
@@ -25,7 +25,10 @@ pub trait Transport: 'static {
     /// goes back to waiting on `readable` (a read that waited would stop the session from seeing
     /// its commits and outbox, and a client waiting for acks would never send again).
     async fn read(&self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>);
-    /// Writes all of `buf` and hands it back for reuse.
+    /// Sends all of `buf` and hands back a buffer for reuse (not always the same one). Resolves
+    /// once the bytes are written (epoll) or queued behind the connection's send in flight
+    /// (io_uring), in order either way; waits only while the peer is not taking them. An error
+    /// may surface on a later call rather than this one.
     async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>);
     /// The next byte without consuming it: `None` at EOF, `WouldBlock` if nothing has arrived.
     fn peek(&self) -> io::Result<Option<u8>>;
@@ -45,7 +48,7 @@ pub trait Transport: 'static {
 }
 
 /// A one-byte `MSG_PEEK` on a socket the caller keeps open.
-fn peek_fd(fd: RawFd) -> io::Result<Option<u8>> {
+pub fn peek_fd(fd: RawFd) -> io::Result<Option<u8>> {
     let mut byte = 0u8;
     // SAFETY: a one-byte peek into a local; the caller's stream owns `fd` and keeps it open.
     let n = unsafe {
@@ -64,7 +67,7 @@ fn peek_fd(fd: RawFd) -> io::Result<Option<u8>> {
 }
 
 /// A `MSG_PEEK` of up to `buf.len()` bytes on a socket the caller keeps open.
-fn peek_fd_into(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+pub fn peek_fd_into(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `buf` is a valid writable slice of `buf.len()` bytes; the caller keeps `fd` open.
     let n = unsafe {
         libc::recv(
@@ -79,7 +82,7 @@ fn peek_fd_into(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
 
 /// Reads and drops exactly `n` bytes that a peek showed are waiting (at most a PROXY header, so a
 /// stack buffer suffices).
-fn discard_fd(fd: RawFd, n: usize) -> io::Result<()> {
+pub fn discard_fd(fd: RawFd, n: usize) -> io::Result<()> {
     let mut sink = [0u8; crate::proxy_header::MAX];
     let want = sink.get_mut(..n).ok_or(io::ErrorKind::InvalidInput)?;
     // SAFETY: `want` is a valid writable slice; the caller keeps `fd` open. The bytes are already
@@ -143,90 +146,6 @@ impl Transport for EpollStream {
     fn discard(&self, n: usize) -> io::Result<()> {
         discard_fd(self.0.as_raw_fd(), n)
     }
-}
-
-/// A borrowed descriptor for readiness registration; the `tokio_uring` stream owns and closes it.
-struct Fd(RawFd);
-
-impl AsRawFd for Fd {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0
-    }
-}
-
-/// The io_uring driver. Field order matters: `ready` deregisters from the reactor on drop, before
-/// `stream` closes the descriptor.
-///
-/// An io_uring read of an empty socket waits in the kernel until data comes, so `readable` must be
-/// exact: it confirms with a non-blocking `MSG_PEEK` that a byte (or EOF) is really there before it
-/// reports the socket readable.
-pub struct UringStream {
-    ready: AsyncFd<Fd>,
-    stream: tokio_uring::net::TcpStream,
-}
-
-impl UringStream {
-    pub fn new(stream: tokio_uring::net::TcpStream) -> io::Result<Self> {
-        let fd = stream.as_raw_fd();
-        // SAFETY: `stream` owns `fd` and outlives `ready` in this struct (field order), so the
-        // descriptor stays open and unchanged for as long as it is registered.
-        let ready = unsafe { AsyncFd::register_with_interest(Fd(fd), Interest::READABLE) }
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-        Ok(UringStream { ready, stream })
-    }
-
-    /// Whether a read would return at once: data, EOF, or an error to report.
-    fn has_input(&self) -> bool {
-        !matches!(peek_fd(self.ready.get_ref().0), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-    }
-}
-
-impl Transport for UringStream {
-    async fn readable(&self) -> io::Result<()> {
-        // Input first: a read smaller than what the socket holds leaves data that no new edge will
-        // announce. Only when the peek finds nothing is the reactor asked, after clearing its stale
-        // readiness; data arriving after that clear raises a fresh edge.
-        loop {
-            if self.has_input() {
-                return Ok(());
-            }
-            let mut guard = self.ready.readable().await?;
-            guard.clear_ready();
-        }
-    }
-
-    async fn read(&self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
-        use tokio_uring::buf::BoundedBuf;
-        ensure_spare(&mut buf);
-        let (start, end) = (buf.len(), buf.capacity());
-        let (res, slice) = self.stream.read(buf.slice(start..end)).await;
-        (res, slice.into_inner())
-    }
-
-    async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
-        self.stream.write_all(buf).await
-    }
-
-    fn peek(&self) -> io::Result<Option<u8>> {
-        peek_fd(self.ready.get_ref().0)
-    }
-
-    fn peek_into(&self, buf: &mut [u8]) -> io::Result<usize> {
-        peek_fd_into(self.ready.get_ref().0, buf)
-    }
-
-    fn discard(&self, n: usize) -> io::Result<()> {
-        discard_fd(self.ready.get_ref().0, n)
-    }
-}
-
-/// Submission queue entries of a shard's ring.
-pub const RING_ENTRIES: u32 = 4096;
-
-/// Whether this kernel (and its seccomp policy and memlock limit) lets us set up a shard's ring:
-/// probed at the shards' own size, since older kernels charge rings to RLIMIT_MEMLOCK.
-pub fn uring_available() -> Result<(), io::Error> {
-    tokio_uring::uring_builder().build(RING_ENTRIES).map(drop)
 }
 
 /// Lets the kernel reap dead and half-open peers without any per-connection timer of ours: TCP

@@ -10,11 +10,13 @@ use crate::shard::http_conn;
 use crate::shard::hub::InboxReceiver;
 use crate::shard::io;
 use crate::shard::local::{CloseReason, Local, Shared, TICK};
+use crate::shard::uring;
 use crate::store::commit::Committer;
 
 /// Accepted sockets, per driver.
 pub enum Listener {
-    Uring(tokio_uring::net::TcpListener),
+    /// The listener stays open here; its connections come through the ring's multishot accept.
+    Uring(Rc<uring::Ring>, std::net::TcpListener),
     Epoll(tokio::net::TcpListener),
 }
 
@@ -27,32 +29,44 @@ pub fn run(
     listener: std::net::TcpListener,
     uring: bool,
 ) -> std::io::Result<()> {
+    let linger_ms = shared.limits.write_timeout.max(1) * 1000;
     let local = Rc::new(Local::new(index, shared, committer, inbox.rx.clone()));
-    if uring {
-        let rt = tokio_uring::Runtime::new(tokio_uring::builder().entries(io::RING_ENTRIES))?;
-        rt.block_on(async move {
-            let l = tokio_uring::net::TcpListener::from_std(listener);
-            shard_main(local, Listener::Uring(l), inbox).await
-        });
-    } else {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let set = tokio::task::LocalSet::new();
-        set.block_on(&rt, async move {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let set = tokio::task::LocalSet::new();
+    set.block_on(&rt, async move {
+        let listener = if uring {
+            Listener::Uring(uring::Ring::new(linger_ms)?, listener)
+        } else {
             listener.set_nonblocking(true)?;
-            let l = tokio::net::TcpListener::from_std(listener)?;
-            shard_main(local, Listener::Epoll(l), inbox).await;
-            Ok::<_, std::io::Error>(())
-        })?;
-    }
-    Ok(())
+            Listener::Epoll(tokio::net::TcpListener::from_std(listener)?)
+        };
+        shard_main(local, listener, inbox).await;
+        Ok::<_, std::io::Error>(())
+    })
 }
 
 async fn shard_main(local: Rc<Local>, listener: Listener, inbox: InboxReceiver) {
     let batcher = tokio::task::spawn_local({
         let l = local.clone();
         async move { l.batcher.run().await }
+    });
+    let ring = match &listener {
+        Listener::Uring(ring, _) => Some(ring.clone()),
+        Listener::Epoll(_) => None,
+    };
+    let ring_for_exit = ring.clone();
+    let ring_tasks = ring.clone().map(|r| {
+        let reactor = tokio::task::spawn_local({
+            let r = r.clone();
+            async move {
+                if let Err(e) = r.reactor().await {
+                    tracing::error!(error = %e, "io_uring reactor stopped");
+                }
+            }
+        });
+        [reactor, tokio::task::spawn_local(r.flusher())]
     });
     let acceptor = tokio::task::spawn_local(accept_loop(local.clone(), listener));
     let ticker = tokio::task::spawn_local({
@@ -63,6 +77,9 @@ async fn shard_main(local: Rc<Local>, listener: Listener, inbox: InboxReceiver) 
             loop {
                 iv.tick().await;
                 l.tick();
+                if let Some(r) = &ring {
+                    r.tick(crate::time::now_ms());
+                }
             }
         }
     });
@@ -103,16 +120,30 @@ async fn shard_main(local: Rc<Local>, listener: Listener, inbox: InboxReceiver) 
     local.batcher.close();
     let _ = batcher.await;
     ticker.abort();
+    if let Some(r) = &ring_for_exit {
+        r.submit_now();
+    }
+    for task in ring_tasks.into_iter().flatten() {
+        task.abort();
+    }
 }
 
 async fn accept_loop(local: Rc<Local>, listener: Listener) {
     loop {
         let accepted = match &listener {
-            Listener::Uring(l) => l.accept().await.and_then(|(s, peer)| {
-                s.set_nodelay(true)?;
-                io::reap_dead_peers(std::os::fd::AsRawFd::as_raw_fd(&s))?;
-                Ok((Conn::Uring(io::UringStream::new(s)?), peer))
-            }),
+            Listener::Uring(ring, l) => ring
+                .accept(std::os::fd::AsRawFd::as_raw_fd(l))
+                .await
+                .and_then(|fd| {
+                    // SAFETY: `fd` was just accepted and nothing else owns it.
+                    let s =
+                        unsafe { <std::net::TcpStream as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+                    s.set_nodelay(true)?;
+                    io::reap_dead_peers(fd)?;
+                    let peer = s.peer_addr()?;
+                    let fd = std::os::fd::IntoRawFd::into_raw_fd(s);
+                    Ok((Conn::Uring(ring.adopt(fd)), peer))
+                }),
             Listener::Epoll(l) => l.accept().await.and_then(|(s, peer)| {
                 s.set_nodelay(true)?;
                 io::reap_dead_peers(std::os::fd::AsRawFd::as_raw_fd(&s))?;
@@ -151,6 +182,6 @@ async fn accept_loop(local: Rc<Local>, listener: Listener) {
 }
 
 enum Conn {
-    Uring(io::UringStream),
+    Uring(uring::RingStream),
     Epoll(io::EpollStream),
 }
