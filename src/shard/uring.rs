@@ -1,14 +1,15 @@
 //! The io_uring driver: a shard's sockets driven as a completion API on one ring per shard (the
 //! `io-uring` crate), not readiness plus reads.
 //!
-//! * **Receives** are one-shot `IORING_OP_RECV`s with buffer select, armed only while a session
-//!   waits for input (`readable`). The kernel picks a buffer from the shard's provided-buffer ring
-//!   (`buf_ring`) when data arrives, so a waiting session holds no buffer; `read` copies the bytes
-//!   into the session's pooled buffer and gives the ring buffer straight back. A session that stops
-//!   reading (in-flight limit, full batch) has no receive armed, so its socket's own receive buffer
-//!   is what bounds it: a multishot receive would keep draining that socket into the shared pool on
-//!   behalf of a session that is not reading. A receive that finds the pool empty (`ENOBUFS`) waits
-//!   in a queue and is re-armed as buffers come back.
+//! * **Receives** are multishot `IORING_OP_RECV`s with buffer select, armed the first time a
+//!   session waits for input (`readable`) and left armed: each arrival completes with a buffer the
+//!   kernel picked from the shard's provided-buffer ring (`buf_ring`), with no submission per
+//!   message. A waiting session holds no buffer; `read` copies the bytes into the session's pooled
+//!   buffer and gives the ring buffer straight back. A session that stops reading (in-flight limit,
+//!   full batch) holds at most `MAX_CHUNKS` buffers: then its receive is cancelled (what still
+//!   arrives before the cancel takes effect is copied out of the pool), and its socket's own
+//!   buffer bounds it until it reads and waits again. A receive that finds the pool
+//!   empty (`ENOBUFS`) waits in a queue and is re-armed as buffers come back.
 //! * **Sends** are queued, not awaited: `write_all` hands the bytes to the ring and returns. While a
 //!   send is in flight, later bytes of the same connection wait in one queue (at most
 //!   `MAX_QUEUED`; past that `write_all` waits, so a peer that stops reading still meets
@@ -38,7 +39,7 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
 use crate::shard::buf_ring::BufRing;
-use crate::shard::io::{MIN_READ, Transport, discard_fd, peek_fd, peek_fd_into};
+use crate::shard::io::{Transport, discard_fd, peek_fd, peek_fd_into};
 
 /// Submission queue entries of a shard's ring; the completion queue has twice as many, and the
 /// kernel keeps completions that overflow it (IORING_FEAT_NODROP), so none is lost.
@@ -48,6 +49,8 @@ pub const RING_ENTRIES: u32 = 4096;
 const RECV_BUFS: u16 = 512;
 const RECV_BUF_SIZE: usize = 4096;
 const BUF_GROUP: u16 = 0;
+/// Received buffers a connection may hold unread before its multishot receive is cancelled.
+const MAX_CHUNKS: usize = 4;
 /// Bytes a connection may queue behind its send in flight before `write_all` waits.
 const MAX_QUEUED: usize = 256 * 1024;
 /// Sent buffers kept for the next `write_all` to hand back.
@@ -93,8 +96,11 @@ struct Slot {
     /// The `RingStream` is gone: finish sending, then close.
     released: bool,
     chunks: VecDeque<Chunk>,
-    /// The last receive said more bytes were waiting in the socket.
-    more: bool,
+    /// Bytes that came after `MAX_CHUNKS` were held, copied out so the pool's buffers go back at
+    /// once: what arrived before the cancel took effect, at most the socket's receive buffer.
+    overflow: Vec<u8>,
+    /// A cancel of the multishot receive is on its way (the session has `MAX_CHUNKS` unread).
+    cancelling: bool,
     eof: bool,
     /// The first error a completion reported (an errno); every later call reports it.
     error: Option<i32>,
@@ -146,8 +152,13 @@ impl Ring {
     }
 
     fn with_buffers(linger_ms: u64, recv_bufs: u16) -> io::Result<Rc<Ring>> {
+        // Only the shard's thread uses its ring (single issuer). Cooperative task running: a
+        // completion does not interrupt the thread with an IPI; its work runs at the thread's next
+        // system call, and a thread asleep in epoll_wait is still woken for it.
         let uring = IoUring::builder()
             .setup_cqsize(RING_ENTRIES * 2)
+            .setup_single_issuer()
+            .setup_coop_taskrun()
             .build(RING_ENTRIES)?;
         let bufs = BufRing::new(&uring.submitter(), recv_bufs, RECV_BUF_SIZE, BUF_GROUP)?;
         Ok(Rc::new(Ring {
@@ -337,7 +348,7 @@ impl Ring {
         if let Some(errno) = s.error {
             return Poll::Ready(Err(io::Error::from_raw_os_error(errno)));
         }
-        if !s.chunks.is_empty() || s.eof || s.more {
+        if !s.chunks.is_empty() || !s.overflow.is_empty() || s.eof {
             return Poll::Ready(Ok(()));
         }
         s.reader = Some(cx.waker().clone());
@@ -370,21 +381,10 @@ impl Ring {
             inner.bufs.give_back(c.bid);
             returned += 1;
         }
-        if slot.more {
-            // The socket held more than one buffer: take the rest now rather than arm another
-            // receive and come back for it.
-            slot.more = false;
-            if buf.capacity() - buf.len() < MIN_READ {
-                buf.reserve(MIN_READ);
-            }
-            match recv_fd(slot.fd, buf) {
-                Ok(0) => slot.eof = true,
-                Ok(k) => n += k,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => {
-                    slot.error = e.raw_os_error().or(Some(libc::EIO));
-                }
-            }
+        if !slot.overflow.is_empty() {
+            buf.extend_from_slice(&slot.overflow);
+            n += slot.overflow.len();
+            slot.overflow = Vec::new();
         }
         let outcome = if n > 0 {
             Ok(n)
@@ -461,8 +461,15 @@ impl Ring {
                 .get(c.off as usize)
                 .copied());
         }
+        if let Some(&b) = s.overflow.first() {
+            return Ok(Some(b));
+        }
         if s.eof {
             return Ok(None);
+        }
+        if s.recv_armed {
+            // A completion not yet reaped may hold the next bytes.
+            return Err(io::ErrorKind::WouldBlock.into());
         }
         peek_fd(s.fd)
     }
@@ -480,13 +487,19 @@ impl Ring {
             out[n..n + take].copy_from_slice(&part[..take]);
             n += take;
         }
-        if n < out.len() && !s.eof {
-            // Bytes no receive has taken yet follow the queued ones on the wire.
+        let take = s.overflow.len().min(out.len() - n);
+        out[n..n + take].copy_from_slice(&s.overflow[..take]);
+        n += take;
+        if n < out.len() && !s.eof && !s.recv_armed {
+            // With no receive armed, the socket's bytes are the next after the queued ones.
             match peek_fd_into(s.fd, &mut out[n..]) {
                 Ok(k) => n += k,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock && n > 0 => {}
                 Err(e) => return Err(e),
             }
+        }
+        if n == 0 && !s.eof {
+            return Err(io::ErrorKind::WouldBlock.into());
         }
         Ok(n)
     }
@@ -513,6 +526,9 @@ impl Ring {
                 returned += 1;
             }
         }
+        let from_overflow = n.min(s.overflow.len());
+        s.overflow.drain(..from_overflow);
+        n -= from_overflow;
         let fd = s.fd;
         // Bytes past the queued ones are taken from the socket directly, which is only in order
         // while no receive is armed to take them first.
@@ -544,6 +560,7 @@ impl Ring {
         s.reader = None;
         s.writer = None;
         let chunks = std::mem::take(&mut s.chunks);
+        s.overflow = Vec::new();
         let armed = s.recv_armed;
         let sending = !s.sending.is_empty();
         if sending {
@@ -664,15 +681,31 @@ impl Inner {
             }
             return;
         };
-        s.recv_armed = false;
+        // A multishot receive goes on until a completion says it has ended.
+        let ended = !cqueue::more(flags);
+        if ended {
+            s.recv_armed = false;
+            s.cancelling = false;
+        }
+        let mut cancel = false;
+        let mut returned = 0;
         match (res, bid) {
             (n, Some(b)) if n > 0 && !s.released => {
-                s.chunks.push_back(Chunk {
-                    bid: b,
-                    len: n as u32,
-                    off: 0,
-                });
-                s.more = cqueue::sock_nonempty(flags);
+                if s.chunks.len() >= MAX_CHUNKS || !s.overflow.is_empty() {
+                    s.overflow.extend_from_slice(self.bufs.data(b, n as usize));
+                    self.bufs.give_back(b);
+                    returned = 1;
+                } else {
+                    s.chunks.push_back(Chunk {
+                        bid: b,
+                        len: n as u32,
+                        off: 0,
+                    });
+                }
+                // The session is not keeping up: stop taking its bytes (its socket's own buffer
+                // holds the rest) until it has read these.
+                cancel = s.chunks.len() >= MAX_CHUNKS && !ended && !s.cancelling;
+                s.cancelling |= cancel;
             }
             (n, b) if n >= 0 => {
                 if n == 0 {
@@ -688,13 +721,23 @@ impl Inner {
                     self.starved.push_back((idx, generation));
                 }
             }
-            (e, _) if e == -libc::ECANCELED && s.released => {}
+            // Only we cancel: at release, or a session with `MAX_CHUNKS` unread.
+            (e, _) if e == -libc::ECANCELED => {}
             (e, _) => {
                 s.error.get_or_insert(-e);
             }
         }
         if let Some(w) = s.reader.take() {
             w.wake();
+        }
+        if cancel {
+            let sqe = opcode::AsyncCancel::new(user_data(Op::Recv, idx, generation))
+                .build()
+                .user_data(user_data(Op::Ignore, idx, generation));
+            self.push(&sqe);
+        }
+        if returned > 0 {
+            self.rearm_starved(returned);
         }
         self.finish_if_done(idx, generation);
     }
@@ -764,6 +807,7 @@ impl Inner {
         let fd = s.fd;
         s.live = false;
         s.chunks = VecDeque::new();
+        s.overflow = Vec::new();
         s.queued = Vec::new();
         let close = opcode::Close::new(types::Fd(fd))
             .build()
@@ -794,10 +838,8 @@ impl Inner {
 }
 
 fn recv_sqe(fd: RawFd, idx: u32, generation: u32) -> squeue::Entry {
-    opcode::Recv::new(types::Fd(fd), std::ptr::null_mut(), RECV_BUF_SIZE as u32)
-        .buf_group(BUF_GROUP)
+    opcode::RecvMulti::new(types::Fd(fd), BUF_GROUP)
         .build()
-        .flags(squeue::Flags::BUFFER_SELECT)
         .user_data(user_data(Op::Recv, idx, generation))
 }
 
@@ -809,25 +851,6 @@ fn send_sqe(fd: RawFd, bytes: &[u8], idx: u32, generation: u32) -> squeue::Entry
         .flags(libc::MSG_NOSIGNAL)
         .build()
         .user_data(user_data(Op::Send, idx, generation))
-}
-
-/// A non-blocking receive into `buf`'s spare room.
-fn recv_fd(fd: RawFd, buf: &mut Vec<u8>) -> io::Result<usize> {
-    let spare = buf.spare_capacity_mut();
-    // SAFETY: `spare` is writable memory of `spare.len()` bytes owned by `buf`; the kernel
-    // initialises the `n` bytes it reports, which are then included in the length.
-    let n = unsafe {
-        libc::recv(
-            fd,
-            spare.as_mut_ptr().cast(),
-            spare.len(),
-            libc::MSG_DONTWAIT,
-        )
-    };
-    let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
-    // SAFETY: the kernel wrote `n` bytes into the spare capacity.
-    unsafe { buf.set_len(buf.len() + n) };
-    Ok(n)
 }
 
 /// The ring's descriptor, for readiness registration; the ring owns and closes it.
@@ -1048,12 +1071,8 @@ mod tests {
                     .await
                     .expect("client write");
             }
-            settle(|| armed(&ring) == 0).await;
-            assert_eq!(
-                ring.inner.borrow().starved.len(),
-                3,
-                "three found the pool empty"
-            );
+            settle(|| ring.inner.borrow().starved.len() == 3).await;
+            assert_eq!(armed(&ring), 2, "the two that got a buffer stay armed");
             for w in waiting {
                 w.abort();
             }
@@ -1093,6 +1112,32 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
         panic!("the ring did not settle");
+    }
+
+    #[test]
+    fn a_session_that_stops_reading_holds_at_most_a_few_buffers() {
+        on_ring(64, |ring| async move {
+            let (s, mut client) = pair(&ring).await;
+            let sent: Vec<u8> = (0..64 * 1024).map(|i| (i % 253) as u8).collect();
+            let writer = tokio::task::spawn_local({
+                let sent = sent.clone();
+                async move { client.write_all(&sent).await.map(|_| client) }
+            });
+            // One wait arms the receive; then the session reads nothing for a while.
+            s.readable().await.expect("readable");
+            settle(|| armed(&ring) == 0).await;
+            let held = ring
+                .inner
+                .borrow()
+                .slot(s.idx, s.generation)
+                .map_or(0, |x| x.chunks.len());
+            assert_eq!(
+                held, MAX_CHUNKS,
+                "pool buffers held by a session that does not read"
+            );
+            assert_eq!(read_n(&s, sent.len()).await, sent, "every byte, in order");
+            writer.await.expect("task").expect("client write");
+        });
     }
 
     #[test]
