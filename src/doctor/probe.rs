@@ -251,13 +251,15 @@ fn rlimit(which: Rlimit) -> Read<Limit> {
     })
 }
 
-/// Sets up `rings` io_uring instances of `entries` each, all held at once as `serve`'s shards hold
-/// them, then drops them. This is the real syscall, so seccomp, `io_uring_disabled`, a kernel
-/// without io_uring and (before 5.12) RLIMIT_MEMLOCK all show here as the errno they cause.
+/// Sets up `rings` shard rings of `entries` as `serve` does (`shard::uring::Ring`: its flags and
+/// its provided-buffer ring), all held at once as the shards hold them, then drops them. These are
+/// the real syscalls, so seccomp, `io_uring_disabled`, a kernel without io_uring or too old for
+/// the ring's features (before 6.0) and (before 5.12) RLIMIT_MEMLOCK all show here as the errno
+/// they cause.
 pub fn probe_uring(rings: usize, entries: u32) -> Result<(), UringError> {
     let mut held = Vec::with_capacity(rings);
     for i in 0..rings {
-        match io_uring::IoUring::new(entries) {
+        match crate::shard::uring::Ring::probe(entries) {
             Ok(r) => held.push(r),
             Err(e) => {
                 return Err(UringError {

@@ -148,18 +148,23 @@ impl Ring {
     /// Sets up the ring and its buffer group. Fails where io_uring is unavailable (seccomp,
     /// `kernel.io_uring_disabled`, a kernel before 5.19 without provided-buffer rings).
     pub fn new(linger_ms: u64) -> io::Result<Rc<Ring>> {
-        Self::with_buffers(linger_ms, RECV_BUFS)
+        Self::build(RING_ENTRIES, linger_ms, RECV_BUFS)
     }
 
-    fn with_buffers(linger_ms: u64, recv_bufs: u16) -> io::Result<Rc<Ring>> {
+    /// A ring of `entries` set up as a shard's is, for `doctor` to see whether it can be.
+    pub fn probe(entries: u32) -> io::Result<Rc<Ring>> {
+        Self::build(entries, 0, RECV_BUFS)
+    }
+
+    fn build(entries: u32, linger_ms: u64, recv_bufs: u16) -> io::Result<Rc<Ring>> {
         // Only the shard's thread uses its ring (single issuer). Cooperative task running: a
         // completion does not interrupt the thread with an IPI; its work runs at the thread's next
         // system call, and a thread asleep in epoll_wait is still woken for it.
         let uring = IoUring::builder()
-            .setup_cqsize(RING_ENTRIES * 2)
+            .setup_cqsize(entries.saturating_mul(2))
             .setup_single_issuer()
             .setup_coop_taskrun()
-            .build(RING_ENTRIES)?;
+            .build(entries)?;
         let bufs = BufRing::new(&uring.submitter(), recv_bufs, RECV_BUF_SIZE, BUF_GROUP)?;
         Ok(Rc::new(Ring {
             inner: RefCell::new(Inner {
@@ -931,7 +936,7 @@ mod tests {
             .expect("runtime");
         let set = tokio::task::LocalSet::new();
         set.block_on(&rt, async move {
-            let ring = Ring::with_buffers(1000, bufs).expect("io_uring is available here");
+            let ring = Ring::build(RING_ENTRIES, 1000, bufs).expect("io_uring is available here");
             let reactor = tokio::task::spawn_local(ring.clone().reactor());
             let flusher = tokio::task::spawn_local(ring.clone().flusher());
             test(ring.clone()).await;
