@@ -53,6 +53,8 @@ const BUF_GROUP: u16 = 0;
 const MAX_CHUNKS: usize = 4;
 /// Bytes a connection may queue behind its send in flight before `write_all` waits.
 const MAX_QUEUED: usize = 256 * 1024;
+/// Completion queues' worth one reap handles before it yields to the shard's other tasks.
+const REAP_ROUNDS: usize = 4;
 /// Sent buffers kept for the next `write_all` to hand back.
 const SPARE_KEEP: usize = 64;
 
@@ -315,11 +317,13 @@ impl Ring {
         self.reap();
     }
 
-    /// Handles every completion waiting in the queue.
+    /// Handles the completions waiting in the queue, and those the kernel kept aside when the
+    /// queue was full (at most `REAP_ROUNDS` queues' worth per call; a later turn takes the rest).
     fn reap(&self) {
         let mut inner = self.inner.borrow_mut();
         let mut cqes = std::mem::take(&mut inner.cqes);
-        loop {
+        let mut more = true;
+        for _ in 0..REAP_ROUNDS {
             cqes.clear();
             cqes.extend(
                 inner
@@ -328,13 +332,29 @@ impl Ring {
                     .map(|c| (c.user_data(), c.result(), c.flags())),
             );
             if cqes.is_empty() {
-                break;
+                if !inner.uring.submission().cq_overflow() {
+                    more = false;
+                    break;
+                }
+                // Completions that found the queue full wait in the kernel: an enter (which
+                // asks for events while the overflow flag is up) moves them in.
+                if let Err(e) = inner.uring.submit() {
+                    tracing::warn!(error = %e, "io_uring overflow flush failed");
+                }
+                let left = !inner.uring.submission().is_empty();
+                inner.unsubmitted = left;
+                continue;
             }
             for &(ud, res, flags) in &cqes {
                 inner.complete(ud, res, flags);
             }
         }
         inner.cqes = cqes;
+        if more {
+            // No new completion may come to raise the descriptor's edge again: reap again later.
+            inner.flush_scheduled = true;
+            self.flush.notify_one();
+        }
         drop(inner);
         self.schedule_flush();
     }
@@ -930,13 +950,21 @@ mod tests {
         F: FnOnce(Rc<Ring>) -> Fut,
         Fut: Future<Output = ()>,
     {
+        on_ring_of(RING_ENTRIES, bufs, test)
+    }
+
+    fn on_ring_of<F, Fut>(entries: u32, bufs: u16, test: F)
+    where
+        F: FnOnce(Rc<Ring>) -> Fut,
+        Fut: Future<Output = ()>,
+    {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime");
         let set = tokio::task::LocalSet::new();
         set.block_on(&rt, async move {
-            let ring = Ring::build(RING_ENTRIES, 1000, bufs).expect("io_uring is available here");
+            let ring = Ring::build(entries, 1000, bufs).expect("io_uring is available here");
             let reactor = tokio::task::spawn_local(ring.clone().reactor());
             let flusher = tokio::task::spawn_local(ring.clone().flusher());
             test(ring.clone()).await;
@@ -1117,6 +1145,46 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
         panic!("the ring did not settle");
+    }
+
+    #[test]
+    fn completions_beyond_a_full_queue_are_not_lost() {
+        // Four submission entries, eight completion entries, twenty sessions answering at once.
+        on_ring_of(4, 64, |ring| async move {
+            let mut streams = Vec::new();
+            let mut clients = Vec::new();
+            for _ in 0..20 {
+                let (s, c) = pair(&ring).await;
+                streams.push(Rc::new(s));
+                clients.push(c);
+            }
+            let readers: Vec<_> = streams
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    let s = s.clone();
+                    tokio::task::spawn_local(async move {
+                        let want = format!("session {i}").into_bytes();
+                        assert_eq!(read_n(&s, want.len()).await, want);
+                    })
+                })
+                .collect();
+            settle(|| armed(&ring) == 20).await;
+            for (i, c) in clients.iter_mut().enumerate() {
+                c.write_all(format!("session {i}").as_bytes())
+                    .await
+                    .expect("client write");
+            }
+            // Bounded: a lost completion would leave a reader waiting forever.
+            let all = async {
+                for r in readers {
+                    r.await.expect("every session got its bytes");
+                }
+            };
+            tokio::time::timeout(std::time::Duration::from_secs(10), all)
+                .await
+                .expect("completions were lost: some sessions never got their bytes");
+        });
     }
 
     #[test]
