@@ -732,6 +732,11 @@ impl Inner {
                 cancel = s.chunks.len() >= MAX_CHUNKS && !ended && !s.cancelling;
                 s.cancelling |= cancel;
             }
+            // Bytes without a buffer to hold them cannot be passed on: end the connection rather
+            // than let a gap into its stream.
+            (n, None) if n > 0 => {
+                s.error.get_or_insert(libc::EIO);
+            }
             (n, b) if n >= 0 => {
                 if n == 0 {
                     s.eof = true;
