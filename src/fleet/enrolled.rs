@@ -187,28 +187,16 @@ fn number(v: &OwnedValue) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
-    use std::rc::Rc;
-
     use super::*;
-    use crate::store::commit::{Batcher, spawn_committer};
+    use crate::fleet::shard_stub::with_batcher;
+    use crate::store::commit::Batcher;
     use crate::store::records::stage_device_delete;
-    use crate::store::temp::{TempStore, run_local};
+    use crate::store::temp::TempStore;
 
     /// Runs `f` with a batcher on a temporary store, as a shard would.
     fn with_store(name: &str, f: impl AsyncFnOnce(&Store, &Batcher)) {
         let tmp = TempStore::open(name, false).expect("store");
-        let (committer, thread) = spawn_committer(tmp.store().clone(), "t".into()).expect("thread");
-        let batcher = Rc::new(Batcher::new(tmp.store().clone(), committer, 1 << 20));
-        run_local(async {
-            let run = tokio::task::spawn_local({
-                let b = batcher.clone();
-                async move { b.run().await }
-            });
-            f(tmp.store(), &batcher).await;
-            batcher.close();
-            run.await.expect("batcher loop");
-        });
-        thread.join().expect("committer");
+        with_batcher(tmp.store(), async |batcher| f(tmp.store(), batcher).await);
     }
 
     fn page(store: &Store, dev: &Uuid, from: u64, limit: usize) -> (Vec<String>, Option<u64>) {

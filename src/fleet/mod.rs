@@ -27,6 +27,8 @@ pub mod provision;
 pub mod queue;
 pub mod registry;
 pub mod retention;
+#[cfg(test)]
+pub mod shard_stub;
 pub mod sources;
 pub mod state;
 pub mod throttle;

@@ -175,27 +175,17 @@ impl MsgWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::commit::{Batcher, Staging, spawn_committer};
+    use crate::fleet::shard_stub::with_batcher;
+    use crate::store::commit::Staging;
     use crate::store::records::{Source, stage_event, stage_telemetry};
-    use crate::store::temp::{TempStore, run_local};
-    use std::rc::Rc;
+    use crate::store::temp::TempStore;
 
     /// Stages `f` in a shard's batcher and waits for its commit, as a session does.
     fn write(tmp: &TempStore, f: impl FnOnce(&mut Staging<'_>) -> Result<(), StoreError>) {
-        let (committer, thread) = spawn_committer(tmp.store().clone(), "t".into()).expect("thread");
-        let batcher = Rc::new(Batcher::new(tmp.store().clone(), committer, 1 << 20));
-        run_local(async {
+        with_batcher(tmp.store(), async |batcher| {
             let ticket = batcher.stage(f).expect("stage");
-            let run = tokio::task::spawn_local({
-                let b = batcher.clone();
-                async move { b.run().await }
-            });
             assert!(ticket.wait().await, "committed");
-            batcher.close();
-            run.await.expect("batcher loop");
         });
-        drop(batcher);
-        thread.join().expect("committer");
     }
 
     #[test]

@@ -198,21 +198,15 @@ impl Pending {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::commit::spawn_committer;
-    use crate::store::temp::{TempStore, run_local};
+    use crate::fleet::shard_stub::with_batcher;
+    use crate::store::temp::TempStore;
 
-    /// `seen` on one shard's batcher, waiting as `first_contact` does.
+    /// `seen` on a shard's batcher, waiting as `first_contact` does.
     fn seen_and_wait(tmp: &TempStore, pending: &Pending, serial: &str) {
-        let (committer, thread) = spawn_committer(tmp.store().clone(), "t".into()).expect("thread");
-        let batcher = Rc::new(Batcher::new(tmp.store().clone(), committer, 1 << 20));
-        run_local(async {
-            let run = tokio::task::spawn_local({
-                let b = batcher.clone();
-                async move { b.run().await }
-            });
+        with_batcher(tmp.store(), async |batcher| {
             let ticket = pending
                 .seen(
-                    &batcher,
+                    batcher,
                     serial,
                     Protocol::Http,
                     Some("m"),
@@ -222,11 +216,7 @@ mod tests {
                 )
                 .expect("staged");
             assert!(ticket.wait().await, "committed");
-            batcher.close();
-            run.await.expect("batcher loop");
         });
-        drop(batcher);
-        thread.join().expect("committer");
     }
 
     #[test]

@@ -1014,6 +1014,42 @@ mod tests {
         ring.inner.borrow().free.len()
     }
 
+    /// `n` connections: the ring's ends (shared with reader tasks) and the clients' ends.
+    async fn pairs(ring: &Rc<Ring>, n: usize) -> (Vec<Rc<RingStream>>, Vec<tokio::net::TcpStream>) {
+        let mut streams = Vec::new();
+        let mut clients = Vec::new();
+        for _ in 0..n {
+            let (s, c) = pair(ring).await;
+            streams.push(Rc::new(s));
+            clients.push(c);
+        }
+        (streams, clients)
+    }
+
+    /// Client `i` sends "`tag` i".
+    async fn send_each(clients: &mut [tokio::net::TcpStream], tag: &str) {
+        for (i, c) in clients.iter_mut().enumerate() {
+            c.write_all(format!("{tag} {i}").as_bytes())
+                .await
+                .expect("client write");
+        }
+    }
+
+    /// One task per stream, each reading until it has "`tag` i".
+    fn expect_each(streams: &[Rc<RingStream>], tag: &str) -> Vec<tokio::task::JoinHandle<()>> {
+        streams
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let s = s.clone();
+                let want = format!("{tag} {i}").into_bytes();
+                tokio::task::spawn_local(async move {
+                    assert_eq!(read_n(&s, want.len()).await, want);
+                })
+            })
+            .collect()
+    }
+
     #[test]
     fn bytes_go_both_ways_and_eof_is_seen() {
         on_ring(8, |ring| async move {
@@ -1088,13 +1124,7 @@ mod tests {
     #[test]
     fn receives_that_find_no_buffer_are_rearmed_when_one_returns() {
         on_ring(2, |ring| async move {
-            let mut streams = Vec::new();
-            let mut clients = Vec::new();
-            for _ in 0..5 {
-                let (s, c) = pair(&ring).await;
-                streams.push(Rc::new(s));
-                clients.push(c);
-            }
+            let (streams, mut clients) = pairs(&ring, 5).await;
             // Five sessions wait for input: five receives armed over two buffers.
             let waiting: Vec<_> = streams
                 .iter()
@@ -1104,29 +1134,14 @@ mod tests {
                 })
                 .collect();
             settle(|| armed(&ring) == 5).await;
-            for (i, c) in clients.iter_mut().enumerate() {
-                c.write_all(format!("from {i}").as_bytes())
-                    .await
-                    .expect("client write");
-            }
+            send_each(&mut clients, "from").await;
             settle(|| ring.inner.borrow().starved.len() == 3).await;
             assert_eq!(armed(&ring), 2, "the two that got a buffer stay armed");
             for w in waiting {
                 w.abort();
             }
             // Each session reads on its own; buffers coming back re-arm the starved ones.
-            let readers: Vec<_> = streams
-                .iter()
-                .enumerate()
-                .map(|(i, s)| {
-                    let s = s.clone();
-                    tokio::task::spawn_local(async move {
-                        let want = format!("from {i}").into_bytes();
-                        assert_eq!(read_n(&s, want.len()).await, want);
-                    })
-                })
-                .collect();
-            for r in readers {
+            for r in expect_each(&streams, "from") {
                 r.await.expect("every session got its bytes");
             }
         });
@@ -1156,30 +1171,10 @@ mod tests {
     fn completions_beyond_a_full_queue_are_not_lost() {
         // Four submission entries, eight completion entries, twenty sessions answering at once.
         on_ring_of(4, 64, |ring| async move {
-            let mut streams = Vec::new();
-            let mut clients = Vec::new();
-            for _ in 0..20 {
-                let (s, c) = pair(&ring).await;
-                streams.push(Rc::new(s));
-                clients.push(c);
-            }
-            let readers: Vec<_> = streams
-                .iter()
-                .enumerate()
-                .map(|(i, s)| {
-                    let s = s.clone();
-                    tokio::task::spawn_local(async move {
-                        let want = format!("session {i}").into_bytes();
-                        assert_eq!(read_n(&s, want.len()).await, want);
-                    })
-                })
-                .collect();
+            let (streams, mut clients) = pairs(&ring, 20).await;
+            let readers = expect_each(&streams, "session");
             settle(|| armed(&ring) == 20).await;
-            for (i, c) in clients.iter_mut().enumerate() {
-                c.write_all(format!("session {i}").as_bytes())
-                    .await
-                    .expect("client write");
-            }
+            send_each(&mut clients, "session").await;
             // Bounded: a lost completion would leave a reader waiting forever.
             let all = async {
                 for r in readers {
