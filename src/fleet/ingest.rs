@@ -70,10 +70,10 @@ mod tests {
     use super::*;
     use crate::fleet::links::SessionRef;
     use crate::fleet::registry::test_device;
-    use crate::store::commit::spawn_committer;
+    use crate::fleet::shard_stub::with_batcher;
     use crate::store::disk_guard::MinFree;
     use crate::store::records::stage_telemetry;
-    use crate::store::temp::{TempStore, run_local};
+    use crate::store::temp::TempStore;
     use crate::store::{Cf, keys};
     use std::net::SocketAddr;
 
@@ -136,34 +136,28 @@ mod tests {
     fn a_msg_id_is_stored_once_across_sessions_and_again_after_a_failed_commit() {
         let tmp = TempStore::open("ingest", false).expect("store");
         let store = tmp.store().clone();
-        let (committer, thread) = spawn_committer(store.clone(), "t".into()).expect("thread");
-        let batcher = Rc::new(Batcher::new(store.clone(), committer, 1 << 20));
         let remember = Remember {
             window: 4,
             retention_us: 3_600_000_000,
         };
         let dev = test_device();
-        run_local(async {
-            let run = tokio::task::spawn_local({
-                let b = batcher.clone();
-                async move { b.run().await }
-            });
+        with_batcher(&store, async |batcher| {
             let mut first = dev.claim(session(1), PEER).expect("slot");
             assert_eq!(
-                send(&store, remember, &batcher, &mut first, "\"a\"").await,
+                send(&store, remember, batcher, &mut first, "\"a\"").await,
                 Some(true)
             );
             assert_eq!(
-                send(&store, remember, &batcher, &mut first, "\"a\"").await,
+                send(&store, remember, batcher, &mut first, "\"a\"").await,
                 None
             );
             // `7` and `"7"` are different msg_ids.
             assert_eq!(
-                send(&store, remember, &batcher, &mut first, "7").await,
+                send(&store, remember, batcher, &mut first, "7").await,
                 Some(true)
             );
             assert_eq!(
-                send(&store, remember, &batcher, &mut first, "\"7\"").await,
+                send(&store, remember, batcher, &mut first, "\"7\"").await,
                 Some(true)
             );
             drop(first);
@@ -172,7 +166,7 @@ mod tests {
             let mut second = dev.claim(session(2), PEER).expect("slot");
             for m in ["\"a\"", "7", "\"7\""] {
                 assert_eq!(
-                    send(&store, remember, &batcher, &mut second, m).await,
+                    send(&store, remember, batcher, &mut second, m).await,
                     None,
                     "{m}"
                 );
@@ -184,25 +178,21 @@ mod tests {
                 .set_min_free(MinFree::parse("5%").expect("parse"));
             store.guard.observe(0, 100);
             assert_eq!(
-                send(&store, remember, &batcher, &mut second, "\"b\"").await,
+                send(&store, remember, batcher, &mut second, "\"b\"").await,
                 Some(false)
             );
             store.guard.observe(100, 100);
             assert_eq!(
-                send(&store, remember, &batcher, &mut second, "\"b\"").await,
+                send(&store, remember, batcher, &mut second, "\"b\"").await,
                 Some(true)
             );
             assert_eq!(
-                send(&store, remember, &batcher, &mut second, "\"b\"").await,
+                send(&store, remember, batcher, &mut second, "\"b\"").await,
                 None
             );
             drop(second);
-            batcher.close();
-            run.await.expect("batcher loop");
         });
         assert_eq!(rows(&store, &dev.id), 4, "a, 7, \"7\" and b, once each");
-        drop(batcher);
-        thread.join().expect("committer");
     }
 
     /// The window's bound, as documented: a msg_id older than the device's last `window` is no
@@ -211,38 +201,25 @@ mod tests {
     fn the_window_bounds_what_is_recognised() {
         let tmp = TempStore::open("ingest-window", false).expect("store");
         let store = tmp.store().clone();
-        let (committer, thread) = spawn_committer(store.clone(), "t".into()).expect("thread");
-        let batcher = Rc::new(Batcher::new(store.clone(), committer, 1 << 20));
         let remember = Remember {
             window: 2,
             retention_us: 3_600_000_000,
         };
         let dev = test_device();
-        run_local(async {
-            let run = tokio::task::spawn_local({
-                let b = batcher.clone();
-                async move { b.run().await }
-            });
+        with_batcher(&store, async |batcher| {
             let mut c = dev.claim(session(1), PEER).expect("slot");
             for m in ["1", "2", "3"] {
-                assert_eq!(
-                    send(&store, remember, &batcher, &mut c, m).await,
-                    Some(true)
-                );
+                assert_eq!(send(&store, remember, batcher, &mut c, m).await, Some(true));
             }
             drop(c);
             let mut c = dev.claim(session(2), PEER).expect("slot");
-            assert_eq!(send(&store, remember, &batcher, &mut c, "3").await, None);
-            assert_eq!(send(&store, remember, &batcher, &mut c, "2").await, None);
+            assert_eq!(send(&store, remember, batcher, &mut c, "3").await, None);
+            assert_eq!(send(&store, remember, batcher, &mut c, "2").await, None);
             assert_eq!(
-                send(&store, remember, &batcher, &mut c, "1").await,
+                send(&store, remember, batcher, &mut c, "1").await,
                 Some(true)
             );
             drop(c);
-            batcher.close();
-            run.await.expect("batcher loop");
         });
-        drop(batcher);
-        thread.join().expect("committer");
     }
 }

@@ -278,7 +278,7 @@ impl Ring {
             if let Some(errno) = inner.accept_error.take() {
                 return Poll::Ready(Err(io::Error::from_raw_os_error(errno)));
             }
-            inner.acceptor = Some(cx.waker().clone());
+            set_waker(&mut inner.acceptor, cx);
             if !inner.accept_armed {
                 let sqe = opcode::AcceptMulti::new(types::Fd(listener))
                     .flags(libc::SOCK_CLOEXEC)
@@ -376,7 +376,7 @@ impl Ring {
         if !s.chunks.is_empty() || !s.overflow.is_empty() || s.eof {
             return Poll::Ready(Ok(()));
         }
-        s.reader = Some(cx.waker().clone());
+        set_waker(&mut s.reader, cx);
         if !s.recv_armed && !s.starved {
             s.recv_armed = true;
             let sqe = recv_sqe(s.fd, idx, generation);
@@ -469,7 +469,7 @@ impl Ring {
             }
             return Poll::Ready((Ok(()), bytes));
         }
-        s.writer = Some(cx.waker().clone());
+        set_waker(&mut s.writer, cx);
         *buf = Some(bytes);
         Poll::Pending
     }
@@ -864,6 +864,14 @@ impl Inner {
             self.push(&sqe);
             n -= 1;
         }
+    }
+}
+
+/// Keeps the task to wake; a session polled again by the same task (every loop of its `select!`)
+/// keeps the waker it had instead of cloning it anew.
+fn set_waker(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+        *slot = Some(cx.waker().clone());
     }
 }
 
