@@ -21,6 +21,7 @@ for_both_drivers!(
     a_flood_is_held_back_without_loss_then_cut_off,
     a_slow_admin_subscriber_is_cut_off_while_devices_keep_flowing,
     a_message_beyond_the_buffer_budget_is_refused_and_the_server_goes_on,
+    connections_the_server_closes_give_their_read_buffers_back,
 );
 
 fn register_frame(dev: &Device, token: &str) -> String {
@@ -389,4 +390,40 @@ fn a_message_beyond_the_buffer_budget_is_refused_and_the_server_goes_on(io: &str
     ws.register(&dev);
     ws.send_json(&json!({"type":"telemetry","msg_id":"after","payload":{"ok":true}}));
     assert_eq!(s(&ws.recv_type("ack", SOON), "msg_id"), "after");
+}
+
+/// Every way the server ends an HTTP connection gives its read buffer back to the budget: after
+/// `Connection: close` answers, HTTP/1.0 answers and malformed requests, many times over what the
+/// budget holds, requests are still answered, a device still stores, and the budget is empty again.
+/// (A buffer dropped instead of returned stayed charged: enough closed connections starved every
+/// connection of the shard.)
+fn connections_the_server_closes_give_their_read_buffers_back(io: &str) {
+    // 1 MiB over 2 shards: 32 pooled read buffers of 16 KiB per shard.
+    let srv = Server::start_with(io, &["--buffer-budget-mb", "1"]);
+    let requests: [&[u8]; 3] = [
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"GET /healthz HTTP/1.0\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+    ];
+    for i in 0..300 {
+        let r = raw_http(srv.addr(), requests[i % requests.len()]);
+        let want = if i % requests.len() == 2 { 400 } else { 200 };
+        assert_eq!(r.status, want, "request {i}: {:?}", r);
+    }
+    let dev = srv.create_device("after closes");
+    let mut ws = srv.ws();
+    ws.register(&dev);
+    ws.send_json(&json!({"type":"telemetry","msg_id":"m","payload":{"ok":true}}));
+    assert_eq!(s(&ws.recv_type("ack", SOON), "msg_id"), "m");
+    drop(ws);
+    // The gauge is sampled every tick: it comes back to nothing once the last session is gone.
+    wait_until(SOON, "read buffers back in the budget", || {
+        metric(
+            &srv,
+            "fleetgate_queue_depth{queue=\"read_buffer_bytes\",shard=\"0\"}",
+        ) + metric(
+            &srv,
+            "fleetgate_queue_depth{queue=\"read_buffer_bytes\",shard=\"1\"}",
+        ) == 0.0
+    });
 }

@@ -25,20 +25,35 @@ pub async fn serve<T: Transport>(local: &Rc<Local>, ctl: &Rc<ConnCtl>, io: T) {
     }
     if let Some(tls) = local.shared.tls.clone() {
         match first_byte(local, ctl, &io).await {
-            FirstByte::Tls => match TlsStream::new(io, tls) {
-                // Boxed: rustls's connection state is large, and plain sessions must not
-                // reserve room for it in their own task.
-                Ok(io) => return Box::pin(serve_http(local, ctl, io)).await,
-                Err(e) => {
-                    tracing::warn!(error = %e, "TLS session setup failed");
-                    return;
-                }
-            },
+            // Boxed, the TLS session's setup included: rustls's connection state is large, and
+            // plain sessions must not reserve room for it in their own task.
+            FirstByte::Tls => return Box::pin(serve_tls(local, ctl, io, tls)).await,
             FirstByte::Plain => {}
             FirstByte::Gone => return,
         }
     }
-    serve_http(local, ctl, io).await
+    serve_then_upgrade(local, ctl, io).await
+}
+
+async fn serve_tls<T: Transport>(
+    local: &Rc<Local>,
+    ctl: &Rc<ConnCtl>,
+    io: T,
+    tls: std::sync::Arc<rustls::ServerConfig>,
+) {
+    match TlsStream::new(io, tls) {
+        Ok(io) => serve_then_upgrade(local, ctl, io).await,
+        Err(e) => tracing::warn!(error = %e, "TLS session setup failed"),
+    }
+}
+
+/// HTTP requests, then the WebSocket session if one was asked for. The HTTP loop's future is
+/// boxed and gone before the session starts: a held session's task is only as large as the
+/// session's own state, neither the sum of both nor the larger of the two.
+async fn serve_then_upgrade<T: Transport>(local: &Rc<Local>, ctl: &Rc<ConnCtl>, io: T) {
+    if let Some(upgrade) = Box::pin(serve_http(local, ctl, io)).await {
+        ws_session::upgrade(local, ctl, upgrade).await;
+    }
 }
 
 /// A trusted proxy may open the connection with a PROXY header (v1 or v2) naming the client. Reads
@@ -164,7 +179,40 @@ async fn first_byte<T: Transport>(local: &Local, ctl: &ConnCtl, io: &T) -> First
     }
 }
 
-async fn serve_http<T: Transport>(local: &Rc<Local>, ctl: &Rc<ConnCtl>, io: T) {
+/// Serves HTTP requests until the connection ends, or until one asks for a WebSocket on one of
+/// the WebSocket paths: that request comes back, with the connection and the bytes read past it
+/// (their buffer still charged to the budget, which the session refunds).
+async fn serve_http<T: Transport>(
+    local: &Rc<Local>,
+    ctl: &Rc<ConnCtl>,
+    io: T,
+) -> Option<Box<ws_session::Upgrade<T>>> {
+    let mut inbuf = Vec::new();
+    match requests(local, ctl, &io, &mut inbuf).await {
+        Some(request) => Some(Box::new(ws_session::Upgrade {
+            io,
+            request,
+            leftover: inbuf,
+        })),
+        None => {
+            // However the connection ended, its read buffer goes back: a buffer dropped instead
+            // would stay charged to the budget, and enough of them starve every connection.
+            if inbuf.capacity() > 0 {
+                local.give_in_buf(inbuf);
+            }
+            None
+        }
+    }
+}
+
+/// The request loop of `serve_http`, reading into `inbuf`; the WebSocket upgrade request if one
+/// ends it.
+async fn requests<T: Transport>(
+    local: &Rc<Local>,
+    ctl: &Rc<ConnCtl>,
+    io: &T,
+    inbuf: &mut Vec<u8>,
+) -> Option<request::Request> {
     let cfg = local.limits();
     let limits = Limits {
         max_body: cfg.max_body,
@@ -173,7 +221,6 @@ async fn serve_http<T: Transport>(local: &Rc<Local>, ctl: &Rc<ConnCtl>, io: T) {
     };
     let keepalive_ms = cfg.keepalive_timeout * 1000;
     let header_ms = cfg.header_timeout * 1000;
-    let mut inbuf: Vec<u8> = Vec::new();
     let mut out: Vec<u8> = Vec::new();
     let mut sent_continue = false;
     local.set_deadline(ctl, now_ms() + keepalive_ms, Deadline::KeepAlive);
@@ -199,7 +246,7 @@ async fn serve_http<T: Transport>(local: &Rc<Local>, ctl: &Rc<ConnCtl>, io: T) {
             };
             if let Some(r) = answer {
                 r.write_to(out_buf(local, &mut out), false, false);
-                let _ = flush(&io, local, &mut out).await;
+                let _ = flush(io, local, &mut out).await;
             }
             break;
         }
@@ -212,11 +259,11 @@ async fn serve_http<T: Transport>(local: &Rc<Local>, ctl: &Rc<ConnCtl>, io: T) {
             r = io.readable(), if !starved => if r.is_err() { break },
         }
         if inbuf.capacity() == 0 {
-            inbuf = local.take_in_buf();
+            *inbuf = local.take_in_buf();
         }
         let before = inbuf.capacity();
-        let (res, buf) = io.read(inbuf).await;
-        inbuf = buf;
+        let (res, buf) = io.read(std::mem::take(inbuf)).await;
+        *inbuf = buf;
         if !local.in_buf_grew(before, inbuf.capacity()) {
             Response::error(
                 503,
@@ -225,13 +272,13 @@ async fn serve_http<T: Transport>(local: &Rc<Local>, ctl: &Rc<ConnCtl>, io: T) {
             )
             .with_header("Retry-After", "1".to_string())
             .write_to(out_buf(local, &mut out), false, false);
-            let _ = flush(&io, local, &mut out).await;
+            let _ = flush(io, local, &mut out).await;
             break;
         }
         match res {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 if inbuf.is_empty() {
-                    local.give_in_buf(std::mem::take(&mut inbuf));
+                    local.give_in_buf(std::mem::take(inbuf));
                 }
                 continue;
             }
@@ -239,7 +286,7 @@ async fn serve_http<T: Transport>(local: &Rc<Local>, ctl: &Rc<ConnCtl>, io: T) {
             Ok(n) => local.metrics.bytes_in.increment(n as u64),
         }
         loop {
-            match request::parse(&inbuf, &limits) {
+            match request::parse(inbuf, &limits) {
                 Ok(Parse::Partial { expect_continue }) => {
                     if expect_continue && !sent_continue {
                         sent_continue = true;
@@ -267,11 +314,10 @@ async fn serve_http<T: Transport>(local: &Rc<Local>, ctl: &Rc<ConnCtl>, io: T) {
                         if !take_forwarded_client(local, ctl, &request) {
                             break;
                         }
-                        if flush(&io, local, &mut out).await.is_err() {
-                            return;
+                        if flush(io, local, &mut out).await.is_err() {
+                            return None;
                         }
-                        ws_session::upgrade(local, ctl, io, request, inbuf).await;
-                        return;
+                        return Some(request);
                     }
                     let head_only = matches!(request.method, crate::http::request::Method::Head);
                     let keep_alive = request.keep_alive && !local.shutting_down.get();
@@ -284,15 +330,15 @@ async fn serve_http<T: Transport>(local: &Rc<Local>, ctl: &Rc<ConnCtl>, io: T) {
                         }
                         Reply::Chunked(body) => {
                             let sent =
-                                stream_chunked(local, &io, &mut out, body, keep_alive, head_only);
+                                stream_chunked(local, io, &mut out, body, keep_alive, head_only);
                             if Box::pin(sent).await.is_err() {
-                                return;
+                                return None;
                             }
                         }
                     }
                     if !keep_alive {
-                        let _ = flush(&io, local, &mut out).await;
-                        return;
+                        let _ = flush(io, local, &mut out).await;
+                        return None;
                     }
                     local.set_deadline(ctl, now_ms() + keepalive_ms, Deadline::KeepAlive);
                 }
@@ -302,21 +348,19 @@ async fn serve_http<T: Transport>(local: &Rc<Local>, ctl: &Rc<ConnCtl>, io: T) {
                         false,
                         false,
                     );
-                    let _ = flush(&io, local, &mut out).await;
-                    return;
+                    let _ = flush(io, local, &mut out).await;
+                    return None;
                 }
             }
         }
-        if flush(&io, local, &mut out).await.is_err() {
+        if flush(io, local, &mut out).await.is_err() {
             break;
         }
         if inbuf.is_empty() {
-            local.give_in_buf(std::mem::take(&mut inbuf));
+            local.give_in_buf(std::mem::take(inbuf));
         }
     }
-    if inbuf.capacity() > 0 {
-        local.give_in_buf(inbuf);
-    }
+    None
 }
 
 /// Streams a chunked body: one chunk in memory at a time, each written before the next is made.

@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -648,19 +649,51 @@ pub async fn flush<T: Transport>(io: &T, local: &Local, out: &mut Vec<u8>) -> st
     let n = out.len();
     // A peer that stops reading must not hold its session (and its buffers) forever.
     let wait = Duration::from_secs(local.limits().write_timeout.max(1));
-    match tokio::time::timeout(wait, io.write_all(std::mem::take(out))).await {
-        Ok((res, buf)) => {
+    let write = std::pin::pin!(io.write_all(std::mem::take(out)));
+    let within = Within {
+        fut: write,
+        wait,
+        timer: None,
+    };
+    match within.await {
+        Some((res, buf)) => {
             local.give_buf(buf);
             local.metrics.bytes_out.increment(n as u64);
             res
         }
-        Err(_) => {
+        None => {
             crate::fleet::guard::hit(crate::fleet::guard::Limit::WriteTimeout);
             Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 "the peer did not read for --write-timeout",
             ))
         }
+    }
+}
+
+/// The output of the future `fut` points to, or `None` once `wait` has passed without it. The
+/// timer is set up (boxed) only when the future has to wait: most writes complete at once, and
+/// every session's task would otherwise keep room for a timer at its every flush. A plain struct
+/// rather than an async fn, so that the future is stored once, by its caller.
+struct Within<'a, F: Future> {
+    fut: Pin<&'a mut F>,
+    wait: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<F: Future> Future for Within<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        if let Poll::Ready(out) = this.fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        let wait = this.wait;
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(wait)));
+        timer.as_mut().poll(cx).map(|()| None)
     }
 }
 

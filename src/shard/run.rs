@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::shard::http_conn;
 use crate::shard::hub::InboxReceiver;
 use crate::shard::io;
-use crate::shard::local::{CloseReason, Local, Shared, TICK};
+use crate::shard::local::{CloseReason, ConnCtl, Local, Shared, TICK};
 use crate::shard::uring;
 use crate::store::commit::Committer;
 
@@ -162,14 +162,12 @@ async fn accept_loop(local: Rc<Local>, listener: Listener) {
                     // names it (`http_conn`), not the proxy's own address.
                     local.count_connection(&ctl);
                 }
-                let l = local.clone();
-                tokio::task::spawn_local(async move {
-                    match conn {
-                        Conn::Uring(s) => http_conn::serve(&l, &ctl, s).await,
-                        Conn::Epoll(s) => http_conn::serve(&l, &ctl, s).await,
-                    }
-                    l.close_conn(&ctl);
-                });
+                // One task type per driver: a connection's task is sized for its own driver's
+                // futures, not the larger of the two.
+                match conn {
+                    Conn::Uring(s) => tokio::task::spawn_local(connection(local.clone(), ctl, s)),
+                    Conn::Epoll(s) => tokio::task::spawn_local(connection(local.clone(), ctl, s)),
+                };
             }
             Err(e) => {
                 // EMFILE and friends: back off briefly instead of spinning.
@@ -179,6 +177,11 @@ async fn accept_loop(local: Rc<Local>, listener: Listener) {
             }
         }
     }
+}
+
+async fn connection<T: io::Transport>(local: Rc<Local>, ctl: Rc<ConnCtl>, io: T) {
+    http_conn::serve(&local, &ctl, io).await;
+    local.close_conn(&ctl);
 }
 
 enum Conn {

@@ -914,22 +914,23 @@ impl Drop for RingStream {
 }
 
 impl Transport for RingStream {
-    async fn readable(&self) -> io::Result<()> {
-        poll_fn(|cx| self.ring.poll_readable(self.idx, self.generation, cx)).await
+    // Plain futures rather than async fns: an async fn keeps its arguments and its locals apart,
+    // and these futures sit in every session's task.
+    fn readable(&self) -> impl Future<Output = io::Result<()>> {
+        poll_fn(|cx| self.ring.poll_readable(self.idx, self.generation, cx))
     }
 
-    async fn read(&self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+    fn read(&self, mut buf: Vec<u8>) -> impl Future<Output = (io::Result<usize>, Vec<u8>)> {
         let r = self.ring.read(self.idx, self.generation, &mut buf);
-        (r, buf)
+        std::future::ready((r, buf))
     }
 
-    async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+    fn write_all(&self, buf: Vec<u8>) -> impl Future<Output = (io::Result<()>, Vec<u8>)> {
         let mut buf = Some(buf);
-        poll_fn(|cx| {
+        poll_fn(move |cx| {
             self.ring
                 .poll_write(self.idx, self.generation, &mut buf, cx)
         })
-        .await
     }
 
     fn peek(&self) -> io::Result<Option<u8>> {

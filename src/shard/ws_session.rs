@@ -39,13 +39,78 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// Commands delivered per delivery pass (the rest follow in the next pass).
 const DELIVERY_BATCH: usize = 100;
 
-pub async fn upgrade<T: Transport>(
-    local: &Rc<Local>,
-    ctl: &Rc<ConnCtl>,
-    io: T,
-    req: Request,
-    leftover: Vec<u8>,
-) {
+/// A connection whose HTTP request asked for a WebSocket: what the session starts from. Boxed
+/// when it is passed, so that neither future keeps room for the request while the session runs.
+pub struct Upgrade<T> {
+    pub io: T,
+    pub request: Request,
+    /// Bytes that arrived after the request (its buffer is charged to the read budget).
+    pub leftover: Vec<u8>,
+}
+
+pub async fn upgrade<T: Transport>(local: &Rc<Local>, ctl: &Rc<ConnCtl>, upgrade: Box<Upgrade<T>>) {
+    // Unboxed in a block of its own: a box moved out of in place keeps its allocation until the
+    // end of its scope, here the session's end.
+    let Upgrade {
+        io,
+        request,
+        mut leftover,
+    } = {
+        let boxed = upgrade;
+        *boxed
+    };
+    // Nothing came after the request: the session holds no buffer until its first read.
+    if leftover.is_empty() && leftover.capacity() > 0 {
+        local.give_in_buf(std::mem::take(&mut leftover));
+    }
+    // The request is consumed here: its headers are not kept for the session's lifetime. The
+    // handshake's buffer is scoped to this block, so that the session's task keeps no room for it.
+    let cookie_principal = {
+        // The 101 and the login session, or the refusal and nothing.
+        let (mut out, accepted) = match handshake(local, request) {
+            Ok((out, principal)) => (out, Some(principal)),
+            Err(refusal) => (refusal, None),
+        };
+        let written = flush(&io, local, &mut out).await.is_ok();
+        match accepted {
+            Some(principal) if written => principal,
+            _ => {
+                if leftover.capacity() > 0 {
+                    local.give_in_buf(leftover);
+                }
+                return;
+            }
+        }
+    };
+    let mut s = Session {
+        local,
+        ctl,
+        cookie_principal,
+        role: Role::Pending,
+        proto: generic_session::Session::default(),
+        out: Vec::new(),
+        end_reason: None,
+        rate: (local.limits().max_msg_rate > 0).then(|| {
+            Box::new(crate::fleet::guard::MsgRate::new(
+                local.limits().max_msg_rate,
+                now_ms(),
+            ))
+        }),
+    };
+    local.set_deadline(
+        ctl,
+        now_ms() + local.limits().register_timeout * 1000,
+        Deadline::Register,
+    );
+    s.run(&io, leftover).await;
+    s.end();
+}
+
+/// The 101 to send, and the dashboard's login session if the upgrade request's cookie names one.
+type Accepted = (Vec<u8>, Option<Box<Principal>>);
+
+/// The WebSocket handshake's answer, or the refusal to send before closing.
+fn handshake(local: &Local, req: Request) -> Result<Accepted, Vec<u8>> {
     let headers = req.headers.iter().map(|(k, v)| (k.as_str(), v.as_slice()));
     let mut out = Vec::new();
     match ws::handshake::accept("GET", headers) {
@@ -56,33 +121,11 @@ pub async fn upgrade<T: Transport>(
                 r = r.with_header(name, value.to_string());
             }
             r.write_to(out_buf(local, &mut out), false, false);
-            let _ = flush(&io, local, &mut out).await;
-            return;
+            return Err(out);
         }
     }
-    if flush(&io, local, &mut out).await.is_err() {
-        return;
-    }
     // A dashboard subscribes without a token: its login session comes with the upgrade request.
-    let cookie_principal = cookie_principal(local, &req);
-    let mut s = Session {
-        local,
-        ctl,
-        cookie_principal,
-        role: Role::Pending,
-        proto: generic_session::Session::default(),
-        out: Vec::new(),
-        end_reason: None,
-        rate: (local.limits().max_msg_rate > 0)
-            .then(|| crate::fleet::guard::MsgRate::new(local.limits().max_msg_rate, now_ms())),
-    };
-    local.set_deadline(
-        ctl,
-        now_ms() + local.limits().register_timeout * 1000,
-        Deadline::Register,
-    );
-    s.run(&io, leftover).await;
-    s.end();
+    Ok((out, cookie_principal(local, &req).map(Box::new)))
 }
 
 /// The dashboard session of an upgrade request, if its cookie names a live one whose password need
@@ -118,7 +161,7 @@ pub(super) struct Session<'a> {
     pub(super) local: &'a Rc<Local>,
     pub(super) ctl: &'a Rc<ConnCtl>,
     /// Who the upgrade request's session cookie belongs to (for a token-less admin subscribe).
-    cookie_principal: Option<Principal>,
+    cookie_principal: Option<Box<Principal>>,
     pub(super) role: Role,
     /// The generic protocol's rules (roles, msg_id window, ack order), sans-IO; this session
     /// carries out its actions. Unused by terminals, which have their own conversation.
@@ -126,8 +169,10 @@ pub(super) struct Session<'a> {
     out: Vec<u8>,
     /// Why the session ended, for the `device_disconnected` event: the first cause wins.
     pub(super) end_reason: Option<&'static str>,
-    /// `--max-msg-rate`: frames per second this session may send before reading stops.
-    rate: Option<crate::fleet::guard::MsgRate>,
+    /// `--max-msg-rate`: frames per second this session may send before reading stops. Boxed, as
+    /// are the role's larger variants: this struct is part of every held session's task, whose
+    /// allocation is rounded up to a size class (see ARCHITECTURE.md, "Memory per session").
+    rate: Option<Box<crate::fleet::guard::MsgRate>>,
 }
 
 impl Session<'_> {
@@ -151,11 +196,11 @@ impl Session<'_> {
         self.send_text(&generic::error(code, message, msg_id));
     }
 
-    async fn run<T: Transport>(&mut self, io: &T, leftover: Vec<u8>) {
+    /// `inbuf`: the bytes that came after the upgrade request.
+    async fn run<T: Transport>(&mut self, io: &T, mut inbuf: Vec<u8>) {
         let mut decoder = ws::Decoder::new(self.message_limits());
         // What the decoder's assembly buffer (a fragmented message) is charged to the budgets.
         let mut assembly = 0;
-        let mut inbuf = leftover;
         let inflight_limit = self.local.limits().inflight_limit;
         loop {
             self.drain_outbox().await;
@@ -181,10 +226,7 @@ impl Session<'_> {
             }
             // Bytes left over from the upgrade request or a previous read are decoded first.
             if !inbuf.is_empty() {
-                match self
-                    .decode_all(&mut decoder, &mut assembly, &mut inbuf)
-                    .await
-                {
+                match Box::pin(self.decode_all(&mut decoder, &mut assembly, &mut inbuf)).await {
                     Ok(()) => {}
                     Err((code, reason)) => {
                         self.ctl.request_close(CloseReason::Ws(code, reason));
@@ -215,23 +257,24 @@ impl Session<'_> {
                 .oldest_batch()
                 .or_else(|| self.oldest_unanswered())
                 .cloned();
-            tokio::select! {
-                biased;
-                _ = self.ctl.wake.notified() => continue,
-                _ = tokio::time::sleep(Duration::from_millis(hold)), if hold > 0 => continue,
-                _ = self.local.in_buf_freed(), if starved => continue,
-                _ = async { if let Some(t) = &front { t.wait().await; } }, if front.is_some() => continue,
-                _ = self.local.batcher.room(), if !can_read && front.is_none() => continue,
-                _ = tokio::time::sleep(terminal::TICK), if self.terminal_busy() => {
-                    Box::pin(self.terminal_tick()).await;
-                    continue;
+            let idle = can_read && front.is_none() && !self.terminal_busy();
+            let readable = if idle {
+                // Where a held session spends its life: only its socket and its wake are waited
+                // on, so that its suspended task holds nothing else (the waits below are boxed).
+                tokio::select! {
+                    biased;
+                    _ = self.ctl.wake.notified() => continue,
+                    r = io.readable() => r,
                 }
-                r = io.readable(), if can_read => {
-                    if r.is_err() {
-                        self.end_reason.get_or_insert("connection lost");
-                        break;
-                    }
+            } else {
+                match Box::pin(self.wait_busy(io, hold, starved, can_read, front)).await {
+                    Some(r) => r,
+                    None => continue,
                 }
+            };
+            if readable.is_err() {
+                self.end_reason.get_or_insert("connection lost");
+                break;
             }
             if inbuf.capacity() == 0 {
                 inbuf = self.local.take_in_buf();
@@ -260,10 +303,10 @@ impl Session<'_> {
                 }
                 Ok(n) => self.local.metrics.bytes_in.increment(n as u64),
             }
-            if let Err((code, reason)) = self
-                .decode_all(&mut decoder, &mut assembly, &mut inbuf)
-                .await
-            {
+            // Boxed (one allocation per read): handling a frame can wait (a registration's
+            // hand-over, a terminal's answers), and an idle session must not keep room for it.
+            let decoded = Box::pin(self.decode_all(&mut decoder, &mut assembly, &mut inbuf)).await;
+            if let Err((code, reason)) = decoded {
                 self.ctl.request_close(CloseReason::Ws(code, reason));
             }
             if inbuf.is_empty() {
@@ -276,6 +319,32 @@ impl Session<'_> {
             self.local.give_in_buf(inbuf);
         }
         self.local.in_buf_resized(assembly, 0);
+    }
+
+    /// The wait of a session with something under way (records being committed, a rate hold, a
+    /// starved read, a terminal's pending answers): `Some` when the socket is readable (or failed),
+    /// `None` when something else woke the session.
+    async fn wait_busy<T: Transport>(
+        &mut self,
+        io: &T,
+        hold: u64,
+        starved: bool,
+        can_read: bool,
+        front: Option<Rc<Ticket>>,
+    ) -> Option<std::io::Result<()>> {
+        tokio::select! {
+            biased;
+            _ = self.ctl.wake.notified() => None,
+            _ = tokio::time::sleep(Duration::from_millis(hold)), if hold > 0 => None,
+            _ = self.local.in_buf_freed(), if starved => None,
+            _ = async { if let Some(t) = &front { t.wait().await; } }, if front.is_some() => None,
+            _ = self.local.batcher.room(), if !can_read && front.is_none() => None,
+            _ = tokio::time::sleep(terminal::TICK), if self.terminal_busy() => {
+                Box::pin(self.terminal_tick()).await;
+                None
+            }
+            r = io.readable(), if can_read => Some(r),
+        }
     }
 
     /// What the decoder accepts now. Before the first frame names a dialect, and until a terminal
@@ -698,7 +767,7 @@ impl Session<'_> {
         // A token (bootstrap admin token or named API token) if sent, else the session cookie.
         let principal = match token {
             Some(t) => principal::bearer(self.local.fleet(), &self.local.batcher, t, now_ms()),
-            None => self.cookie_principal.take(),
+            None => self.cookie_principal.take().map(|p| *p),
         };
         let Some(principal) = principal.filter(|_| role == "admin") else {
             self.local.metrics.auth_failures.increment(1);
