@@ -17,7 +17,7 @@ use crate::terminal::{
     Identity, Known,
 };
 use crate::ws::{CloseError, Decoder, Event, LenEncoding, Limits, Opcode};
-use crate::{attendance, device_http, generic, http, json, lenient, ws};
+use crate::{attendance, device_http, generic, http, json, lenient, raw_member, ws};
 
 /// The targets by name: the directories under `fuzz/seeds/` and `fuzz/regressions/`.
 pub const TARGETS: &[(&str, fn(&[u8]))] = &[
@@ -497,6 +497,16 @@ pub fn generic(data: &[u8]) {
     let Ok(v) = generic::parse(&mut frame) else {
         return;
     };
+    // The payload kept as received reads as the payload the parser saw.
+    if let Some(r) = raw_member::span(data, b"payload") {
+        let kept = simd_json::to_owned_value(&mut data[r].to_vec()).expect("the span is JSON");
+        let parsed = v.get("payload").map(|p| OwnedValue::from(p.clone()));
+        assert_eq!(
+            Some(kept),
+            parsed,
+            "the span is not the payload the parser saw"
+        );
+    }
     let unlimited = generic::classify(&v, usize::MAX);
     let limited = generic::classify(&v, LIMIT);
     if let Ok(m) = &limited {

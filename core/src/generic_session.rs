@@ -125,6 +125,17 @@ impl<T> Default for Session<T> {
 const NOT_REGISTERED: &str = "the first frame must be a register or subscribe message";
 const NOT_STORED: &str = "the record could not be stored; send it again";
 
+/// The text of the top-level member `key` as the device sent it, if it can be kept as is: found
+/// unambiguously (`raw_member::span`), UTF-8, and on one line (records are stored and exported one
+/// a line, NDJSON; a payload spread over lines is re-encoded instead).
+fn as_received(frame: &[u8], key: &[u8]) -> Option<String> {
+    let text = frame.get(crate::raw_member::span(frame, key)?)?;
+    if text.contains(&b'\n') || text.contains(&b'\r') {
+        return None;
+    }
+    String::from_utf8(text.to_vec()).ok()
+}
+
 fn error(out: &mut Vec<Action>, code: &str, message: &str, msg_id: Option<&str>) {
     out.push(Action::Count(Counted::ProtocolError));
     out.push(Action::Send(generic::error(code, message, msg_id)));
@@ -151,6 +162,12 @@ impl<T: Clone> Session<T> {
             usize::MAX
         } else {
             MAX_PAYLOAD
+        };
+        // A registered device's payload is kept as it was sent (validated by the parse below, not
+        // re-encoded): found before the parse, which overwrites strings in place.
+        let mut raw_payload = match self.role {
+            Role::Device(_) => as_received(frame, b"payload"),
+            _ => None,
         };
         let value = match generic::parse(frame) {
             Ok(v) => v,
@@ -217,7 +234,7 @@ impl<T: Clone> Session<T> {
                     return mismatch_error(out, msg_id);
                 }
                 let record = Record::Telemetry {
-                    payload: json::encode(payload),
+                    payload: raw_payload.take().unwrap_or_else(|| json::encode(payload)),
                     ts: ts.map(json::encode),
                 };
                 self.store(&mut out, record, msg_id);
@@ -238,7 +255,10 @@ impl<T: Clone> Session<T> {
                 }
                 let record = Record::Event {
                     event_type: event_type.to_string(),
-                    payload: payload.map_or_else(|| "{}".to_string(), json::encode),
+                    payload: payload.map_or_else(
+                        || "{}".to_string(),
+                        |p| raw_payload.take().unwrap_or_else(|| json::encode(p)),
+                    ),
                 };
                 self.store(&mut out, record, msg_id);
             }
@@ -254,7 +274,7 @@ impl<T: Clone> Session<T> {
                 out.push(Action::CommandResult {
                     command_id: command_id.to_string(),
                     ok,
-                    payload: payload.map(json::encode),
+                    payload: payload.map(|p| raw_payload.take().unwrap_or_else(|| json::encode(p))),
                 });
             }
             (Role::Admin { read_only: true }, Inbound::Command { .. }) => {
@@ -465,6 +485,48 @@ mod tests {
         )));
         let a = s.on_frame(&mut frame(r#"{"type":"telemetry","payload":{}}"#));
         assert_eq!(a.last(), Some(&Action::Close(1008, "not registered")));
+    }
+
+    /// What a device sent is what is stored: its numbers, spacing and key order, not the parser's
+    /// re-encoding; a payload spread over lines is re-encoded onto one (records are stored and
+    /// exported one a line).
+    #[test]
+    fn payloads_are_stored_as_the_device_sent_them() {
+        let stored = |f: &str| {
+            let mut s = registered();
+            s.on_frame(&mut frame(f))
+                .into_iter()
+                .find_map(|a| match a {
+                    Action::Store { record, .. } => Some(record),
+                    _ => None,
+                })
+                .unwrap_or_else(|| panic!("not stored: {f}"))
+        };
+        let sent = r#"{"z": 1.50, "a": [1e3, "x\"y"], "b": -0.0}"#;
+        assert_eq!(
+            stored(&format!(
+                r#"{{"type":"telemetry","payload":{sent},"msg_id":"m"}}"#
+            )),
+            Record::Telemetry {
+                payload: sent.into(),
+                ts: None
+            }
+        );
+        assert_eq!(
+            stored(&format!(
+                r#"{{"type":"event","event_type":"door","payload":{sent}}}"#
+            )),
+            Record::Event {
+                event_type: "door".into(),
+                payload: sent.into()
+            }
+        );
+        let Record::Telemetry { payload, .. } =
+            stored("{\"type\":\"telemetry\",\"payload\":{\n  \"t\": 1\n}}")
+        else {
+            panic!("telemetry")
+        };
+        assert_eq!(payload, r#"{"t":1}"#);
     }
 
     #[test]

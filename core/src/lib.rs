@@ -20,6 +20,7 @@ pub mod json;
 pub mod keepalive;
 pub mod lenient;
 pub mod proxy_header;
+pub mod raw_member;
 pub mod smackbio;
 pub mod terminal;
 pub mod time;
