@@ -10,7 +10,6 @@
 //! ticket reports success.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -22,14 +21,8 @@ use tokio::sync::{Notify, oneshot};
 
 use super::{Cf, Store, StoreError};
 
-/// Batches a shard may have at its committer at once. The next batch is queued while one is being
-/// written, so the committer starts on it the moment the write before it is durable, without a
-/// round trip through the shard's runtime (which, under load, answers only when its turn comes).
-/// One committer thread writes them one after the other: batches reach the store in staging order,
-/// and their tickets resolve in that order.
-const IN_FLIGHT: usize = 2;
-/// The batcher never has more than `IN_FLIGHT` batches out, so a send never waits for room.
-const COMMITTER_QUEUE: usize = IN_FLIGHT;
+/// The batcher sends one batch and waits for it, so one slot is all the queue ever needs.
+const COMMITTER_QUEUE: usize = 1;
 
 struct Job {
     batch: WriteBatch,
@@ -165,8 +158,7 @@ pub struct Batcher {
     kick: Notify,
     room: Notify,
     idle: Notify,
-    /// Batches sent to the committer and not yet answered.
-    in_flight: Cell<usize>,
+    in_flight: Cell<bool>,
     max_bytes: usize,
 }
 
@@ -183,7 +175,7 @@ impl Batcher {
             kick: Notify::new(),
             room: Notify::new(),
             idle: Notify::new(),
-            in_flight: Cell::new(0),
+            in_flight: Cell::new(false),
             max_bytes,
         }
     }
@@ -245,71 +237,49 @@ impl Batcher {
     }
 
     /// The commit loop; runs for the shard's life and returns once `close` was called and the last
-    /// batch is committed. Up to `IN_FLIGHT` batches are at the committer; the oldest is answered
-    /// first whatever order the answers come in.
+    /// batch is committed.
     pub async fn run(&self) {
-        let mut flying: VecDeque<(oneshot::Receiver<Result<(), String>>, Rc<Ticket>)> =
-            VecDeque::new();
         loop {
             let kicked = self.kick.notified();
             let empty = self.open.borrow().batch.is_empty();
-            if !empty && flying.len() < IN_FLIGHT {
-                if let Some(sent) = self.send_open() {
-                    flying.push_back(sent);
-                }
-                self.in_flight.set(flying.len());
-                continue;
-            }
-            let room = flying.len() < IN_FLIGHT;
-            let Some((done, _)) = flying.front_mut() else {
+            if empty {
                 if self.committer.borrow().is_none() {
                     return;
                 }
                 self.idle.notify_waiters();
                 kicked.await;
                 continue;
-            };
-            // With room for another batch, a record staged meanwhile is sent at once.
-            let answer = if room {
-                tokio::select! {
-                    r = &mut *done => Some(r),
-                    _ = kicked => None,
-                }
-            } else {
-                Some(done.await)
-            };
-            let Some(answer) = answer else { continue };
-            if let Some((_, ticket)) = flying.pop_front() {
-                self.in_flight.set(flying.len());
-                ticket.resolve(matches!(answer, Ok(Ok(()))));
             }
-        }
-    }
-
-    /// Sends the open batch to the committer, leaving a new one open: the answer to wait for and
-    /// the ticket it resolves. `None` when it could not be sent (no committer: closed, or its
-    /// thread gone), its ticket then resolved as failed.
-    fn send_open(&self) -> Option<(oneshot::Receiver<Result<(), String>>, Rc<Ticket>)> {
-        let Open { batch, ticket } = std::mem::replace(
-            &mut *self.open.borrow_mut(),
-            Open {
-                batch: WriteBatch::default(),
-                ticket: Rc::default(),
-            },
-        );
-        self.room.notify_waiters();
-        let (done_tx, done_rx) = oneshot::channel();
-        let sent = self.committer.borrow().as_ref().map(|c| {
-            c.tx.send(Job {
-                batch,
-                done: done_tx,
-            })
-        });
-        if matches!(sent, Some(Ok(()))) {
-            Some((done_rx, ticket))
-        } else {
-            ticket.resolve(false);
-            None
+            let Open { batch, ticket } = std::mem::replace(
+                &mut *self.open.borrow_mut(),
+                Open {
+                    batch: WriteBatch::default(),
+                    ticket: Rc::default(),
+                },
+            );
+            self.room.notify_waiters();
+            let (done_tx, done_rx) = oneshot::channel();
+            let sent = self
+                .committer
+                .borrow()
+                .as_ref()
+                .map(|c| c.tx.clone())
+                .map(|tx| {
+                    tx.send(Job {
+                        batch,
+                        done: done_tx,
+                    })
+                });
+            let ok = match sent {
+                Some(Ok(())) => {
+                    self.in_flight.set(true);
+                    let r = matches!(done_rx.await, Ok(Ok(())));
+                    self.in_flight.set(false);
+                    r
+                }
+                _ => false,
+            };
+            ticket.resolve(ok);
         }
     }
 
@@ -317,7 +287,7 @@ impl Batcher {
     pub async fn flush(&self) {
         loop {
             let idle = self.idle.notified();
-            if self.open.borrow().batch.is_empty() && self.in_flight.get() == 0 {
+            if self.open.borrow().batch.is_empty() && !self.in_flight.get() {
                 return;
             }
             self.kick.notify_one();
@@ -407,54 +377,6 @@ mod tests {
                 "commit() reports the failure"
             );
             assert!(tmp.store().get(Cf::Meta, b"a").expect("get").is_none());
-            batcher.close();
-            run.await.expect("batcher loop");
-        });
-    }
-
-    /// The invariant where it lives: a second batch goes to the committer while the first is being
-    /// written, a third waits for room, and tickets resolve oldest first even when the answers
-    /// come the other way round.
-    #[test]
-    fn two_batches_are_in_flight_and_answered_in_staging_order() {
-        let tmp = TempStore::open("commit-two", false).expect("store");
-        // The test plays the committer thread: it takes the jobs and answers them itself.
-        let (tx, rx) = channel::bounded::<Job>(COMMITTER_QUEUE);
-        let batcher = Rc::new(Batcher::new(tmp.store().clone(), Committer { tx }, 1 << 20));
-        run_local(async {
-            let run = tokio::task::spawn_local({
-                let b = batcher.clone();
-                async move { b.run().await }
-            });
-            let settle = || async {
-                for _ in 0..10 {
-                    tokio::task::yield_now().await;
-                }
-            };
-            let a = batcher.stage(|st| put(st, b"a")).expect("stage");
-            settle().await;
-            let b = batcher.stage(|st| put(st, b"b")).expect("stage");
-            settle().await;
-            let c = batcher.stage(|st| put(st, b"c")).expect("stage");
-            settle().await;
-            let first = rx.try_recv().expect("the first batch was sent");
-            let second = rx
-                .try_recv()
-                .expect("the second was sent while the first is out");
-            assert!(rx.try_recv().is_err(), "a third waits for room");
-            assert_eq!((first.batch.len(), second.batch.len()), (1, 1));
-            // The second answer comes first: nothing resolves until the first does.
-            second.done.send(Ok(())).expect("answer");
-            settle().await;
-            assert_eq!((a.outcome(), b.outcome()), (None, None));
-            assert!(rx.try_recv().is_err(), "still two out");
-            first.done.send(Err("disk full".into())).expect("answer");
-            settle().await;
-            assert_eq!((a.outcome(), b.outcome()), (Some(false), Some(true)));
-            let third = rx.try_recv().expect("the third goes once there is room");
-            third.done.send(Ok(())).expect("answer");
-            assert!(c.wait().await);
-            batcher.flush().await;
             batcher.close();
             run.await.expect("batcher loop");
         });
