@@ -62,10 +62,10 @@ fn skip_ws(text: &[u8], mut i: usize) -> usize {
 fn string_close(text: &[u8], open: usize) -> Option<usize> {
     let mut i = open + 1;
     loop {
-        match text.get(i)? {
-            b'\\' => i += 2,
+        i += memchr::memchr2(b'"', b'\\', text.get(i..)?)?;
+        match text[i] {
             b'"' => return Some(i),
-            _ => i += 1,
+            _ => i += 2,
         }
     }
 }
