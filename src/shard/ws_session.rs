@@ -171,7 +171,7 @@ pub(super) struct Session<'a> {
     pub(super) end_reason: Option<&'static str>,
     /// `--max-msg-rate`: frames per second this session may send before reading stops. Boxed, as
     /// are the role's larger variants: this struct is part of every held session's task, whose
-    /// allocation is rounded up to a size class (see ARCHITECTURE.md, "Memory per session").
+    /// allocation is rounded up to a size class (ARCHITECTURE.md: "A held session costs its state").
     rate: Option<Box<crate::fleet::guard::MsgRate>>,
 }
 
