@@ -126,11 +126,12 @@ const NOT_REGISTERED: &str = "the first frame must be a register or subscribe me
 const NOT_STORED: &str = "the record could not be stored; send it again";
 
 /// The text of the top-level member `key` as the device sent it, if it can be kept as is: found
-/// unambiguously (`raw_member::span`), UTF-8, and on one line (records are stored and exported one
-/// a line, NDJSON; a payload spread over lines is re-encoded instead).
+/// unambiguously (`raw_member::span`), UTF-8, on one line (records are stored and exported one a
+/// line, NDJSON), and within `MAX_PAYLOAD` as sent (the limit is checked on the compact text, which
+/// a spaced-out payload exceeds). Otherwise the payload is re-encoded.
 fn as_received(frame: &[u8], key: &[u8]) -> Option<String> {
     let text = frame.get(crate::raw_member::span(frame, key)?)?;
-    if text.contains(&b'\n') || text.contains(&b'\r') {
+    if text.len() > MAX_PAYLOAD || text.contains(&b'\n') || text.contains(&b'\r') {
         return None;
     }
     String::from_utf8(text.to_vec()).ok()
@@ -527,6 +528,14 @@ mod tests {
             panic!("telemetry")
         };
         assert_eq!(payload, r#"{"t":1}"#);
+        // Spaced out past the limit as sent, within it once compact: stored compact.
+        let spaced = format!(r#"{{"a":1{}}}"#, " ".repeat(MAX_PAYLOAD));
+        let Record::Telemetry { payload, .. } =
+            stored(&format!(r#"{{"type":"telemetry","payload":{spaced}}}"#))
+        else {
+            panic!("telemetry")
+        };
+        assert_eq!(payload, r#"{"a":1}"#);
     }
 
     #[test]
