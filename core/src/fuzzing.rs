@@ -38,6 +38,17 @@ pub fn harness(target: &str) -> Option<fn(&[u8])> {
     TARGETS.iter().find(|(n, _)| *n == target).map(|(_, f)| *f)
 }
 
+/// Whether an object anywhere in `v` has a key twice (a standalone parse keeps both).
+fn repeats_a_key(v: &OwnedValue) -> bool {
+    if let Some(o) = v.as_object() {
+        let mut seen = std::collections::HashSet::new();
+        return o
+            .iter()
+            .any(|(k, v)| !seen.insert(k.as_str()) || repeats_a_key(v));
+    }
+    v.as_array().is_some_and(|a| a.iter().any(repeats_a_key))
+}
+
 fn is_json(text: &str) -> bool {
     simd_json::to_owned_value(&mut text.as_bytes().to_vec()).is_ok()
 }
@@ -497,15 +508,20 @@ pub fn generic(data: &[u8]) {
     let Ok(v) = generic::parse(&mut frame) else {
         return;
     };
-    // The payload kept as received reads as the payload the parser saw.
+    // The payload kept as received reads as the payload the parser saw. A key repeated inside the
+    // payload is kept as sent, and simd-json collapses a repeat in a nested object but not in a
+    // top-level one, so such payloads are left out of the comparison (the span's bounds are still
+    // checked: it must parse).
     if let Some(r) = raw_member::span(data, b"payload") {
         let kept = simd_json::to_owned_value(&mut data[r].to_vec()).expect("the span is JSON");
         let parsed = v.get("payload").map(|p| OwnedValue::from(p.clone()));
-        assert_eq!(
-            Some(kept),
-            parsed,
-            "the span is not the payload the parser saw"
-        );
+        if !repeats_a_key(&kept) {
+            assert_eq!(
+                Some(kept),
+                parsed,
+                "the span is not the payload the parser saw"
+            );
+        }
     }
     let unlimited = generic::classify(&v, usize::MAX);
     let limited = generic::classify(&v, LIMIT);

@@ -8,7 +8,8 @@
 
 use std::ops::Range;
 
-/// The bytes of the value of `key` in the JSON object `text`. `None` when `text` is not an object,
+/// The bytes of the value of `key` in the JSON object `text`; what is inside the value, a key
+/// repeated in a nested object included, is the sender's own. `None` when `text` is not an object,
 /// has no such key, has it twice (a parser keeps one of the two: which is its business), or has a
 /// top-level key with an escape in it (its name cannot be compared without decoding).
 pub fn span(text: &[u8], key: &[u8]) -> Option<Range<usize>> {
