@@ -131,10 +131,10 @@ const NOT_STORED: &str = "the record could not be stored; send it again";
 /// a spaced-out payload exceeds). Otherwise the payload is re-encoded.
 fn as_received(frame: &[u8], key: &[u8]) -> Option<String> {
     let text = frame.get(crate::raw_member::span(frame, key)?)?;
-    if text.len() > MAX_PAYLOAD || text.contains(&b'\n') || text.contains(&b'\r') {
+    if text.len() > MAX_PAYLOAD || memchr::memchr2(b'\n', b'\r', text).is_some() {
         return None;
     }
-    String::from_utf8(text.to_vec()).ok()
+    std::str::from_utf8(text).ok().map(str::to_owned)
 }
 
 fn error(out: &mut Vec<Action>, code: &str, message: &str, msg_id: Option<&str>) {
