@@ -195,6 +195,26 @@ for name, text in {
 }.items():
     seed("device_http", name, text)
 
+# --- ZKTeco ADMS (protocols.md §4.2; core/src/zkteco/tests.rs, tests/zkteco.rs) -----------------
+# First byte: 0 cdata (GET, or POST with bit 4: 4), 1 getrequest, 2 devicecmd, 3 ping; 8 and up a
+# command (name NUL payload). Then the query, NUL, the body.
+ZK_PHOTO = b"PIN=20260612091530-7.jpg\nSN=ZK0001\nsize=4\nCMD=uploadphoto\0\xff\xd8\x00\xd9"
+for name, data in {
+    "handshake": b"\x00SN=ZK0001&options=all&pushver=2.4.1&language=69",
+    "attlog": b"\x04SN=ZK0001&table=ATTLOG&Stamp=9999\x001\t2026-06-12 09:15:30\t0\t1\t0\t0\t\r\n0012\t2026-06-12 09:16:00\t255\t15\r\n\r\nA7\t2026-06-12 09:18:00\n8\n",
+    "operlog": b"\x04SN=ZK0001&table=OPERLOG&Stamp=1\x00USER PIN=7\tName=Ann Lee\tPri=14\tPasswd=1234\tCard=99887766\tGrp=1\r\nFP PIN=7\tFID=3\tSize=8\tValid=1\tTMP=QUJDRA==\nFACE PIN=7\tFID=0\tTMP=x\nUSERPIC PIN=7\tContent=UElDVA==\nBIODATA Pin=7\tNo=2\tType=1\tTmp=QklP\nOPLOG 4\t0\t2026-06-12 09:00:00\t0\t0\t0\t0\nWHATEVER a=b\n",
+    "attphoto": b"\x04SN=ZK0001&table=ATTPHOTO&Stamp=2\x00" + ZK_PHOTO,
+    "options": b"\x04SN=ZK0001&table=options\x00~DeviceName=SpeedFace-V5L,MAC=00:17:61:12:34:56\r\nFWVersion=Ver 6.60\n",
+    "poll": b"\x01SN=ZK0001&INFO=Ver%206.60,3,1,5,127.0.0.1",
+    "devicecmd": b"\x02SN=ZK0001\x00ID=7&Return=0&CMD=REBOOT\r\nID=8&Return=-1004&CMD=DATA\nID=10&Return=3&CMD=DATA&Count=3\n",
+    "ping_wrong_method": b"\x07SN=ZK0001",
+    "no_sn": b"\x00options=all",
+    "cmd_set_user": b'\x08set_user\x00{"enrollid":7,"name":"Ann Lee","admin":14,"card":"99887766","password":"1234"}',
+    "cmd_fetch_logs": b'\x08fetch_logs\x00{"start":"2026-06-01 00:00:00","end":"2026-06-12 09:00:00"}',
+    "cmd_raw": b'\x08raw\x00{"command":"DATA QUERY USERINFO PIN=1"}',
+}.items():
+    seed("zkteco", name, data)
+
 # --- Dictionaries (libFuzzer -dict): the words each protocol is made of ---------------------------
 AF_WORDS = "access admin all backupnum cleanadmin cleanlog cleanuser cloudtime cmd confirm count cpusn deleteuser delete_user devinfo door enableuser enflag enrollid event fetch_logs firmware from get_users getalllog getdevinfo getnewlog gettime getuserinfo getuserlist heartbeat image inout logindex mode modelname name nosenduser open_door opendoor raw reason reboot record records reg result ret sendlog sendqrcode senduser set_time set_user settime setuserinfo sn stn time to userid verifymode".split()
 SB_TAGS = "APStat Action AdminLog AdminLog_v2 AttendStat BeginLogPos CloudId DevTime DeviceSerialNo Event GetFirstGlog GetFirstUserData GetNextGlog GetNextUserDataExt GetUserData JobCode KeepAlive LockControl LogID LogId LogImage Login Message Mode Name OpLog_v2 Operation Photo Privilege ProductName Register Request Response Restart Result ServerTime Session SetTime SetUserData TerminalID TerminalType Time TimeLog TimeLog_v2 Token TransID UserID UserID_Base36 UtcTimezoneMinutes".split()
@@ -216,6 +236,7 @@ dicts = {
     "aiface": [f'"{w}"' for w in AF_WORDS] + ['2026-06-12 09:00:00', 'CONFIRM'] + JSON_PUNCT + ['\0T\0\x10', '\0IU', '\0IK', '\0C'],
     "device_http": [f'"{w}"' for w in AF_WORDS + ["checklive", "utc_offset_minutes"]] + ['2026-06-12T09:15:30Z', '2026-6-1 8:5:3', '.123456789', '+08:00'] + JSON_PUNCT,
     "generic": [f'"{w}"' for w in GENERIC_WORDS] + JSON_PUNCT,
+    "zkteco": ["SN=", "&table=", "ATTLOG", "OPERLOG", "ATTPHOTO", "options", "&Stamp=", "INFO=", "\t", "\r\n", "\0", "USER PIN=", "FP PIN=", "FACE PIN=", "USERPIC PIN=", "BIODATA Pin=", "OPLOG ", "Name=", "Pri=", "Passwd=", "Card=", "FID=", "TMP=", "Type=", "No=", "ID=", "&Return=", "&CMD=", "CMD=uploadphoto", ".jpg", "2026-06-12 09:15:30", "20260612091530-", "reboot", "set_user", "delete_user", "get_users", "fetch_logs", "clear_log", "raw", "enrollid", "confirm", "command", "start", "end"] + JSON_PUNCT,
     "smackbio": [f"<{t}>" for t in SB_TAGS] + [f"</{t}>" for t in SB_TAGS] + ['<?xml version="1.0"?>', '&amp;', '&#x41;', '<![CDATA[', ']]>', '2026-08-29-T08:15:30Z', 'OK', 'Fail', 'success', 'fail', '/>', '\0T\0\x10', '\0IU', '\0IK', '\0C'],
     "http_request": HTTP_WORDS,
     "http_response": HTTP_WORDS + ["HTTP/1.1 200 OK", "HTTP/1.1 100 Continue", "HTTP/1.1 101 Switching Protocols", "HTTP/1.1 204 No Content", "HTTP/1.1 304 Not Modified", "0\r\n\r\n", ";ext=1", "ffffffffffffffff"],

@@ -26,5 +26,5 @@ pub mod serve;
 // build it alone; re-exported so the rest of the server keeps using `crate::ws` and friends.
 pub use fleetgate_core::{
     ack_window, aiface, cidr, clock, generic, generic_session, http, json, keepalive, lenient,
-    proxy_header, raw_member, smackbio, terminal, time, timer_wheel, ws,
+    proxy_header, raw_member, smackbio, terminal, time, timer_wheel, ws, zkteco,
 };

@@ -1173,9 +1173,17 @@ fn admin_command_over_ws(io: &str) {
     assert_eq!(s(&cmd, "command"), "unlock");
     assert_eq!(u(field(&cmd, "payload"), "door"), 1);
     ws.send_json(
-        &json!({"type":"command_result","command_id": cid.as_str(),"status":"ok","payload":{}}),
+        &json!({"type":"command_result","command_id": cid.as_str(),"status":"ok","payload":{"opened":true}}),
     );
     srv.wait_command_status(&dev.id, &cid, "acked");
+    // The outcome is pushed to the admins once durable.
+    let r = admin.recv_type("command_result", T);
+    assert_eq!(s(&r, "command_id"), cid);
+    assert_eq!(s(&r, "device_id"), dev.id);
+    assert_eq!(s(&r, "command"), "unlock");
+    assert_eq!(s(&r, "status"), "acked");
+    assert_eq!(enc(field(&r, "result")), r#"{"opened":true}"#);
+    assert_rfc3339(s(&r, "ts"));
 
     // To an offline device: queued, delivered on register.
     ws.close();

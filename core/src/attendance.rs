@@ -185,17 +185,23 @@ pub fn parse_record(v: &Value) -> Result<Punch, RecordError> {
     })
 }
 
+/// A punch's idempotency key's hash, from its parts: what `Punch::identity` is, for a caller that
+/// names a punch without its record (a ZKTeco `ATTPHOTO` names its punch by PIN and time).
+pub fn identity(enrollid: u64, local: &DateTime, event: Option<i64>) -> [u8; 16] {
+    let mut h = Sha256::new();
+    h.update(enrollid.to_be_bytes());
+    h.update(local.to_string().as_bytes());
+    h.update(event.unwrap_or(i64::MIN).to_be_bytes());
+    let d = h.finalize();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&d[..16]);
+    out
+}
+
 impl Punch {
     /// The idempotency key's hash: user id, local wall time (normalised), event.
     pub fn identity(&self) -> [u8; 16] {
-        let mut h = Sha256::new();
-        h.update(self.enrollid.to_be_bytes());
-        h.update(self.local.to_string().as_bytes());
-        h.update(self.event.unwrap_or(i64::MIN).to_be_bytes());
-        let d = h.finalize();
-        let mut out = [0u8; 16];
-        out.copy_from_slice(&d[..16]);
-        out
+        identity(self.enrollid, &self.local, self.event)
     }
 
     /// The UTC instant: an explicit offset in the time wins, then the offset the device gave for

@@ -17,7 +17,9 @@ use crate::terminal::{
     Identity, Known,
 };
 use crate::ws::{CloseError, Decoder, Event, LenEncoding, Limits, Opcode};
-use crate::{attendance, device_http, generic, http, json, lenient, raw_member, ws};
+use crate::{
+    attendance, device_http, generic, http, json, lenient, raw_member, ws, zkteco as adms,
+};
 
 /// The targets by name: the directories under `fuzz/seeds/` and `fuzz/regressions/`.
 pub const TARGETS: &[(&str, fn(&[u8]))] = &[
@@ -31,6 +33,7 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("smackbio", smackbio),
     ("device_http", device_http),
     ("proxy_header", proxy_header),
+    ("zkteco", zkteco),
 ];
 
 /// The harness named `target`, if there is one.
@@ -1111,4 +1114,139 @@ pub fn proxy_header(data: &[u8]) {
             assert_eq!(parse(&data[..cut]), Ok(Parsed::Partial), "cut at {cut}");
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// ZKTeco ADMS: the first byte `b` picks what the input is; the rest is split at the first NUL.
+/// `b % 16` < 8: a request to endpoint `b % 4` (cdata, getrequest, devicecmd, ping) with that
+/// endpoint's own method, or the other one when `b & 4` is set; the query before the NUL and
+/// the body after. Otherwise an operator's command: its name before the NUL, its payload (JSON
+/// text) after.
+///
+/// Checked: every piece the server stores is JSON (info, answers' fields, `OPERLOG` payloads,
+/// punches' fields), every `ATTLOG` line is one record, a photo is within `MAX_PHOTO`, and no
+/// answer or command line can carry a line break the server did not write: the option block has
+/// its fixed lines whatever the serial and stamps, and a command is one line (a break in one
+/// would hand the terminal a second command nobody queued).
+pub fn zkteco(data: &[u8]) {
+    let Some((&sel, rest)) = data.split_first() else {
+        return;
+    };
+    let (head, body) = match rest.iter().position(|&b| b == 0) {
+        Some(i) => (&rest[..i], &rest[i + 1..]),
+        None => (rest, &[][..]),
+    };
+    let head = String::from_utf8_lossy(head);
+    if sel % 16 >= 8 {
+        let payload = String::from_utf8_lossy(body);
+        let wall = jiff::civil::DateTime::new(2026, 6, 12, 9, 0, 0, 0).unwrap();
+        if let Ok(line) = adms::command::line(&head, &payload, wall) {
+            assert!(
+                !line.contains(['\r', '\n']),
+                "a command line with a break: {line:?}"
+            );
+            assert!(!line.is_empty());
+        }
+        return;
+    }
+    let endpoint = [
+        adms::Endpoint::Cdata,
+        adms::Endpoint::GetRequest,
+        adms::Endpoint::DeviceCmd,
+        adms::Endpoint::Ping,
+    ][usize::from(sel % 4)];
+    let post = matches!(endpoint, adms::Endpoint::DeviceCmd) != (sel & 4 != 0);
+    let method = if post {
+        http::request::Method::Post
+    } else {
+        http::request::Method::Get
+    };
+    let incoming = match adms::read(endpoint, method, &head, body) {
+        Ok(i) => i,
+        Err(r) => {
+            assert!(r.status == 400 || r.status == 405);
+            assert!(std::str::from_utf8(&r.response().body).is_ok());
+            return;
+        }
+    };
+    assert!(!incoming.serial.is_empty() && incoming.serial.len() <= adms::MAX_SERIAL);
+    assert!(!incoming.serial.contains(['\r', '\n']));
+    let mut stamp_seen = None;
+    match incoming.call {
+        adms::Call::Handshake { info } => assert_json("handshake info", &info),
+        adms::Call::Poll { info } => {
+            if let Some(i) = info {
+                assert_json("poll info", &i);
+            }
+        }
+        adms::Call::Results(rs) => {
+            for r in rs {
+                assert!(!r.id.is_empty());
+                assert_json("answer fields", &r.fields);
+            }
+        }
+        adms::Call::Ping => {}
+        adms::Call::Upload { table, stamp, body } => {
+            if let Some(s) = &stamp {
+                assert!(s.len() <= adms::MAX_STAMP && !s.contains(['\r', '\n', ' ']));
+            }
+            stamp_seen = stamp;
+            match table {
+                adms::Table::Attlog => {
+                    let records = adms::tables::attlog(body);
+                    assert_eq!(records.len(), adms::tables::count_lines(body));
+                    for r in &records {
+                        match attendance::parse_record(r) {
+                            Ok(p) => check_punch(&p),
+                            Err(e) => assert!(!e.0.is_empty()),
+                        }
+                    }
+                }
+                adms::Table::Operlog | adms::Table::Other(_) => {
+                    for l in adms::tables::operlog(body) {
+                        match l {
+                            adms::tables::OperLine::Enrolled {
+                                payload,
+                                backupnum,
+                                pin,
+                            } => {
+                                assert!(pin > 0);
+                                assert!(backupnum.is_none_or(|b| b <= 50));
+                                assert_json("enrolled payload", &payload);
+                            }
+                            adms::tables::OperLine::Operation { payload, .. } => {
+                                assert_json("operation payload", &payload)
+                            }
+                            adms::tables::OperLine::Unread { line } => {
+                                assert!(!line.contains('\n'))
+                            }
+                        }
+                    }
+                }
+                adms::Table::Attphoto => {
+                    if let Ok(p) = adms::tables::attphoto(body) {
+                        assert!(p.photo.len() <= attendance::MAX_PHOTO && p.pin > 0);
+                        let _ = attendance::identity(p.pin, &p.local, None);
+                    }
+                }
+                adms::Table::Options => assert_json("options", &adms::tables::options(body)),
+            }
+        }
+    }
+    let stamps: Vec<(&'static str, &str)> = stamp_seen
+        .as_deref()
+        .map(|s| vec![("ATTLOGStamp", s)])
+        .unwrap_or_default();
+    let reply = adms::options_reply(
+        &incoming.serial,
+        &adms::Options {
+            stamps: &stamps,
+            zone: Some(&TimeZone::UTC),
+        },
+        Timestamp::UNIX_EPOCH,
+    );
+    let text = String::from_utf8(reply.body).unwrap();
+    assert_eq!(text.matches("\r\n").count(), 12, "{text:?}");
+    assert_eq!(text.matches('\n').count(), 12, "{text:?}");
 }

@@ -293,6 +293,34 @@ pub fn command_queued(command_id: &str, device_id: &str, status: &str) -> String
     )
 }
 
+/// A command's outcome, for admin subscribers: `status` `acked` or `failed`, `result` the device's
+/// answer (JSON text, `null` when none).
+pub fn command_result_broadcast(
+    device_id: &str,
+    command_id: &str,
+    command: &str,
+    status: &str,
+    result_json: Option<&str>,
+    ts: &str,
+) -> String {
+    let result = result_json.unwrap_or("null");
+    let mut s = String::with_capacity(160 + command.len() + result.len());
+    s.push_str("{\"type\":\"command_result\",\"device_id\":\"");
+    s.push_str(device_id);
+    s.push_str("\",\"command_id\":\"");
+    s.push_str(command_id);
+    s.push_str("\",\"command\":");
+    json::push_str(&mut s, command);
+    s.push_str(",\"status\":\"");
+    s.push_str(status);
+    s.push_str("\",\"result\":");
+    s.push_str(result);
+    s.push_str(",\"ts\":\"");
+    s.push_str(ts);
+    s.push_str("\"}");
+    s
+}
+
 pub fn device_status(device_id: &str, online: bool, ts: &str) -> String {
     let status = if online { "online" } else { "offline" };
     format!(

@@ -26,3 +26,4 @@ pub mod terminal;
 pub mod time;
 pub mod timer_wheel;
 pub mod ws;
+pub mod zkteco;

@@ -71,6 +71,7 @@ impl Admin {
 
     fn try_call(&mut self, method: &str, path: &str, body: Option<&[u8]>) -> io::Result<Response> {
         let mut req = Vec::new();
+        let body = body.map(|b| (wire::JSON, b));
         wire::request(&mut req, method, path, &self.host, Some(&self.token), body)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let result = self.exchange(&req);

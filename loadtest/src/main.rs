@@ -67,7 +67,7 @@ pub struct Args {
     /// command-storm: commands per second, all devices together.
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
-    /// Unacked data messages per device at most (HTTP devices: always 1).
+    /// Unacked data messages per device at most (HTTP and ZKTeco terminals: always 1).
     #[arg(long, default_value_t = 8)]
     inflight: usize,
     /// Seconds of measured load, after all connections are set up (reconnect-storm: the most
@@ -77,7 +77,8 @@ pub struct Args {
     /// Approximate size of each generic telemetry payload object.
     #[arg(long, default_value_t = 150)]
     payload_bytes: usize,
-    /// attendance-burst: records per AiFace/HTTP `sendlog` (SmackBio and generic: always 1).
+    /// Records per AiFace/HTTP `sendlog` and per ZKTeco `ATTLOG` upload (SmackBio and generic:
+    /// always 1).
     #[arg(long, default_value_t = 1)]
     records_per_msg: u32,
     /// attendance-burst: messages per device per burst.
@@ -87,7 +88,7 @@ pub struct Args {
     #[arg(long, default_value_t = 1.0)]
     burst_interval: f64,
     /// Seconds between a device's heartbeats (generic ping, AiFace WebSocket ping, SmackBio
-    /// KeepAlive, HTTP checklive); 0 = none. The server drops sessions silent for 90 s.
+    /// KeepAlive, HTTP checklive, ZKTeco getrequest); 0 = none. The server drops sessions silent for 90 s.
     #[arg(long, default_value_t = 30.0)]
     heartbeat: f64,
     #[arg(long, default_value_t = 1)]

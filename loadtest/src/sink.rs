@@ -4,7 +4,8 @@
 //! run.
 //!
 //! It answers generic `register`/`ping`/msg_id frames, AiFace `reg`/`sendlog`, SmackBio
-//! `Register`/`Login`/`TimeLog_v2`/`KeepAlive`, HTTP `POST /api/device-http`, and routes
+//! `Register`/`Login`/`TimeLog_v2`/`KeepAlive`, HTTP `POST /api/device-http`, ZKTeco `/iclock/`
+//! (the option block, `OK: <lines>` for uploads, `OK` for polls), and routes
 //! `POST /api/devices/{id}/commands` straight to the device's socket (with
 //! `GET /api/devices/{id}/commands` reporting the last command's status), so the command storm has
 //! a baseline too. It checks no credentials. Its framing is the server's own codecs
@@ -19,7 +20,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use fleetgate_core::http::{self, Method};
+use fleetgate_core::time::timestamp_now;
 use fleetgate_core::ws::{self, Decoder, Opcode, OwnedEvent};
+use fleetgate_core::zkteco::{self as adms, Call, Endpoint};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
@@ -289,6 +292,16 @@ fn http_request(
         c.ws = Some(Decoder::new(wire::WS_LIMITS));
         return true;
     }
+    if let Some(endpoint) = adms::endpoint(&req.path) {
+        // The server puts a `Date` on every ADMS answer; the sink too, so both write as much.
+        adms_answer(&req, endpoint)
+            .with_header("Date", adms::http_date(timestamp_now()))
+            .write_to(&mut c.wbuf, req.keep_alive, false);
+        if !req.keep_alive {
+            c.closing = true;
+        }
+        return true;
+    }
     let segs: Vec<&str> = req.path.split('/').collect();
     let (status, body) = match (req.method, segs.as_slice()) {
         (Method::Post, ["", "api", "device-http"]) => {
@@ -339,6 +352,25 @@ fn http_request(
         c.closing = true;
     }
     true
+}
+
+/// A ZKTeco terminal's request answered as the server answers an approved device's, read and
+/// written with the server's own ADMS codec; uploads are counted, not parsed or stored.
+fn adms_answer(req: &http::Request, endpoint: Result<Endpoint, ()>) -> http::Response {
+    let Ok(endpoint) = endpoint else {
+        return adms::refuse(404, "no such ADMS endpoint");
+    };
+    let incoming = match adms::read(endpoint, req.method, &req.query, &req.body) {
+        Ok(i) => i,
+        Err(r) => return r.response(),
+    };
+    match incoming.call {
+        Call::Handshake { .. } => {
+            adms::options_reply(&incoming.serial, &adms::Options::default(), timestamp_now())
+        }
+        Call::Upload { body, .. } => adms::stored(adms::tables::count_lines(body)),
+        Call::Poll { .. } | Call::Results(_) | Call::Ping => adms::ok(),
+    }
 }
 
 /// The raw text of a JSON field's value in one of the harness's own messages (a string with its
@@ -447,5 +479,45 @@ mod tests {
         assert_eq!(raw_field(t, "seq"), Some("12"));
         let a = r#"{"cmd":"sendlog","sn":"X","count":3,"logindex":9,"record":[]}"#;
         assert_eq!(raw_field(a, "logindex"), Some("9"));
+    }
+
+    /// The harness's ZKTeco requests, as it writes them, answered as the terminal expects.
+    #[test]
+    fn zkteco_answers() {
+        use crate::proto::{Inbound, Pending, zkteco};
+        let answer = |method: &str, target: &str, body: Option<&str>| {
+            let mut bytes = Vec::new();
+            let body = body.map(|b| (zkteco::CONTENT_TYPE, b.as_bytes()));
+            crate::wire::request(&mut bytes, method, target, "sink", None, body)
+                .expect("the harness's requests are well-formed");
+            match http::request::parse(&bytes, &REQUEST_LIMITS) {
+                Ok(http::Parse::Complete { request, .. }) => {
+                    let endpoint = adms::endpoint(&request.path).expect("an ADMS path");
+                    adms_answer(&request, endpoint)
+                }
+                other => panic!("not one complete request: {other:?}"),
+            }
+        };
+        let r = answer("GET", &zkteco::handshake("LT1N0"), None);
+        assert!(r.body.starts_with(b"GET OPTION FROM: LT1N0\r\n"));
+        assert_eq!(
+            zkteco::parse(Pending::Register, r.status, &r.body),
+            Inbound::Registered
+        );
+        let r = answer(
+            "POST",
+            &zkteco::upload("LT1N0", 5),
+            Some(&zkteco::attlog(0, 4)),
+        );
+        assert_eq!(r.body, b"OK: 4\r\n");
+        assert_eq!(
+            zkteco::parse(Pending::Data(5), r.status, &r.body),
+            Inbound::Ack(5)
+        );
+        let r = answer("GET", &zkteco::getrequest("LT1N0"), None);
+        assert_eq!(
+            zkteco::parse(Pending::Heartbeat, r.status, &r.body),
+            Inbound::Pong
+        );
     }
 }

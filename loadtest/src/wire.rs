@@ -28,21 +28,24 @@ pub fn response_parser() -> ResponseParser {
     ResponseParser::new(RESPONSE_LIMITS, false)
 }
 
-/// Appends a keep-alive request with an optional JSON body.
+/// The content type of the API's and HTTP terminals' bodies.
+pub const JSON: &str = "application/json";
+
+/// Appends a keep-alive request with an optional body: `(content type, bytes)`.
 pub fn request(
     out: &mut Vec<u8>,
     method: &str,
     path: &str,
     host: &str,
     bearer: Option<&str>,
-    json_body: Option<&[u8]>,
+    body: Option<(&str, &[u8])>,
 ) -> Result<(), RequestError> {
     ClientRequest {
         method,
         target: path,
         host,
         bearer,
-        body: json_body.map(|body| ("application/json", body)),
+        body,
         ..ClientRequest::default()
     }
     .encode(out)

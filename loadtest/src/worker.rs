@@ -22,7 +22,7 @@ use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
 
 use crate::clock::{elapsed_us, now_ns, secs_ns};
 use crate::control::{Gate, Go};
-use crate::proto::{Inbound, Protocol, aiface, generic, http, smackbio};
+use crate::proto::{Inbound, Pending, Protocol, aiface, generic, http, smackbio, zkteco};
 use crate::provision::Cred;
 use crate::wire;
 
@@ -70,7 +70,7 @@ pub struct Spec {
     pub sources: Vec<IpAddr>,
     /// Data messages per second per device (`telemetry-flood`); 0 = as fast as acks allow.
     pub rate: f64,
-    /// Unacked data messages per device at most (HTTP devices: always 1).
+    /// Unacked data messages per device at most (HTTP and ZKTeco terminals: always 1).
     pub inflight: usize,
     pub duration_s: f64,
     pub payload_bytes: usize,
@@ -164,8 +164,8 @@ struct Conn {
     setting_up: bool,
     /// SmackBio: the token from the last `Register` answer.
     token: Option<String>,
-    /// HTTP: the request in flight.
-    http: Option<http::Pending>,
+    /// HTTP and ZKTeco: the request in flight.
+    http: Option<Pending>,
     /// Command fences not yet acked: `(k, t0_ns)`.
     fences: VecDeque<(u64, u64)>,
     burst_left: u32,
@@ -175,7 +175,7 @@ struct Conn {
     burst_records: u64,
 }
 
-/// What reads the server's bytes: HTTP responses (an HTTP device's answers, or a WebSocket's
+/// What reads the server's bytes: HTTP responses (a polling terminal's answers, or a WebSocket's
 /// upgrade answer), then, once upgraded, WebSocket frames.
 enum Reader {
     Http(ResponseParser),
@@ -476,7 +476,7 @@ impl Worker<'_> {
     }
 
     fn window(&self) -> usize {
-        if self.spec.protocol == Protocol::Http {
+        if !self.spec.protocol.is_websocket() {
             1
         } else {
             self.spec.inflight.max(1)
@@ -643,24 +643,22 @@ impl Worker<'_> {
         }
     }
 
-    /// Queues a text message: a masked frame on a WebSocket, a POST on an HTTP connection.
+    /// Queues a text message: a masked frame on a WebSocket, a JSON POST to
+    /// `/api/device-http` on an HTTP terminal's connection.
     fn send(&mut self, c: &mut Conn, text: &str) {
         if self.spec.protocol.is_websocket() {
             let mask = self.next_mask();
             ws::client::encode_frame(&mut c.wbuf, Opcode::Text, text.as_bytes(), mask);
         } else {
-            let host = self.spec.target.to_string();
-            let sent = wire::request(
-                &mut c.wbuf,
-                "POST",
-                http::PATH,
-                &host,
-                None,
-                Some(text.as_bytes()),
-            );
-            if let Err(e) = sent {
-                self.error(format!("request: {e}"));
-            }
+            self.request(c, "POST", http::PATH, Some((wire::JSON, text.as_bytes())));
+        }
+    }
+
+    /// Queues a request on a polling terminal's keep-alive connection.
+    fn request(&mut self, c: &mut Conn, method: &str, target: &str, body: Option<(&str, &[u8])>) {
+        let host = self.spec.target.to_string();
+        if let Err(e) = wire::request(&mut c.wbuf, method, target, &host, None, body) {
+            self.error(format!("request: {e}"));
         }
     }
 
@@ -693,7 +691,12 @@ impl Worker<'_> {
                 Protocol::Http => {
                     let text = http::checklive(self.serial(c));
                     self.send(c, &text);
-                    c.http = Some(http::Pending::Checklive);
+                    c.http = Some(Pending::Heartbeat);
+                }
+                Protocol::Zkteco => {
+                    let target = zkteco::getrequest(self.serial(c));
+                    self.request(c, "GET", &target, None);
+                    c.http = Some(Pending::Heartbeat);
                 }
             }
         }
@@ -739,11 +742,24 @@ impl Worker<'_> {
             Protocol::Aiface => aiface::sendlog(&serial, id, first, k),
             Protocol::Smackbio => smackbio::timelog(&serial, id, first),
             Protocol::Http => http::sendlog(&serial, id, first, k),
+            Protocol::Zkteco => zkteco::attlog(first, k),
         };
         self.ids[c.idx] = (id + 1, first + u64::from(k));
-        self.send(c, &text);
-        if self.spec.protocol == Protocol::Http {
-            c.http = Some(http::Pending::Data(id));
+        if self.spec.protocol == Protocol::Zkteco {
+            // The upload's id is its Stamp: the answer (`OK: <n>`) names no id, but only one
+            // request is in flight per connection.
+            let target = zkteco::upload(&serial, id);
+            self.request(
+                c,
+                "POST",
+                &target,
+                Some((zkteco::CONTENT_TYPE, text.as_bytes())),
+            );
+        } else {
+            self.send(c, &text);
+        }
+        if !self.spec.protocol.is_websocket() {
+            c.http = Some(Pending::Data(id));
         }
         c.inflight.push_back((id, now, k));
         self.out.sent += 1;
@@ -803,9 +819,14 @@ impl Worker<'_> {
                 );
             } else {
                 c.phase = Phase::Registering;
-                let text = http::reg(self.serial(c));
-                self.send(c, &text);
-                c.http = Some(http::Pending::Reg);
+                if self.spec.protocol == Protocol::Zkteco {
+                    let target = zkteco::handshake(self.serial(c));
+                    self.request(c, "GET", &target, None);
+                } else {
+                    let text = http::reg(self.serial(c));
+                    self.send(c, &text);
+                }
+                c.http = Some(Pending::Register);
             }
         }
         let mut chunk = [0u8; 16 * 1024];
@@ -896,19 +917,24 @@ impl Worker<'_> {
             Protocol::Generic => generic::register(&cred.id, &cred.secret),
             Protocol::Aiface => aiface::register(&cred.id),
             Protocol::Smackbio => smackbio::register(&cred.id),
-            Protocol::Http => String::new(),
+            // Polling terminals never upgrade.
+            Protocol::Http | Protocol::Zkteco => String::new(),
         };
         self.send(c, &text);
         true
     }
 
-    /// An HTTP device's answer to its request in flight.
+    /// A polling terminal's answer to its request in flight.
     fn on_response(&mut self, c: &mut Conn, resp: Response) -> bool {
         let Some(pending) = c.http.take() else {
             self.error("HTTP response without a request".into());
             return false;
         };
-        let inbound = http::parse(pending, resp.status, &resp.body);
+        let inbound = if self.spec.protocol == Protocol::Zkteco {
+            zkteco::parse(pending, resp.status, &resp.body)
+        } else {
+            http::parse(pending, resp.status, &resp.body)
+        };
         if !self.on_inbound(c, inbound) {
             return false;
         }
@@ -949,7 +975,7 @@ impl Worker<'_> {
                 let serial = &self.spec.devices[c.idx].id;
                 smackbio::parse(&text, serial, &mut c.token, &mut self.replies)
             }
-            Protocol::Http => Inbound::Other,
+            Protocol::Http | Protocol::Zkteco => Inbound::Other,
         };
         self.on_inbound(c, inbound)
     }

@@ -12,6 +12,7 @@ use crate::api::context::Ctx;
 use crate::api::error::ApiError;
 use crate::api::page::{key_page, page};
 use crate::api::query::{Query, bad_cursor};
+use crate::clock::Clock;
 use crate::fleet::auth;
 use crate::fleet::commands::{self, EnqueueError};
 use crate::fleet::provision::{NewDevice, ProvisionError, provision};
@@ -24,7 +25,7 @@ use crate::json;
 use crate::store::records::{self, Protocol};
 use crate::store::{Cf, keys};
 use crate::terminal::AccessPolicy;
-use crate::time::{now_ms, now_us, rfc3339_ms};
+use crate::time::{now_ms, now_us, rfc3339_ms, timestamp_now};
 
 const MAX_NAME: usize = 128;
 const MAX_SERIAL: usize = 64;
@@ -188,7 +189,7 @@ pub fn list(cx: &Ctx<'_>) -> Result<Response, ApiError> {
     let protocol = match q.given("protocol") {
         None => None,
         Some(p) => Some(Protocol::parse(p).ok_or_else(|| {
-            ApiError::invalid_query("protocol must be generic, aiface, smackbio or http")
+            ApiError::invalid_query("protocol must be generic, aiface, smackbio, http or zkteco")
         })?),
     };
     // `q`: a case-insensitive substring of the name, serial or id.
@@ -307,7 +308,7 @@ pub async fn create(cx: &Ctx<'_>) -> Result<Response, ApiError> {
         .opt_parsed(
             "protocol",
             Protocol::parse,
-            "`protocol` must be generic, aiface, smackbio or http",
+            "`protocol` must be generic, aiface, smackbio, http or zkteco",
         )?
         .unwrap_or(Protocol::Generic);
     let serial = body.opt_text(
@@ -544,6 +545,11 @@ pub async fn send_command(cx: &Ctx<'_>) -> Result<Response, ApiError> {
         .given("payload")
         .map_or_else(|| "{}".to_string(), json::encode);
     let ttl = body.opt_u64("ttl_s", "`ttl_s` must be a positive integer")?;
+    // A polling terminal cannot be asked and refused at once: what it cannot take is refused here.
+    if dev.with_record(|r| r.protocol) == Protocol::Zkteco {
+        let wall = Clock::new(dev.zone()).wall_or_utc(timestamp_now());
+        crate::zkteco::command::line(command, &payload, wall).map_err(ApiError::invalid_field)?;
+    }
     let local = cx.local;
     match commands::enqueue(local.fleet(), &local.batcher, &dev, command, &payload, ttl).await {
         Ok(c) => Ok(Response::json(202, c.to_api_json(now_ms()).into_bytes())),

@@ -16,6 +16,7 @@ use crate::api::error::ApiError;
 use crate::api::query::Query;
 use crate::api::router::{Access, Lookup, lookup};
 use crate::api::routes::ROUTES;
+use crate::api::zkteco;
 use crate::backup::OneAtATime;
 use crate::http::request::Request;
 use crate::http::response::Response;
@@ -48,6 +49,11 @@ fn no_route() -> ApiError {
 }
 
 async fn route(api: &Api, local: &Rc<Local>, req: &Request, remote: SocketAddr) -> Reply {
+    // ZKTeco ADMS terminals poll under `/iclock/` (names with and without `.aspx`), open like
+    // `/api/device-http`: they identify themselves by serial.
+    if let Some(endpoint) = crate::zkteco::endpoint(&req.path) {
+        return zkteco::handle(local, req, remote, endpoint).await.into();
+    }
     let path = req.path.trim_end_matches('/');
     let segs: Vec<&str> =
         if device_http::firmware_post(req.method, path, req.header_str("content-type")) {

@@ -27,5 +27,6 @@ mod session;
 mod status;
 mod tokens;
 mod users;
+mod zkteco;
 
 pub use dispatch::Api;

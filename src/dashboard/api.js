@@ -101,7 +101,7 @@ export const isAdmin = () => !!(session.user && session.user.role === 'admin');
 
 // ---------------------------------------------------------------------------
 // Admin WebSocket: {"type":"subscribe","role":"admin"} authenticated by the cookie.
-// Pushes: device_status, telemetry, event. Reconnects with exponential backoff.
+// Pushes: device_status, telemetry, event, command_result. Reconnects with exponential backoff.
 
 export class LiveSocket {
   constructor() {

@@ -262,7 +262,7 @@ function emptyState(text, ...extra) {
   return h('div.empty', null, h('p', { text }), extra);
 }
 
-const PROTOCOLS = [['generic', 'Generic (JSON over WebSocket)'], ['aiface', 'AiFace-family terminal'], ['smackbio', 'SmackBio-compatible terminal'], ['http', 'HTTP device (legacy POST)']];
+const PROTOCOLS = [['generic', 'Generic (JSON over WebSocket)'], ['aiface', 'AiFace-family terminal'], ['smackbio', 'SmackBio-compatible terminal'], ['zkteco', 'ZKTeco terminal (ADMS / iclock push)'], ['http', 'HTTP device (legacy POST)']];
 
 function browserTimeZone() {
   try { return Intl.DateTimeFormat().resolvedOptions().timeZone || 'UTC'; } catch { return 'UTC'; }
@@ -719,6 +719,16 @@ function showCreated(root, d) {
         h('dt', { text: 'Path / URL' }), h('dd', null, h('code', { text: url })),
         h('dt', { text: 'Serial' }), h('dd', null, h('code', { text: d.serial }))),
       h('p.muted', { text: 'The terminal speaks its own dialect and is recognised by its serial number; it does not use the token. It appears Online here once it registers.' }));
+  } else if (proto === 'zkteco') {
+    let host = location.hostname, port = location.port || (location.protocol === 'https:' ? '443' : '80');
+    code = h('section.card', { 'aria-labelledby': 'code-title' },
+      h('h2', { id: 'code-title', text: 'Point the terminal at this server' }),
+      h('p', { text: 'In the terminal\'s Comm. → Cloud Server Setting (ADMS), set:' }),
+      h('dl.kv', null,
+        h('dt', { text: 'Server address' }), h('dd', null, h('code', { text: host })),
+        h('dt', { text: 'Port' }), h('dd', null, h('code', { text: port })),
+        h('dt', { text: 'Serial' }), h('dd', null, h('code', { text: d.serial }))),
+      h('p.muted', { text: 'The terminal polls /iclock/ over HTTP and is recognised by its serial number; it does not use the token. It appears Online here at its first poll, and takes commands within 10 s.' }));
   } else {
     code = h('section.card', { 'aria-labelledby': 'code-title' },
       h('h2', { id: 'code-title', text: 'Example code' }),
@@ -970,6 +980,8 @@ export function deviceDetailPage(root, params) {
       }
     }
     cleanups.push(() => clearTimeout(cmdTimer));
+    // A command's outcome is pushed as soon as it is durable: the history shows it at once.
+    cleanups.push(live.on('command_result', (m) => { if (m.device_id === id) pollCommands(false); }));
 
     // ---- events
     const evList = h('ol.events', { tid: 'device-events' });

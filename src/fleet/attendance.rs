@@ -20,7 +20,8 @@ use crate::time::{now_ms, now_us, rfc3339_ms};
 
 // Normalising what terminals send is sans-IO and lives in the core crate (fuzzed there).
 pub use fleetgate_core::attendance::{
-    Kind, MAX_PHOTO, MAX_RECORDS, Punch, RecordError, UNKNOWN_FACE, parse_record, parse_time,
+    Kind, MAX_PHOTO, MAX_RECORDS, Punch, RecordError, UNKNOWN_FACE, identity, parse_record,
+    parse_time,
 };
 
 // The key layouts live with the others in `store::keys`; the names here are the rules' own.
@@ -146,6 +147,19 @@ pub fn stage_records(
     dev: &Device,
     list: &[simd_json::OwnedValue],
 ) -> Result<Option<Rc<Ticket>>, StoreError> {
+    stage_records_with(fleet, batch, dev, list, |_| Ok(false))
+}
+
+/// `stage_records`, for terminals whose photos come apart from their punches (ZKTeco
+/// `ATTPHOTO`): `photo_stored` says whether a photo is already stored under a punch's key, so
+/// its item links it.
+pub fn stage_records_with(
+    fleet: &Fleet,
+    batch: &Batcher,
+    dev: &Device,
+    list: &[simd_json::OwnedValue],
+    photo_stored: impl Fn(&[u8; 32]) -> Result<bool, StoreError>,
+) -> Result<Option<Rc<Ticket>>, StoreError> {
     let store = &fleet.store;
     // The clock rule (`crate::clock`): the configured zone, else the offset the record carries
     // (its own, or the one its terminal reported), else UTC; never the server's own zone, which
@@ -197,7 +211,7 @@ pub fn stage_records(
                 &p,
                 utc_us,
                 received,
-                p.photo.is_some(),
+                p.photo.is_some() || photo_stored(&primary)?,
             );
             match p.kind {
                 Kind::Punch => {

@@ -9,16 +9,18 @@
 //! commands reach the device in the order their sequence numbers were assigned, whichever shard
 //! enqueued them and whenever each commit returned.
 
+use std::rc::Rc;
 use std::sync::Arc;
 
 use uuid::Uuid;
 
 use crate::fleet::registry::Device;
 use crate::fleet::state::Fleet;
-use crate::store::commit::Batcher;
+use crate::generic;
+use crate::store::commit::{Batcher, Ticket};
 use crate::store::records::{self, CommandRecord, CommandStatus};
 use crate::store::{Store, StoreError};
-use crate::time::now_ms;
+use crate::time::{now_ms, rfc3339_ms};
 
 pub const MAX_COMMAND_NAME: usize = 64;
 pub const MAX_COMMAND_PAYLOAD: usize = 64 * 1024;
@@ -119,7 +121,15 @@ fn nudge(fleet: &Fleet, dev: &Device) {
 }
 
 /// Records what the device answered: `acked` or `failed`, with its result (JSON text).
-pub fn finish(batch: &Batcher, mut cmd: CommandRecord, ok: bool, result: Option<String>) {
+/// Returns the ticket of the batch holding the new status, for a caller that answers only once it
+/// is durable.
+pub fn finish(
+    fleet: &Fleet,
+    batch: &Batcher,
+    mut cmd: CommandRecord,
+    ok: bool,
+    result: Option<String>,
+) -> Option<Rc<Ticket>> {
     cmd.status = if ok {
         CommandStatus::Acked
     } else {
@@ -128,7 +138,31 @@ pub fn finish(batch: &Batcher, mut cmd: CommandRecord, ok: bool, result: Option<
     cmd.result = result;
     cmd.updated_at = now_ms();
     metrics::counter!("fleetgate_commands_total", "stage" => cmd.status.as_str()).increment(1);
-    save(batch, &cmd);
+    settle(fleet, batch, &cmd)
+}
+
+/// Stages a command's outcome and, once it is durable, tells the admin subscribers
+/// (`command_result`): what they are shown is what a reload would show.
+fn settle(fleet: &Fleet, batch: &Batcher, cmd: &CommandRecord) -> Option<Rc<Ticket>> {
+    let ticket = save(batch, cmd)?;
+    if fleet.has_admins() {
+        let frame = generic::command_result_broadcast(
+            &cmd.device_id.to_string(),
+            &cmd.command_id.to_string(),
+            &cmd.command,
+            cmd.status.as_str(),
+            cmd.result.as_deref(),
+            &rfc3339_ms(cmd.updated_at),
+        );
+        let links = fleet.links.clone();
+        let resolved = Rc::downgrade(&ticket);
+        ticket.on_resolve(move || {
+            if resolved.upgrade().and_then(|t| t.outcome()) == Some(true) {
+                links.broadcast(frame.into());
+            }
+        });
+    }
+    Some(ticket)
 }
 
 #[derive(Debug)]
@@ -140,7 +174,7 @@ pub enum ResultError {
 
 /// A generic device's `command_result`: records it against the device's own command.
 pub fn result(
-    store: &Store,
+    fleet: &Fleet,
     batch: &Batcher,
     dev: &Device,
     command_id: &str,
@@ -148,9 +182,9 @@ pub fn result(
     payload: Option<String>,
 ) -> Result<(), ResultError> {
     let id = Uuid::parse_str(command_id).map_err(|_| ResultError::Unknown)?;
-    match records::get_command(store, &id) {
+    match records::get_command(&fleet.store, &id) {
         Ok(Some(c)) if c.device_id == dev.id => {
-            finish(batch, c, ok, payload);
+            finish(fleet, batch, c, ok, payload);
             Ok(())
         }
         Ok(_) => Err(ResultError::Unknown),
@@ -239,30 +273,33 @@ pub fn take_next(
     }
 }
 
-/// A command handed to the device.
-pub fn sent(batch: &Batcher, cmd: &mut CommandRecord) {
+/// A command handed to the device. Returns the ticket of the batch holding the new status, for a
+/// caller whose device may answer through another shard (a polling terminal), where the answer's
+/// status must not commit before this one.
+pub fn sent(batch: &Batcher, cmd: &mut CommandRecord) -> Option<Rc<Ticket>> {
     cmd.status = CommandStatus::Sent;
     metrics::counter!("fleetgate_commands_total", "stage" => "sent").increment(1);
-    save(batch, cmd);
+    save(batch, cmd)
 }
 
 /// A command the device's protocol cannot carry out: failed, with the reason as its result.
-pub fn fail(batch: &Batcher, mut cmd: CommandRecord, reason: &str) {
+pub fn fail(fleet: &Fleet, batch: &Batcher, mut cmd: CommandRecord, reason: &str) {
     cmd.status = CommandStatus::Failed;
     let mut r = String::from("{\"error\":");
     crate::json::push_str(&mut r, reason);
     r.push('}');
     cmd.result = Some(r);
     metrics::counter!("fleetgate_commands_total", "stage" => "failed").increment(1);
-    save(batch, &cmd);
+    settle(fleet, batch, &cmd);
 }
 
 /// Stages a command's new status without waiting: the status is the record of what happened, and
 /// a lost update (a failing disk) is logged, not retried.
-fn save(batch: &Batcher, cmd: &CommandRecord) {
-    if let Err(e) = batch.stage(|st| records::stage_command(st, cmd)) {
-        tracing::error!(error = %e, "recording a command's status failed");
-    }
+fn save(batch: &Batcher, cmd: &CommandRecord) -> Option<Rc<Ticket>> {
+    batch
+        .stage(|st| records::stage_command(st, cmd))
+        .inspect_err(|e| tracing::error!(error = %e, "recording a command's status failed"))
+        .ok()
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ pub mod auth;
 pub mod commands;
 pub mod enrolled;
 pub mod guard;
+pub mod handed_out;
 pub mod identity;
 pub mod ingest;
 pub mod links;
@@ -31,4 +32,7 @@ pub mod retention;
 pub mod shard_stub;
 pub mod sources;
 pub mod state;
+#[cfg(test)]
+pub mod test_fleet;
 pub mod throttle;
+pub mod zkteco;

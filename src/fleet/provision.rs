@@ -63,6 +63,7 @@ pub async fn provision(
         last_seen: None,
         settings: new.settings,
         info: new.info,
+        stamps: Default::default(),
     };
     batch
         .commit(|st| {

@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::fleet::auth::{self, TokenHash};
+use crate::fleet::handed_out::HandedOut;
 use crate::fleet::links::{Links, SessionRef};
 use crate::fleet::msg_window::MsgWindow;
 use crate::fleet::queue::CommandQueue;
@@ -43,6 +44,8 @@ pub struct Device {
     /// The durable command queue's in-memory state: sequence numbers, what is visible, what is
     /// delivered.
     pub commands: CommandQueue,
+    /// Commands a polling terminal (ZKTeco ADMS) holds unanswered.
+    pub handed_out: HandedOut,
     pub deleted: AtomicBool,
 }
 
@@ -58,6 +61,7 @@ impl Device {
             http_online: AtomicBool::new(false),
             released: Notify::new(),
             commands: CommandQueue::default(),
+            handed_out: HandedOut::default(),
             deleted: AtomicBool::new(false),
         }
     }
@@ -347,6 +351,15 @@ impl Registry {
                 .find(|c| c.effective_status(now) == CommandStatus::Queued)
                 .map_or(last, |c| c.seq - 1);
             dev.commands = CommandQueue::loaded(last, through, queued as u32);
+            // A polling terminal's commands that were handed out and not answered are handed out
+            // again (`handed_out`); a session's are not, as it delivers each once per session.
+            if dev.with_record(|r| r.protocol) == records::Protocol::Zkteco {
+                dev.handed_out = HandedOut::loaded(
+                    cmds.iter()
+                        .filter(|c| c.status == CommandStatus::Sent)
+                        .map(|c| c.seq),
+                );
+            }
             reg.insert(Arc::new(dev));
         }
         Ok(reg)
@@ -485,6 +498,7 @@ pub(crate) fn test_device() -> Arc<Device> {
         last_seen: None,
         settings: Default::default(),
         info: None,
+        stamps: Default::default(),
     };
     Arc::new(Device::new(rec, token))
 }

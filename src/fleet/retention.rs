@@ -455,6 +455,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             info: None,
+            stamps: Default::default(),
         };
         registry.add(rec, token).id
     }

@@ -87,7 +87,7 @@ fn keepalive(limits: &Limits, protocol: Protocol) -> Keepalive {
     match protocol {
         Protocol::Smackbio => limits.smackbio,
         // A terminal session speaks one of the two dialects; `sniff` makes no other.
-        Protocol::Aiface | Protocol::Generic | Protocol::Http => limits.aiface,
+        Protocol::Aiface | Protocol::Generic | Protocol::Http | Protocol::Zkteco => limits.aiface,
     }
 }
 

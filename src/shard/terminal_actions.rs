@@ -636,13 +636,15 @@ impl Session<'_> {
                     dev.commands.put_back(cmd.seq);
                     return Vec::new();
                 }
-                Err(CommandError::Invalid(m)) => commands::fail(&local.batcher, cmd, &m),
+                Err(CommandError::Invalid(m)) => {
+                    commands::fail(local.fleet(), &local.batcher, cmd, &m)
+                }
             }
         }
     }
 
     fn command_done(&mut self, command_id: &str, ok: bool, result: String) {
-        let batch = &self.local.batcher;
+        let local = self.local;
         let Some(t) = self.terminal() else { return };
         let Some(cmd) = t
             .command
@@ -650,6 +652,6 @@ impl Session<'_> {
         else {
             return;
         };
-        commands::finish(batch, cmd, ok, Some(result));
+        commands::finish(local.fleet(), &local.batcher, cmd, ok, Some(result));
     }
 }

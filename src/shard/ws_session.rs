@@ -860,14 +860,8 @@ impl Session<'_> {
         };
         let dev = claim.device().clone();
         let local = self.local;
-        let recorded = commands::result(
-            &local.fleet().store,
-            &local.batcher,
-            &dev,
-            command_id,
-            ok,
-            payload,
-        );
+        let recorded =
+            commands::result(local.fleet(), &local.batcher, &dev, command_id, ok, payload);
         match recorded {
             Ok(()) => {}
             Err(ResultError::Store(e)) => {

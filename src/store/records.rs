@@ -19,6 +19,8 @@ pub enum Protocol {
     Aiface,
     Smackbio,
     Http,
+    /// ZKTeco ADMS ("iclock" push): polls over HTTP, identified by serial.
+    Zkteco,
 }
 
 impl Protocol {
@@ -28,6 +30,7 @@ impl Protocol {
             "aiface" => Some(Protocol::Aiface),
             "smackbio" => Some(Protocol::Smackbio),
             "http" => Some(Protocol::Http),
+            "zkteco" => Some(Protocol::Zkteco),
             _ => None,
         }
     }
@@ -38,6 +41,7 @@ impl Protocol {
             Protocol::Aiface => "aiface",
             Protocol::Smackbio => "smackbio",
             Protocol::Http => "http",
+            Protocol::Zkteco => "zkteco",
         }
     }
 }
@@ -57,6 +61,11 @@ pub struct DeviceRecord {
     /// What the device reported about itself (`devinfo`: model, firmware, …), JSON text.
     #[serde(default)]
     pub info: Option<String>,
+    /// Where the server's records of each table stop, as a polling terminal (ZKTeco ADMS) last
+    /// uploaded them (`ATTLOGStamp` → its `Stamp`): its handshake is told these, so it sends only
+    /// what is newer.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub stamps: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

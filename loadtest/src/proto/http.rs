@@ -5,18 +5,9 @@
 
 use serde_json::Value;
 
-use super::Inbound;
+use super::{Inbound, Pending};
 
 pub const PATH: &str = "/api/device-http";
-
-/// What the request in flight on a connection was.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Pending {
-    Reg,
-    /// A `sendlog` with this correlation id (its `logindex`).
-    Data(u64),
-    Checklive,
-}
 
 pub fn reg(serial: &str) -> String {
     format!(
@@ -52,12 +43,12 @@ pub fn parse(pending: Pending, status: u16, body: &[u8]) -> Inbound {
             .unwrap_or_else(|| format!("HTTP {status}"))
     };
     match pending {
-        Pending::Reg if result => Inbound::Registered,
-        Pending::Reg => Inbound::Refused(format!("reg refused: {}", why())),
+        Pending::Register if result => Inbound::Registered,
+        Pending::Register => Inbound::Refused(format!("reg refused: {}", why())),
         Pending::Data(id) if result => Inbound::Ack(id),
         Pending::Data(id) => Inbound::Nack(id, why()),
-        Pending::Checklive if result => Inbound::Pong,
-        Pending::Checklive => Inbound::ServerError(format!("checklive: {}", why())),
+        Pending::Heartbeat if result => Inbound::Pong,
+        Pending::Heartbeat => Inbound::ServerError(format!("checklive: {}", why())),
     }
 }
 
@@ -70,7 +61,10 @@ mod tests {
         let ok = br#"{"ret":"sendlog","result":true,"cloudtime":"2026-01-01T00:00:00Z"}"#;
         assert_eq!(parse(Pending::Data(4), 200, ok), Inbound::Ack(4));
         let no = br#"{"ret":"reg","result":false,"reason":"not approved"}"#;
-        assert!(matches!(parse(Pending::Reg, 200, no), Inbound::Refused(_)));
+        assert!(matches!(
+            parse(Pending::Register, 200, no),
+            Inbound::Refused(_)
+        ));
         let _: Value = serde_json::from_str(&reg("S")).expect("valid JSON");
     }
 }

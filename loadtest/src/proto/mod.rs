@@ -8,6 +8,7 @@ pub mod aiface;
 pub mod generic;
 pub mod http;
 pub mod smackbio;
+pub mod zkteco;
 
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +24,9 @@ pub enum Protocol {
     Smackbio,
     /// Terminals posting JSON to `POST /api/device-http` (`reg`, `sendlog`, `checklive`).
     Http,
+    /// ZKTeco ADMS terminals polling `/iclock/` (`cdata` handshake and `ATTLOG` uploads,
+    /// `getrequest`).
+    Zkteco,
 }
 
 impl Protocol {
@@ -33,18 +37,22 @@ impl Protocol {
             Protocol::Aiface => "aiface",
             Protocol::Smackbio => "smackbio",
             Protocol::Http => "http",
+            Protocol::Zkteco => "zkteco",
         }
     }
 
+    /// Whether the devices hold a WebSocket; the others poll over keep-alive HTTP, one request
+    /// at a time.
     pub fn is_websocket(self) -> bool {
-        self != Protocol::Http
+        !matches!(self, Protocol::Http | Protocol::Zkteco)
     }
 
     /// Attendance records one data message carries: SmackBio sends one punch per `TimeLog_v2`
-    /// and the generic protocol one per `event`; AiFace and HTTP `sendlog` carry a `record` array.
+    /// and the generic protocol one per `event`; AiFace and HTTP `sendlog` carry a `record` array,
+    /// and a ZKTeco `ATTLOG` upload one punch a line.
     pub fn records_per_msg(self, asked: u32) -> u32 {
         match self {
-            Protocol::Aiface | Protocol::Http => asked.clamp(1, 1000),
+            Protocol::Aiface | Protocol::Http | Protocol::Zkteco => asked.clamp(1, 1000),
             Protocol::Generic | Protocol::Smackbio => 1,
         }
     }
@@ -77,6 +85,18 @@ pub enum Inbound {
     Other,
 }
 
+/// The request in flight on a polling terminal's connection (HTTP, ZKTeco): what its answer
+/// means depends on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pending {
+    /// HTTP `reg`, ZKTeco handshake.
+    Register,
+    /// A data message with this correlation id (HTTP `logindex`, ZKTeco `Stamp`).
+    Data(u64),
+    /// HTTP `checklive`, ZKTeco `getrequest`.
+    Heartbeat,
+}
+
 /// The first wall-clock second of generated attendance times: 2026-01-01 00:00:00.
 const RECORD_EPOCH: u64 = 1_767_225_600;
 
@@ -86,7 +106,7 @@ pub fn record(n: u64) -> (u64, u64) {
     (1 + n % 5000, RECORD_EPOCH + n)
 }
 
-/// `YYYY-MM-DD HH:MM:SS`, as AiFace and HTTP terminals write times.
+/// `YYYY-MM-DD HH:MM:SS`, as AiFace, HTTP and ZKTeco terminals write times.
 pub fn plain_time(secs: u64) -> String {
     let (y, mo, d, h, mi, s) = crate::clock::civil(secs);
     format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}")
