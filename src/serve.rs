@@ -97,6 +97,7 @@ pub fn run(config: ServeConfig) -> Result<(), Error> {
         pending,
         new_serials: crate::fleet::new_serials::NewSerials::new(config.new_serials_per_minute),
         accounts,
+        people: Arc::new(crate::fleet::people::People::load(&store)?),
         guard: crate::fleet::guard::Guard::new(&config.guard_limits()),
         admin_token,
         rules: config.rules(),

@@ -2,8 +2,9 @@
 //! driven by playwright-core (`tests/clients/dashboard-e2e.mjs`), and a device running the Node.js code the
 //! page shows. Steps: log in with the initial password and change it, add a device, connect it,
 //! see it online without a reload, see its telemetry chart, send a command and see it acked, see
-//! `device_connected` in the event stream, export attendance as CSV, and check that a viewer cannot
-//! send a command.
+//! `device_connected` in the event stream, export attendance as CSV, add a person whose punch then
+//! shows their name and write them to a ZKTeco terminal, and check that a viewer cannot send a
+//! command.
 //!
 //! With `FLEETGATE_SCREENSHOTS=<dir>` the script also saves one PNG per page (that is how
 //! `docs/screenshots/` is made). Chromium missing is a test FAILURE, never a skip.

@@ -50,7 +50,7 @@ for_both_drivers!(
 const DEVICE_HTTP: &str = "/api/device-http";
 
 /// The exact header row of the CSV export.
-const CSV_HEADER: &str = "device_id,serial,enrollid,local_time,utc_time,received_at,mode,inout,event,temp,verifymode,name,photo_url";
+const CSV_HEADER: &str = "device_id,serial,enrollid,local_time,utc_time,received_at,mode,inout,event,temp,verifymode,name,photo_url,person_name,person_external_id";
 
 // ---------------------------------------------------------------------------
 // Device-side helpers

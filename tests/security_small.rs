@@ -357,14 +357,25 @@ fn csv_cells_a_spreadsheet_would_run_are_guarded(io: &str) {
         })
         .collect();
     sendlog(&srv, sn, records);
+    // The person behind PIN 8 is typed by an operator, and is a CSV column too.
+    let r = srv.post(
+        "/api/people",
+        &json!({"pin": 8, "name": "Plain", "external_id": "=HYPERLINK(2)"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
     let text = csv(&srv, &format!("device_id={id}"));
-    // `name` is the last column but one; `photo_url` (empty here) ends the row.
-    for (name, cell) in names {
+    // `name` comes before `photo_url`, `person_name` and `person_external_id` (empty here but on
+    // PIN 8's row), which end the row.
+    for (name, cell) in &names[..7] {
         assert!(
-            text.contains(&format!(",{cell},\r\n")),
+            text.contains(&format!(",{cell},,,\r\n")),
             "name {name:?} must be the cell {cell:?}:\n{text:?}"
         );
     }
+    assert!(
+        text.contains(",Plain Name,,Plain,\"'=HYPERLINK(2)\"\r\n"),
+        "the person's cells are guarded too:\n{text:?}"
+    );
     // A negative number is data, not a formula: it stays as it is.
     assert!(text.contains(",-5,"), "temp -5 unguarded: {text:?}");
     assert!(!text.contains("'-5"), "{text:?}");

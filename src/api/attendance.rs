@@ -11,6 +11,7 @@ use crate::api::page::key_page;
 use crate::api::query::Query;
 use crate::fleet::attendance::{self, csv_field};
 use crate::fleet::auth;
+use crate::fleet::people::People;
 use crate::fleet::retention::{Cutoffs, Kind};
 use crate::http::response::Response;
 use crate::shard::handler::{ChunkSource, Chunked};
@@ -22,7 +23,7 @@ const SCAN_BUDGET: usize = 20_000;
 /// Rows per chunk of a CSV export: the export holds one chunk in memory at a time.
 pub const CSV_CHUNK: usize = 1000;
 
-pub const CSV_HEADER: &str = "device_id,serial,enrollid,local_time,utc_time,received_at,mode,inout,event,temp,verifymode,name,photo_url\r\n";
+pub const CSV_HEADER: &str = "device_id,serial,enrollid,local_time,utc_time,received_at,mode,inout,event,temp,verifymode,name,photo_url,person_name,person_external_id\r\n";
 
 /// The filters of both the JSON list and the CSV export.
 #[derive(Clone, Debug)]
@@ -152,17 +153,34 @@ fn lower_of(a: Option<&[u8]>, b: Option<&[u8]>) -> Option<Vec<u8>> {
     }
 }
 
+/// A stored punch's item with its `person` (`{"name","external_id"}` from the people registry,
+/// as it is now) when its PIN has one: added at read time, so a person renamed or added later
+/// shows on every punch.
+fn with_person(item: String, people: &People) -> String {
+    let person = attendance::item_enrollid(item.as_bytes()).and_then(|pin| people.on_punch(pin));
+    match (person, item.strip_suffix('}')) {
+        (Some(p), Some(body)) => format!("{body},\"person\":{p}}}"),
+        _ => item,
+    }
+}
+
 pub fn list(cx: &Ctx<'_>) -> Result<Response, ApiError> {
     let f = Filter::parse(cx)?;
     let limit = cx.query.limit()?;
     let before = f.cursor(&cx.query)?;
-    let (items, next) = scan(&cx.local.fleet().store, &f, before.as_deref(), limit)?;
+    let fleet = cx.local.fleet();
+    let (items, next) = scan(&fleet.store, &f, before.as_deref(), limit)?;
+    let items: Vec<String> = items
+        .into_iter()
+        .map(|it| with_person(it, &fleet.people))
+        .collect();
     Ok(key_page(&items, next))
 }
 
 /// A CSV export in progress: the filter and where the next chunk starts.
 struct CsvExport {
     store: Arc<Store>,
+    people: Arc<People>,
     filter: Filter,
     header_sent: bool,
     next: Option<Vec<u8>>,
@@ -222,11 +240,19 @@ impl CsvExport {
                 dev_field("name"),
                 field("photo_url"),
             ];
-            for (i, c) in cols.iter().enumerate() {
+            let person = v
+                .get("enrollid")
+                .and_then(|x| x.as_u64())
+                .and_then(|pin| self.people.get(pin));
+            let cols = cols.into_iter().chain([
+                person.as_ref().map(|p| p.name.clone()).unwrap_or_default(),
+                person.and_then(|p| p.external_id).unwrap_or_default(),
+            ]);
+            for (i, c) in cols.enumerate() {
                 if i > 0 {
                     s.push(',');
                 }
-                csv_field(&mut s, c);
+                csv_field(&mut s, &c);
             }
             s.push_str("\r\n");
         }
@@ -245,6 +271,7 @@ pub fn csv(cx: &Ctx<'_>) -> Result<Chunked, ApiError> {
         filename: Some("attendance.csv"),
         body: Box::new(CsvExport {
             store: cx.local.fleet().store.clone(),
+            people: cx.local.fleet().people.clone(),
             filter,
             header_sent: false,
             next: None,

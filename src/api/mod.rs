@@ -20,6 +20,7 @@ mod events;
 mod export;
 mod page;
 mod pending;
+mod people;
 mod query;
 mod router;
 mod routes;

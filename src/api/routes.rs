@@ -8,6 +8,7 @@ use crate::api::devices;
 use crate::api::events;
 use crate::api::export;
 use crate::api::pending;
+use crate::api::people;
 use crate::api::router::{Route, later, ready};
 use crate::api::session;
 use crate::api::status;
@@ -55,6 +56,12 @@ pub static ROUTES: &[Route] = &[
     Route::signed(Get, &["api", "attendance"], |cx| ready(attendance::list(cx))),
     Route::signed(Get, &["api", "attendance.csv"], |cx| ready(attendance::csv(cx).map(Reply::Chunked))),
     Route::signed(Get, &["api", "attendance", ":id", "photo"], |cx| ready(attendance::photo(cx))),
+    Route::signed(Get, &["api", "people"], |cx| ready(people::list(cx))),
+    Route::signed(Post, &["api", "people"], |cx| later(people::create(cx))),
+    Route::signed(Get, &["api", "people", ":pin"], |cx| ready(people::get(cx))),
+    Route::signed(Patch, &["api", "people", ":pin"], |cx| later(people::patch(cx))),
+    Route::signed(Delete, &["api", "people", ":pin"], |cx| later(people::delete(cx))),
+    Route::signed(Post, &["api", "people", ":pin", "sync"], |cx| later(people::sync(cx))),
     Route::signed(Get, &["api", "pending-devices"], |cx| ready(pending::list(cx))),
     Route::signed(Post, &["api", "pending-devices", ":serial", "approve"], |cx| later(pending::approve(cx))),
     Route::signed(Post, &["api", "pending-devices", ":serial", "dismiss"], |cx| later(pending::dismiss(cx))),

@@ -4,7 +4,7 @@ import { get, post, session, isAdmin, live, onUnauthorized, onPasswordRequired }
 import {
   h, showError, clearError, toast,
   loginPage, passwordPage, overviewPage, devicesPage, addDevicePage, pendingPage,
-  deviceDetailPage, eventsPage, attendancePage, usersPage, tokensPage,
+  deviceDetailPage, eventsPage, attendancePage, peoplePage, usersPage, tokensPage,
 } from './pages.js';
 
 const ROUTES = {
@@ -17,6 +17,7 @@ const ROUTES = {
   pending: { render: pendingPage, title: 'Pending devices', nav: 'pending' },
   events: { render: eventsPage, title: 'Events', nav: 'events' },
   attendance: { render: attendancePage, title: 'Attendance', nav: 'attendance' },
+  people: { render: peoplePage, title: 'People', nav: 'people' },
   users: { render: usersPage, title: 'Users', nav: 'users', admin: true },
   tokens: { render: tokensPage, title: 'API tokens', nav: 'tokens', admin: true },
 };

@@ -1173,7 +1173,7 @@ export function attendancePage(root) {
   const tbody = h('tbody');
   const table = h('table.table', { tid: 'attendance-table' },
     h('caption.sr-only', { text: 'Attendance punches' }),
-    h('thead', null, h('tr', null, ['Time (UTC → local)', 'Device local time', 'Device', 'Enroll ID', 'Details', 'Photo'].map((t) => h('th', { scope: 'col', text: t })))), tbody);
+    h('thead', null, h('tr', null, ['Time (UTC → local)', 'Device local time', 'Device', 'Enroll ID', 'Person', 'Details', 'Photo'].map((t) => h('th', { scope: 'col', text: t })))), tbody);
   const emptyBox = h('div');
   const pg = pager(() => load());
   root.replaceChildren(
@@ -1204,6 +1204,7 @@ export function attendancePage(root) {
           h('td.mono', { text: a.local_time || '—' }),
           h('td', null, a.device_id ? deviceLink(a.device_id) : h('span', { text: a.serial || '—' }), a.serial ? h('span.muted.small', { text: ` ${a.serial}` }) : null),
           h('td.mono', { text: a.enrollid ?? '—' }),
+          h('td', { 'data-testid': 'attendance-person' }, a.person ? [h('span', { text: a.person.name }), a.person.external_id ? h('span.muted.small', { text: ` ${a.person.external_id}` }) : null] : h('span.muted', { text: '—' })),
           h('td.small', { text: details || '—' }),
           h('td', null, a.photo_url ? h('a', { href: a.photo_url, target: '_blank', rel: 'noopener', text: 'Photo' }) : '—'));
       }));
@@ -1214,6 +1215,127 @@ export function attendancePage(root) {
       pg.update(r.next_cursor, items.length);
     } catch (e) { if (!stopped) showError(e); }
   }
+  load();
+  return () => { stopped = true; };
+}
+
+// ===========================================================================
+// People: the person behind a PIN, and writing them to terminals
+
+const PRIVILEGES = [['user', 'User'], ['manager', 'Manager'], ['admin', 'Admin']];
+// Dialects with user commands: a person can be written to these terminals.
+const USER_PROTOCOLS = ['aiface', 'smackbio', 'zkteco'];
+
+export function peoplePage(root) {
+  const admin = isAdmin();
+  const pin = field({ id: 'person-pin', label: 'PIN', required: true, attrs: { inputmode: 'numeric', autocomplete: 'off', placeholder: 'e.g. 7' }, hint: 'The number the person punches with on the terminals.' });
+  const name = field({ id: 'person-name', label: 'Name', required: true, attrs: { maxlength: '64', autocomplete: 'off' } });
+  const card = field({ id: 'person-card', label: 'Card', attrs: { maxlength: '20', autocomplete: 'off' } });
+  const priv = field({ id: 'person-privilege', label: 'Privilege', value: 'user', options: PRIVILEGES });
+  const dept = field({ id: 'person-department', label: 'Department', attrs: { maxlength: '64', autocomplete: 'off' } });
+  const ext = field({ id: 'person-external-id', label: 'External ID', attrs: { maxlength: '128', autocomplete: 'off' }, hint: 'Their id in your HR or payroll system; punches carry it.' });
+  const addBtn = h('button.btn.btn-primary', { type: 'submit', tid: 'person-submit', text: 'Add person' });
+  const form = h('form.card.inline-form', { novalidate: true, 'aria-labelledby': 'add-person-title' },
+    h('h2', { id: 'add-person-title', text: 'Add person' }), h('div.inline-fields', null, pin, name, card, priv, dept, ext, h('div.field.field-action', null, addBtn)));
+  const box = h('div');
+  const syncBox = h('div');
+  const pg = pager(() => load());
+  root.replaceChildren(pageHeader('People'), admin ? form : readonlyNote(), syncBox, box, pg.el);
+  let stopped = false;
+  const opt = (f) => f.input.value.trim() || undefined;
+
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    clearError();
+    const n = Number(pin.input.value.trim());
+    if (!Number.isInteger(n) || n < 1) { showError('The PIN is a whole number from 1.'); pin.input.focus(); return; }
+    if (!name.input.value.trim()) { showError('Enter a name.'); name.input.focus(); return; }
+    const body = { pin: n, name: name.input.value.trim(), card: opt(card), privilege: priv.input.value, department: opt(dept), external_id: opt(ext) };
+    await busy(addBtn, async () => {
+      await post('/api/people', body);
+      toast(`${body.name} added`);
+      [pin, name, card, dept, ext].forEach((f) => { f.input.value = ''; });
+      load();
+    });
+  });
+
+  async function load() {
+    try {
+      const r = await get('/api/people', { limit: 100, cursor: pg.cursor() });
+      if (stopped) return;
+      const items = r.items || [];
+      box.replaceChildren(items.length ? h('div.table-wrap', null, h('table.table', { tid: 'people-table' },
+        h('caption.sr-only', { text: 'People' }),
+        h('thead', null, h('tr', null, ['PIN', 'Name', 'Department', 'External ID', 'Privilege', 'Enrolled on', h('span.sr-only', { text: 'Actions' })].map((t) => h('th', { scope: 'col' }, t)))),
+        h('tbody', null, items.map((p) => h('tr', { tid: `person-row-${p.pin}` },
+          h('td.mono', { text: String(p.pin) }),
+          h('td', null, h('strong', { text: p.name }), p.card ? h('span.muted.small', { text: ` card ${p.card}` }) : null),
+          h('td', { text: p.department || '—' }),
+          h('td.mono', { text: p.external_id || '—' }),
+          h('td', { text: p.privilege }),
+          h('td', null, p.enrolled_on.length ? p.enrolled_on.map((d, i) => [i ? ', ' : '', h('a', { href: `#/devices/${encodeURIComponent(d.device_id)}`, text: d.name })]).flat() : h('span.muted', { text: 'no terminal' })),
+          h('td.actions', null, admin ? [
+            h('button.btn.btn-sm', { type: 'button', tid: `edit-person-${p.pin}`, text: 'Edit', onclick: (e) => edit(p, e.currentTarget) }),
+            h('button.btn.btn-sm', { type: 'button', tid: `sync-person-${p.pin}`, text: 'Terminals…', onclick: () => syncPanel(p) }),
+            h('button.btn.btn-sm.btn-danger', { type: 'button', tid: `delete-person-${p.pin}`, text: 'Delete', onclick: (e) => remove(p, e.currentTarget) }),
+          ] : null))))))
+        : emptyState('No people yet. Add the people behind your terminals\' PINs: punches then show their names.'));
+      pg.update(r.next_cursor, items.length);
+    } catch (e) { if (!stopped) showError(e); }
+  }
+
+  async function edit(p, btn) {
+    const v = await dialog({ title: `Edit ${p.name} (PIN ${p.pin})`, confirmText: 'Save', fields: [
+      { name: 'name', label: 'Name', value: p.name, required: true, attrs: { maxlength: '64' } },
+      { name: 'card', label: 'Card (empty: none)', value: p.card || '', attrs: { maxlength: '20' } },
+      { name: 'department', label: 'Department (empty: none)', value: p.department || '', attrs: { maxlength: '64' } },
+      { name: 'external_id', label: 'External ID (empty: none)', value: p.external_id || '', attrs: { maxlength: '128' } },
+    ] });
+    if (!v) return;
+    const body = { name: v.name, card: v.card || null, department: v.department || null, external_id: v.external_id || null };
+    await busy(btn, async () => { await patch(`/api/people/${p.pin}`, body); toast(`${v.name} saved`); load(); });
+  }
+
+  async function remove(p, btn) {
+    if (!(await dialog({ title: `Delete ${p.name}?`, message: 'Their punches stay, without a name. The terminals keep them until you remove them there (Terminals…).', confirmText: 'Delete person', danger: true }))) return;
+    await busy(btn, async () => { await del(`/api/people/${p.pin}`); toast(`${p.name} deleted`); load(); });
+  }
+
+  async function syncPanel(p) {
+    clearError();
+    let devices = [];
+    try {
+      const lists = await Promise.all(USER_PROTOCOLS.map((proto) => get('/api/devices', { protocol: proto, limit: 500 })));
+      devices = lists.flatMap((l) => l.items || []);
+    } catch (e) { showError(e); return; }
+    if (!devices.length) { syncBox.replaceChildren(h('section.card', null, h('p.muted', { text: 'No AiFace, SmackBio or ZKTeco terminals yet.' }))); return; }
+    const enrolled = new Set(p.enrolled_on.map((d) => d.device_id));
+    const boxes = devices.map((d) => {
+      const cb = h('input', { type: 'checkbox', id: `sync-dev-${d.device_id}`, value: d.device_id, 'data-testid': `sync-device-${d.serial || d.device_id}` });
+      cb.checked = enrolled.has(d.device_id);
+      return { cb, row: h('label.check', { for: cb.id }, cb, ` ${d.name} `, h('span.muted.small', { text: `${d.protocol} ${d.serial || ''}` })) };
+    });
+    const write = h('button.btn.btn-primary', { type: 'button', tid: 'sync-write', text: 'Write to selected terminals' });
+    const erase = h('button.btn.btn-danger', { type: 'button', tid: 'sync-remove', text: 'Remove from selected terminals' });
+    const close = h('button.btn', { type: 'button', text: 'Close', onclick: () => syncBox.replaceChildren() });
+    const run = async (btn, removeIt) => {
+      const chosen = boxes.filter((b) => b.cb.checked).map((b) => b.cb.value);
+      if (!chosen.length) { showError('Choose at least one terminal.'); return; }
+      await busy(btn, async () => {
+        const r = await post(`/api/people/${p.pin}/sync`, { devices: chosen, remove: removeIt });
+        toast(`${r.commands.length} command(s) queued: follow them on each device's page`);
+      });
+    };
+    write.addEventListener('click', () => run(write, false));
+    erase.addEventListener('click', () => run(erase, true));
+    syncBox.replaceChildren(h('section.card', { 'aria-labelledby': 'sync-title', tid: 'sync-panel' },
+      h('h2', { id: 'sync-title', text: `${p.name} on terminals` }),
+      h('p.muted', { text: 'Writes the person (name, card, privilege) with each terminal\'s own user commands, or removes them. Terminals that report them enrolled are ticked.' }),
+      h('div.checks', null, boxes.map((b) => b.row)),
+      h('div.form-actions', null, write, erase, close)));
+    syncBox.querySelector('h2').scrollIntoView({ block: 'nearest' });
+  }
+
   load();
   return () => { stopped = true; };
 }

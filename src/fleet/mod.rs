@@ -22,6 +22,7 @@ pub mod links;
 pub mod msg_window;
 pub mod new_serials;
 pub mod pending;
+pub mod people;
 pub mod presence;
 pub mod principal;
 pub mod provision;

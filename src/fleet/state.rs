@@ -37,6 +37,8 @@ pub struct Fleet {
     pub new_serials: NewSerials,
     /// Dashboard users, sessions, login throttling and API tokens.
     pub accounts: Accounts,
+    /// The person behind each PIN (shared with CSV exports, which outlive their request).
+    pub people: Arc<crate::fleet::people::People>,
     /// Abuse limits: connections per address, failed authentications, flapping devices.
     pub guard: Guard,
     /// The bootstrap admin token's hash.

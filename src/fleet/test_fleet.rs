@@ -28,6 +28,7 @@ pub fn fleet(store: &Arc<Store>) -> crate::fleet::state::Fleet {
         pending: crate::fleet::pending::Pending::load(store, |_| false).expect("pending"),
         new_serials: crate::fleet::new_serials::NewSerials::new(10),
         accounts: crate::fleet::accounts::Accounts::load(store).expect("accounts"),
+        people: Arc::new(crate::fleet::people::People::load(store).expect("people")),
         guard: crate::fleet::guard::Guard::new(&crate::fleet::guard::GuardLimits {
             max_connections_per_ip: 0,
             auth_free_failures: 5,

@@ -58,6 +58,11 @@ pub fn user_entry(dev: &Uuid, enrollid: u64, slot: u8) -> [u8; 25] {
 }
 
 /// `command_ids`: command UUID → `commands` key.
+/// A person of the people registry, by PIN.
+pub fn person(pin: u64) -> [u8; 8] {
+    pin.to_be_bytes()
+}
+
 pub fn command_id(id: &Uuid) -> [u8; 16] {
     *id.as_bytes()
 }

@@ -53,10 +53,12 @@ pub enum Cf {
     Accounts,
     /// Named API tokens (`accounts::ApiToken`), by id; only the token's hash is stored.
     ApiTokens,
+    /// The people registry (`people::Person`), by PIN.
+    People,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 16] = [
+    pub const ALL: [Cf; 17] = [
         Cf::Meta,
         Cf::Devices,
         Cf::Telemetry,
@@ -73,6 +75,7 @@ impl Cf {
         Cf::Users,
         Cf::Accounts,
         Cf::ApiTokens,
+        Cf::People,
     ];
 
     pub fn name(self) -> &'static str {
@@ -93,6 +96,7 @@ impl Cf {
             Cf::Users => "users",
             Cf::Accounts => "accounts",
             Cf::ApiTokens => "api_tokens",
+            Cf::People => "people",
         }
     }
 }

@@ -146,6 +146,28 @@ try {
   if (!csv.startsWith('device_id,serial,enrollid,')) fail(`CSV header: ${csv.slice(0, 80)}`);
   if (!csv.includes(http.device_id) || !csv.includes('4242')) fail(`CSV lacks the punch: ${csv}`);
 
+  step('people: add a person from the page; their punch shows their name; write them to a terminal');
+  const zk = await api('POST', '/api/devices', { name: 'E2E ZKTeco', protocol: 'zkteco', serial: 'E2E-ZK-1' });
+  await el(page, 'nav-people').click();
+  await el(page, 'person-pin').fill('4242');
+  await el(page, 'person-name').fill('Grace Hopper');
+  await el(page, 'person-external-id').fill('EMP-4242');
+  await el(page, 'person-submit').click();
+  await el(page, 'person-row-4242').getByText('Grace Hopper').waitFor();
+  await el(page, 'nav-attendance').click();
+  await el(page, 'attendance-person').getByText('Grace Hopper').first().waitFor();
+  await el(page, 'nav-people').click();
+  await el(page, 'sync-person-4242').click();
+  await el(page, 'sync-device-E2E-ZK-1').check();
+  await shot(page, 'people');
+  await el(page, 'sync-write').click();
+  await page.getByText('command(s) queued').first().waitFor();
+  const zkCmds = await api('GET', `/api/devices/${zk.device_id}/commands`);
+  const setUser = (zkCmds.items || []).find((c) => c.command === 'set_user');
+  if (!setUser || setUser.payload.enrollid !== 4242 || setUser.payload.name !== 'Grace Hopper') {
+    fail(`the ZKTeco terminal was not given the person: ${JSON.stringify(zkCmds)}`);
+  }
+
   step('users and API token pages render');
   await el(page, 'nav-users').click();
   await page.getByText('admin').first().waitFor();
