@@ -112,6 +112,26 @@ pub struct ServeConfig {
     /// reason `timeout`).
     #[arg(long, env = "FLEETGATE_HTTP_OFFLINE_AFTER", default_value_t = 300)]
     pub http_offline_after: u64,
+    /// Let webhook URLs name loopback, private and link-local addresses (refused otherwise: a
+    /// webhook must not reach into the server's own network).
+    #[arg(long, env = "FLEETGATE_WEBHOOKS_ALLOW_PRIVATE")]
+    pub webhooks_allow_private: bool,
+    /// Milliseconds a failed webhook delivery waits before its first retry; each further retry
+    /// waits twice as long, up to an hour (1–3600000).
+    #[arg(long, env = "FLEETGATE_WEBHOOKS_RETRY_MIN_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub webhooks_retry_min_ms: u64,
+    /// Days the webhook outbox (and each endpoint's delivery log) is kept: how far back a replay
+    /// reaches (1–365).
+    #[arg(long, env = "FLEETGATE_WEBHOOKS_RETAIN_DAYS", default_value_t = 7,
+          value_parser = clap::value_parser!(u64).range(1..=365))]
+    pub webhooks_retain_days: u64,
+    /// Telemetry messages per second sent to webhook endpoints that take telemetry, across the
+    /// fleet (bursts of a second's worth); past it, telemetry is stored but not sent, and counted
+    /// in `fleetgate_webhook_telemetry_dropped_total` (1–100000).
+    #[arg(long, env = "FLEETGATE_WEBHOOKS_TELEMETRY_PER_SECOND", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub webhooks_telemetry_per_second: u32,
     /// Accept every unknown serial as a new device (for labs); otherwise it waits in the pending list.
     #[arg(long, env = "FLEETGATE_AUTO_APPROVE")]
     pub auto_approve: bool,
@@ -322,6 +342,17 @@ impl ServeConfig {
                 window: self.msg_id_window,
                 retention_us: self.msg_id_retention_hours.saturating_mul(3_600_000_000),
             },
+            webhooks_allow_private: self.webhooks_allow_private,
+        }
+    }
+
+    /// The webhook sender's settings. A delivery is a success only when a 2xx comes within 15 s.
+    pub fn webhook_settings(&self) -> crate::webhook_sender::Settings {
+        crate::webhook_sender::Settings {
+            allow_private: self.webhooks_allow_private,
+            retry_min_ms: self.webhooks_retry_min_ms,
+            retain_ms: self.webhooks_retain_days.saturating_mul(86_400_000),
+            timeout: Duration::from_secs(15),
         }
     }
 

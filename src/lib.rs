@@ -3,7 +3,8 @@
 //! Layers, each importing only those before it: the sans-IO core crate (`fleetgate-core`,
 //! re-exported below) → `store` → `fleet` (the product's rules) → `shard` (the runtime: shards,
 //! the I/O seam, TLS, the hub, connection loops) → the app (`api`, `dashboard`, `serve`, `cli`,
-//! `client`, `config`, `data_dir`, `backup`, `doctor`, `metrics_catalog`).
+//! `client`, `config`, `data_dir`, `backup`, `doctor`, `metrics_catalog`, `outbound`,
+//! `webhook_sender`).
 
 pub mod store;
 
@@ -20,7 +21,9 @@ pub mod dashboard;
 pub mod data_dir;
 pub mod doctor;
 pub mod metrics_catalog;
+pub mod outbound;
 pub mod serve;
+pub mod webhook_sender;
 
 // The sans-IO core lives in its own crate (no RocksDB, no runtime) so fuzzers and benches can
 // build it alone; re-exported so the rest of the server keeps using `crate::ws` and friends.

@@ -300,6 +300,30 @@ pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
         Unit::Count,
         "terminal messages this server does not know, answered with a generic success, by protocol",
     ),
+    (
+        "fleetgate_webhook_attempts_total",
+        Counter,
+        Unit::Count,
+        "webhook delivery attempts by result: delivered, failed (retried later), skipped",
+    ),
+    (
+        "fleetgate_webhook_latency_seconds",
+        Histogram,
+        Unit::Seconds,
+        "time from a webhook request's start to its answer (or failure)",
+    ),
+    (
+        "fleetgate_webhook_messages_total",
+        Counter,
+        Unit::Count,
+        "messages written to the webhook outbox with the records they tell of",
+    ),
+    (
+        "fleetgate_webhook_telemetry_dropped_total",
+        Counter,
+        Unit::Count,
+        "telemetry stored but not sent to webhooks: over --webhooks-telemetry-per-second",
+    ),
 ];
 
 /// Registers every metric's description with the installed recorder.

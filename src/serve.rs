@@ -98,6 +98,10 @@ pub fn run(config: ServeConfig) -> Result<(), Error> {
         new_serials: crate::fleet::new_serials::NewSerials::new(config.new_serials_per_minute),
         accounts,
         people: Arc::new(crate::fleet::people::People::load(&store)?),
+        webhooks: Arc::new(
+            crate::fleet::webhooks::Webhooks::load(&store)?
+                .with_telemetry_rate(config.webhooks_telemetry_per_second),
+        ),
         guard: crate::fleet::guard::Guard::new(&config.guard_limits()),
         admin_token,
         rules: config.rules(),
@@ -142,6 +146,8 @@ pub fn run(config: ServeConfig) -> Result<(), Error> {
         );
     }
     let sweeper = retention_sweeper(shared.clone())?;
+    let webhook_sender =
+        crate::webhook_sender::Sender::start(shared.clone(), config.webhook_settings())?;
     let upkeep = {
         let prometheus = prometheus.clone();
         Periodic::spawn("fg-metrics", move || {
@@ -176,6 +182,7 @@ pub fn run(config: ServeConfig) -> Result<(), Error> {
         let _ = t.join();
     }
     drop(sweeper);
+    drop(webhook_sender);
     drop(upkeep);
     drop(monitor);
     store.db().flush_wal(true)?;

@@ -85,7 +85,11 @@ fn permit(
     if p.role == Role::Viewer && !is_read(method) && !own_account {
         return Err(ApiError::forbidden());
     }
-    if matches!(segs, ["api", "users" | "tokens" | "backup", ..]) && p.role != Role::Admin {
+    if matches!(
+        segs,
+        ["api", "users" | "tokens" | "backup" | "webhooks", ..]
+    ) && p.role != Role::Admin
+    {
         return Err(ApiError::forbidden());
     }
     Ok(())

@@ -28,6 +28,7 @@ mod session;
 mod status;
 mod tokens;
 mod users;
+mod webhooks;
 mod zkteco;
 
 pub use dispatch::Api;

@@ -14,6 +14,7 @@ use crate::api::session;
 use crate::api::status;
 use crate::api::tokens;
 use crate::api::users;
+use crate::api::webhooks;
 use crate::http::request::Method::{Delete, Get, Head, Patch, Post};
 use crate::shard::handler::Reply;
 
@@ -62,6 +63,14 @@ pub static ROUTES: &[Route] = &[
     Route::signed(Patch, &["api", "people", ":pin"], |cx| later(people::patch(cx))),
     Route::signed(Delete, &["api", "people", ":pin"], |cx| later(people::delete(cx))),
     Route::signed(Post, &["api", "people", ":pin", "sync"], |cx| later(people::sync(cx))),
+    Route::signed(Get, &["api", "webhooks"], |cx| ready(webhooks::list(cx))),
+    Route::signed(Post, &["api", "webhooks"], |cx| later(webhooks::create(cx))),
+    Route::signed(Get, &["api", "webhooks", ":id"], |cx| ready(webhooks::get(cx))),
+    Route::signed(Patch, &["api", "webhooks", ":id"], |cx| later(webhooks::patch(cx))),
+    Route::signed(Delete, &["api", "webhooks", ":id"], |cx| later(webhooks::delete(cx))),
+    Route::signed(Post, &["api", "webhooks", ":id", "rotate-secret"], |cx| later(webhooks::rotate_secret(cx))),
+    Route::signed(Post, &["api", "webhooks", ":id", "replay"], |cx| ready(webhooks::replay(cx))),
+    Route::signed(Get, &["api", "webhooks", ":id", "deliveries"], |cx| ready(webhooks::deliveries(cx))),
     Route::signed(Get, &["api", "pending-devices"], |cx| ready(pending::list(cx))),
     Route::signed(Post, &["api", "pending-devices", ":serial", "approve"], |cx| later(pending::approve(cx))),
     Route::signed(Post, &["api", "pending-devices", ":serial", "dismiss"], |cx| later(pending::dismiss(cx))),

@@ -4,7 +4,7 @@ import { get, post, session, isAdmin, live, onUnauthorized, onPasswordRequired }
 import {
   h, showError, clearError, toast,
   loginPage, passwordPage, overviewPage, devicesPage, addDevicePage, pendingPage,
-  deviceDetailPage, eventsPage, attendancePage, peoplePage, usersPage, tokensPage,
+  deviceDetailPage, eventsPage, attendancePage, peoplePage, webhooksPage, usersPage, tokensPage,
 } from './pages.js';
 
 const ROUTES = {
@@ -20,6 +20,7 @@ const ROUTES = {
   people: { render: peoplePage, title: 'People', nav: 'people' },
   users: { render: usersPage, title: 'Users', nav: 'users', admin: true },
   tokens: { render: tokensPage, title: 'API tokens', nav: 'tokens', admin: true },
+  webhooks: { render: webhooksPage, title: 'Webhooks', nav: 'webhooks', admin: true },
 };
 
 const $ = (id) => document.getElementById(id);

@@ -1341,6 +1341,136 @@ export function peoplePage(root) {
 }
 
 // ===========================================================================
+// Webhooks (admin): endpoints told of what the fleet stores
+
+const HOOK_EVENTS = [['attendance', 'Punches'], ['device_status', 'Devices online/offline'], ['events', 'Device events'], ['command_results', 'Command results'], ['telemetry', 'Telemetry (at most 100/s by default)']];
+
+export function webhooksPage(root) {
+  if (!isAdmin()) { root.replaceChildren(pageHeader('Webhooks'), emptyState('Only admins can manage webhooks.')); return undefined; }
+  const url = field({ id: 'hook-url', label: 'URL', required: true, attrs: { type: 'url', placeholder: 'https://hr.example.com/fleetgate', autocomplete: 'off', spellcheck: 'false', maxlength: '2048' } });
+  const preset = field({ id: 'hook-preset', label: 'Kind', value: 'standard', options: [['standard', 'Signed JSON (Standard Webhooks)'], ['erpnext', 'ERPNext employee check-ins']] });
+  const desc = field({ id: 'hook-description', label: 'Description', attrs: { maxlength: '256', autocomplete: 'off' } });
+  const checks = HOOK_EVENTS.map(([v, t]) => {
+    const cb = h('input', { type: 'checkbox', id: `hook-event-${v}`, value: v, 'data-testid': `hook-event-${v}` });
+    cb.checked = v === 'attendance';
+    return { cb, row: h('label.check', { for: cb.id }, cb, ` ${t}`) };
+  });
+  const events = h('fieldset.field', null, h('legend', { text: 'Events' }), h('div.checks', null, checks.map((c) => c.row)));
+  const apiKey = field({ id: 'hook-erp-key', label: 'ERPNext API key', attrs: { autocomplete: 'off' } });
+  const apiSecret = field({ id: 'hook-erp-secret', label: 'ERPNext API secret', type: 'password', attrs: { autocomplete: 'new-password' } });
+  const byExt = field({ id: 'hook-erp-by', label: 'Find the employee by', value: 'pin', options: [['pin', 'PIN in Attendance Device ID'], ['external', 'the person\'s external ID (Employee ID)']] });
+  const erp = h('div.inline-fields', null, apiKey, apiSecret, byExt);
+  const addBtn = h('button.btn.btn-primary', { type: 'submit', tid: 'hook-submit', text: 'Add endpoint' });
+  const form = h('form.card', { novalidate: true, 'aria-labelledby': 'add-hook-title' },
+    h('h2', { id: 'add-hook-title', text: 'Add endpoint' }),
+    h('div.inline-fields', null, url, preset, desc), events, erp, h('div.form-actions', null, addBtn));
+  const created = h('div');
+  const box = h('div');
+  const logBox = h('div');
+  root.replaceChildren(pageHeader('Webhooks'), h('p.muted', { text: 'Each punch, device status change, device event, command result or telemetry message an endpoint takes is posted to it once it is stored, and retried for days until it is taken. See docs/integrations.md.' }), form, created, box, logBox);
+  let stopped = false;
+  const sync = () => {
+    const isErp = preset.input.value === 'erpnext';
+    erp.hidden = !isErp;
+    events.hidden = isErp;
+  };
+  preset.input.addEventListener('change', sync);
+  sync();
+
+  const showSecret = (title, secret) => {
+    created.replaceChildren(h('section.card.created', { 'aria-labelledby': 'hook-secret-title' },
+      h('h2', { id: 'hook-secret-title', tabindex: '-1', text: title }),
+      h('p.warning', { text: 'Copy the signing secret now: it is shown only once. The receiver verifies every delivery with it.' }),
+      h('p', null, h('code.secret', { tid: 'hook-secret', text: secret }), copyButton(secret, 'Copy', 'hook-secret-copy'))));
+    created.querySelector('h2').focus();
+  };
+
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    clearError();
+    const body = { url: url.input.value.trim(), description: desc.input.value.trim() || undefined, preset: preset.input.value };
+    if (!body.url) { showError('Enter the endpoint\'s URL.'); url.input.focus(); return; }
+    if (body.preset === 'erpnext') {
+      body.erpnext = { api_key: apiKey.input.value.trim(), api_secret: apiSecret.input.value.trim(), by_external_id: byExt.input.value === 'external' };
+      if (!body.erpnext.api_key || !body.erpnext.api_secret) { showError('Enter the ERPNext API key and secret.'); apiKey.input.focus(); return; }
+    } else {
+      body.events = checks.filter((c) => c.cb.checked).map((c) => c.cb.value);
+      if (!body.events.length) { showError('Choose at least one kind of event.'); return; }
+    }
+    await busy(addBtn, async () => {
+      const r = await post('/api/webhooks', body);
+      toast('Endpoint added');
+      url.input.value = ''; desc.input.value = ''; apiKey.input.value = ''; apiSecret.input.value = '';
+      if (r.secret) showSecret(`Endpoint ${r.id} added`, r.secret); else created.replaceChildren();
+      load();
+    });
+  });
+
+  async function load() {
+    try {
+      const r = await get('/api/webhooks');
+      if (stopped) return;
+      const items = r.items || [];
+      box.replaceChildren(items.length ? h('div.table-wrap', null, h('table.table', { tid: 'hooks-table' },
+        h('caption.sr-only', { text: 'Webhook endpoints' }),
+        h('thead', null, h('tr', null, ['Endpoint', 'Events', 'State', 'Last attempt', h('span.sr-only', { text: 'Actions' })].map((t) => h('th', { scope: 'col' }, t)))),
+        h('tbody', null, items.map((w) => {
+          const d = w.delivery || {};
+          const state = !w.enabled ? h('span.badge.cmd-failed', { text: d.disabled_reason ? 'disabled (failing)' : 'disabled' })
+            : d.failures ? h('span.badge.cmd-sent', { text: `retrying (${d.failures} failed)` })
+              : h('span.badge.cmd-acked', { text: 'delivering' });
+          return h('tr', { tid: `hook-row-${w.id}` },
+            h('td', null, h('strong.mono.small', { text: w.url }), w.description ? h('div.muted.small', { text: w.description }) : null, h('div.muted.small', { text: `${w.id} · ${w.preset}` })),
+            h('td', null, w.events.map((ev) => h('span.tag', { text: ev }))),
+            h('td', null, state, d.disabled_reason ? h('div.muted.small', { text: d.disabled_reason }) : null),
+            h('td.small', null, d.last_error ? h('span', { text: d.last_error }) : (d.last_status ? h('span', { text: `HTTP ${d.last_status}` }) : h('span.muted', { text: '—' })),
+              d.next_attempt_at ? h('div.muted.small', null, 'next ', timeEl(d.next_attempt_at, true)) : null),
+            h('td.actions', null,
+              h('button.btn.btn-sm', { type: 'button', tid: `hook-log-${w.id}`, text: 'Deliveries', onclick: () => showLog(w) }),
+              h('button.btn.btn-sm', { type: 'button', tid: `hook-toggle-${w.id}`, text: w.enabled ? 'Disable' : 'Enable', onclick: (e) => toggle(w, e.currentTarget) }),
+              h('button.btn.btn-sm', { type: 'button', text: 'Replay…', onclick: (e) => replay(w, e.currentTarget) }),
+              w.preset === 'standard' ? h('button.btn.btn-sm', { type: 'button', text: 'Rotate secret', onclick: (e) => rotate(w, e.currentTarget) }) : null,
+              h('button.btn.btn-sm.btn-danger', { type: 'button', tid: `hook-delete-${w.id}`, text: 'Delete', onclick: (e) => remove(w, e.currentTarget) })));
+        })))) : emptyState('No webhook endpoints yet.'));
+    } catch (e) { if (!stopped) showError(e); }
+  }
+  async function showLog(w) {
+    try {
+      const r = await get(`/api/webhooks/${w.id}/deliveries`, { limit: 50 });
+      const items = r.items || [];
+      logBox.replaceChildren(h('section.card', { 'aria-labelledby': 'hook-log-title', tid: 'hook-log' },
+        h('h2', { id: 'hook-log-title', text: `Deliveries to ${w.url}` }),
+        items.length ? h('div.table-wrap', null, h('table.table', null,
+          h('thead', null, h('tr', null, ['When', 'Message', 'Type', 'Attempt', 'Status', 'Latency', 'Error'].map((t) => h('th', { scope: 'col', text: t })))),
+          h('tbody', null, items.map((d) => h('tr', null,
+            h('td', null, timeEl(d.at)), h('td.mono.small', { text: d.msg_id }), h('td.small', { text: d.type }),
+            h('td', { text: String(d.attempt) }), h('td', { text: d.status ?? '—' }), h('td', { text: `${d.latency_ms} ms` }),
+            h('td.small', { text: d.error || '' }))))))
+          : h('p.muted', { text: 'No attempts yet.' })));
+    } catch (e) { showError(e); }
+  }
+  async function toggle(w, btn) {
+    await busy(btn, async () => { await patch(`/api/webhooks/${w.id}`, { enabled: !w.enabled }); toast(w.enabled ? 'Endpoint disabled' : 'Endpoint enabled'); load(); });
+  }
+  async function replay(w, btn) {
+    const v = await dialog({ title: 'Replay messages', message: 'Every message from this time on is sent again, under the ids it had (as far back as the outbox keeps, 7 days by default).', confirmText: 'Replay', fields: [{ name: 'from', label: 'From (local time)', type: 'datetime-local', required: true, attrs: { step: '1' } }] });
+    if (!v) return;
+    await busy(btn, async () => { await post(`/api/webhooks/${w.id}/replay`, { from: toUtc(v.from) }); toast('Replay started'); load(); });
+  }
+  async function rotate(w, btn) {
+    if (!(await dialog({ title: 'Rotate the signing secret?', message: 'A new secret is made; the old one keeps signing beside it for a day, so the receiver can switch over.', confirmText: 'Rotate' }))) return;
+    await busy(btn, async () => { const r = await post(`/api/webhooks/${w.id}/rotate-secret`, {}); showSecret('New signing secret', r.secret); load(); });
+  }
+  async function remove(w, btn) {
+    if (!(await dialog({ title: 'Delete this endpoint?', message: `${w.url} is told nothing more, and its delivery log is deleted.`, confirmText: 'Delete endpoint', danger: true }))) return;
+    await busy(btn, async () => { await del(`/api/webhooks/${w.id}`); toast('Endpoint deleted'); logBox.replaceChildren(); load(); });
+  }
+  load();
+  const timer = setInterval(() => { if (!document.hidden) load(); }, 5000);
+  return () => { stopped = true; clearInterval(timer); };
+}
+
+// ===========================================================================
 // Users (admin)
 
 export function usersPage(root) {

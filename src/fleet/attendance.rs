@@ -12,9 +12,9 @@ use uuid::Uuid;
 
 use crate::fleet::registry::Device;
 use crate::fleet::state::Fleet;
+use crate::fleet::webhooks;
 use crate::json;
 use crate::store::commit::{Batcher, Staging, Ticket};
-use crate::store::records::{self, Source};
 use crate::store::{Cf, StoreError, keys};
 use crate::time::{now_ms, now_us, rfc3339_ms};
 
@@ -180,12 +180,12 @@ pub fn stage_records_with(
                     payload.push_str(&json::encode(raw));
                     payload.push('}');
                     let id = store.ids.next(now_us());
-                    records::stage_event(
+                    webhooks::stage_device_event(
+                        &fleet.webhooks,
                         st,
                         id,
-                        Some(&dev.id),
+                        &dev.id,
                         "attendance_invalid",
-                        Source::Device,
                         &payload,
                         None,
                     )?;
@@ -217,6 +217,23 @@ pub fn stage_records_with(
                 Kind::Punch => {
                     stage(st, &dev.id, &primary, &identity, &item, p.photo.as_deref())?;
                     metrics::counter!("fleetgate_attendance_records_total").increment(1);
+                    if fleet.webhooks.wants(webhooks::Kind::Attendance) {
+                        // The message carries the punch's person as they are when it is stored.
+                        let data = match (fleet.people.on_punch(p.enrollid), item.strip_suffix('}'))
+                        {
+                            (Some(person), Some(body)) => format!("{body},\"person\":{person}}}"),
+                            _ => item.clone(),
+                        };
+                        let at = utc_us / 1000;
+                        webhooks::stage(
+                            &fleet.webhooks,
+                            st,
+                            webhooks::Kind::Attendance,
+                            "attendance.punch",
+                            at,
+                            &data,
+                        )?;
+                    }
                 }
                 Kind::Door | Kind::UnknownFace => {
                     // Not attendance: an event, de-duplicated like a punch.
@@ -226,7 +243,15 @@ pub fn stage_records_with(
                         "unknown_face"
                     };
                     let id = store.ids.next(now_us());
-                    records::stage_event(st, id, Some(&dev.id), kind, Source::Device, &item, None)?;
+                    webhooks::stage_device_event(
+                        &fleet.webhooks,
+                        st,
+                        id,
+                        &dev.id,
+                        kind,
+                        &item,
+                        None,
+                    )?;
                     st.put(
                         Cf::AttendanceDedup,
                         &dedup_key(&dev.id, &identity),

@@ -14,7 +14,7 @@ const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmn
 const TOKEN_CHARS: usize = 40;
 
 #[derive(Debug)]
-pub struct RandomError(getrandom::Error);
+pub struct RandomError(pub getrandom::Error);
 
 impl std::fmt::Display for RandomError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

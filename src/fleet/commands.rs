@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use crate::fleet::registry::Device;
 use crate::fleet::state::Fleet;
+use crate::fleet::webhooks;
 use crate::generic;
 use crate::store::commit::{Batcher, Ticket};
 use crate::store::records::{self, CommandRecord, CommandStatus};
@@ -144,7 +145,19 @@ pub fn finish(
 /// Stages a command's outcome and, once it is durable, tells the admin subscribers
 /// (`command_result`): what they are shown is what a reload would show.
 fn settle(fleet: &Fleet, batch: &Batcher, cmd: &CommandRecord) -> Option<Rc<Ticket>> {
-    let ticket = save(batch, cmd)?;
+    let ticket = batch
+        .stage(|st| {
+            records::stage_command(st, cmd)?;
+            if fleet.webhooks.wants(webhooks::Kind::CommandResults) {
+                let data = cmd.to_api_json(cmd.updated_at);
+                let kind = webhooks::Kind::CommandResults;
+                let at = cmd.updated_at;
+                webhooks::stage(&fleet.webhooks, st, kind, "command.result", at, &data)?;
+            }
+            Ok(())
+        })
+        .inspect_err(|e| tracing::error!(error = %e, "recording a command's status failed"))
+        .ok()?;
     if fleet.has_admins() {
         let frame = generic::command_result_broadcast(
             &cmd.device_id.to_string(),

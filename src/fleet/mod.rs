@@ -36,4 +36,5 @@ pub mod state;
 #[cfg(test)]
 pub mod test_fleet;
 pub mod throttle;
+pub mod webhooks;
 pub mod zkteco;

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 
 use crate::fleet::registry::Device;
 use crate::fleet::state::Fleet;
+use crate::fleet::webhooks;
 use crate::generic;
 use crate::json;
 use crate::store::commit::Batcher;
@@ -35,6 +36,23 @@ pub fn record(
     let id = fleet.store.ids.next(now_us());
     let staged = batch.stage(|st| {
         records::stage_event(st, id, Some(&dev.id), kind, Source::Server, &payload, None)?;
+        if fleet.webhooks.wants(webhooks::Kind::DeviceStatus) {
+            let data = records::event_json(id, Some(&dev.id), kind, Source::Server, &payload);
+            let msg = if online {
+                "device.online"
+            } else {
+                "device.offline"
+            };
+            let hooks = &fleet.webhooks;
+            webhooks::stage(
+                hooks,
+                st,
+                webhooks::Kind::DeviceStatus,
+                msg,
+                id / 1000,
+                &data,
+            )?;
+        }
         // last_seen is kept in memory while online and persisted when the device goes offline.
         if !online && !dev.deleted.load(Ordering::Acquire) {
             records::stage_device(st, &dev.record())?;

@@ -26,6 +26,8 @@ pub struct Rules {
     /// Which msg_ids a session recognises as re-sent (`--msg-id-window`,
     /// `--msg-id-retention-hours`).
     pub msg_ids: crate::fleet::msg_window::Remember,
+    /// Webhook URLs may name internal addresses (`--webhooks-allow-private`).
+    pub webhooks_allow_private: bool,
 }
 
 /// Everything the rules work on, shared by every shard.
@@ -39,6 +41,8 @@ pub struct Fleet {
     pub accounts: Accounts,
     /// The person behind each PIN (shared with CSV exports, which outlive their request).
     pub people: Arc<crate::fleet::people::People>,
+    /// Webhook endpoints (shared with their sender threads).
+    pub webhooks: Arc<crate::fleet::webhooks::Webhooks>,
     /// Abuse limits: connections per address, failed authentications, flapping devices.
     pub guard: Guard,
     /// The bootstrap admin token's hash.

@@ -29,6 +29,7 @@ pub fn fleet(store: &Arc<Store>) -> crate::fleet::state::Fleet {
         new_serials: crate::fleet::new_serials::NewSerials::new(10),
         accounts: crate::fleet::accounts::Accounts::load(store).expect("accounts"),
         people: Arc::new(crate::fleet::people::People::load(store).expect("people")),
+        webhooks: Arc::new(crate::fleet::webhooks::Webhooks::load(store).expect("webhooks")),
         guard: crate::fleet::guard::Guard::new(&crate::fleet::guard::GuardLimits {
             max_connections_per_ip: 0,
             auth_free_failures: 5,
@@ -51,6 +52,7 @@ pub fn fleet(store: &Arc<Store>) -> crate::fleet::state::Fleet {
                 window: 64,
                 retention_us: 3_600_000_000,
             },
+            webhooks_allow_private: false,
         },
         links: Arc::new(NoLinks),
         messages: std::sync::atomic::AtomicU64::new(0),

@@ -15,9 +15,10 @@ use crate::fleet::enrolled;
 use crate::fleet::handed_out::Overdue;
 use crate::fleet::registry::Device;
 use crate::fleet::state::Fleet;
+use crate::fleet::webhooks;
 use crate::json;
 use crate::store::commit::{Batcher, Staging, Ticket};
-use crate::store::records::{self, CommandStatus, Source};
+use crate::store::records::{self, CommandStatus};
 use crate::store::{Cf, StoreError, keys};
 use crate::time::{now_us, rfc3339_ms};
 use crate::zkteco::command;
@@ -135,7 +136,7 @@ fn stage_line_event(
         return Ok(None);
     }
     let id = fleet.store.ids.next(now_us());
-    records::stage_event(st, id, Some(&dev.id), kind, Source::Device, payload, None)?;
+    webhooks::stage_device_event(&fleet.webhooks, st, id, &dev.id, kind, payload, None)?;
     st.put(Cf::AttendanceDedup, &key, &keys::event(id))?;
     Ok(Some(id))
 }

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 
 use crate::fleet::provision::{self, Newcomer};
-use crate::fleet::{attendance, auth, commands, enrolled, identity};
+use crate::fleet::{attendance, auth, commands, enrolled, identity, webhooks};
 use crate::shard::local::CloseReason;
 use crate::shard::terminal::{
     MAX_UNANSWERED, POSITION_SAVE_EVERY_MS, SETTING_LOG_POSITION, SETTING_TOKEN_HASH, Staged,
@@ -13,7 +13,7 @@ use crate::shard::terminal::{
 };
 use crate::shard::ws_session::{Role, Session};
 use crate::store::commit::Ticket;
-use crate::store::records::{self, Protocol, Source};
+use crate::store::records::{self, Protocol};
 use crate::terminal::{
     AccessFacts, AccessPolicy, AccessRule, Action, CommandError, Identity, Known,
 };
@@ -335,16 +335,9 @@ impl Session<'_> {
                         continue;
                     };
                     let id = self.local.fleet().store.ids.next(now_us());
+                    let hooks = &self.local.fleet().webhooks;
                     let staged = self.stage(|st| {
-                        records::stage_event(
-                            st,
-                            id,
-                            Some(&dev.id),
-                            &kind,
-                            Source::Device,
-                            &payload,
-                            None,
-                        )
+                        webhooks::stage_device_event(hooks, st, id, &dev.id, &kind, &payload, None)
                     });
                     let ticket = match staged {
                         Ok(t) => Some(t),

@@ -19,7 +19,7 @@ use crate::fleet::ingest::{self, Ingested};
 use crate::fleet::links::SessionRef;
 use crate::fleet::msg_window::RecordRef;
 use crate::fleet::registry::{self, Claim, Device};
-use crate::fleet::{presence, principal};
+use crate::fleet::{presence, principal, webhooks};
 use crate::generic;
 use crate::generic_session::{self, Action, Counted, Record, Stored};
 use crate::http::request::Request;
@@ -28,7 +28,7 @@ use crate::shard::io::Transport;
 use crate::shard::local::{CloseReason, ConnCtl, Deadline, Local, Out, flush, out_buf};
 use crate::shard::terminal::{self, Terminal};
 use crate::store::commit::Ticket;
-use crate::store::records::{self, Source};
+use crate::store::records;
 use crate::time::{now_ms, rfc3339_ms};
 use crate::ws::{self, Event, Opcode};
 
@@ -599,7 +599,15 @@ impl Session<'_> {
                 claim,
                 msg_id.as_deref(),
                 RecordRef::Telemetry,
-                |st, id, m| records::stage_telemetry(st, &dev, id, ts.as_deref(), payload, m),
+                |st, id, m| {
+                    records::stage_telemetry(st, &dev, id, ts.as_deref(), payload, m)?;
+                    let hooks = &local.fleet().webhooks;
+                    if hooks.wants(webhooks::Kind::Telemetry) {
+                        let row = records::telemetry_row(id, ts.as_deref(), payload, m);
+                        webhooks::stage_telemetry(hooks, st, &dev, &row, id / 1000)?;
+                    }
+                    Ok(())
+                },
             ),
             Record::Event {
                 event_type,
@@ -612,7 +620,15 @@ impl Session<'_> {
                 msg_id.as_deref(),
                 RecordRef::Event,
                 |st, id, m| {
-                    records::stage_event(st, id, Some(&dev), event_type, Source::Device, payload, m)
+                    webhooks::stage_device_event(
+                        &local.fleet().webhooks,
+                        st,
+                        id,
+                        &dev,
+                        event_type,
+                        payload,
+                        m,
+                    )
                 },
             ),
         };

@@ -118,13 +118,27 @@ impl Drop for Ticket {
     }
 }
 
+/// One durable write from a thread outside the shards (the webhook sender): staged and written
+/// at once, synced like every batch.
+pub fn write_now(
+    store: &Store,
+    f: impl FnOnce(&mut Staging<'_>) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut batch = WriteBatch::default();
+    f(&mut Staging {
+        store,
+        batch: &mut batch,
+    })?;
+    store.write(batch)
+}
+
 /// A batch being filled, with the handles needed to add to it.
 pub struct Staging<'a> {
     store: &'a Store,
     batch: &'a mut WriteBatch,
 }
 
-impl Staging<'_> {
+impl<'a> Staging<'a> {
     pub fn put(&mut self, cf: Cf, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         self.batch.put_cf(self.store.cf(cf)?, key, value);
         Ok(())
@@ -140,7 +154,7 @@ impl Staging<'_> {
         Ok(())
     }
 
-    pub fn store(&self) -> &Store {
+    pub fn store(&self) -> &'a Store {
         self.store
     }
 }

@@ -55,10 +55,17 @@ pub enum Cf {
     ApiTokens,
     /// The people registry (`people::Person`), by PIN.
     People,
+    /// Webhook endpoints: `c` + id their configuration, `s` + id their delivery state.
+    Webhooks,
+    /// Messages for webhook endpoints, by an id from the store's clock, written with the record
+    /// they tell of.
+    WebhookOutbox,
+    /// Each webhook endpoint's delivery attempts, by (endpoint, time).
+    WebhookDeliveries,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 17] = [
+    pub const ALL: [Cf; 20] = [
         Cf::Meta,
         Cf::Devices,
         Cf::Telemetry,
@@ -76,6 +83,9 @@ impl Cf {
         Cf::Accounts,
         Cf::ApiTokens,
         Cf::People,
+        Cf::Webhooks,
+        Cf::WebhookOutbox,
+        Cf::WebhookDeliveries,
     ];
 
     pub fn name(self) -> &'static str {
@@ -97,6 +107,9 @@ impl Cf {
             Cf::Accounts => "accounts",
             Cf::ApiTokens => "api_tokens",
             Cf::People => "people",
+            Cf::Webhooks => "webhooks",
+            Cf::WebhookOutbox => "webhook_outbox",
+            Cf::WebhookDeliveries => "webhook_deliveries",
         }
     }
 }

@@ -193,7 +193,13 @@ pub fn stage_telemetry(
     st.put(Cf::Telemetry, &keys::telemetry(dev, id), v.as_bytes())
 }
 
-fn telemetry_row(id: u64, device_ts: Option<&str>, payload: &str, msg_id: Option<&str>) -> String {
+/// A telemetry row's JSON, as stored and listed.
+pub fn telemetry_row(
+    id: u64,
+    device_ts: Option<&str>,
+    payload: &str,
+    msg_id: Option<&str>,
+) -> String {
     let mut v = String::with_capacity(64 + payload.len() + msg_id.map_or(0, str::len));
     v.push_str(TELEMETRY_HEAD);
     v.push_str(&rfc3339_ms(id / 1000));

@@ -168,6 +168,20 @@ try {
     fail(`the ZKTeco terminal was not given the person: ${JSON.stringify(zkCmds)}`);
   }
 
+  step('webhooks: add an endpoint; its signing secret is shown once');
+  await el(page, 'nav-webhooks').click();
+  await el(page, 'hook-url').fill('https://hr.example.com/fleetgate');
+  await el(page, 'hook-event-device_status').check();
+  await el(page, 'hook-submit').click();
+  const secret = (await el(page, 'hook-secret').textContent()).trim();
+  if (!secret.startsWith('whsec_')) fail(`the signing secret shown: ${secret}`);
+  const hooks = await api('GET', '/api/webhooks');
+  const hook = (hooks.items || []).find((w) => w.url === 'https://hr.example.com/fleetgate');
+  if (!hook || hook.events.join() !== 'attendance,device_status') fail(`the endpoint: ${JSON.stringify(hooks)}`);
+  if (JSON.stringify(hooks).includes(secret)) fail('the secret is listed');
+  await el(page, `hook-row-${hook.id}`).waitFor();
+  await shot(page, 'webhooks');
+
   step('users and API token pages render');
   await el(page, 'nav-users').click();
   await page.getByText('admin').first().waitFor();

@@ -1,0 +1,943 @@
+//! Webhooks: endpoints that are told what the fleet stores, signed by the Standard Webhooks
+//! spec (`webhook-id`, `webhook-timestamp`, `webhook-signature`: HMAC-SHA256 of
+//! `id.timestamp.body`, keyed by the endpoint's `whsec_` secret).
+//!
+//! Nothing committed is missed: a message is staged into the durable outbox (`webhook_outbox`,
+//! keyed by an id from the store's clock) in the same batch as the record it tells of, whenever an
+//! enabled endpoint subscribes to its kind. Each endpoint has a cursor into the outbox (the last
+//! id it took); the sender (`crate::webhook_sender`, the app's thread per endpoint) delivers the
+//! messages after the cursor one at a time, moves the cursor only past a 2xx, and retries a
+//! failure with growing delays for days, until the endpoint has failed for `DISABLE_AFTER_MS`,
+//! when it is disabled with a `webhook_disabled` event. So delivery is at least once (the cursor
+//! is written after the answer: a crash between repeats one message, under the same id), in order
+//! per endpoint. The outbox is kept `--webhooks-retain-days` and can be replayed from a time.
+//!
+//! This module holds the rules and the records; it does no network I/O.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::fleet::auth;
+use crate::json;
+use crate::store::commit::Staging;
+use crate::store::records::Source;
+use crate::store::{Cf, Store, StoreError, records};
+use crate::time::{now_ms, now_us, rfc3339_ms};
+
+/// Endpoints at most (each has its own sender thread).
+pub const MAX_ENDPOINTS: usize = 32;
+pub const MAX_URL: usize = 2048;
+pub const MAX_DESCRIPTION: usize = 256;
+/// Delivery attempts after the first failure wait `retry_min_ms` × 2^(n−1), at most this.
+pub const MAX_RETRY_MS: u64 = 3_600_000;
+/// An endpoint that has failed every attempt for this long (and at least `MIN_FAILURES` times) is
+/// disabled: three days.
+pub const DISABLE_AFTER_MS: u64 = 3 * 86_400_000;
+pub const MIN_FAILURES: u32 = 10;
+/// A previous secret still signs (beside the new one) this long after a rotation, so receivers
+/// can switch over: a day.
+pub const PREVIOUS_SECRET_MS: u64 = 86_400_000;
+/// Outbox entries one look for an endpoint's next message examines before it gives up for the
+/// moment (kinds the endpoint does not take are skipped).
+const SCAN_BUDGET: usize = 10_000;
+
+/// What an endpoint subscribes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// `attendance.punch`: every punch stored.
+    Attendance,
+    /// `device.online` / `device.offline`.
+    DeviceStatus,
+    /// `device.event`: events devices and terminals send (door events, unknown faces, …).
+    Events,
+    /// `command.result`: a command's outcome.
+    CommandResults,
+    /// `telemetry`: generic devices' telemetry, at most `--webhooks-telemetry-per-second` across
+    /// the fleet (the rest is stored but not sent, and counted).
+    Telemetry,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 5] = [
+        Kind::Attendance,
+        Kind::DeviceStatus,
+        Kind::Events,
+        Kind::CommandResults,
+        Kind::Telemetry,
+    ];
+
+    fn bit(self) -> u8 {
+        match self {
+            Kind::Attendance => 1,
+            Kind::DeviceStatus => 2,
+            Kind::Events => 4,
+            Kind::CommandResults => 8,
+            Kind::Telemetry => 16,
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Attendance => "attendance",
+            Kind::DeviceStatus => "device_status",
+            Kind::Events => "events",
+            Kind::CommandResults => "command_results",
+            Kind::Telemetry => "telemetry",
+        }
+    }
+}
+
+/// How an endpoint is spoken to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Preset {
+    /// Standard Webhooks: the message as JSON, signed.
+    Standard,
+    /// ERPNext (Frappe HR): each punch posted as an employee check-in with the site's API key.
+    Erpnext {
+        api_key: String,
+        api_secret: String,
+        /// The Employee field that holds the terminal PIN (`attendance_device_id`), or whose
+        /// value is the person's `external_id` when `by_external_id`.
+        employee_field: String,
+        by_external_id: bool,
+    },
+}
+
+/// An endpoint as operators configure it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Config {
+    pub id: u64,
+    pub url: String,
+    pub events: Vec<Kind>,
+    pub preset: Preset,
+    /// `whsec_…`: kept as it is, since signing needs it (the data directory is private).
+    pub secret: String,
+    /// The secret before the last rotation, and until when it still signs.
+    #[serde(default)]
+    pub previous_secret: Option<(String, u64)>,
+    pub enabled: bool,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub created_at: u64,
+    pub updated_at: u64,
+}
+
+/// Where an endpoint's delivery stands; written only by its sender.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct State {
+    /// The last outbox id delivered or skipped.
+    pub cursor: u64,
+    /// Failed attempts in a row, and since when.
+    pub failures: u32,
+    pub failing_since: Option<u64>,
+    /// Not before this (ms).
+    pub next_attempt_at: u64,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub disabled_reason: Option<String>,
+}
+
+/// One endpoint, live.
+#[derive(Debug)]
+pub struct Endpoint {
+    pub config: RwLock<Config>,
+    pub state: Mutex<State>,
+    /// A replay asked for through the API, applied by the sender (which alone writes the state).
+    pub replay_from: Mutex<Option<u64>>,
+}
+
+impl Endpoint {
+    pub fn config(&self) -> Config {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Every endpoint, and which kinds any enabled one takes (read on every record staged).
+#[derive(Debug, Default)]
+pub struct Webhooks {
+    all: RwLock<BTreeMap<u64, Arc<Endpoint>>>,
+    wanted: AtomicU8,
+    /// Telemetry messages per second across the fleet (`--webhooks-telemetry-per-second`), as a
+    /// GCRA: the theoretical arrival time of the next message, in µs.
+    telemetry_interval_us: AtomicU64,
+    telemetry_tat_us: AtomicU64,
+}
+
+/// Telemetry messages one burst may hold beyond the rate: a second's worth.
+const TELEMETRY_BURST_S: u64 = 1;
+
+fn config_key(id: u64) -> [u8; 9] {
+    let mut k = [b'c'; 9];
+    k[1..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+fn state_key(id: u64) -> [u8; 9] {
+    let mut k = [b's'; 9];
+    k[1..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+fn delivery_key(id: u64, at_us: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&id.to_be_bytes());
+    k[8..].copy_from_slice(&at_us.to_be_bytes());
+    k
+}
+
+/// The API's name of an endpoint.
+pub fn public_id(id: u64) -> String {
+    format!("wh_{id:016x}")
+}
+
+pub fn parse_id(s: &str) -> Option<u64> {
+    u64::from_str_radix(s.strip_prefix("wh_")?, 16).ok()
+}
+
+/// A message's id (`webhook-id`): the outbox id, the same on every attempt and replay.
+pub fn message_id(outbox_id: u64) -> String {
+    format!("msg_{outbox_id:016x}")
+}
+
+impl Webhooks {
+    pub fn load(store: &Store) -> Result<Webhooks, StoreError> {
+        let mut all = BTreeMap::new();
+        store.scan_forward(Cf::Webhooks, b"c", None, usize::MAX, |_, v| {
+            let c: Config = records::decode(v)?;
+            let state = match store.get(Cf::Webhooks, &state_key(c.id))? {
+                Some(s) => records::decode(&s)?,
+                None => State::default(),
+            };
+            all.insert(
+                c.id,
+                Arc::new(Endpoint {
+                    config: RwLock::new(c),
+                    state: Mutex::new(state),
+                    replay_from: Mutex::new(None),
+                }),
+            );
+            Ok(true)
+        })?;
+        let w = Webhooks {
+            all: RwLock::new(all),
+            ..Webhooks::default()
+        };
+        w.recount();
+        Ok(w)
+    }
+
+    /// Sets the telemetry rate (messages per second, from 1).
+    pub fn with_telemetry_rate(self, per_second: u32) -> Webhooks {
+        let interval = 1_000_000 / u64::from(per_second.max(1));
+        self.telemetry_interval_us
+            .store(interval.max(1), Ordering::Relaxed);
+        self
+    }
+
+    /// Whether one more telemetry message fits the rate at `now_us` (and takes its place).
+    fn telemetry_admits(&self, now_us: u64) -> bool {
+        let interval = self.telemetry_interval_us.load(Ordering::Relaxed).max(1);
+        let burst = interval.saturating_mul(TELEMETRY_BURST_S * 1_000_000 / interval);
+        let mut tat = self.telemetry_tat_us.load(Ordering::Relaxed);
+        loop {
+            let start = tat.max(now_us);
+            if (start + interval).saturating_sub(now_us) > burst {
+                return false;
+            }
+            match self.telemetry_tat_us.compare_exchange_weak(
+                tat,
+                start + interval,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(now) => tat = now,
+            }
+        }
+    }
+
+    /// Whether any enabled endpoint takes `kind`: one atomic load, on every record staged.
+    pub fn wants(&self, kind: Kind) -> bool {
+        self.wanted.load(Ordering::Acquire) & kind.bit() != 0
+    }
+
+    fn recount(&self) {
+        let mut bits = 0;
+        for e in self.all.read().unwrap_or_else(|p| p.into_inner()).values() {
+            let c = e.config.read().unwrap_or_else(|p| p.into_inner());
+            if c.enabled {
+                bits |= c.events.iter().fold(0, |b, k| b | k.bit());
+            }
+        }
+        self.wanted.store(bits, Ordering::Release);
+    }
+
+    pub fn get(&self, id: u64) -> Option<Arc<Endpoint>> {
+        self.all
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    pub fn list(&self) -> Vec<Arc<Endpoint>> {
+        self.all
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.all.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Takes a new endpoint into memory once its record has committed. Its cursor starts at the
+    /// outbox's present: it is told what is stored from now on (a replay reaches further back).
+    pub fn added(&self, c: Config, cursor: u64) -> Arc<Endpoint> {
+        let e = Arc::new(Endpoint {
+            config: RwLock::new(c),
+            state: Mutex::new(State {
+                cursor,
+                ..State::default()
+            }),
+            replay_from: Mutex::new(None),
+        });
+        let id = e.config().id;
+        self.all
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, e.clone());
+        self.recount();
+        e
+    }
+
+    /// Applies a committed change of an endpoint's configuration.
+    pub fn changed(&self, c: Config) {
+        if let Some(e) = self.get(c.id) {
+            *e.config.write().unwrap_or_else(|p| p.into_inner()) = c;
+        }
+        self.recount();
+    }
+
+    pub fn removed(&self, id: u64) {
+        self.all
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        self.recount();
+    }
+}
+
+/// Stages a message into the outbox, in the batch of the record it tells of, when an enabled
+/// endpoint takes `kind`: `{"type","timestamp","data"}` with `data` the record's JSON.
+pub fn stage(
+    hooks: &Webhooks,
+    st: &mut Staging<'_>,
+    kind: Kind,
+    msg_type: &str,
+    at_ms: u64,
+    data: &str,
+) -> Result<(), StoreError> {
+    if !hooks.wants(kind) {
+        return Ok(());
+    }
+    let id = st.store().ids.next(now_us());
+    let mut v = Vec::with_capacity(64 + data.len());
+    v.push(kind.bit());
+    v.extend_from_slice(b"{\"type\":");
+    let mut t = String::new();
+    json::push_str(&mut t, msg_type);
+    v.extend_from_slice(t.as_bytes());
+    v.extend_from_slice(b",\"timestamp\":\"");
+    v.extend_from_slice(rfc3339_ms(at_ms).as_bytes());
+    v.extend_from_slice(b"\",\"data\":");
+    v.extend_from_slice(data.as_bytes());
+    v.push(b'}');
+    st.put(Cf::WebhookOutbox, &id.to_be_bytes(), &v)?;
+    metrics::counter!("fleetgate_webhook_messages_total").increment(1);
+    Ok(())
+}
+
+/// Stages a device's event (`records::stage_event`) and, when an endpoint takes events, its
+/// `device.event` message with it.
+#[allow(clippy::too_many_arguments)]
+pub fn stage_device_event(
+    hooks: &Webhooks,
+    st: &mut Staging<'_>,
+    id: u64,
+    dev: &uuid::Uuid,
+    kind: &str,
+    payload: &str,
+    msg_id: Option<&str>,
+) -> Result<(), StoreError> {
+    records::stage_event(st, id, Some(dev), kind, Source::Device, payload, msg_id)?;
+    if hooks.wants(Kind::Events) {
+        let data = records::event_json(id, Some(dev), kind, Source::Device, payload);
+        stage(hooks, st, Kind::Events, "device.event", id / 1000, &data)?;
+    }
+    Ok(())
+}
+
+/// Stages a telemetry row's message (`{"device_id","ts","msg_id"?,"device_ts"?,"payload"}`) when
+/// an endpoint takes telemetry and the fleet-wide rate admits it; over the rate the row is stored
+/// but not sent, and counted.
+pub fn stage_telemetry(
+    hooks: &Webhooks,
+    st: &mut Staging<'_>,
+    dev: &uuid::Uuid,
+    row: &str,
+    at_ms: u64,
+) -> Result<(), StoreError> {
+    if !hooks.wants(Kind::Telemetry) {
+        return Ok(());
+    }
+    if !hooks.telemetry_admits(now_us()) {
+        metrics::counter!("fleetgate_webhook_telemetry_dropped_total").increment(1);
+        return Ok(());
+    }
+    let rest = row.strip_prefix('{').unwrap_or(row);
+    let data = format!("{{\"device_id\":\"{dev}\",{rest}");
+    stage(hooks, st, Kind::Telemetry, "telemetry", at_ms, &data)
+}
+
+/// A message waiting for an endpoint.
+#[derive(Debug, PartialEq)]
+pub struct Message {
+    pub outbox_id: u64,
+    pub kind: Kind,
+    pub body: Vec<u8>,
+}
+
+/// What follows `cursor` for an endpoint taking `kinds`: the next message it takes, and the id
+/// the cursor may move to when the entries before it were all skipped (or the look ran out of
+/// budget): `(None, Some(id))` means "nothing yet, but skip to id".
+pub fn next_message(
+    store: &Store,
+    cursor: u64,
+    kinds: &[Kind],
+) -> Result<(Option<Message>, Option<u64>), StoreError> {
+    let bits = kinds.iter().fold(0, |b, k| b | k.bit());
+    let mut found = None;
+    let mut skipped_to = None;
+    let mut seen = 0;
+    let from = cursor.saturating_add(1).to_be_bytes();
+    store.visit_from(Cf::WebhookOutbox, &[], &from, |k, v| {
+        seen += 1;
+        let Some(id) = k.try_into().ok().map(u64::from_be_bytes) else {
+            return Ok(true);
+        };
+        let (Some(&bit), body) = (v.first(), v.get(1..).unwrap_or_default()) else {
+            skipped_to = Some(id);
+            return Ok(true);
+        };
+        match Kind::ALL.into_iter().find(|k| k.bit() == bit) {
+            Some(kind) if bit & bits != 0 => {
+                found = Some(Message {
+                    outbox_id: id,
+                    kind,
+                    body: body.to_vec(),
+                });
+                Ok(false)
+            }
+            _ => {
+                skipped_to = Some(id);
+                Ok(seen < SCAN_BUDGET)
+            }
+        }
+    })?;
+    Ok((found, skipped_to))
+}
+
+/// The newest outbox id (0 when empty): where a new endpoint's cursor starts.
+pub fn outbox_head(store: &Store) -> Result<u64, StoreError> {
+    let mut head = 0;
+    store.scan_reverse(Cf::WebhookOutbox, &[], None, 1, 1, |k, _| {
+        head = k.try_into().ok().map_or(0, u64::from_be_bytes);
+        Ok(false)
+    })?;
+    Ok(head)
+}
+
+/// A new secret: `whsec_` and 32 random bytes in base64, as Standard Webhooks writes them.
+pub fn new_secret() -> Result<String, auth::RandomError> {
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b).map_err(auth::RandomError)?;
+    Ok(format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(b)
+    ))
+}
+
+/// A new endpoint id.
+pub fn new_id() -> Result<u64, auth::RandomError> {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).map_err(auth::RandomError)?;
+    Ok(u64::from_be_bytes(b) >> 1)
+}
+
+/// `webhook-signature`: `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, one for each
+/// secret that signs, space-separated. None when a secret is not `whsec_` base64 (it never is:
+/// the server makes them).
+pub fn signature(secrets: &[&str], msg_id: &str, timestamp_s: i64, body: &[u8]) -> Option<String> {
+    let mut out = Vec::new();
+    for secret in secrets {
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(secret.strip_prefix("whsec_")?)
+            .ok()?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(&key).ok()?;
+        mac.update(msg_id.as_bytes());
+        mac.update(b".");
+        mac.update(timestamp_s.to_string().as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        out.push(format!("v1,{sig}"));
+    }
+    Some(out.join(" "))
+}
+
+/// The secrets that sign at `now_ms`: the current one, and the previous one for a day after a
+/// rotation.
+pub fn signing_secrets(c: &Config, now_ms: u64) -> Vec<&str> {
+    let mut v = vec![c.secret.as_str()];
+    if let Some((s, until)) = &c.previous_secret
+        && now_ms < *until
+    {
+        v.push(s.as_str());
+    }
+    v
+}
+
+/// How long after the `failures`-th failure in a row the next attempt waits.
+pub fn retry_delay_ms(failures: u32, min_ms: u64) -> u64 {
+    let shift = failures.saturating_sub(1).min(30);
+    min_ms
+        .saturating_mul(1u64 << shift)
+        .min(MAX_RETRY_MS.max(min_ms))
+}
+
+/// What one attempt came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// A 2xx (or, for ERPNext, a check-in it already has).
+    Delivered { status: u16 },
+    /// Not sent, and never will be (an ERPNext punch whose person has no external id): the cursor
+    /// moves past it, and the log says why.
+    Skipped { reason: String },
+    /// Anything else: a status, or why there was none.
+    Failed { status: Option<u16>, error: String },
+}
+
+/// The state after an attempt at `now_ms` on the message `outbox_id`: a delivery moves the cursor
+/// and clears the failures; a failure schedules the next attempt, and disables the endpoint once
+/// it has failed for `DISABLE_AFTER_MS` (Some(reason) in the second value).
+pub fn after_attempt(
+    mut s: State,
+    outbox_id: u64,
+    outcome: &Outcome,
+    now_ms: u64,
+    retry_min_ms: u64,
+) -> (State, Option<String>) {
+    match outcome {
+        Outcome::Delivered { .. } | Outcome::Skipped { .. } => {
+            s.cursor = s.cursor.max(outbox_id);
+            s.failures = 0;
+            s.failing_since = None;
+            s.next_attempt_at = 0;
+            if let Outcome::Delivered { status } = outcome {
+                s.last_status = Some(*status);
+            }
+            s.last_error = None;
+            (s, None)
+        }
+        Outcome::Failed { status, error } => {
+            s.failures = s.failures.saturating_add(1);
+            let since = *s.failing_since.get_or_insert(now_ms);
+            s.next_attempt_at = now_ms + retry_delay_ms(s.failures, retry_min_ms);
+            s.last_status = *status;
+            s.last_error = Some(error.chars().take(256).collect());
+            let disable =
+                s.failures >= MIN_FAILURES && now_ms.saturating_sub(since) >= DISABLE_AFTER_MS;
+            let reason = disable.then(|| {
+                format!(
+                    "every attempt failed for {} days ({} attempts); last: {}",
+                    DISABLE_AFTER_MS / 86_400_000,
+                    s.failures,
+                    error
+                )
+            });
+            if let Some(r) = &reason {
+                s.disabled_reason = Some(r.clone());
+            }
+            (s, reason)
+        }
+    }
+}
+
+/// Writes an endpoint's state and the attempt's line in its delivery log, at once (the sender's
+/// thread, outside any shard).
+pub fn record_attempt(
+    store: &Store,
+    id: u64,
+    s: &State,
+    log: &str,
+    at_us: u64,
+) -> Result<(), StoreError> {
+    let state = records::encode(s)?;
+    crate::store::commit::write_now(store, |st| {
+        st.put(Cf::Webhooks, &state_key(id), &state)?;
+        st.put(
+            Cf::WebhookDeliveries,
+            &delivery_key(id, at_us),
+            log.as_bytes(),
+        )
+    })
+}
+
+/// Writes an endpoint's state alone (a cursor moved past messages it does not take, a replay).
+pub fn save_state(store: &Store, id: u64, s: &State) -> Result<(), StoreError> {
+    let state = records::encode(s)?;
+    crate::store::commit::write_now(store, |st| st.put(Cf::Webhooks, &state_key(id), &state))
+}
+
+/// Stages an endpoint's delivery state (a new endpoint's, with its configuration).
+pub fn stage_state(st: &mut Staging<'_>, id: u64, s: &State) -> Result<(), StoreError> {
+    st.put(Cf::Webhooks, &state_key(id), &records::encode(s)?)
+}
+
+/// Stages an endpoint's configuration.
+pub fn stage_config(st: &mut Staging<'_>, c: &Config) -> Result<(), StoreError> {
+    st.put(Cf::Webhooks, &config_key(c.id), &records::encode(c)?)
+}
+
+/// Stages an endpoint's removal, with its state and delivery log.
+pub fn stage_delete(st: &mut Staging<'_>, id: u64) -> Result<(), StoreError> {
+    st.delete(Cf::Webhooks, &config_key(id))?;
+    st.delete(Cf::Webhooks, &state_key(id))?;
+    st.delete_range(
+        Cf::WebhookDeliveries,
+        &delivery_key(id, 0),
+        &delivery_key(id, u64::MAX),
+    )
+}
+
+/// A delivery log line: `{"at","msg_id","type","attempt","status","latency_ms","error"}`.
+pub fn log_line(
+    at_ms: u64,
+    msg_id: &str,
+    msg_type: &str,
+    attempt: u32,
+    outcome: &Outcome,
+    latency_ms: u64,
+) -> String {
+    let (status, error) = match outcome {
+        Outcome::Delivered { status } => (Some(*status), None),
+        Outcome::Skipped { reason } => (None, Some(reason.as_str())),
+        Outcome::Failed { status, error } => (*status, Some(error.as_str())),
+    };
+    let mut s = format!(
+        "{{\"at\":\"{}\",\"msg_id\":\"{msg_id}\",\"type\":",
+        rfc3339_ms(at_ms)
+    );
+    json::push_str(&mut s, msg_type);
+    s.push_str(&format!(",\"attempt\":{attempt},\"status\":"));
+    match status {
+        Some(c) => s.push_str(&c.to_string()),
+        None => s.push_str("null"),
+    }
+    s.push_str(&format!(",\"latency_ms\":{latency_ms},\"error\":"));
+    match error {
+        Some(e) => json::push_str(&mut s, e),
+        None => s.push_str("null"),
+    }
+    s.push('}');
+    s
+}
+
+/// An endpoint's delivery log, newest first: at most `limit` lines from before the key `before`
+/// (a page's cursor), and the next page's cursor.
+pub fn deliveries(
+    store: &Store,
+    id: u64,
+    before: Option<&[u8]>,
+    limit: usize,
+) -> Result<(Vec<String>, Option<Vec<u8>>), StoreError> {
+    let mut out = Vec::new();
+    let next = store.scan_reverse(
+        Cf::WebhookDeliveries,
+        &id.to_be_bytes(),
+        before,
+        limit,
+        limit,
+        |_, v| {
+            out.push(String::from_utf8_lossy(v).into_owned());
+            Ok(true)
+        },
+    )?;
+    Ok((out, next))
+}
+
+/// Deletes outbox entries and delivery log lines older than `retain_ms` (the sender runs it
+/// now and then).
+pub fn sweep(store: &Store, retain_ms: u64) -> Result<(), StoreError> {
+    let cut_us = now_ms().saturating_sub(retain_ms).saturating_mul(1000);
+    let ids: Vec<u64> = {
+        let mut v = Vec::new();
+        store.scan_forward(Cf::Webhooks, b"c", None, usize::MAX, |k, _| {
+            if let Some(id) = k.get(1..9).and_then(|b| b.try_into().ok()) {
+                v.push(u64::from_be_bytes(id));
+            }
+            Ok(true)
+        })?;
+        v
+    };
+    crate::store::commit::write_now(store, |st| {
+        st.delete_range(
+            Cf::WebhookOutbox,
+            &0u64.to_be_bytes(),
+            &cut_us.to_be_bytes(),
+        )?;
+        for id in &ids {
+            st.delete_range(
+                Cf::WebhookDeliveries,
+                &delivery_key(*id, 0),
+                &delivery_key(*id, cut_us),
+            )?;
+        }
+        Ok(())
+    })
+}
+
+/// The API's JSON of an endpoint (never its secret, nor ERPNext's API secret).
+pub fn to_json(e: &Endpoint) -> String {
+    let c = e.config();
+    let s = e.state().clone();
+    let mut out = format!("{{\"id\":\"{}\",\"url\":", public_id(c.id));
+    json::push_str(&mut out, &c.url);
+    out.push_str(",\"events\":[");
+    for (i, k) in c.events.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&format!("\"{}\"", k.as_str()));
+    }
+    out.push_str("],\"preset\":");
+    match &c.preset {
+        Preset::Standard => out.push_str("\"standard\""),
+        Preset::Erpnext { .. } => out.push_str("\"erpnext\""),
+    }
+    out.push_str(&format!(",\"enabled\":{},\"description\":", c.enabled));
+    match &c.description {
+        Some(d) => json::push_str(&mut out, d),
+        None => out.push_str("null"),
+    }
+    out.push_str(&format!(
+        ",\"created_at\":\"{}\",\"updated_at\":\"{}\",\"delivery\":{{\"failures\":{},\"failing_since\":",
+        rfc3339_ms(c.created_at),
+        rfc3339_ms(c.updated_at),
+        s.failures
+    ));
+    match s.failing_since {
+        Some(t) => out.push_str(&format!("\"{}\"", rfc3339_ms(t))),
+        None => out.push_str("null"),
+    }
+    out.push_str(",\"next_attempt_at\":");
+    match s.next_attempt_at {
+        0 => out.push_str("null"),
+        t => out.push_str(&format!("\"{}\"", rfc3339_ms(t))),
+    }
+    out.push_str(",\"last_status\":");
+    match s.last_status {
+        Some(c) => out.push_str(&c.to_string()),
+        None => out.push_str("null"),
+    }
+    out.push_str(",\"last_error\":");
+    match &s.last_error {
+        Some(e) => json::push_str(&mut out, e),
+        None => out.push_str("null"),
+    }
+    out.push_str(",\"disabled_reason\":");
+    match &s.disabled_reason {
+        Some(r) => json::push_str(&mut out, r),
+        None => out.push_str("null"),
+    }
+    out.push_str("}}");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::temp::TempStore;
+
+    /// The Standard Webhooks spec's own example: secret, id, timestamp, body and signature.
+    #[test]
+    fn signatures_match_the_standard_webhooks_reference() {
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let body = br#"{"test": 2432232314}"#;
+        assert_eq!(
+            signature(&[secret], "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body).as_deref(),
+            Some("v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=")
+        );
+        let two = signature(&[secret, secret], "m", 1, b"x").expect("signs");
+        assert_eq!(two.split(' ').count(), 2);
+        assert_eq!(signature(&["nope"], "m", 1, b"x"), None);
+    }
+
+    #[test]
+    fn retries_grow_to_an_hour_and_an_endpoint_failing_for_days_is_disabled() {
+        assert_eq!(retry_delay_ms(1, 5_000), 5_000);
+        assert_eq!(retry_delay_ms(2, 5_000), 10_000);
+        assert_eq!(retry_delay_ms(5, 5_000), 80_000);
+        assert_eq!(retry_delay_ms(40, 5_000), MAX_RETRY_MS);
+        let fail = Outcome::Failed {
+            status: Some(503),
+            error: "HTTP 503".into(),
+        };
+        let mut s = State::default();
+        let mut now = 1_000;
+        let mut reason = None;
+        while reason.is_none() {
+            let (next, r) = after_attempt(s, 7, &fail, now, 5_000);
+            assert_eq!(next.cursor, 0, "a failure never moves the cursor");
+            now = next.next_attempt_at;
+            s = next;
+            reason = r;
+        }
+        assert!(s.failures >= MIN_FAILURES);
+        assert!(now - 1_000 >= DISABLE_AFTER_MS);
+        assert!(s.disabled_reason.is_some());
+        let (ok, none) = after_attempt(s, 7, &Outcome::Delivered { status: 204 }, now, 5_000);
+        assert_eq!((ok.cursor, ok.failures, ok.failing_since), (7, 0, None));
+        assert_eq!(none, None);
+    }
+
+    #[test]
+    fn telemetry_messages_keep_to_their_rate() {
+        let hooks = Webhooks::default().with_telemetry_rate(10);
+        let t0 = 5_000_000;
+        let burst = (0..100).filter(|_| hooks.telemetry_admits(t0)).count();
+        assert_eq!(burst, 10, "a second's worth at once");
+        assert!(!hooks.telemetry_admits(t0 + 50_000));
+        assert!(
+            hooks.telemetry_admits(t0 + 100_000),
+            "one more each tenth of a second"
+        );
+        assert!(!hooks.telemetry_admits(t0 + 100_000));
+        let later = (0..100)
+            .filter(|_| hooks.telemetry_admits(t0 + 60_000_000))
+            .count();
+        assert_eq!(later, 10, "an idle minute is not saved up");
+    }
+
+    /// Nothing committed is missed, where it lives: a message staged with its record is found by
+    /// an endpoint taking its kind, in order, and skipped by one that does not take it.
+    #[test]
+    fn the_outbox_gives_each_endpoint_its_kinds_in_order() {
+        let tmp = TempStore::open("webhooks", false).expect("store");
+        let store = tmp.store().clone();
+        let hooks = Webhooks::default();
+        hooks.added(
+            Config {
+                id: 1,
+                url: "http://x".into(),
+                events: vec![Kind::Attendance, Kind::CommandResults],
+                preset: Preset::Standard,
+                secret: "whsec_AA==".into(),
+                previous_secret: None,
+                enabled: true,
+                description: None,
+                created_at: 0,
+                updated_at: 0,
+            },
+            0,
+        );
+        assert!(hooks.wants(Kind::Attendance) && !hooks.wants(Kind::Events));
+        // No endpoint takes events yet: none is staged.
+        crate::store::commit::write_now(&store, |st| {
+            stage(&hooks, st, Kind::Events, "device.event", 0, "{}")
+        })
+        .expect("write");
+        assert_eq!(outbox_head(&store).expect("head"), 0);
+        let mut events = hooks.get(1).expect("endpoint").config();
+        events.id = 2;
+        events.events = vec![Kind::Events];
+        hooks.added(events, 0);
+        crate::store::commit::write_now(&store, |st| {
+            stage(
+                &hooks,
+                st,
+                Kind::Attendance,
+                "attendance.punch",
+                1,
+                "{\"n\":1}",
+            )?;
+            stage(&hooks, st, Kind::Events, "device.event", 2, "{\"n\":2}")?;
+            stage(
+                &hooks,
+                st,
+                Kind::CommandResults,
+                "command.result",
+                3,
+                "{\"n\":3}",
+            )
+        })
+        .expect("write");
+        let (first, _) =
+            next_message(&store, 0, &[Kind::Attendance, Kind::CommandResults]).expect("scan");
+        let first = first.expect("a message");
+        assert_eq!(first.kind, Kind::Attendance);
+        assert!(first.body.ends_with(b",\"data\":{\"n\":1}}"));
+        let (second, _) = next_message(
+            &store,
+            first.outbox_id,
+            &[Kind::Attendance, Kind::CommandResults],
+        )
+        .expect("scan");
+        let second = second.expect("a message");
+        assert_eq!(
+            second.kind,
+            Kind::CommandResults,
+            "the event is not its kind"
+        );
+        assert!(
+            second.outbox_id > first.outbox_id + 1,
+            "the event between was skipped"
+        );
+        let (none, skipped) =
+            next_message(&store, second.outbox_id, &[Kind::Attendance]).expect("scan");
+        assert_eq!((none, skipped), (None, None));
+        let (events, _) = next_message(&store, 0, &[Kind::Events]).expect("scan");
+        assert_eq!(events.map(|m| m.kind), Some(Kind::Events));
+        // Past the last message it takes, an endpoint's cursor may skip what it does not take.
+        let (none, skipped) =
+            next_message(&store, first.outbox_id, &[Kind::Attendance]).expect("scan");
+        assert_eq!((none, skipped), (None, Some(second.outbox_id)));
+        assert_eq!(outbox_head(&store).expect("head"), second.outbox_id);
+    }
+}
