@@ -574,9 +574,16 @@ fn users_and_operations_from_operlog(io: &str) {
     let srv = Server::start(io);
     let id = create_zk_device(&srv, "ZKOPER1", "UTC");
     let t = Terminal::new(&srv, "ZKOPER1");
+    // PIN 9 has a person already: the terminal's name for it does not replace the operators'.
+    let r = srv.post(
+        "/api/people",
+        &json!({"pin": 9, "name": "Cy Operator", "external_id": "EMP-9"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
     let body = "USER PIN=7\tName=Ann Lee\tPri=14\tPasswd=1234\tCard=99887766\tGrp=1\tTZ=0000000100000000\r\n\
                 FP PIN=7\tFID=3\tSize=8\tValid=1\tTMP=QUJDRA==\r\n\
                 USER PIN=8\tName=Bo\tPri=0\r\n\
+                USER PIN=9\tName=cy\tPri=0\r\n\
                 OPLOG 4\t0\t2026-06-12 09:00:00\t0\t0\t0\t0\r\n\
                 SOMETHING new\r\n";
     for _ in 0..2 {
@@ -585,10 +592,25 @@ fn users_and_operations_from_operlog(io: &str) {
             &t.path("cdata", "table=OPERLOG&Stamp=77"),
             Some(body.as_bytes()),
         );
-        assert_eq!((r.status, r.text()), (200, "OK: 5\r\n".to_string()));
+        assert_eq!((r.status, r.text()), (200, "OK: 6\r\n".to_string()));
     }
+    // The terminal's users are the registry's people where the PIN had none.
+    let ann = srv.get("/api/people/7").json();
+    assert_eq!(
+        (s(&ann, "name"), s(&ann, "privilege"), s(&ann, "card")),
+        ("Ann Lee", "admin", "99887766"),
+        "{}",
+        enc(&ann)
+    );
+    assert_eq!(s(&arr(&ann, "enrolled_on")[0], "device_id"), id);
+    assert_eq!(s(&srv.get("/api/people/8").json(), "privilege"), "user");
+    let cy = srv.get("/api/people/9").json();
+    assert_eq!(
+        (s(&cy, "name"), s(&cy, "external_id")),
+        ("Cy Operator", "EMP-9")
+    );
     let users = srv.list_all(&format!("/api/devices/{id}/users?limit=100"));
-    assert_eq!(users.len(), 2, "{users:?}");
+    assert_eq!(users.len(), 3, "{users:?}");
     assert_eq!(u(&users[0], "enrollid"), 7);
     assert_eq!(s(&users[0], "name"), "Ann Lee");
     assert_eq!(u(&users[0], "admin"), 14);

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use crate::fleet::enrolled;
 use crate::fleet::registry::Registry;
 use crate::json;
-use crate::store::commit::Batcher;
+use crate::store::commit::{Batcher, Staging};
 use crate::store::records::{self, Protocol};
 use crate::store::{Cf, Store, StoreError, keys};
 use crate::time::{now_ms, rfc3339_ms};
@@ -260,6 +260,49 @@ pub async fn delete(people: &People, batch: &Batcher, pin: u64) -> Result<(), Pe
     delete_record(batch, pin).await?;
     people.write().remove(&pin);
     Ok(())
+}
+
+/// A person a terminal reported (a ZKTeco `OPERLOG` `USER` line) for a PIN the registry has no
+/// one for: staged into the caller's batch, so it commits with the terminal's own record of the
+/// user. None when the PIN has a person already, or the registry is full.
+pub fn stage_reported(
+    people: &People,
+    st: &mut Staging<'_>,
+    p: &Person,
+) -> Result<Option<Person>, StoreError> {
+    {
+        let all = people.read();
+        if all.contains_key(&p.pin) || all.len() >= MAX_PEOPLE {
+            return Ok(None);
+        }
+    }
+    st.put(Cf::People, &keys::person(p.pin), &records::encode(p)?)?;
+    Ok(Some(p.clone()))
+}
+
+/// Takes reported people into memory once their batch has committed. One the operators created
+/// meanwhile stays, and is written again (without waiting) so the store holds it too.
+pub fn reported(people: &People, batch: &Batcher, list: Vec<Person>) {
+    for p in list {
+        let kept = {
+            let mut all = people.write();
+            match all.get(&p.pin) {
+                Some(existing) => Some(existing.clone()),
+                None => {
+                    all.insert(p.pin, p);
+                    None
+                }
+            }
+        };
+        if let Some(existing) = kept {
+            let staged = records::encode(&existing).and_then(|v| {
+                batch.stage(|st| st.put(Cf::People, &keys::person(existing.pin), &v))
+            });
+            if let Err(e) = staged {
+                tracing::error!(error = %e, "rewriting a person failed");
+            }
+        }
+    }
 }
 
 async fn save(batch: &Batcher, p: &Person) -> Result<(), StoreError> {

@@ -8,11 +8,13 @@ use std::rc::Rc;
 
 use jiff::civil::DateTime;
 use sha2::{Digest, Sha256};
+use simd_json::prelude::*;
 
 use crate::fleet::attendance::{self, NOT_STORED, dedup_key};
 use crate::fleet::commands;
 use crate::fleet::enrolled;
 use crate::fleet::handed_out::Overdue;
+use crate::fleet::people;
 use crate::fleet::registry::Device;
 use crate::fleet::state::Fleet;
 use crate::fleet::webhooks;
@@ -172,6 +174,7 @@ pub async fn store_lines(
             .collect()
     };
     let mut events = Vec::new();
+    let mut adopted = Vec::new();
     let mut stamped = Stamped::default();
     let ticket = batch
         .stage(|st| {
@@ -184,6 +187,14 @@ pub async fn store_lines(
                     } => {
                         let at = fleet.store.ids.next(now_us());
                         enrolled::stage(st, &dev.id, *pin, *backupnum, payload, at)?;
+                        // The terminal's user becomes the registry's person when the PIN has none.
+                        if backupnum.is_none()
+                            && !adopted.iter().any(|p: &people::Person| p.pin == *pin)
+                            && let Some(p) = reported_person(*pin, payload, &lines)
+                            && let Some(p) = people::stage_reported(&fleet.people, st, &p)?
+                        {
+                            adopted.push(p);
+                        }
                     }
                     OperLine::Operation { payload, line } => {
                         let identity = line_identity(table, line);
@@ -213,6 +224,7 @@ pub async fn store_lines(
         return Err(NOT_STORED);
     }
     stamped.commit(dev);
+    people::reported(&fleet.people, batch, adopted);
     if fleet.has_admins() {
         let d = dev.id.to_string();
         for (id, kind, payload) in events {
@@ -221,6 +233,58 @@ pub async fn store_lines(
         }
     }
     Ok(tables::count_lines(body))
+}
+
+/// The person a `USER` line reports (its `name`, `admin` as the terminal's `Pri`: 14 is an admin,
+/// 0 a user, anything between a manager), with the card the same upload gives the PIN. None
+/// without a name: a person needs one.
+fn reported_person(pin: u64, payload: &str, lines: &[OperLine]) -> Option<people::Person> {
+    let mut b = payload.as_bytes().to_vec();
+    let v = simd_json::to_owned_value(&mut b).ok()?;
+    let name = v
+        .get("name")
+        .and_then(|n| n.as_str())
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(|n| {
+            // At most MAX_NAME bytes, cut at a character's edge.
+            let mut end = n.len().min(people::MAX_NAME);
+            while !n.is_char_boundary(end) {
+                end -= 1;
+            }
+            n[..end].to_string()
+        })?;
+    let privilege = match v.get("admin").and_then(|a| a.as_i64()) {
+        Some(14) => people::Privilege::Admin,
+        Some(0) | None => people::Privilege::User,
+        Some(_) => people::Privilege::Manager,
+    };
+    let card = lines.iter().find_map(|l| match l {
+        OperLine::Enrolled {
+            pin: p,
+            backupnum: Some(11),
+            payload,
+        } if *p == pin => {
+            let mut b = payload.as_bytes().to_vec();
+            let v = simd_json::to_owned_value(&mut b).ok()?;
+            v.get("record")
+                .and_then(|r| r.as_str())
+                .filter(|c| c.len() <= people::MAX_CARD)
+                .map(str::to_string)
+        }
+        _ => None,
+    });
+    let now = crate::time::now_ms();
+    Some(people::Person {
+        pin,
+        name,
+        card,
+        privilege,
+        department: None,
+        external_id: None,
+        created_at: now,
+        updated_at: now,
+    })
 }
 
 /// Stores an `ATTPHOTO` upload under the key of the punch its file name names (by the clock rule,
