@@ -141,7 +141,8 @@ fn work(shared: &Shared, settings: &Settings, stop: &AtomicBool, id: u64) {
             nap(stop, Duration::from_millis(due - now).min(IDLE_POLL));
             continue;
         }
-        let msg = match webhooks::next_message(store, cursor, &c.events) {
+        let below = shared.fleet.webhooks.visible_below();
+        let msg = match webhooks::next_message(store, cursor, below, &c.events) {
             Ok((Some(m), _)) => m,
             Ok((None, skipped)) => {
                 if let Some(to) = skipped {

@@ -176,10 +176,20 @@ impl Endpoint {
 pub struct Webhooks {
     all: RwLock<BTreeMap<u64, Arc<Endpoint>>>,
     wanted: AtomicU8,
+    /// Outbox ids staged in batches that have not resolved yet, and the newest id handed out.
+    /// Shards commit independently, so id 6 can be durable before id 5: a sender reads only
+    /// below `visible_below`, and a late commit is never stepped over.
+    inflight: Mutex<Inflight>,
     /// Telemetry messages per second across the fleet (`--webhooks-telemetry-per-second`), as a
     /// GCRA: the theoretical arrival time of the next message, in µs.
     telemetry_interval_us: AtomicU64,
     telemetry_tat_us: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Inflight {
+    ids: std::collections::BTreeSet<u64>,
+    last: u64,
 }
 
 /// Telemetry messages one burst may hold beyond the rate: a second's worth.
@@ -239,10 +249,38 @@ impl Webhooks {
         })?;
         let w = Webhooks {
             all: RwLock::new(all),
+            inflight: Mutex::new(Inflight {
+                ids: Default::default(),
+                last: outbox_head(store)?,
+            }),
             ..Webhooks::default()
         };
         w.recount();
         Ok(w)
+    }
+
+    /// Outbox ids below this are all committed (or failed and absent): every id handed out
+    /// before is either resolved or in flight, and the smallest in flight bounds what is safe.
+    pub fn visible_below(&self) -> u64 {
+        let f = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        f.ids.first().copied().unwrap_or(f.last.saturating_add(1))
+    }
+
+    /// A new outbox id, in flight until `settled`.
+    fn take_id(&self, store: &Store) -> u64 {
+        let mut f = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        let id = store.ids.next(now_us());
+        f.ids.insert(id);
+        f.last = f.last.max(id);
+        id
+    }
+
+    fn settled(&self, id: u64) {
+        self.inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .ids
+            .remove(&id);
     }
 
     /// Sets the telemetry rate (messages per second, from 1).
@@ -356,7 +394,7 @@ impl Webhooks {
 /// Stages a message into the outbox, in the batch of the record it tells of, when an enabled
 /// endpoint takes `kind`: `{"type","timestamp","data"}` with `data` the record's JSON.
 pub fn stage(
-    hooks: &Webhooks,
+    hooks: &Arc<Webhooks>,
     st: &mut Staging<'_>,
     kind: Kind,
     msg_type: &str,
@@ -366,7 +404,9 @@ pub fn stage(
     if !hooks.wants(kind) {
         return Ok(());
     }
-    let id = st.store().ids.next(now_us());
+    let id = hooks.take_id(st.store());
+    let h = hooks.clone();
+    st.on_resolve(move || h.settled(id));
     let mut v = Vec::with_capacity(64 + data.len());
     v.push(kind.bit());
     v.extend_from_slice(b"{\"type\":");
@@ -387,7 +427,7 @@ pub fn stage(
 /// `device.event` message with it.
 #[allow(clippy::too_many_arguments)]
 pub fn stage_device_event(
-    hooks: &Webhooks,
+    hooks: &Arc<Webhooks>,
     st: &mut Staging<'_>,
     id: u64,
     dev: &uuid::Uuid,
@@ -407,7 +447,7 @@ pub fn stage_device_event(
 /// an endpoint takes telemetry and the fleet-wide rate admits it; over the rate the row is stored
 /// but not sent, and counted.
 pub fn stage_telemetry(
-    hooks: &Webhooks,
+    hooks: &Arc<Webhooks>,
     st: &mut Staging<'_>,
     dev: &uuid::Uuid,
     row: &str,
@@ -433,12 +473,14 @@ pub struct Message {
     pub body: Vec<u8>,
 }
 
-/// What follows `cursor` for an endpoint taking `kinds`: the next message it takes, and the id
-/// the cursor may move to when the entries before it were all skipped (or the look ran out of
-/// budget): `(None, Some(id))` means "nothing yet, but skip to id".
+/// What follows `cursor` and lies below `below` (`Webhooks::visible_below`) for an endpoint
+/// taking `kinds`: the next message it takes, and the id the cursor may move to when the entries
+/// before it were all skipped (or the look ran out of budget): `(None, Some(id))` means "nothing
+/// yet, but skip to id".
 pub fn next_message(
     store: &Store,
     cursor: u64,
+    below: u64,
     kinds: &[Kind],
 ) -> Result<(Option<Message>, Option<u64>), StoreError> {
     let bits = kinds.iter().fold(0, |b, k| b | k.bit());
@@ -451,6 +493,10 @@ pub fn next_message(
         let Some(id) = k.try_into().ok().map(u64::from_be_bytes) else {
             return Ok(true);
         };
+        if id >= below {
+            // Perhaps committed before an earlier message that is still in flight.
+            return Ok(false);
+        }
         let (Some(&bit), body) = (v.first(), v.get(1..).unwrap_or_default()) else {
             skipped_to = Some(id);
             return Ok(true);
@@ -855,13 +901,59 @@ mod tests {
         assert_eq!(later, 10, "an idle minute is not saved up");
     }
 
+    /// Nothing committed is missed across shards: a message whose batch commits after a later
+    /// one's is not stepped over, because a sender reads only below the oldest one in flight.
+    #[test]
+    fn a_late_commit_is_never_stepped_over() {
+        use crate::fleet::shard_stub::with_batcher;
+        let tmp = TempStore::open("webhooks-late", false).expect("store");
+        let store = tmp.store().clone();
+        let hooks = Arc::new(Webhooks::default());
+        hooks.added(
+            Config {
+                id: 1,
+                url: "http://x".into(),
+                events: vec![Kind::Attendance],
+                preset: Preset::Standard,
+                secret: "whsec_AA==".into(),
+                previous_secret: None,
+                enabled: true,
+                description: None,
+                created_at: 0,
+                updated_at: 0,
+            },
+            0,
+        );
+        let kinds = [Kind::Attendance];
+        with_batcher(&store, async |batcher| {
+            // A shard stages message A; its batch has not committed yet.
+            let slow = batcher
+                .stage(|st| stage(&hooks, st, Kind::Attendance, "attendance.punch", 1, "{}"))
+                .expect("stage");
+            // Another shard's message B, later, commits first.
+            crate::store::commit::write_now(&store, |st| {
+                stage(&hooks, st, Kind::Attendance, "attendance.punch", 2, "{}")
+            })
+            .expect("write");
+            let (none, skip) =
+                next_message(&store, 0, hooks.visible_below(), &kinds).expect("scan");
+            assert_eq!((none, skip), (None, None), "B waits behind A");
+            assert!(slow.wait().await);
+            let (a, _) = next_message(&store, 0, hooks.visible_below(), &kinds).expect("scan");
+            let a = a.expect("A, now committed");
+            let (b, _) =
+                next_message(&store, a.outbox_id, hooks.visible_below(), &kinds).expect("scan");
+            assert!(b.expect("then B").outbox_id > a.outbox_id);
+        });
+    }
+
     /// Nothing committed is missed, where it lives: a message staged with its record is found by
     /// an endpoint taking its kind, in order, and skipped by one that does not take it.
     #[test]
     fn the_outbox_gives_each_endpoint_its_kinds_in_order() {
         let tmp = TempStore::open("webhooks", false).expect("store");
         let store = tmp.store().clone();
-        let hooks = Webhooks::default();
+        let hooks = Arc::new(Webhooks::default());
         hooks.added(
             Config {
                 id: 1,
@@ -908,14 +1000,20 @@ mod tests {
             )
         })
         .expect("write");
-        let (first, _) =
-            next_message(&store, 0, &[Kind::Attendance, Kind::CommandResults]).expect("scan");
+        let (first, _) = next_message(
+            &store,
+            0,
+            hooks.visible_below(),
+            &[Kind::Attendance, Kind::CommandResults],
+        )
+        .expect("scan");
         let first = first.expect("a message");
         assert_eq!(first.kind, Kind::Attendance);
         assert!(first.body.ends_with(b",\"data\":{\"n\":1}}"));
         let (second, _) = next_message(
             &store,
             first.outbox_id,
+            hooks.visible_below(),
             &[Kind::Attendance, Kind::CommandResults],
         )
         .expect("scan");
@@ -929,14 +1027,25 @@ mod tests {
             second.outbox_id > first.outbox_id + 1,
             "the event between was skipped"
         );
-        let (none, skipped) =
-            next_message(&store, second.outbox_id, &[Kind::Attendance]).expect("scan");
+        let (none, skipped) = next_message(
+            &store,
+            second.outbox_id,
+            hooks.visible_below(),
+            &[Kind::Attendance],
+        )
+        .expect("scan");
         assert_eq!((none, skipped), (None, None));
-        let (events, _) = next_message(&store, 0, &[Kind::Events]).expect("scan");
+        let (events, _) =
+            next_message(&store, 0, hooks.visible_below(), &[Kind::Events]).expect("scan");
         assert_eq!(events.map(|m| m.kind), Some(Kind::Events));
         // Past the last message it takes, an endpoint's cursor may skip what it does not take.
-        let (none, skipped) =
-            next_message(&store, first.outbox_id, &[Kind::Attendance]).expect("scan");
+        let (none, skipped) = next_message(
+            &store,
+            first.outbox_id,
+            hooks.visible_below(),
+            &[Kind::Attendance],
+        )
+        .expect("scan");
         assert_eq!((none, skipped), (None, Some(second.outbox_id)));
         assert_eq!(outbox_head(&store).expect("head"), second.outbox_id);
     }

@@ -125,17 +125,31 @@ pub fn write_now(
     f: impl FnOnce(&mut Staging<'_>) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
     let mut batch = WriteBatch::default();
-    f(&mut Staging {
+    let mut after = Vec::new();
+    let staged = f(&mut Staging {
         store,
         batch: &mut batch,
-    })?;
-    store.write(batch)
+        ticket: None,
+        after: &mut after,
+    });
+    let written = staged.and_then(|()| store.write(batch));
+    for done in after {
+        done();
+    }
+    written
 }
+
+/// Work to run once a batch's outcome is known.
+type Resolved = Box<dyn FnOnce()>;
 
 /// A batch being filled, with the handles needed to add to it.
 pub struct Staging<'a> {
     store: &'a Store,
     batch: &'a mut WriteBatch,
+    /// The batch's ticket; None for `write_now`, whose write follows at once (its `after` runs
+    /// then).
+    ticket: Option<&'a Rc<Ticket>>,
+    after: &'a mut Vec<Resolved>,
 }
 
 impl<'a> Staging<'a> {
@@ -156,6 +170,14 @@ impl<'a> Staging<'a> {
 
     pub fn store(&self) -> &'a Store {
         self.store
+    }
+
+    /// Runs `f` once the batch being staged has committed or failed.
+    pub fn on_resolve(&mut self, f: impl FnOnce() + 'static) {
+        match self.ticket {
+            Some(t) => t.on_resolve(f),
+            None => self.after.push(Box::new(f)),
+        }
     }
 }
 
@@ -205,9 +227,13 @@ impl Batcher {
     ) -> Result<Rc<Ticket>, StoreError> {
         let mut open = self.open.borrow_mut();
         let Open { batch, ticket } = &mut *open;
+        // The open batch's ticket has not resolved, so nothing lands in `after`.
+        let mut after = Vec::new();
         f(&mut Staging {
             store: &self.store,
             batch,
+            ticket: Some(ticket),
+            after: &mut after,
         })?;
         let ticket = ticket.clone();
         drop(open);
