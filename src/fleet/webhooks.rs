@@ -901,6 +901,22 @@ mod tests {
         assert_eq!(later, 10, "an idle minute is not saved up");
     }
 
+    /// An enabled Standard Webhooks endpoint taking `events`.
+    fn standard(id: u64, events: Vec<Kind>) -> Config {
+        Config {
+            id,
+            url: "http://x".into(),
+            events,
+            preset: Preset::Standard,
+            secret: "whsec_AA==".into(),
+            previous_secret: None,
+            enabled: true,
+            description: None,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
     /// Nothing committed is missed across shards: a message whose batch commits after a later
     /// one's is not stepped over, because a sender reads only below the oldest one in flight.
     #[test]
@@ -909,21 +925,7 @@ mod tests {
         let tmp = TempStore::open("webhooks-late", false).expect("store");
         let store = tmp.store().clone();
         let hooks = Arc::new(Webhooks::default());
-        hooks.added(
-            Config {
-                id: 1,
-                url: "http://x".into(),
-                events: vec![Kind::Attendance],
-                preset: Preset::Standard,
-                secret: "whsec_AA==".into(),
-                previous_secret: None,
-                enabled: true,
-                description: None,
-                created_at: 0,
-                updated_at: 0,
-            },
-            0,
-        );
+        hooks.added(standard(1, vec![Kind::Attendance]), 0);
         let kinds = [Kind::Attendance];
         with_batcher(&store, async |batcher| {
             // A shard stages message A; its batch has not committed yet.
@@ -954,21 +956,7 @@ mod tests {
         let tmp = TempStore::open("webhooks", false).expect("store");
         let store = tmp.store().clone();
         let hooks = Arc::new(Webhooks::default());
-        hooks.added(
-            Config {
-                id: 1,
-                url: "http://x".into(),
-                events: vec![Kind::Attendance, Kind::CommandResults],
-                preset: Preset::Standard,
-                secret: "whsec_AA==".into(),
-                previous_secret: None,
-                enabled: true,
-                description: None,
-                created_at: 0,
-                updated_at: 0,
-            },
-            0,
-        );
+        hooks.added(standard(1, vec![Kind::Attendance, Kind::CommandResults]), 0);
         assert!(hooks.wants(Kind::Attendance) && !hooks.wants(Kind::Events));
         // No endpoint takes events yet: none is staged.
         crate::store::commit::write_now(&store, |st| {
