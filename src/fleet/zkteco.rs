@@ -94,6 +94,11 @@ pub async fn store_attlog(
         store.exists(Cf::Photos, primary)
     })
     .map_err(not_stored)?;
+    // An upload that stored nothing new is a re-send of what the server has (after a lost
+    // answer, perhaps processed after a newer upload): it says nothing of where the records stop,
+    // so it keeps the stamp there is rather than taking it back to its own.
+    let stamp = stamp
+        .filter(|(name, _)| ticket.is_some() || dev.with_record(|r| !r.stamps.contains_key(*name)));
     // Staged before any wait, so it rides in the records' batch (it is that batch's ticket).
     let mut stamped = Stamped::default();
     let stamp_ticket = batch
@@ -652,6 +657,37 @@ mod tests {
             let gave_up = stored_status(&fleet, &c);
             assert_eq!(gave_up.status, CommandStatus::Failed);
             assert_eq!(gave_up.result.as_deref(), Some(r#"{"error":"timeout"}"#));
+        });
+    }
+
+    /// A re-send that stores nothing new (a lost answer's batch, perhaps processed after a newer
+    /// upload) leaves the stamp where the newer upload put it.
+    #[test]
+    fn a_stale_resend_does_not_take_the_stamp_back() {
+        let tmp = TempStore::open("zk-stale", false).expect("store");
+        let store = tmp.store().clone();
+        let fleet = fleet(&store);
+        let older = b"1\t2026-06-12 09:00:05\t0\t1\r\n";
+        let newer = b"2\t2026-06-12 09:01:10\t1\t15\r\n";
+        with_batcher(&store, async |batcher| {
+            let dev = terminal(&fleet, batcher, "ZK4").await;
+            let up = async |body: &[u8], stamp: &str| {
+                store_attlog(&fleet, batcher, &dev, body, Some(("ATTLOGStamp", stamp))).await
+            };
+            assert_eq!(up(older, "40").await, Ok(1));
+            assert_eq!(up(newer, "60").await, Ok(1));
+            assert_eq!(up(older, "40").await, Ok(1), "still answered as stored");
+            let stamp = dev.with_record(|r| r.stamps.get("ATTLOGStamp").cloned());
+            assert_eq!(stamp.as_deref(), Some("60"));
+            let on_disk = records::load_devices(&fleet.store)
+                .expect("devices")
+                .into_iter()
+                .find(|r| r.device_id == dev.id)
+                .expect("the device");
+            assert_eq!(
+                on_disk.stamps.get("ATTLOGStamp").map(String::as_str),
+                Some("60")
+            );
         });
     }
 
