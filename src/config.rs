@@ -132,6 +132,19 @@ pub struct ServeConfig {
     #[arg(long, env = "FLEETGATE_WEBHOOKS_TELEMETRY_PER_SECOND", default_value_t = 100,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub webhooks_telemetry_per_second: u32,
+    /// NATS servers (`nats://host:port`, comma-separated) to join a cluster through (see
+    /// docs/cluster.md). Without it the node stands alone: RocksDB only, nothing else to run.
+    #[arg(long, env = "FLEETGATE_NATS", value_delimiter = ',')]
+    pub nats: Vec<String>,
+    /// This node's name in the cluster (1–64 of `A-Z a-z 0-9 - _`); required with `--nats`.
+    #[arg(long, env = "FLEETGATE_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Records the export to NATS may have waiting (the outbox's bound while NATS is away); past
+    /// it, records are still stored and acknowledged but not exported, and counted in
+    /// `fleetgate_export_dropped_total` (1000–100000000).
+    #[arg(long, env = "FLEETGATE_EXPORT_MAX_LAG", default_value_t = 1_000_000,
+          value_parser = clap::value_parser!(u64).range(1000..=100_000_000))]
+    pub export_max_lag: u64,
     /// Accept every unknown serial as a new device (for labs); otherwise it waits in the pending list.
     #[arg(long, env = "FLEETGATE_AUTO_APPROVE")]
     pub auto_approve: bool,
@@ -305,6 +318,11 @@ impl ServeConfig {
                 self.large_message_budget_mb
             ));
         }
+        if !self.nats.is_empty() {
+            let node = self.node_id.as_deref().unwrap_or_default();
+            crate::cluster::link::check_node_id(node).map_err(|e| format!("--node-id: {e}"))?;
+            crate::cluster::link::check_urls(&self.nats).map_err(|e| format!("--nats: {e}"))?;
+        }
         Ok(())
     }
 
@@ -344,6 +362,18 @@ impl ServeConfig {
             },
             webhooks_allow_private: self.webhooks_allow_private,
         }
+    }
+
+    /// The cluster's settings, when `--nats` names servers.
+    pub fn cluster_settings(&self) -> Option<crate::cluster::link::Settings> {
+        if self.nats.is_empty() {
+            return None;
+        }
+        Some(crate::cluster::link::Settings {
+            urls: self.nats.clone(),
+            node: self.node_id.clone().unwrap_or_default(),
+            export_max_lag: self.export_max_lag,
+        })
     }
 
     /// The webhook sender's settings. A delivery is a success only when a 2xx comes within 15 s.

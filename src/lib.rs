@@ -3,7 +3,7 @@
 //! Layers, each importing only those before it: the sans-IO core crate (`fleetgate-core`,
 //! re-exported below) → `store` → `fleet` (the product's rules) → `shard` (the runtime: shards,
 //! the I/O seam, TLS, the hub, connection loops) → the app (`api`, `dashboard`, `serve`, `cli`,
-//! `client`, `config`, `data_dir`, `backup`, `doctor`, `metrics_catalog`, `outbound`,
+//! `client`, `cluster`, `config`, `data_dir`, `backup`, `doctor`, `metrics_catalog`, `outbound`,
 //! `webhook_sender`).
 
 pub mod store;
@@ -16,6 +16,7 @@ pub mod api;
 pub mod backup;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod dashboard;
 pub mod data_dir;

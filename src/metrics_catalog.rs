@@ -319,6 +319,36 @@ pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
         "messages written to the webhook outbox with the records they tell of",
     ),
     (
+        "fleetgate_export_published_total",
+        Counter,
+        Unit::Count,
+        "records the cluster's export published to FLEETGATE_RECORDS and JetStream acknowledged",
+    ),
+    (
+        "fleetgate_export_lag_records",
+        Gauge,
+        Unit::Count,
+        "records committed on this node and not yet acknowledged by JetStream (cluster mode)",
+    ),
+    (
+        "fleetgate_export_connected",
+        Gauge,
+        Unit::Count,
+        "1 while this node's NATS connection is up (cluster mode)",
+    ),
+    (
+        "fleetgate_export_dropped_total",
+        Counter,
+        Unit::Count,
+        "records stored and acknowledged but not exported: the export was over --export-max-lag",
+    ),
+    (
+        "fleetgate_export_failures_total",
+        Counter,
+        Unit::Count,
+        "export rounds that failed (NATS away, the stream missing) and were retried from the cursor",
+    ),
+    (
         "fleetgate_webhook_telemetry_dropped_total",
         Counter,
         Unit::Count,

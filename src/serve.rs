@@ -124,6 +124,14 @@ pub fn run(config: ServeConfig) -> Result<(), Error> {
         started: Instant::now(),
     });
 
+    // Before any shard stages a record, so the export misses none.
+    let cluster = match config.cluster_settings() {
+        Some(settings) => Some(crate::cluster::link::Cluster::start(
+            shared.clone(),
+            settings,
+        )?),
+        None => None,
+    };
     let cores = core_ids();
     let mut threads = Vec::new();
     let mut committers = Vec::new();
@@ -183,6 +191,7 @@ pub fn run(config: ServeConfig) -> Result<(), Error> {
     }
     drop(sweeper);
     drop(webhook_sender);
+    drop(cluster);
     drop(upkeep);
     drop(monitor);
     store.db().flush_wal(true)?;

@@ -12,15 +12,31 @@ use crate::http::response::Response;
 /// Liveness: the process serves. `store` tells whether writes currently fail (disk full, I/O
 /// errors); devices then hear "not stored" and keep their data.
 pub fn health(cx: &Ctx<'_>) -> Result<Response, ApiError> {
-    let store = &cx.local.fleet().store;
-    let body: &[u8] = if store.guard.is_low() {
-        b"{\"status\":\"ok\",\"store\":\"disk_low\"}"
+    let fleet = cx.local.fleet();
+    let store = &fleet.store;
+    let state = if store.guard.is_low() {
+        "disk_low"
     } else if store.writes_failing() {
-        b"{\"status\":\"ok\",\"store\":\"writes_failing\"}"
+        "writes_failing"
     } else {
-        b"{\"status\":\"ok\",\"store\":\"ok\"}"
+        "ok"
     };
-    Ok(Response::json(200, body.to_vec()))
+    let mut body = format!("{{\"status\":\"ok\",\"store\":\"{state}\"");
+    // In cluster mode: whether NATS is reachable, and how many records wait for the export.
+    let export = &fleet.webhooks.export;
+    if export.is_on() {
+        let nats = if export.connected.load(std::sync::atomic::Ordering::Acquire) {
+            "connected"
+        } else {
+            "disconnected"
+        };
+        body.push_str(&format!(
+            ",\"nats\":\"{nats}\",\"export_lag\":{}",
+            export.lag()
+        ));
+    }
+    body.push('}');
+    Ok(Response::json(200, body.into_bytes()))
 }
 
 pub fn metrics(cx: &Ctx<'_>) -> Result<Response, ApiError> {

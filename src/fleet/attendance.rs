@@ -229,6 +229,7 @@ pub fn stage_records_with(
                             &fleet.webhooks,
                             st,
                             webhooks::Kind::Attendance,
+                            &dev.id,
                             "attendance.punch",
                             at,
                             &data,

@@ -152,7 +152,8 @@ fn settle(fleet: &Fleet, batch: &Batcher, cmd: &CommandRecord) -> Option<Rc<Tick
                 let data = cmd.to_api_json(cmd.updated_at);
                 let kind = webhooks::Kind::CommandResults;
                 let at = cmd.updated_at;
-                webhooks::stage(&fleet.webhooks, st, kind, "command.result", at, &data)?;
+                let dev = &cmd.device_id;
+                webhooks::stage(&fleet.webhooks, st, kind, dev, "command.result", at, &data)?;
             }
             Ok(())
         })

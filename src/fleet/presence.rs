@@ -48,6 +48,7 @@ pub fn record(
                 hooks,
                 st,
                 webhooks::Kind::DeviceStatus,
+                &dev.id,
                 msg,
                 id / 1000,
                 &data,

@@ -15,7 +15,7 @@
 //! This module holds the rules and the records; it does no network I/O.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use base64::Engine;
@@ -46,6 +46,15 @@ pub const PREVIOUS_SECRET_MS: u64 = 86_400_000;
 /// Outbox entries one look for an endpoint's next message examines before it gives up for the
 /// moment (kinds the endpoint does not take are skipped).
 const SCAN_BUDGET: usize = 10_000;
+
+/// An outbox entry's first byte: its kind's bit, and these flags.
+/// The entry is for the cluster's export only (no endpoint takes it, or the telemetry rate kept it
+/// from them): senders skip it.
+const EXPORT_ONLY: u8 = 0x80;
+/// The device's id (16 bytes) follows the first byte. Entries written before the export have no
+/// device; the export starts after them.
+const WITH_DEVICE: u8 = 0x40;
+const KIND_BITS: u8 = 0x1f;
 
 /// What an endpoint subscribes to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,6 +193,69 @@ pub struct Webhooks {
     /// GCRA: the theoretical arrival time of the next message, in µs.
     telemetry_interval_us: AtomicU64,
     telemetry_tat_us: AtomicU64,
+    /// The cluster's export (`--nats`): it takes every kind but device status, unrated.
+    pub export: Export,
+}
+
+/// The cluster's share of the outbox: whether it is on, and how far behind its publisher is.
+#[derive(Debug, Default)]
+pub struct Export {
+    on: AtomicBool,
+    /// Entries for the export staged since start (plus those pending at start), and published.
+    staged: AtomicU64,
+    published: AtomicU64,
+    /// Past this lag new records are stored and acknowledged but not exported (counted).
+    max_lag: AtomicU64,
+    pub connected: AtomicBool,
+}
+
+impl Export {
+    /// The kinds the export takes.
+    pub const KINDS: [Kind; 4] = [
+        Kind::Attendance,
+        Kind::Events,
+        Kind::CommandResults,
+        Kind::Telemetry,
+    ];
+
+    fn bits(&self) -> u8 {
+        if self.on.load(Ordering::Acquire) {
+            Export::KINDS.iter().fold(0, |b, k| b | k.bit())
+        } else {
+            0
+        }
+    }
+
+    /// Turns the export on with `pending` entries already waiting after its cursor.
+    pub fn start(&self, max_lag: u64, pending: u64) {
+        self.max_lag.store(max_lag, Ordering::Relaxed);
+        self.staged.fetch_add(pending, Ordering::Relaxed);
+        self.on.store(true, Ordering::Release);
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.on.load(Ordering::Acquire)
+    }
+
+    /// Entries staged and not yet published (an entry of a batch that failed to commit counts
+    /// until the next start).
+    pub fn lag(&self) -> u64 {
+        let published = self.published.load(Ordering::Acquire);
+        self.staged
+            .load(Ordering::Acquire)
+            .saturating_sub(published)
+    }
+
+    pub fn published(&self, n: u64) {
+        self.published.fetch_add(n, Ordering::AcqRel);
+        metrics::counter!("fleetgate_export_published_total").increment(n);
+    }
+
+    /// Whether the export is over its bound: an entry only it would take is then not staged,
+    /// and counted as dropped from the export.
+    fn full(&self) -> bool {
+        self.lag() >= self.max_lag.load(Ordering::Relaxed)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -313,8 +385,14 @@ impl Webhooks {
         }
     }
 
-    /// Whether any enabled endpoint takes `kind`: one atomic load, on every record staged.
+    /// Whether any enabled endpoint, or the cluster's export, takes `kind`: two atomic loads,
+    /// on every record staged.
     pub fn wants(&self, kind: Kind) -> bool {
+        (self.wanted.load(Ordering::Acquire) | self.export.bits()) & kind.bit() != 0
+    }
+
+    /// Whether an enabled endpoint takes `kind` (the export aside).
+    fn endpoints_want(&self, kind: Kind) -> bool {
         self.wanted.load(Ordering::Acquire) & kind.bit() != 0
     }
 
@@ -392,23 +470,50 @@ impl Webhooks {
 }
 
 /// Stages a message into the outbox, in the batch of the record it tells of, when an enabled
-/// endpoint takes `kind`: `{"type","timestamp","data"}` with `data` the record's JSON.
+/// endpoint or the export takes `kind`: `{"type","timestamp","data"}` with `data` the record's
+/// JSON, and the device it is about.
 pub fn stage(
     hooks: &Arc<Webhooks>,
     st: &mut Staging<'_>,
     kind: Kind,
+    dev: &uuid::Uuid,
     msg_type: &str,
     at_ms: u64,
     data: &str,
 ) -> Result<(), StoreError> {
-    if !hooks.wants(kind) {
+    let to_endpoints = hooks.endpoints_want(kind);
+    stage_entry(hooks, st, kind, to_endpoints, dev, msg_type, at_ms, data)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn stage_entry(
+    hooks: &Arc<Webhooks>,
+    st: &mut Staging<'_>,
+    kind: Kind,
+    to_endpoints: bool,
+    dev: &uuid::Uuid,
+    msg_type: &str,
+    at_ms: u64,
+    data: &str,
+) -> Result<(), StoreError> {
+    let exported = hooks.export.bits() & kind.bit() != 0;
+    if !to_endpoints && (!exported || hooks.export.full()) {
+        if exported {
+            metrics::counter!("fleetgate_export_dropped_total").increment(1);
+        }
         return Ok(());
+    }
+    if exported {
+        // Every entry of an exported kind is published, whoever else takes it.
+        hooks.export.staged.fetch_add(1, Ordering::AcqRel);
     }
     let id = hooks.take_id(st.store());
     let h = hooks.clone();
     st.on_resolve(move || h.settled(id));
-    let mut v = Vec::with_capacity(64 + data.len());
-    v.push(kind.bit());
+    let mut v = Vec::with_capacity(80 + data.len());
+    let flags = if to_endpoints { 0 } else { EXPORT_ONLY };
+    v.push(kind.bit() | WITH_DEVICE | flags);
+    v.extend_from_slice(dev.as_bytes());
     v.extend_from_slice(b"{\"type\":");
     let mut t = String::new();
     json::push_str(&mut t, msg_type);
@@ -438,14 +543,23 @@ pub fn stage_device_event(
     records::stage_event(st, id, Some(dev), kind, Source::Device, payload, msg_id)?;
     if hooks.wants(Kind::Events) {
         let data = records::event_json(id, Some(dev), kind, Source::Device, payload);
-        stage(hooks, st, Kind::Events, "device.event", id / 1000, &data)?;
+        stage(
+            hooks,
+            st,
+            Kind::Events,
+            dev,
+            "device.event",
+            id / 1000,
+            &data,
+        )?;
     }
     Ok(())
 }
 
 /// Stages a telemetry row's message (`{"device_id","ts","msg_id"?,"device_ts"?,"payload"}`) when
-/// an endpoint takes telemetry and the fleet-wide rate admits it; over the rate the row is stored
-/// but not sent, and counted.
+/// the export takes telemetry, or an endpoint does and the fleet-wide rate admits it; over the
+/// rate an endpoint is not sent the row (it is stored, and counted), while the export takes every
+/// row.
 pub fn stage_telemetry(
     hooks: &Arc<Webhooks>,
     st: &mut Staging<'_>,
@@ -456,21 +570,48 @@ pub fn stage_telemetry(
     if !hooks.wants(Kind::Telemetry) {
         return Ok(());
     }
-    if !hooks.telemetry_admits(now_us()) {
+    let mut to_endpoints = hooks.endpoints_want(Kind::Telemetry);
+    if to_endpoints && !hooks.telemetry_admits(now_us()) {
         metrics::counter!("fleetgate_webhook_telemetry_dropped_total").increment(1);
-        return Ok(());
+        to_endpoints = false;
     }
     let rest = row.strip_prefix('{').unwrap_or(row);
     let data = format!("{{\"device_id\":\"{dev}\",{rest}");
-    stage(hooks, st, Kind::Telemetry, "telemetry", at_ms, &data)
+    let kind = Kind::Telemetry;
+    stage_entry(
+        hooks,
+        st,
+        kind,
+        to_endpoints,
+        dev,
+        "telemetry",
+        at_ms,
+        &data,
+    )
 }
 
-/// A message waiting for an endpoint.
+/// A message waiting for an endpoint or the export.
 #[derive(Debug, PartialEq)]
 pub struct Message {
     pub outbox_id: u64,
     pub kind: Kind,
+    /// The device it is about (entries staged before the export began have none).
+    pub device: Option<uuid::Uuid>,
     pub body: Vec<u8>,
+}
+
+/// An outbox entry's parts: its kind, whether only the export takes it, its device and body.
+fn decode_entry(v: &[u8]) -> Option<(Kind, bool, Option<uuid::Uuid>, &[u8])> {
+    let (&first, rest) = v.split_first()?;
+    let kind = Kind::ALL
+        .into_iter()
+        .find(|k| k.bit() == first & KIND_BITS)?;
+    if first & WITH_DEVICE == 0 {
+        return Some((kind, false, None, rest));
+    }
+    let (dev, body) = rest.split_at_checked(16)?;
+    let dev = uuid::Uuid::from_slice(dev).ok()?;
+    Some((kind, first & EXPORT_ONLY != 0, Some(dev), body))
 }
 
 /// What follows `cursor` and lies below `below` (`Webhooks::visible_below`) for an endpoint
@@ -483,8 +624,23 @@ pub fn next_message(
     below: u64,
     kinds: &[Kind],
 ) -> Result<(Option<Message>, Option<u64>), StoreError> {
+    let (mut found, skipped_to) = next_messages(store, cursor, below, kinds, false, 1)?;
+    Ok((found.pop(), skipped_to))
+}
+
+/// Up to `max` messages of `kinds` after `cursor` and below `below`, for the export (which takes
+/// the entries only it takes) or an endpoint (which skips them), and the id the cursor may move to
+/// past entries skipped after the last one found.
+pub fn next_messages(
+    store: &Store,
+    cursor: u64,
+    below: u64,
+    kinds: &[Kind],
+    export: bool,
+    max: usize,
+) -> Result<(Vec<Message>, Option<u64>), StoreError> {
     let bits = kinds.iter().fold(0, |b, k| b | k.bit());
-    let mut found = None;
+    let mut found = Vec::new();
     let mut skipped_to = None;
     let mut seen = 0;
     let from = cursor.saturating_add(1).to_be_bytes();
@@ -497,18 +653,18 @@ pub fn next_message(
             // Perhaps committed before an earlier message that is still in flight.
             return Ok(false);
         }
-        let (Some(&bit), body) = (v.first(), v.get(1..).unwrap_or_default()) else {
-            skipped_to = Some(id);
-            return Ok(true);
-        };
-        match Kind::ALL.into_iter().find(|k| k.bit() == bit) {
-            Some(kind) if bit & bits != 0 => {
-                found = Some(Message {
+        match decode_entry(v) {
+            Some((kind, export_only, device, body))
+                if kind.bit() & bits != 0 && (export || !export_only) =>
+            {
+                found.push(Message {
                     outbox_id: id,
                     kind,
+                    device,
                     body: body.to_vec(),
                 });
-                Ok(false)
+                skipped_to = None;
+                Ok(found.len() < max)
             }
             _ => {
                 skipped_to = Some(id);
@@ -517,6 +673,20 @@ pub fn next_message(
         }
     })?;
     Ok((found, skipped_to))
+}
+
+/// How many entries the export has waiting after `cursor` (counted up to `limit`).
+pub fn export_pending(store: &Store, cursor: u64, limit: u64) -> Result<u64, StoreError> {
+    let bits = Export::KINDS.iter().fold(0, |b, k| b | k.bit());
+    let mut n = 0;
+    let from = cursor.saturating_add(1).to_be_bytes();
+    store.visit_from(Cf::WebhookOutbox, &[], &from, |_, v| {
+        if decode_entry(v).is_some_and(|(k, _, d, _)| d.is_some() && k.bit() & bits != 0) {
+            n += 1;
+        }
+        Ok(n < limit)
+    })?;
+    Ok(n)
 }
 
 /// The newest outbox id (0 when empty): where a new endpoint's cursor starts.
@@ -841,6 +1011,78 @@ mod tests {
     use super::*;
     use crate::store::temp::TempStore;
 
+    const DEV: uuid::Uuid = uuid::Uuid::from_u128(7);
+
+    /// The export takes every record of its kinds, with the device it is about, in outbox order,
+    /// beside endpoints that each see only what they take: an entry only the export takes never
+    /// reaches an endpoint, and telemetry over the endpoints' rate still reaches the export.
+    #[test]
+    fn the_export_takes_every_record_and_endpoints_only_theirs() {
+        let tmp = TempStore::open("webhooks-export", false).expect("store");
+        let store = tmp.store().clone();
+        let hooks = Arc::new(Webhooks::default().with_telemetry_rate(1));
+        hooks.added(standard(1, vec![Kind::Telemetry]), 0);
+        hooks.export.start(1000, 0);
+        crate::store::commit::write_now(&store, |st| {
+            for n in 0..5 {
+                stage_telemetry(&hooks, st, &DEV, &format!("{{\"n\":{n}}}"), 1)?;
+            }
+            stage(&hooks, st, Kind::Events, &DEV, "device.event", 2, "{}")?;
+            stage(
+                &hooks,
+                st,
+                Kind::DeviceStatus,
+                &DEV,
+                "device.online",
+                3,
+                "{}",
+            )
+        })
+        .expect("write");
+        let below = hooks.visible_below();
+        let (all, _) = next_messages(&store, 0, below, &Export::KINDS, true, 100).expect("scan");
+        let kinds: Vec<Kind> = all.iter().map(|m| m.kind).collect();
+        assert_eq!(
+            kinds,
+            [[Kind::Telemetry; 5].as_slice(), &[Kind::Events]].concat()
+        );
+        assert!(all.iter().all(|m| m.device == Some(DEV)));
+        assert!(all.windows(2).all(|w| w[0].outbox_id < w[1].outbox_id));
+        assert_eq!(hooks.export.lag(), 6, "device status is not exported");
+        // The endpoint's rate (1/s, a burst of one) let only the first telemetry row through.
+        let mut cursor = 0;
+        let mut seen = Vec::new();
+        while let (Some(m), _) =
+            next_message(&store, cursor, below, &[Kind::Telemetry]).expect("scan")
+        {
+            cursor = m.outbox_id;
+            seen.push(String::from_utf8_lossy(&m.body).into_owned());
+        }
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert!(seen[0].contains("\"n\":0"), "{seen:?}");
+        hooks.export.published(6);
+        assert_eq!(hooks.export.lag(), 0);
+    }
+
+    /// Past its bound the export stops taking records (they are still stored): the outbox does
+    /// not grow without end while NATS is away.
+    #[test]
+    fn the_export_stops_growing_at_its_bound() {
+        let tmp = TempStore::open("webhooks-export-bound", false).expect("store");
+        let store = tmp.store().clone();
+        let hooks = Arc::new(Webhooks::default());
+        hooks.export.start(3, 1);
+        crate::store::commit::write_now(&store, |st| {
+            for _ in 0..5 {
+                stage(&hooks, st, Kind::Events, &DEV, "device.event", 2, "{}")?;
+            }
+            Ok(())
+        })
+        .expect("write");
+        assert_eq!(export_pending(&store, 0, 100).expect("count"), 2);
+        assert_eq!(hooks.export.lag(), 3);
+    }
+
     /// The Standard Webhooks spec's own example: secret, id, timestamp, body and signature.
     #[test]
     fn signatures_match_the_standard_webhooks_reference() {
@@ -930,11 +1172,29 @@ mod tests {
         with_batcher(&store, async |batcher| {
             // A shard stages message A; its batch has not committed yet.
             let slow = batcher
-                .stage(|st| stage(&hooks, st, Kind::Attendance, "attendance.punch", 1, "{}"))
+                .stage(|st| {
+                    stage(
+                        &hooks,
+                        st,
+                        Kind::Attendance,
+                        &DEV,
+                        "attendance.punch",
+                        1,
+                        "{}",
+                    )
+                })
                 .expect("stage");
             // Another shard's message B, later, commits first.
             crate::store::commit::write_now(&store, |st| {
-                stage(&hooks, st, Kind::Attendance, "attendance.punch", 2, "{}")
+                stage(
+                    &hooks,
+                    st,
+                    Kind::Attendance,
+                    &DEV,
+                    "attendance.punch",
+                    2,
+                    "{}",
+                )
             })
             .expect("write");
             let (none, skip) =
@@ -960,7 +1220,7 @@ mod tests {
         assert!(hooks.wants(Kind::Attendance) && !hooks.wants(Kind::Events));
         // No endpoint takes events yet: none is staged.
         crate::store::commit::write_now(&store, |st| {
-            stage(&hooks, st, Kind::Events, "device.event", 0, "{}")
+            stage(&hooks, st, Kind::Events, &DEV, "device.event", 0, "{}")
         })
         .expect("write");
         assert_eq!(outbox_head(&store).expect("head"), 0);
@@ -973,15 +1233,25 @@ mod tests {
                 &hooks,
                 st,
                 Kind::Attendance,
+                &DEV,
                 "attendance.punch",
                 1,
                 "{\"n\":1}",
             )?;
-            stage(&hooks, st, Kind::Events, "device.event", 2, "{\"n\":2}")?;
+            stage(
+                &hooks,
+                st,
+                Kind::Events,
+                &DEV,
+                "device.event",
+                2,
+                "{\"n\":2}",
+            )?;
             stage(
                 &hooks,
                 st,
                 Kind::CommandResults,
+                &DEV,
                 "command.result",
                 3,
                 "{\"n\":3}",

@@ -33,6 +33,7 @@ use tungstenite::protocol::WebSocket;
 
 pub mod browser;
 pub mod fleet;
+pub mod nats;
 pub mod term;
 use tungstenite::{Message, client};
 
@@ -174,7 +175,7 @@ pub fn random_token() -> String {
         .collect()
 }
 
-fn unique_dir(tag: &str) -> PathBuf {
+pub fn unique_dir(tag: &str) -> PathBuf {
     static N: AtomicU64 = AtomicU64::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
     std::env::temp_dir().join(format!(
@@ -205,6 +206,10 @@ pub struct Server {
     starts: u32,
     /// When set, the data directory is a tmpfs in a namespace of its own (see `start_on_tmpfs`).
     tmpfs: Option<Tmpfs>,
+    /// `--listen`: `127.0.0.1:0` (a new port on every start), or a host of its own whose port,
+    /// once picked, stays the same across restarts (see `start_at`).
+    listen: String,
+    keep_port: bool,
 }
 
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -231,6 +236,32 @@ impl Server {
             own_token: false,
             starts: 0,
             tmpfs: None,
+            listen: "127.0.0.1:0".into(),
+            keep_port: false,
+        };
+        s.spawn();
+        s
+    }
+
+    /// Starts a server listening on `host` (a loopback address such as `127.0.0.11`), on a port
+    /// it keeps across restarts: a balancer in front of it finds it again after a kill.
+    pub fn start_at(io: &str, host: &str, extra: &[&str]) -> Server {
+        let dir = unique_dir(io);
+        fs::create_dir_all(&dir).expect("create test dir");
+        let data_dir = dir.join("data");
+        let mut s = Server {
+            child: None,
+            io: io.to_string(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            dir,
+            data_dir,
+            addr: String::new(),
+            admin_token: format!("adm_{}", random_token()),
+            own_token: false,
+            starts: 0,
+            tmpfs: None,
+            listen: format!("{host}:0"),
+            keep_port: true,
         };
         s.spawn();
         s
@@ -256,6 +287,8 @@ impl Server {
             own_token: true,
             starts: 0,
             tmpfs: None,
+            listen: "127.0.0.1:0".into(),
+            keep_port: false,
         };
         s.spawn();
         s
@@ -313,6 +346,8 @@ impl Server {
             own_token: false,
             starts: 0,
             tmpfs: Some(Tmpfs { holder }),
+            listen: "127.0.0.1:0".into(),
+            keep_port: false,
         };
         s.spawn();
         s
@@ -379,7 +414,7 @@ impl Server {
         };
         cmd.arg("serve")
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(&self.listen)
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--ready-file")
@@ -410,12 +445,16 @@ impl Server {
             if let Ok(text) = fs::read_to_string(&ready) {
                 if let Some(line) = text.strip_suffix('\n') {
                     let line = line.trim();
+                    let host = self.listen.rsplit_once(':').map_or("", |(h, _)| h);
                     assert!(
-                        line.starts_with("127.0.0.1:"),
-                        "ready file holds {text:?}, expected 127.0.0.1:PORT\n{}",
+                        line.starts_with(&format!("{host}:")),
+                        "ready file holds {text:?}, expected {host}:PORT\n{}",
                         self.logs()
                     );
                     self.addr = line.to_string();
+                    if self.keep_port {
+                        self.listen = self.addr.clone();
+                    }
                     if self.own_token {
                         let file = self.data_dir.join("admin-token");
                         let token = fs::read_to_string(&file)

@@ -1,0 +1,195 @@
+//! Cluster mode (issue 14) on loopback: nodes on 127.0.0.11–13 joined through Debian's
+//! `nats-server` with JetStream on 127.0.0.20, started and stopped by the tests.
+//!
+//! The export: every committed telemetry record, event, punch and command result reaches the
+//! `FLEETGATE_RECORDS` stream at least once, in order per device, under the record's outbox id; a
+//! node keeps acknowledging while NATS is away, shows the lag, and drains when it returns.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::Duration;
+
+use common::nats::{Nats, Published};
+use common::*;
+
+const STREAM: &str = "FLEETGATE_RECORDS";
+
+fn node(host: &str, nats: &Nats, id: &str) -> Server {
+    Server::start_at("epoll", host, &["--nats", &nats.url(), "--node-id", id])
+}
+
+fn health(srv: &Server) -> Value {
+    let r = srv.anonymous().get("/healthz").expect("GET /healthz");
+    assert_eq!(r.status, 200);
+    parse(&r.body)
+}
+
+/// Sends telemetry `{prefix}{n}` for `n` in `range` with a window in flight, and waits for every
+/// ack (an ack means the record is durable on the node).
+fn send_acked(ws: &mut Ws, prefix: &str, range: std::ops::Range<u32>) {
+    let mut waiting = 0;
+    for n in range {
+        ws.send_json(
+            &json!({"type":"telemetry","msg_id": format!("{prefix}{n}"),"payload":{"n": n}}),
+        );
+        waiting += 1;
+        if waiting == 32 {
+            ws.recv_type("ack", SOON);
+            waiting -= 1;
+        }
+    }
+    for _ in 0..waiting {
+        ws.recv_type("ack", SOON);
+    }
+}
+
+fn wait_drained(srv: &Server) {
+    wait_until(Duration::from_secs(20), "the export drains", || {
+        let h = health(srv);
+        opt_s(&h, "nats") == Some("connected") && u(&h, "export_lag") == 0
+    });
+}
+
+/// The msg_ids of a device's exported telemetry, in stream order.
+fn telemetry_ids(all: &[Published], device: &str) -> Vec<String> {
+    let subject = format!("fleetgate.records.telemetry.{device}");
+    all.iter()
+        .filter(|m| m.subject == subject)
+        .map(|m| {
+            assert_eq!(s(&m.body, "type"), "telemetry", "{m:?}");
+            let data = field(&m.body, "data");
+            assert_eq!(s(data, "device_id"), device, "{m:?}");
+            s(data, "msg_id").to_string()
+        })
+        .collect()
+}
+
+fn expected(prefix: &str, range: std::ops::Range<u32>) -> Vec<String> {
+    range.map(|n| format!("{prefix}{n}")).collect()
+}
+
+/// No message id twice in the stream: a re-publish was dropped by JetStream's duplicate window.
+fn assert_ids_unique(all: &[Published]) {
+    let mut seen = HashMap::new();
+    for m in all {
+        assert!(!m.msg_id.is_empty(), "no Nats-Msg-Id: {m:?}");
+        if let Some(first) = seen.insert(m.msg_id.clone(), m.subject.clone()) {
+            panic!("{} published twice ({first})", m.msg_id);
+        }
+    }
+}
+
+#[test]
+fn the_export_publishes_every_record_once_in_order_per_device() {
+    let nats = Nats::start("127.0.0.20");
+    let srv = node("127.0.0.11", &nats, "n1");
+    let (a, b) = (srv.create_device("a"), srv.create_device("b"));
+    let (mut wa, mut wb) = (srv.device_session(&a), srv.device_session(&b));
+    for round in 0..4 {
+        send_acked(&mut wa, "a", round * 25..(round + 1) * 25);
+        send_acked(&mut wb, "b", round * 25..(round + 1) * 25);
+    }
+    wa.send_json(
+        &json!({"type":"event","event_type":"door_opened","msg_id":"e1","payload":{"door":1}}),
+    );
+    wa.recv_type("ack", SOON);
+    // A command's result is exported too.
+    let cmd = srv.send_command(&a.id, "reboot", json!({}));
+    let got = wa.recv_type("command", SOON);
+    assert_eq!(s(&got, "command_id"), cmd);
+    wa.send_json(
+        &json!({"type":"command_result","command_id": cmd.as_str(),"status":"ok","payload":{}}),
+    );
+    srv.wait_command_status(&a.id, &cmd, "acked");
+    wait_drained(&srv);
+
+    let all = nats.stream_messages(STREAM);
+    assert_eq!(telemetry_ids(&all, &a.id), expected("a", 0..100));
+    assert_eq!(telemetry_ids(&all, &b.id), expected("b", 0..100));
+    assert_ids_unique(&all);
+    assert!(
+        all.iter().all(|m| m.msg_id.starts_with("n1-")),
+        "ids name the node"
+    );
+    let event = all
+        .iter()
+        .find(|m| m.subject == format!("fleetgate.records.events.{}", a.id))
+        .expect("the event was exported");
+    assert_eq!(s(&event.body, "type"), "device.event", "{event:?}");
+    let result = all
+        .iter()
+        .find(|m| m.subject == format!("fleetgate.records.command_results.{}", a.id))
+        .expect("the command's result was exported");
+    assert_eq!(s(field(&result.body, "data"), "command_id"), cmd);
+    assert!(metric(&srv, "fleetgate_export_published_total") >= 202.0);
+}
+
+#[test]
+fn with_nats_away_a_node_keeps_acking_and_the_export_drains_when_it_returns() {
+    let mut nats = Nats::start("127.0.0.20");
+    let mut srv = node("127.0.0.11", &nats, "n1");
+    let dev = srv.create_device("d");
+    let mut ws = srv.device_session(&dev);
+    send_acked(&mut ws, "t", 0..50);
+    wait_drained(&srv);
+
+    nats.kill();
+    wait_until(Duration::from_secs(10), "the node sees NATS gone", || {
+        opt_s(&health(&srv), "nats") == Some("disconnected")
+    });
+    // Devices are still acknowledged: the node's own commit is the ack point.
+    send_acked(&mut ws, "t", 50..350);
+    let h = health(&srv);
+    assert_eq!(u(&h, "export_lag"), 300, "{}", enc(&h));
+    wait_until(Duration::from_secs(5), "the lag gauge shows it", || {
+        metric(&srv, "fleetgate_export_lag_records") == 300.0
+    });
+
+    nats.start_again();
+    wait_drained(&srv);
+    let all = nats.stream_messages(STREAM);
+    assert_eq!(telemetry_ids(&all, &dev.id), expected("t", 0..350));
+    assert_ids_unique(&all);
+
+    // A node killed while it publishes: on restart it publishes from its cursor again, and
+    // JetStream drops what it already holds; nothing acknowledged is missing.
+    send_acked(&mut ws, "t", 350..1350);
+    srv.kill9();
+    srv.start_again();
+    wait_drained(&srv);
+    let all = nats.stream_messages(STREAM);
+    assert_eq!(telemetry_ids(&all, &dev.id), expected("t", 0..1350));
+    assert_ids_unique(&all);
+}
+
+#[test]
+fn joining_a_cluster_needs_a_node_id_and_usable_addresses() {
+    let bin = env!("CARGO_BIN_EXE_fleetgate");
+    let dir = unique_dir("cluster-args");
+    for (args, says) in [
+        (vec!["--nats", "nats://127.0.0.20:4222"], "--node-id"),
+        (
+            vec!["--nats", "nats://127.0.0.20:4222", "--node-id", "a.b"],
+            "--node-id",
+        ),
+        (
+            vec!["--nats", "nats://127.0.0.20:notaport", "--node-id", "n1"],
+            "--nats",
+        ),
+    ] {
+        let out = Command::new(bin)
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.join("data"))
+            .args(&args)
+            .env("FLEETGATE_ADMIN_TOKEN", "adm_0123456789abcdef")
+            .output()
+            .expect("run fleetgate");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} started");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
