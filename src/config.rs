@@ -145,6 +145,11 @@ pub struct ServeConfig {
     #[arg(long, env = "FLEETGATE_EXPORT_MAX_LAG", default_value_t = 1_000_000,
           value_parser = clap::value_parser!(u64).range(1000..=100_000_000))]
     pub export_max_lag: u64,
+    /// Copies JetStream keeps of each stream and bucket the first node creates: 1 with one
+    /// nats-server, 3 with three clustered (so losing one loses nothing) (1–5).
+    #[arg(long, env = "FLEETGATE_NATS_REPLICAS", default_value_t = 1,
+          value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub nats_replicas: u8,
     /// Accept every unknown serial as a new device (for labs); otherwise it waits in the pending list.
     #[arg(long, env = "FLEETGATE_AUTO_APPROVE")]
     pub auto_approve: bool,
@@ -373,6 +378,7 @@ impl ServeConfig {
             urls: self.nats.clone(),
             node: self.node_id.clone().unwrap_or_default(),
             export_max_lag: self.export_max_lag,
+            replicas: usize::from(self.nats_replicas),
         })
     }
 

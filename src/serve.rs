@@ -107,6 +107,7 @@ pub fn run(config: ServeConfig) -> Result<(), Error> {
         rules: config.rules(),
         links: hub.clone() as Arc<dyn Links>,
         messages: std::sync::atomic::AtomicU64::new(0),
+        cluster: Default::default(),
     };
     let handler = Arc::new(crate::api::Api {
         data_dir: config.machine.data_dir.clone(),

@@ -16,8 +16,22 @@ use common::*;
 
 const STREAM: &str = "FLEETGATE_RECORDS";
 
+/// A node of the cluster, once it has joined (its buckets and streams are set up).
 fn node(host: &str, nats: &Nats, id: &str) -> Server {
-    Server::start_at("epoll", host, &["--nats", &nats.url(), "--node-id", id])
+    let srv = Server::start_at("epoll", host, &["--nats", &nats.url(), "--node-id", id]);
+    wait_joined(&srv);
+    srv
+}
+
+fn wait_joined(srv: &Server) {
+    wait_until(
+        Duration::from_secs(20),
+        "the node joins the cluster",
+        || {
+            let h = health(srv);
+            opt_s(&h, "cluster") == Some("ready") && opt_s(&h, "nats") == Some("connected")
+        },
+    );
 }
 
 fn health(srv: &Server) -> Value {
@@ -158,6 +172,7 @@ fn with_nats_away_a_node_keeps_acking_and_the_export_drains_when_it_returns() {
     send_acked(&mut ws, "t", 350..1350);
     srv.kill9();
     srv.start_again();
+    wait_joined(&srv);
     wait_drained(&srv);
     let all = nats.stream_messages(STREAM);
     assert_eq!(telemetry_ids(&all, &dev.id), expected("t", 0..1350));
@@ -192,4 +207,157 @@ fn joining_a_cluster_needs_a_node_id_and_usable_addresses() {
         assert!(err.contains(says), "{args:?}: {err}");
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Waits until `srv` answers `GET path` with `status`.
+fn wait_get(srv: &Server, path: &str, status: u16, what: &str) -> Resp {
+    let mut last = None;
+    wait_until(Duration::from_secs(10), what, || {
+        let r = srv.get(path);
+        let done = r.status == status;
+        last = Some(r);
+        done
+    });
+    last.expect("answered")
+}
+
+#[test]
+fn the_registry_is_one_across_nodes_and_a_node_that_was_away_catches_up() {
+    let nats = Nats::start("127.0.0.20");
+    let n1 = node("127.0.0.11", &nats, "n1");
+    let mut n2 = node("127.0.0.12", &nats, "n2");
+
+    // Created through n1, known to n2: its token works there.
+    let dev = n1.create_device("made-on-n1");
+    let path = format!("/api/devices/{}", dev.id);
+    wait_get(&n2, &path, 200, "n2 knows the device");
+    let mut ws = n2.device_session(&dev);
+    ws.ping_pong();
+
+    // Renamed through n1: n2 shows the new name.
+    let r = n1.patch(&path, &json!({"name":"renamed"}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    wait_until(Duration::from_secs(10), "n2 shows the new name", || {
+        s(&n2.get(&path).json(), "name") == "renamed"
+    });
+
+    // Its token rotated through n1: the session on n2 is closed and the old token refused there.
+    let r = n1.post(&format!("{path}/token"), &json!({}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let new_token = s(&r.json(), "token").to_string();
+    assert_eq!(ws.expect_close(SOON), Some(1008));
+    let mut again = n2.ws();
+    again.send_json(
+        &json!({"type":"register","device_id": dev.id.as_str(),"token": dev.token.as_str()}),
+    );
+    assert_eq!(
+        s(&again.recv_json(SOON), "type"),
+        "error",
+        "the old token is refused on n2"
+    );
+    let rotated = Device {
+        token: new_token,
+        ..dev
+    };
+    n2.device_session(&rotated).ping_pong();
+
+    // A serial is one device in the whole cluster.
+    let r = n1.post(
+        "/api/devices",
+        &json!({"name":"t1","serial":"SN-CLUSTER-1","protocol":"aiface"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r2 = n2.post(
+        "/api/devices",
+        &json!({"name":"t2","serial":"SN-CLUSTER-1","protocol":"aiface"}),
+    );
+    assert_eq!(r2.status, 409, "{}", r2.text());
+
+    // n2 away: a device created and one deleted meanwhile; n2 catches up when it returns.
+    let doomed = n1.create_device("doomed");
+    wait_get(
+        &n2,
+        &format!("/api/devices/{}", doomed.id),
+        200,
+        "n2 knows doomed",
+    );
+    n2.kill9();
+    let while_away = n1.create_device("while-away");
+    let r = n1.delete(&format!("/api/devices/{}", doomed.id));
+    assert_eq!(r.status, 200, "{}", r.text());
+    n2.start_again();
+    wait_joined(&n2);
+    wait_get(
+        &n2,
+        &format!("/api/devices/{}", while_away.id),
+        200,
+        "n2 caught up on the new device",
+    );
+    wait_get(
+        &n2,
+        &format!("/api/devices/{}", doomed.id),
+        404,
+        "n2 caught up on the deletion",
+    );
+}
+
+#[test]
+fn with_nats_away_registry_changes_and_commands_answer_503_and_devices_still_store() {
+    let mut nats = Nats::start("127.0.0.20");
+    let n1 = node("127.0.0.11", &nats, "n1");
+    let dev = n1.create_device("d");
+    let mut ws = n1.device_session(&dev);
+    nats.kill();
+    wait_until(Duration::from_secs(10), "n1 sees NATS gone", || {
+        opt_s(&health(&n1), "nats") == Some("disconnected")
+    });
+    let r = n1.post("/api/devices", &json!({"name":"nope"}));
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(error_code(&r.json()), "cluster_unavailable");
+    let r = n1.post(
+        &format!("/api/devices/{}/commands", dev.id),
+        &json!({"command":"reboot"}),
+    );
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(error_code(&r.json()), "cluster_unavailable");
+    let r = n1.delete(&format!("/api/devices/{}", dev.id));
+    assert_eq!(r.status, 503, "{}", r.text());
+    // The device still stores and is acknowledged, and can still register.
+    send_acked(&mut ws, "x", 0..20);
+    n1.device_session(&dev).ping_pong();
+    assert_eq!(n1.telemetry(&dev.id).len(), 20);
+}
+
+#[test]
+fn a_command_posted_on_one_node_reaches_the_device_on_another_in_order() {
+    let nats = Nats::start("127.0.0.20");
+    let n1 = node("127.0.0.11", &nats, "n1");
+    let n2 = node("127.0.0.12", &nats, "n2");
+    let dev = n1.create_device("d");
+    wait_get(
+        &n2,
+        &format!("/api/devices/{}", dev.id),
+        200,
+        "n2 knows the device",
+    );
+    let mut ws = n2.device_session(&dev);
+    let ids: Vec<String> = (0..5)
+        .map(|n| n1.send_command(&dev.id, "set", json!({ "n": n })))
+        .collect();
+    for (n, id) in ids.iter().enumerate() {
+        let c = ws.recv_type("command", SOON);
+        assert_eq!(s(&c, "command_id"), id, "command {n} arrives in order");
+        ws.send_json(&json!({"type":"command_result","command_id": id.as_str(),"status":"ok","payload":{"n": n}}));
+    }
+    // Each reads acked on both nodes.
+    for id in &ids {
+        n2.wait_command_status(&dev.id, id, "acked");
+        n1.wait_command_status(&dev.id, id, "acked");
+    }
+    let listed: Vec<String> = n1
+        .commands(&dev.id)
+        .iter()
+        .map(|c| s(c, "command_id").to_string())
+        .collect();
+    assert_eq!(set(listed.iter().cloned()), set(ids.iter().cloned()));
 }

@@ -14,6 +14,7 @@ use crate::api::page::{key_page, page};
 use crate::api::query::{Query, bad_cursor};
 use crate::clock::Clock;
 use crate::fleet::auth;
+use crate::fleet::cluster;
 use crate::fleet::commands::{self, EnqueueError};
 use crate::fleet::provision::{NewDevice, ProvisionError, provision};
 use crate::fleet::registry::Device;
@@ -332,6 +333,7 @@ pub async fn create(cx: &Ctx<'_>) -> Result<Response, ApiError> {
             "another device already has this serial",
         )),
         Err(ProvisionError::Failed(e)) => Err(ApiError::unavailable(e)),
+        Err(ProvisionError::Cluster(why)) => Err(ApiError::cluster_unavailable(&why)),
     }
 }
 
@@ -385,14 +387,21 @@ pub async fn patch(cx: &Ctx<'_>) -> Result<Response, ApiError> {
             "`{k}` cannot be changed; PATCH takes name and settings"
         )));
     }
-    let rec = dev.update_record(|r| {
-        if let Some(n) = name {
-            r.name = n;
+    let change = |r: &mut records::DeviceRecord| {
+        if let Some(n) = &name {
+            r.name = n.clone();
         }
-        if let Some(s) = settings {
-            r.settings.extend(s);
+        if let Some(s) = &settings {
+            r.settings.extend(s.clone());
         }
-    });
+    };
+    // In a cluster, the cluster's registry takes the change first (every node then applies it).
+    if let Some(port) = cx.local.fleet().cluster.port() {
+        let mut next = cluster::shared_fields(&dev.record());
+        change(&mut next);
+        port.put_device(&next).await?;
+    }
+    let rec = dev.update_record(change);
     cx.local
         .batcher
         .commit(|st| records::stage_device(st, &rec))
@@ -413,8 +422,18 @@ pub async fn patch(cx: &Ctx<'_>) -> Result<Response, ApiError> {
 pub async fn delete(cx: &Ctx<'_>) -> Result<Response, ApiError> {
     let id = device_id(cx)?;
     let fleet = cx.local.fleet();
-    let dev = fleet.registry.remove(&id).ok_or_else(no_device)?;
-    if let Some(s) = dev.session() {
+    let serial = fleet
+        .registry
+        .get(&id)
+        .ok_or_else(no_device)?
+        .with_record(|r| r.serial.clone());
+    if let Some(port) = fleet.cluster.port() {
+        port.delete_device(id, serial).await?;
+    }
+    // In a cluster the deletion may already have come back from NATS and been applied here.
+    if let Some(dev) = fleet.registry.remove(&id)
+        && let Some(s) = dev.session()
+    {
         fleet.links.close_session(s, 1008, "device deleted");
     }
     cx.local
@@ -432,6 +451,11 @@ pub async fn rotate_token(cx: &Ctx<'_>) -> Result<Response, ApiError> {
     let dev = device(cx)?;
     let token = auth::generate_token().map_err(ApiError::unavailable)?;
     let hash = auth::hash_token(&token);
+    if let Some(port) = cx.local.fleet().cluster.port() {
+        let mut next = cluster::shared_fields(&dev.record());
+        next.token_hash = auth::hex(&hash);
+        port.put_device(&next).await?;
+    }
     let rec = dev.update_record(|r| r.token_hash = auth::hex(&hash));
     cx.local
         .batcher
@@ -560,5 +584,6 @@ pub async fn send_command(cx: &Ctx<'_>) -> Result<Response, ApiError> {
             format!("the device already has {n} undelivered commands"),
         )),
         Err(EnqueueError::Store(e)) => Err(ApiError::unavailable(e)),
+        Err(EnqueueError::Cluster(why)) => Err(ApiError::cluster_unavailable(&why)),
     }
 }

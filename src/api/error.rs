@@ -82,6 +82,35 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// A change that needs the cluster (its registry, its command stream) while NATS cannot be
+    /// reached: nothing was changed anywhere; the client may retry.
+    pub fn cluster_unavailable(why: &str) -> ApiError {
+        ApiError::new(
+            503,
+            "cluster_unavailable",
+            format!(
+                "this change needs the cluster, which cannot be reached now ({why}); nothing was changed; retry"
+            ),
+        )
+    }
+}
+
+impl From<crate::fleet::cluster::ClusterError> for ApiError {
+    fn from(e: crate::fleet::cluster::ClusterError) -> ApiError {
+        match e {
+            crate::fleet::cluster::ClusterError::Unavailable(why) => {
+                ApiError::cluster_unavailable(&why)
+            }
+            crate::fleet::cluster::ClusterError::SerialTaken => ApiError::new(
+                409,
+                "serial_taken",
+                "a device with this serial exists or is being created",
+            ),
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         ApiError::unavailable(e)

@@ -107,6 +107,10 @@ pub async fn approve(cx: &Ctx<'_>) -> Result<Response, ApiError> {
             fleet.pending.restore(p);
             Err(ApiError::unavailable(e))
         }
+        Err(ProvisionError::Cluster(why)) => {
+            fleet.pending.restore(p);
+            Err(ApiError::cluster_unavailable(&why))
+        }
     }
 }
 

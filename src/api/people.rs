@@ -289,6 +289,7 @@ pub async fn sync(cx: &Ctx<'_>) -> Result<Response, ApiError> {
                         format!("device {} already has {n} undelivered commands", dev.id),
                     ),
                     EnqueueError::Store(e) => ApiError::unavailable(e),
+                    EnqueueError::Cluster(why) => ApiError::cluster_unavailable(&why),
                 })?;
             if !first {
                 out.push(',');

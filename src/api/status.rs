@@ -30,8 +30,13 @@ pub fn health(cx: &Ctx<'_>) -> Result<Response, ApiError> {
         } else {
             "disconnected"
         };
+        let cluster = if fleet.cluster.is_ready() {
+            "ready"
+        } else {
+            "starting"
+        };
         body.push_str(&format!(
-            ",\"nats\":\"{nats}\",\"export_lag\":{}",
+            ",\"cluster\":\"{cluster}\",\"nats\":\"{nats}\",\"export_lag\":{}",
             export.lag()
         ));
     }

@@ -69,7 +69,7 @@ fn save_cursor(store: &Store, cursor: u64) -> Result<(), StoreError> {
 
 /// The stream's configuration when this node creates it. An operator may change its limits (age,
 /// size, replicas) with the `nats` CLI; a node only creates it where it is missing.
-fn stream_config() -> stream::Config {
+pub fn stream_config() -> stream::Config {
     stream::Config {
         name: STREAM.into(),
         subjects: vec![SUBJECTS.into()],

@@ -6,8 +6,15 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use std::sync::OnceLock;
 
+use async_nats::jetstream::{self, kv};
+use tokio::sync::{Notify, mpsc};
+
+use super::commands::{self, Feed};
+use super::export;
+use super::port::{self, Answer, DEVICES_BUCKET, NatsPort, Request, Resources};
+use super::registry;
 use crate::shard::local::Shared;
 
 /// `--nats`, `--node-id` and the export's bound.
@@ -16,6 +23,8 @@ pub struct Settings {
     pub urls: Vec<String>,
     pub node: String,
     pub export_max_lag: u64,
+    /// Copies JetStream keeps of each stream and bucket a node creates (`--nats-replicas`).
+    pub replicas: usize,
 }
 
 /// The longest node id: it is a subject token and part of every exported message's id.
@@ -64,6 +73,8 @@ impl Cluster {
         settings: Settings,
     ) -> Result<Cluster, Box<dyn std::error::Error + Send + Sync>> {
         let cursor = super::export::prepare(&shared.fleet, settings.export_max_lag)?;
+        let (port, requests) = NatsPort::new(settings.node.clone());
+        shared.fleet.cluster.join(Arc::new(port));
         let stop = Arc::new(Notify::new());
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -75,7 +86,7 @@ impl Cluster {
                 runtime.block_on(async move {
                     tokio::select! {
                         () = stopping.notified() => {}
-                        () = run(shared, settings, cursor) => {}
+                        () = run(shared, settings, cursor, requests) => {}
                     }
                 });
             })?;
@@ -95,7 +106,14 @@ impl Drop for Cluster {
     }
 }
 
-async fn run(shared: Arc<Shared>, settings: Settings, cursor: u64) {
+async fn run(
+    shared: Arc<Shared>,
+    settings: Settings,
+    cursor: u64,
+    requests: mpsc::Receiver<(Request, Answer)>,
+) {
+    let ready = Arc::new(OnceLock::new());
+    tokio::spawn(port::serve(requests, ready.clone()));
     let node = settings.node.clone();
     let client = match async_nats::ConnectOptions::new()
         .name(format!("fleetgate-{node}"))
@@ -121,5 +139,79 @@ async fn run(shared: Arc<Shared>, settings: Settings, cursor: u64) {
         }
     };
     tracing::info!(node = %node, urls = ?settings.urls, "cluster mode: joining through NATS JetStream");
-    super::export::run(shared, client, &settings.node, cursor).await;
+    let js = jetstream::new(client.clone());
+    let devices = loop {
+        match set_up(&js, settings.replicas).await {
+            Ok(kv) => break kv,
+            Err(e) => {
+                tracing::debug!(error = %e, "cluster: setting up the buckets and streams; again shortly");
+                tokio::time::sleep(SET_UP_RETRY).await;
+            }
+        }
+    };
+    let r = Resources {
+        client: client.clone(),
+        js,
+        devices,
+    };
+    let _ = ready.set(r.clone());
+    shared.fleet.cluster.set_ready();
+    tracing::info!(node = %node, "cluster: registry, commands and export running");
+    tokio::spawn(registry::follow(shared.clone(), r.clone()));
+    for feed in [Feed::Commands, Feed::Statuses] {
+        tokio::spawn(commands::follow(
+            shared.clone(),
+            r.clone(),
+            node.clone(),
+            feed,
+        ));
+    }
+    export::run(shared, client, &settings.node, cursor).await;
 }
+
+const SET_UP_RETRY: Duration = Duration::from_millis(500);
+
+/// Creates what is missing of the cluster's buckets and streams (the first node to start does),
+/// with `replicas` copies each, and opens the registry's bucket.
+async fn set_up(js: &jetstream::Context, replicas: usize) -> Result<kv::Store, async_nats::Error> {
+    for config in [
+        export::stream_config(),
+        commands::stream_config(),
+        devices_stream(),
+    ] {
+        let name = config.name.clone();
+        js.get_or_create_stream(jetstream::stream::Config {
+            num_replicas: replicas,
+            ..config
+        })
+        .await
+        .map_err(|e| format!("stream {name}: {e}"))?;
+    }
+    Ok(js.get_key_value(DEVICES_BUCKET).await?)
+}
+
+/// The registry bucket's stream, as a KV bucket with one value per key is laid out. Created
+/// directly: the client's own bucket creation first asks for account details in a shape that
+/// nats-server 2.9 (Debian's) does not answer in.
+fn devices_stream() -> jetstream::stream::Config {
+    jetstream::stream::Config {
+        name: format!("KV_{DEVICES_BUCKET}"),
+        description: Some(
+            "fleetgate: every device's record, and which device has each serial".into(),
+        ),
+        subjects: vec![format!("$KV.{DEVICES_BUCKET}.>")],
+        max_messages_per_subject: 1,
+        max_message_size: MAX_RECORD,
+        storage: jetstream::stream::StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: jetstream::stream::DiscardPolicy::New,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    }
+}
+
+/// The largest device record the registry bucket takes (a record holds a name, settings and a
+/// token hash; the API bounds each).
+const MAX_RECORD: i32 = 64 * 1024;

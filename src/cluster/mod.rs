@@ -5,5 +5,8 @@
 //! shard never waits on the network; `export` publishes the node's committed records from the
 //! outbox to the `FLEETGATE_RECORDS` stream.
 
+pub mod commands;
 pub mod export;
 pub mod link;
+pub mod port;
+pub mod registry;

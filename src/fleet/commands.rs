@@ -14,11 +14,12 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
+use crate::fleet::cluster;
 use crate::fleet::registry::Device;
 use crate::fleet::state::Fleet;
 use crate::fleet::webhooks;
 use crate::generic;
-use crate::store::commit::{Batcher, Ticket};
+use crate::store::commit::{Batcher, Staging, Ticket, write_now};
 use crate::store::records::{self, CommandRecord, CommandStatus};
 use crate::store::{Store, StoreError};
 use crate::time::{now_ms, rfc3339_ms};
@@ -56,6 +57,8 @@ pub enum EnqueueError {
     Invalid(String),
     QueueFull(u32),
     Store(String),
+    /// In a cluster whose command stream cannot be reached: the command was not queued.
+    Cluster(String),
 }
 
 /// Validates and commits a command as `queued`, then nudges the device's live session (on
@@ -83,6 +86,9 @@ pub async fn enqueue(
         return Err(EnqueueError::Invalid(format!(
             "`ttl_s` must be 1 to {MAX_TTL_S}"
         )));
+    }
+    if let Some(port) = fleet.cluster.port() {
+        return enqueue_in_cluster(fleet, port.as_ref(), dev, command, payload_json, ttl).await;
     }
     let seq = dev
         .commands
@@ -115,7 +121,131 @@ pub async fn enqueue(
     Ok(rec)
 }
 
-fn nudge(fleet: &Fleet, dev: &Device) {
+/// In a cluster a command is durable once the cluster's command stream has it; every node then
+/// applies it to its own queue in the stream's order (`cluster::apply_command`), and the node
+/// holding the device delivers it. This node applies it at once, so it lists what it answered.
+async fn enqueue_in_cluster(
+    fleet: &Fleet,
+    port: &dyn cluster::Port,
+    dev: &Arc<Device>,
+    command: &str,
+    payload_json: &str,
+    ttl: u64,
+) -> Result<CommandRecord, EnqueueError> {
+    let limit = fleet.rules.command_queue_limit;
+    if dev.commands.queued() >= limit {
+        return Err(EnqueueError::QueueFull(limit));
+    }
+    let now = now_ms();
+    let rec = CommandRecord {
+        command_id: Uuid::new_v4(),
+        device_id: dev.id,
+        seq: 0,
+        command: command.to_string(),
+        payload: payload_json.to_string(),
+        status: CommandStatus::Queued,
+        created_at: now,
+        updated_at: now,
+        expires_at: now + ttl * 1000,
+        result: None,
+    };
+    port.enqueue_command(&rec)
+        .await
+        .map_err(|e| EnqueueError::Cluster(e.to_string()))?;
+    apply_from_cluster(fleet, rec.clone()).map_err(|e| EnqueueError::Store(e.to_string()))?;
+    metrics::counter!("fleetgate_commands_total", "stage" => "queued").increment(1);
+    Ok(rec)
+}
+
+/// How far a status is along: a command's status only ever moves forward.
+fn rank(s: CommandStatus) -> u8 {
+    match s {
+        CommandStatus::Queued => 0,
+        CommandStatus::Sent => 1,
+        CommandStatus::Acked | CommandStatus::Failed | CommandStatus::Expired => 2,
+    }
+}
+
+/// Applies a command the cluster told of (its command stream, or another node's status of it)
+/// to this node's queue: added when new (with the next sequence number here, so commands of one
+/// device queue in the stream's order), its status moved forward when it has advanced, never
+/// back. Idempotent, and one at a time per node. Returns whether anything changed; a command for
+/// a device this node does not have changes nothing.
+pub fn apply_from_cluster(fleet: &Fleet, mut cmd: CommandRecord) -> Result<bool, StoreError> {
+    let _one = fleet.cluster.applying();
+    let Some(dev) = fleet.registry.get(&cmd.device_id) else {
+        return Ok(false);
+    };
+    match records::get_command(&fleet.store, &cmd.command_id)? {
+        None => {
+            let queued = cmd.status == CommandStatus::Queued;
+            let Ok(seq) = dev.commands.reserve(u32::MAX) else {
+                return Ok(false);
+            };
+            cmd.seq = seq;
+            let written = write_now(&fleet.store, |st| records::stage_command(st, &cmd));
+            if written.is_ok() && !queued {
+                dev.commands.left();
+            }
+            if dev.commands.resolve(seq, written.is_ok()) && queued {
+                nudge(fleet, &dev);
+            }
+            written.map(|()| true)
+        }
+        Some(mine) if rank(cmd.status) > rank(mine.status) => {
+            if mine.status == CommandStatus::Queued {
+                dev.commands.left();
+            }
+            let next = CommandRecord {
+                status: cmd.status,
+                updated_at: cmd.updated_at,
+                result: cmd.result,
+                ..mine
+            };
+            write_now(&fleet.store, |st| records::stage_command(st, &next))?;
+            Ok(true)
+        }
+        Some(_) => Ok(false),
+    }
+}
+
+/// A command as `CommandRecord::to_api_json` wrote it (what the export carries), or None.
+pub fn from_api_json(body: &[u8]) -> Option<CommandRecord> {
+    use simd_json::prelude::*;
+    let mut b = body.to_vec();
+    let v = simd_json::to_owned_value(&mut b).ok()?;
+    let time = |k: &str| -> Option<u64> {
+        let t: jiff::Timestamp = v.get_str(k)?.parse().ok()?;
+        u64::try_from(t.as_millisecond()).ok()
+    };
+    let status = match v.get_str("status")? {
+        "queued" => CommandStatus::Queued,
+        "sent" => CommandStatus::Sent,
+        "acked" => CommandStatus::Acked,
+        "failed" => CommandStatus::Failed,
+        "expired" => CommandStatus::Expired,
+        _ => return None,
+    };
+    let result = match v.get("result") {
+        None => None,
+        Some(r) if r.is_null() => None,
+        Some(r) => Some(simd_json::to_string(r).ok()?),
+    };
+    Some(CommandRecord {
+        command_id: v.get_str("command_id")?.parse().ok()?,
+        device_id: v.get_str("device_id")?.parse().ok()?,
+        seq: 0,
+        command: v.get_str("command")?.to_string(),
+        payload: simd_json::to_string(v.get("payload")?).ok()?,
+        status,
+        created_at: time("created_at")?,
+        updated_at: time("updated_at")?,
+        expires_at: time("expires_at")?,
+        result,
+    })
+}
+
+pub(crate) fn nudge(fleet: &Fleet, dev: &Device) {
     if let Some(s) = dev.session() {
         fleet.links.commands_pending(s);
     }
@@ -210,6 +340,7 @@ pub fn result(
 /// `sent` (or `expired`, unsent). Returns whether more may be waiting (the caller delivers again).
 pub fn deliver(
     store: &Store,
+    hooks: &Arc<webhooks::Webhooks>,
     batch: &Batcher,
     dev: &Device,
     now: u64,
@@ -244,7 +375,7 @@ pub fn deliver(
         }
         c.updated_at = now;
         dev.commands.left();
-        if let Err(e) = batch.stage(|st| records::stage_command(st, &c)) {
+        if let Err(e) = batch.stage(|st| stage_status(hooks, st, &c)) {
             result = Err(e);
             break;
         }
@@ -258,6 +389,7 @@ pub fn deliver(
 /// `sent` ([`sent`]), gives it back (`CommandQueue::put_back`) or fails it ([`fail`]).
 pub fn take_next(
     store: &Store,
+    hooks: &Arc<webhooks::Webhooks>,
     batch: &Batcher,
     dev: &Device,
     now: u64,
@@ -280,7 +412,7 @@ pub fn take_next(
         if cmd.effective_status(now) == CommandStatus::Expired {
             cmd.status = CommandStatus::Expired;
             metrics::counter!("fleetgate_commands_total", "stage" => "expired").increment(1);
-            save(batch, &cmd);
+            save(hooks, batch, &cmd);
             continue;
         }
         return Ok(Some(cmd));
@@ -290,10 +422,14 @@ pub fn take_next(
 /// A command handed to the device. Returns the ticket of the batch holding the new status, for a
 /// caller whose device may answer through another shard (a polling terminal), where the answer's
 /// status must not commit before this one.
-pub fn sent(batch: &Batcher, cmd: &mut CommandRecord) -> Option<Rc<Ticket>> {
+pub fn sent(
+    hooks: &Arc<webhooks::Webhooks>,
+    batch: &Batcher,
+    cmd: &mut CommandRecord,
+) -> Option<Rc<Ticket>> {
     cmd.status = CommandStatus::Sent;
     metrics::counter!("fleetgate_commands_total", "stage" => "sent").increment(1);
-    save(batch, cmd)
+    save(hooks, batch, cmd)
 }
 
 /// A command the device's protocol cannot carry out: failed, with the reason as its result.
@@ -309,11 +445,29 @@ pub fn fail(fleet: &Fleet, batch: &Batcher, mut cmd: CommandRecord, reason: &str
 
 /// Stages a command's new status without waiting: the status is the record of what happened, and
 /// a lost update (a failing disk) is logged, not retried.
-fn save(batch: &Batcher, cmd: &CommandRecord) -> Option<Rc<Ticket>> {
+fn save(
+    hooks: &Arc<webhooks::Webhooks>,
+    batch: &Batcher,
+    cmd: &CommandRecord,
+) -> Option<Rc<Ticket>> {
     batch
-        .stage(|st| records::stage_command(st, cmd))
+        .stage(|st| stage_status(hooks, st, cmd))
         .inspect_err(|e| tracing::error!(error = %e, "recording a command's status failed"))
         .ok()
+}
+
+/// Stages a command's new status; in a cluster its `command.status` goes to the export with it,
+/// which is how the other nodes learn that it was sent (or expired) and list it so.
+fn stage_status(
+    hooks: &Arc<webhooks::Webhooks>,
+    st: &mut Staging<'_>,
+    cmd: &CommandRecord,
+) -> Result<(), StoreError> {
+    records::stage_command(st, cmd)?;
+    let at = cmd.updated_at;
+    let data = cmd.to_api_json(at);
+    let (kind, dev) = (webhooks::Kind::CommandResults, &cmd.device_id);
+    webhooks::stage_export(hooks, st, kind, dev, "command.status", at, &data)
 }
 
 #[cfg(test)]

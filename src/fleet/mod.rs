@@ -12,6 +12,7 @@
 pub mod accounts;
 pub mod attendance;
 pub mod auth;
+pub mod cluster;
 pub mod commands;
 pub mod enrolled;
 pub mod guard;
@@ -28,6 +29,7 @@ pub mod principal;
 pub mod provision;
 pub mod queue;
 pub mod registry;
+pub mod replica;
 pub mod retention;
 #[cfg(test)]
 pub mod shard_stub;

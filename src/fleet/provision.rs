@@ -11,6 +11,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use crate::fleet::auth;
+use crate::fleet::cluster::{ClusterError, shared_fields};
 use crate::fleet::guard::{self, Limit};
 use crate::fleet::registry::Device;
 use crate::fleet::state::Fleet;
@@ -31,6 +32,8 @@ pub struct NewDevice {
 pub enum ProvisionError {
     /// Another device has this serial, or is being created with it.
     SerialTaken,
+    /// In a cluster whose registry cannot be reached: nothing was created.
+    Cluster(String),
     Failed(String),
 }
 
@@ -65,6 +68,25 @@ pub async fn provision(
         info: new.info,
         stamps: Default::default(),
     };
+    // In a cluster the device exists once the cluster's registry has it; the serial is taken
+    // there first, so two nodes cannot create one serial twice.
+    if let Some(port) = fleet.cluster.port() {
+        let to_cluster = |e: ClusterError| match e {
+            ClusterError::SerialTaken => ProvisionError::SerialTaken,
+            ClusterError::Unavailable(why) => ProvisionError::Cluster(why),
+        };
+        if let Some(s) = &rec.serial {
+            port.claim_serial(s, rec.device_id)
+                .await
+                .map_err(to_cluster)?;
+        }
+        if let Err(e) = port.put_device(&shared_fields(&rec)).await {
+            if let Some(s) = &rec.serial {
+                let _ = port.release_serial(s).await;
+            }
+            return Err(to_cluster(e));
+        }
+    }
     batch
         .commit(|st| {
             records::stage_device(st, &rec)?;
@@ -72,7 +94,7 @@ pub async fn provision(
         })
         .await
         .map_err(|e| ProvisionError::Failed(e.to_string()))?;
-    let dev = registry.add(rec, hash);
+    let dev = registry.add_if_absent(rec, hash);
     drop(reservation);
     metrics::gauge!("fleetgate_devices").set(registry.len() as f64);
     Ok((dev, token))
@@ -165,6 +187,9 @@ async fn create_for_serial(
             }
         }
         Err(ProvisionError::Failed(e)) => Err(e),
+        Err(ProvisionError::Cluster(why)) => Err(format!(
+            "the cluster cannot register new devices now ({why}); retry"
+        )),
     }
 }
 

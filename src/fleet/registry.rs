@@ -386,6 +386,24 @@ impl Registry {
         dev
     }
 
+    /// Adds a device from the cluster's registry unless this node has it already (a change that
+    /// came back from NATS while the node that made it was adding it): the device there stays.
+    pub fn add_if_absent(&self, rec: DeviceRecord, token: TokenHash) -> Arc<Device> {
+        let mut devices = self.devices.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(d) = devices.get(&rec.device_id) {
+            return d.clone();
+        }
+        let dev = Arc::new(Device::new(rec, token));
+        if let Some(s) = dev.with_record(|r| r.serial.clone()) {
+            self.serials
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(s, dev.id);
+        }
+        devices.insert(dev.id, dev.clone());
+        dev
+    }
+
     pub fn remove(&self, id: &Uuid) -> Option<Arc<Device>> {
         let dev = self
             .devices

@@ -51,6 +51,8 @@ pub struct Fleet {
     pub links: Arc<dyn Links>,
     /// Device messages (telemetry, events, command results) since start, for `/api/stats`.
     pub messages: AtomicU64,
+    /// The cluster this node joined (`--nats`), if any.
+    pub cluster: crate::fleet::cluster::Membership,
 }
 
 impl Fleet {

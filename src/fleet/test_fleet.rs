@@ -56,5 +56,6 @@ pub fn fleet(store: &Arc<Store>) -> crate::fleet::state::Fleet {
         },
         links: Arc::new(NoLinks),
         messages: std::sync::atomic::AtomicU64::new(0),
+        cluster: Default::default(),
     }
 }

@@ -528,6 +528,22 @@ fn stage_entry(
     Ok(())
 }
 
+/// Stages a message for the export alone (endpoints never see it), when the export takes `kind`.
+pub fn stage_export(
+    hooks: &Arc<Webhooks>,
+    st: &mut Staging<'_>,
+    kind: Kind,
+    dev: &uuid::Uuid,
+    msg_type: &str,
+    at_ms: u64,
+    data: &str,
+) -> Result<(), StoreError> {
+    if hooks.export.bits() & kind.bit() == 0 {
+        return Ok(());
+    }
+    stage_entry(hooks, st, kind, false, dev, msg_type, at_ms, data)
+}
+
 /// Stages a device's event (`records::stage_event`) and, when an endpoint takes events, its
 /// `device.event` message with it.
 #[allow(clippy::too_many_arguments)]

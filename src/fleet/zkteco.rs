@@ -446,7 +446,7 @@ pub async fn hand_out(
         }
     }
     while out.len() < MAX_PER_POLL && dev.handed_out.has_room() {
-        let mut cmd = match commands::take_next(store, batch, dev, now_ms) {
+        let mut cmd = match commands::take_next(store, &fleet.webhooks, batch, dev, now_ms) {
             Ok(Some(c)) => c,
             Ok(None) => break,
             Err(e) => {
@@ -456,7 +456,7 @@ pub async fn hand_out(
         };
         match command::line(&cmd.command, &cmd.payload, wall) {
             Ok(line) => {
-                sent = commands::sent(batch, &mut cmd).or(sent);
+                sent = commands::sent(&fleet.webhooks, batch, &mut cmd).or(sent);
                 dev.handed_out.add(cmd.seq, now_ms);
                 out.push((cmd.seq.to_string(), line));
             }

@@ -600,7 +600,9 @@ impl Session<'_> {
             if !t.conv.is_authenticated() || !t.conv.is_idle() || t.command.is_some() {
                 return Vec::new();
             }
-            let next = commands::take_next(&local.fleet().store, &local.batcher, &dev, now);
+            let fleet = local.fleet();
+            let next =
+                commands::take_next(&fleet.store, &fleet.webhooks, &local.batcher, &dev, now);
             let mut cmd = match next {
                 Ok(Some(c)) => c,
                 Ok(None) => return Vec::new(),
@@ -620,7 +622,7 @@ impl Session<'_> {
             );
             match started {
                 Ok(actions) => {
-                    commands::sent(&local.batcher, &mut cmd);
+                    commands::sent(&fleet.webhooks, &local.batcher, &mut cmd);
                     t.command = Some(cmd);
                     return actions;
                 }

@@ -841,6 +841,7 @@ impl Session<'_> {
         let mut frames = Vec::new();
         let delivered = commands::deliver(
             &local.fleet().store,
+            &local.fleet().webhooks,
             &local.batcher,
             dev,
             now_ms(),
@@ -932,6 +933,7 @@ impl Session<'_> {
                 None,
             ),
             Err(EnqueueError::Store(m)) => self.send_error("not_stored", &m, None),
+            Err(EnqueueError::Cluster(m)) => self.send_error("cluster_unavailable", &m, None),
         }
         Vec::new()
     }

@@ -46,7 +46,7 @@ impl Protocol {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeviceRecord {
     pub device_id: Uuid,
     pub name: String,
