@@ -361,3 +361,67 @@ fn a_command_posted_on_one_node_reaches_the_device_on_another_in_order() {
         .collect();
     assert_eq!(set(listed.iter().cloned()), set(ids.iter().cloned()));
 }
+
+/// The hand-over across nodes: a device that moves from n1 to n2 and re-sends what it did not
+/// hear acknowledged has each msg_id stored once in the cluster, and its old session is closed.
+#[test]
+fn a_device_moving_between_nodes_stores_each_msg_id_once() {
+    let nats = Nats::start("127.0.0.20");
+    let n1 = node("127.0.0.11", &nats, "n1");
+    let n2 = node("127.0.0.12", &nats, "n2");
+    let dev = n1.create_device("mover");
+    wait_get(
+        &n2,
+        &format!("/api/devices/{}", dev.id),
+        200,
+        "n2 knows the device",
+    );
+    let mut old = n1.device_session(&dev);
+    send_acked(&mut old, "m", 0..100);
+    // Twenty more leave, and the device hears none of their acks before it moves.
+    for n in 100..120 {
+        old.send_json(&json!({"type":"telemetry","msg_id": format!("m{n}"),"payload":{"n": n}}));
+    }
+    let mut new = n2.device_session(&dev);
+    assert_eq!(
+        old.expect_close(SOON),
+        Some(4000),
+        "n1 closed the old session"
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "n1 shows the device online on n2",
+        || n1.listed_status(&dev.id) == "online",
+    );
+    // It re-sends them all on n2, then goes on.
+    send_acked(&mut new, "m", 100..140);
+    let on_n1: Vec<String> = n1
+        .telemetry(&dev.id)
+        .iter()
+        .filter_map(|t| opt_s(t, "msg_id").map(str::to_string))
+        .collect();
+    let on_n2: Vec<String> = n2
+        .telemetry(&dev.id)
+        .iter()
+        .filter_map(|t| opt_s(t, "msg_id").map(str::to_string))
+        .collect();
+    let mut all: Vec<String> = on_n1.iter().chain(on_n2.iter()).cloned().collect();
+    all.sort();
+    let mut want = expected("m", 0..140);
+    want.sort();
+    assert_eq!(all, want, "each msg_id stored once across the two nodes");
+    assert!(on_n2.contains(&"m139".to_string()));
+    // And the stream holds each once.
+    wait_drained(&n1);
+    wait_drained(&n2);
+    let mut streamed = telemetry_ids(&nats.stream_messages(STREAM), &dev.id);
+    streamed.sort();
+    assert_eq!(streamed, want);
+    // Gone from n2: every node shows it offline.
+    new.close();
+    wait_until(
+        Duration::from_secs(10),
+        "n1 shows the device offline",
+        || n1.listed_status(&dev.id) == "offline",
+    );
+}

@@ -15,7 +15,7 @@ use async_nats::jetstream::{self, consumer};
 use futures_util::StreamExt;
 
 use super::export::STREAM as RECORDS_STREAM;
-use super::port::{COMMANDS_STREAM, Resources};
+use super::resources::{COMMANDS_STREAM, Resources};
 use crate::fleet::commands::{apply_from_cluster, from_api_json};
 use crate::shard::local::Shared;
 use crate::store::records::{self, CommandRecord};
@@ -124,7 +124,7 @@ async fn apply(shared: &Shared, cmd: CommandRecord) {
 pub fn stream_config() -> jetstream::stream::Config {
     jetstream::stream::Config {
         name: COMMANDS_STREAM.into(),
-        subjects: vec![super::port::COMMANDS_SUBJECTS.into()],
+        subjects: vec![super::resources::COMMANDS_SUBJECTS.into()],
         storage: jetstream::stream::StorageType::File,
         duplicate_window: Duration::from_secs(120),
         ..Default::default()

@@ -13,8 +13,9 @@ use tokio::sync::{Notify, mpsc};
 
 use super::commands::{self, Feed};
 use super::export;
-use super::port::{self, Answer, DEVICES_BUCKET, NatsPort, Request, Resources};
-use super::registry;
+use super::port::{self, Answer, NatsPort, Request};
+use super::resources::{DEVICES_BUCKET, Resources};
+use super::{ownership, registry};
 use crate::shard::local::Shared;
 
 /// `--nats`, `--node-id` and the export's bound.
@@ -140,7 +141,7 @@ async fn run(
     };
     tracing::info!(node = %node, urls = ?settings.urls, "cluster mode: joining through NATS JetStream");
     let js = jetstream::new(client.clone());
-    let devices = loop {
+    let [devices, owners, nodes] = loop {
         match set_up(&js, settings.replicas).await {
             Ok(kv) => break kv,
             Err(e) => {
@@ -153,10 +154,17 @@ async fn run(
         client: client.clone(),
         js,
         devices,
+        owners,
+        nodes,
+        node: node.as_str().into(),
+        shared: shared.clone(),
     };
     let _ = ready.set(r.clone());
     shared.fleet.cluster.set_ready();
     tracing::info!(node = %node, "cluster: registry, commands and export running");
+    tokio::spawn(ownership::keep_lease(r.clone()));
+    tokio::spawn(ownership::serve_release(shared.clone(), r.clone()));
+    tokio::spawn(ownership::follow(shared.clone(), r.clone()));
     tokio::spawn(registry::follow(shared.clone(), r.clone()));
     for feed in [Feed::Commands, Feed::Statuses] {
         tokio::spawn(commands::follow(
@@ -173,11 +181,17 @@ const SET_UP_RETRY: Duration = Duration::from_millis(500);
 
 /// Creates what is missing of the cluster's buckets and streams (the first node to start does),
 /// with `replicas` copies each, and opens the registry's bucket.
-async fn set_up(js: &jetstream::Context, replicas: usize) -> Result<kv::Store, async_nats::Error> {
+async fn set_up(
+    js: &jetstream::Context,
+    replicas: usize,
+) -> Result<[kv::Store; 3], async_nats::Error> {
+    let [owners, nodes] = ownership::bucket_streams();
     for config in [
         export::stream_config(),
         commands::stream_config(),
         devices_stream(),
+        owners,
+        nodes,
     ] {
         let name = config.name.clone();
         js.get_or_create_stream(jetstream::stream::Config {
@@ -187,7 +201,11 @@ async fn set_up(js: &jetstream::Context, replicas: usize) -> Result<kv::Store, a
         .await
         .map_err(|e| format!("stream {name}: {e}"))?;
     }
-    Ok(js.get_key_value(DEVICES_BUCKET).await?)
+    Ok([
+        js.get_key_value(DEVICES_BUCKET).await?,
+        js.get_key_value(ownership::OWNERS_BUCKET).await?,
+        js.get_key_value(ownership::NODES_BUCKET).await?,
+    ])
 }
 
 /// The registry bucket's stream, as a KV bucket with one value per key is laid out. Created

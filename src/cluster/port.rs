@@ -7,10 +7,11 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
-use async_nats::jetstream::{self, message::PublishMessage};
+use async_nats::jetstream::message::PublishMessage;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use super::resources::{Resources, device_key, serial_key};
 use crate::fleet::cluster::{ClusterError, Port, Reply};
 use crate::store::records::{self, CommandRecord, DeviceRecord};
 
@@ -19,33 +20,18 @@ pub const MAX_WAITING: usize = 1024;
 /// How long one request may take (NATS slow or a leader election under way).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
-pub const DEVICES_BUCKET: &str = "fleetgate_devices";
-pub const COMMANDS_STREAM: &str = "FLEETGATE_COMMANDS";
-pub const COMMANDS_SUBJECTS: &str = "fleetgate.commands.>";
-
-pub fn device_key(id: &Uuid) -> String {
-    format!("d.{id}")
-}
-
-/// A serial's key: hex, since serials may hold characters keys may not.
-pub fn serial_key(serial: &str) -> String {
-    let mut k = String::with_capacity(2 + serial.len() * 2);
-    k.push_str("s.");
-    for b in serial.bytes() {
-        k.push_str(&format!("{b:02x}"));
-    }
-    k
-}
-
 pub enum Request {
     ClaimSerial(String, Uuid),
     ReleaseSerial(String),
     PutDevice(Box<DeviceRecord>),
     DeleteDevice(Uuid, Option<String>),
     Command(Box<CommandRecord>),
+    TakeOwnership(Uuid),
+    Presence(Uuid, bool),
 }
 
-pub type Answer = oneshot::Sender<Result<(), ClusterError>>;
+/// What a request comes back with: msg_ids handed over (`TakeOwnership`), else nothing.
+pub type Answer = oneshot::Sender<Result<Vec<String>, ClusterError>>;
 
 pub struct NatsPort {
     node: String,
@@ -59,6 +45,11 @@ impl NatsPort {
     }
 
     fn ask(&self, req: Request) -> Reply<()> {
+        let ids = self.ask_ids(req);
+        Box::pin(async move { ids.await.map(|_| ()) })
+    }
+
+    fn ask_ids(&self, req: Request) -> Reply<Vec<String>> {
         let (answer, wait) = oneshot::channel();
         let sent = self.tx.try_send((req, answer));
         Box::pin(async move {
@@ -101,14 +92,21 @@ impl Port for NatsPort {
     fn enqueue_command(&self, cmd: &CommandRecord) -> Reply<()> {
         self.ask(Request::Command(Box::new(cmd.clone())))
     }
-}
 
-/// What requests are carried out with, once the link has set the cluster's buckets and streams up.
-#[derive(Clone)]
-pub struct Resources {
-    pub client: async_nats::Client,
-    pub js: jetstream::Context,
-    pub devices: kv::Store,
+    fn take_ownership(&self, device: Uuid) -> Reply<Vec<String>> {
+        self.ask_ids(Request::TakeOwnership(device))
+    }
+
+    fn presence(&self, device: Uuid, online: bool) {
+        let (answer, _) = oneshot::channel();
+        if self
+            .tx
+            .try_send((Request::Presence(device, online), answer))
+            .is_err()
+        {
+            metrics::counter!("fleetgate_cluster_presence_dropped_total").increment(1);
+        }
+    }
 }
 
 /// Answers requests until the port is dropped. Each runs as its own task, so a slow one does not
@@ -142,8 +140,19 @@ fn unavailable(e: impl std::fmt::Display) -> ClusterError {
     ClusterError::Unavailable(e.to_string())
 }
 
-async fn carry_out(r: &Resources, req: Request) -> Result<(), ClusterError> {
+async fn carry_out(r: &Resources, req: Request) -> Result<Vec<String>, ClusterError> {
     match req {
+        Request::TakeOwnership(dev) => super::ownership::take(r, dev).await,
+        Request::Presence(dev, online) => super::ownership::presence(r, dev, online)
+            .await
+            .map(|()| Vec::new()),
+        other => carry_out_unit(r, other).await.map(|()| Vec::new()),
+    }
+}
+
+async fn carry_out_unit(r: &Resources, req: Request) -> Result<(), ClusterError> {
+    match req {
+        Request::TakeOwnership(_) | Request::Presence(..) => Ok(()),
         Request::ClaimSerial(serial, id) => {
             let key = serial_key(&serial);
             match r.devices.create(&key, id.to_string().into()).await {

@@ -11,7 +11,7 @@ use async_nats::jetstream::kv;
 use futures_util::StreamExt;
 use uuid::Uuid;
 
-use super::port::{Resources, device_key, serial_key};
+use super::resources::{Resources, device_key, serial_key};
 use crate::fleet::cluster::shared_fields;
 use crate::fleet::replica::{apply_device, apply_device_delete};
 use crate::shard::local::Shared;

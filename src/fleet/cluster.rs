@@ -50,6 +50,13 @@ pub trait Port: Send + Sync {
     fn delete_device(&self, id: Uuid, serial: Option<String>) -> Reply<()>;
     /// Appends a new command to the cluster's command stream; every node applies it.
     fn enqueue_command(&self, cmd: &CommandRecord) -> Reply<()>;
+    /// Makes this node the owner of `device`'s session (a compare-and-set on its owner record,
+    /// with a new epoch). When another live node held it, that node closes its session, lets its
+    /// records resolve, and hands over the msg_ids the device stored there recently: the answer.
+    fn take_ownership(&self, device: Uuid) -> Reply<Vec<String>>;
+    /// The device went online or offline here: its owner record says so (for every node's device
+    /// list). Not waited for; NATS away, it is written when the device next changes.
+    fn presence(&self, device: Uuid, online: bool);
 }
 
 /// Whether the node is in a cluster, and its port when it is (set once, at start).

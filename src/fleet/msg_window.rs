@@ -70,6 +70,10 @@ pub fn fingerprint(msg_id_json: &str) -> u64 {
 pub struct MsgWindow {
     entries: VecDeque<(u64, RecordRef)>,
     cap: usize,
+    /// msg_ids (JSON text) the device stored on another node of the cluster just before it moved
+    /// here, as that node handed them over: no record here to confirm them against, so they are
+    /// kept whole and matched exactly. At most `cap`.
+    elsewhere: std::collections::HashSet<String>,
 }
 
 impl MsgWindow {
@@ -77,7 +81,15 @@ impl MsgWindow {
         MsgWindow {
             entries: VecDeque::new(),
             cap,
+            elsewhere: Default::default(),
         }
+    }
+
+    /// Adds the msg_ids another node handed over with the device (the newest `cap` of them).
+    pub fn with_elsewhere(mut self, ids: Vec<String>) -> MsgWindow {
+        let skip = ids.len().saturating_sub(self.cap);
+        self.elsewhere.extend(ids.into_iter().skip(skip));
+        self
     }
 
     /// Remembers a record just staged; the oldest entry goes when the window is full.
@@ -117,7 +129,34 @@ impl MsgWindow {
         cap: usize,
         since: u64,
     ) -> Result<MsgWindow, StoreError> {
-        let mut found: Vec<(u64, RecordRef)> = Vec::new();
+        let mut w = MsgWindow::new(cap);
+        for (m, at) in Self::newest(store, dev, cap, since)? {
+            w.push(fingerprint(&m), at);
+        }
+        Ok(w)
+    }
+
+    /// The msg_ids (JSON text) of `dev`'s newest records, oldest first, as `fill` finds them: what
+    /// a node hands over with a device that moves to another node.
+    pub fn recent(
+        store: &Store,
+        dev: &Uuid,
+        cap: usize,
+        since: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(Self::newest(store, dev, cap, since)?
+            .into_iter()
+            .map(|(m, _)| m)
+            .collect())
+    }
+
+    fn newest(
+        store: &Store,
+        dev: &Uuid,
+        cap: usize,
+        since: u64,
+    ) -> Result<Vec<(String, RecordRef)>, StoreError> {
+        let mut found: Vec<(String, RecordRef)> = Vec::new();
         let prefix = keys::device(dev);
         let floor = keys::telemetry(dev, since);
         let budget = cap.saturating_mul(FILL_SCAN_FACTOR);
@@ -133,16 +172,13 @@ impl MsgWindow {
                 let Some(m) = msg_id.and_then(|m| std::str::from_utf8(m).ok()) else {
                     return Ok(false);
                 };
-                found.push((fingerprint(m), at));
+                found.push((m.to_string(), at));
                 Ok(true)
             })?;
         }
         found.sort_by_key(|(_, r)| r.id());
-        let mut w = MsgWindow::new(cap);
-        for (fp, at) in found.into_iter().rev().take(cap).rev() {
-            w.push(fp, at);
-        }
-        Ok(w)
+        let skip = found.len().saturating_sub(cap);
+        Ok(found.into_iter().skip(skip).collect())
     }
 
     /// Whether `msg_id` (JSON text, fingerprint `fp`) is stored in one of the window's records
@@ -155,6 +191,9 @@ impl MsgWindow {
         fp: u64,
         since: u64,
     ) -> Result<bool, StoreError> {
+        if self.elsewhere.contains(msg_id) {
+            return Ok(true);
+        }
         for at in self.candidates(fp).filter(|r| r.id() >= since) {
             let same = match at {
                 RecordRef::Telemetry(id) => store
@@ -220,6 +259,46 @@ mod tests {
         assert!(!w.stored(store, &dev, "\"c\"", 43, 0).expect("read"));
         // Older than the retention: no longer a repeat.
         assert!(!w.stored(store, &dev, "\"a\"", 42, 101).expect("read"));
+    }
+
+    /// The hand-over between nodes: what one node gives (`recent`, its newest msg_ids) the next
+    /// node's window holds as stored, matched by its exact text, though no record of it is here.
+    #[test]
+    fn msg_ids_handed_over_from_another_node_count_as_stored() {
+        let tmp = TempStore::open("msg-window-handover", false).expect("store");
+        let dev = Uuid::from_u128(7);
+        write(&tmp, |st| {
+            for id in 1..=4u64 {
+                stage_telemetry(st, &dev, id * 10, None, "{}", Some(&format!("\"t{id}\"")))?;
+            }
+            Ok(())
+        });
+        let handed = MsgWindow::recent(tmp.store(), &dev, 3, 0).expect("recent");
+        assert_eq!(
+            handed,
+            ["\"t2\"", "\"t3\"", "\"t4\""],
+            "the newest, oldest first"
+        );
+        let elsewhere = TempStore::open("msg-window-handover-2", false).expect("store");
+        let w = MsgWindow::new(2).with_elsewhere(handed);
+        let store = elsewhere.store();
+        assert!(
+            w.stored(store, &dev, "\"t4\"", fingerprint("\"t4\""), 0)
+                .expect("read")
+        );
+        assert!(
+            w.stored(store, &dev, "\"t3\"", fingerprint("\"t3\""), 0)
+                .expect("read")
+        );
+        assert!(
+            !w.stored(store, &dev, "\"t2\"", fingerprint("\"t2\""), 0)
+                .expect("read"),
+            "beyond the window's size"
+        );
+        assert!(
+            !w.stored(store, &dev, "\"t5\"", fingerprint("\"t5\""), 0)
+                .expect("read")
+        );
     }
 
     #[test]

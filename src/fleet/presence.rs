@@ -21,6 +21,9 @@ pub fn record(
     reason: &str,
     remote: Option<&str>,
 ) {
+    if let Some(port) = fleet.cluster.port() {
+        port.presence(dev.id, online);
+    }
     let kind = if online {
         "device_connected"
     } else {

@@ -26,6 +26,10 @@ use crate::store::records::{self, CommandStatus, DeviceRecord};
 use crate::store::{Store, StoreError};
 use crate::time::now_ms;
 
+/// `Device::owned_epoch` while a session is taking the device over in the cluster: no owner
+/// record closes that session until its own is written.
+pub const TAKING: u64 = u64::MAX;
+
 /// The device setting naming its time zone (IANA), in which terminals and HTTP devices speak.
 pub const SETTING_TIMEZONE: &str = "timezone";
 
@@ -47,6 +51,12 @@ pub struct Device {
     /// Commands a polling terminal (ZKTeco ADMS) holds unanswered.
     pub handed_out: HandedOut,
     pub deleted: AtomicBool,
+    /// Online on another node of the cluster (its owner record says so, and that node is alive).
+    pub elsewhere: AtomicBool,
+    /// The epoch of the owner record with which this node last took the device: an owner record
+    /// of another node closes the session here only when it is newer than that (a late echo of
+    /// the record this node replaced does not). `TAKING` while a session here is taking it.
+    pub owned_epoch: AtomicU64,
 }
 
 impl Device {
@@ -63,6 +73,8 @@ impl Device {
             commands: CommandQueue::default(),
             handed_out: HandedOut::default(),
             deleted: AtomicBool::new(false),
+            elsewhere: AtomicBool::new(false),
+            owned_epoch: AtomicU64::new(0),
         }
     }
 
@@ -130,7 +142,9 @@ impl Device {
     }
 
     pub fn is_online(&self) -> bool {
-        self.session().is_some() || self.http_online.load(Ordering::Acquire)
+        self.session().is_some()
+            || self.http_online.load(Ordering::Acquire)
+            || self.elsewhere.load(Ordering::Acquire)
     }
 
     /// Takes the session slot for `me`, talking to `peer`, if it is free; otherwise returns its

@@ -17,7 +17,7 @@ use crate::fleet::accounts::{Principal, Role as AccountRole};
 use crate::fleet::commands::{self, EnqueueError, ResultError};
 use crate::fleet::ingest::{self, Ingested};
 use crate::fleet::links::SessionRef;
-use crate::fleet::msg_window::RecordRef;
+use crate::fleet::msg_window::{MsgWindow, RecordRef};
 use crate::fleet::registry::{self, Claim, Device};
 use crate::fleet::{presence, principal, webhooks};
 use crate::generic;
@@ -728,7 +728,7 @@ impl Session<'_> {
         let links = fleet.links.as_ref();
         let (me, peer) = (self.me(), self.ctl.client());
         // A generic device proves a token, so a takeover is the device itself: nothing to report.
-        let Some(registry::TakenOver { claim, .. }) =
+        let Some(registry::TakenOver { mut claim, .. }) =
             registry::take_over(links, &dev, me, peer, HANDOVER_WAIT).await
         else {
             self.local.metrics.protocol_errors.increment(1);
@@ -738,6 +738,7 @@ impl Session<'_> {
                 (1013, "handover timed out"),
             );
         };
+        self.take_from_cluster(&dev, Some(&mut claim)).await;
         let now = now_ms();
         dev.touch(now);
         self.role = Role::Device(claim);
@@ -823,6 +824,9 @@ impl Session<'_> {
         let links = self.local.fleet().links.as_ref();
         let taken =
             registry::take_over(links, dev, self.me(), self.ctl.client(), HANDOVER_WAIT).await;
+        if taken.is_some() {
+            self.take_from_cluster(dev, None).await;
+        }
         if taken.is_none() {
             self.send_error(
                 "busy",
@@ -833,6 +837,42 @@ impl Session<'_> {
                 .request_close(CloseReason::Ws(1013, "handover timed out"));
         }
         taken
+    }
+
+    /// In a cluster, makes this node the device's owner before the session goes on: the node that
+    /// held it closes its session and hands over the msg_ids the device stored there recently,
+    /// which this session's window then treats as stored. NATS away, the device is served here
+    /// all the same (a re-send of a record stored on another node may then be stored again).
+    async fn take_from_cluster(
+        &self,
+        dev: &std::sync::Arc<Device>,
+        claim: Option<&mut registry::Claim>,
+    ) {
+        let fleet = self.local.fleet();
+        let Some(port) = fleet.cluster.port() else {
+            return;
+        };
+        dev.owned_epoch
+            .store(registry::TAKING, std::sync::atomic::Ordering::Release);
+        match port.take_ownership(dev.id).await {
+            Ok(ids) => {
+                if let Some(claim) = claim
+                    && !ids.is_empty()
+                {
+                    let remember = fleet.rules.msg_ids;
+                    let since = crate::time::now_us().saturating_sub(remember.retention_us);
+                    match MsgWindow::fill(&fleet.store, &dev.id, remember.window, since) {
+                        Ok(w) => *claim.msg_window() = Some(w.with_elsewhere(ids)),
+                        Err(e) => {
+                            tracing::error!(error = %e, "reading the device's msg_ids failed")
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(device = %dev.id, error = %e, "the cluster could not record this node as the device's owner; serving it here")
+            }
+        }
     }
 
     /// Sends queued commands in order, marking them sent (or expired) in the store.

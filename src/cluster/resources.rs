@@ -1,0 +1,37 @@
+//! What the link's tasks share once it has set the cluster up: the client, JetStream, the
+//! buckets, this node's name; and the names of the cluster's buckets, streams and keys.
+
+use std::sync::Arc;
+
+use async_nats::jetstream::{self, kv};
+use uuid::Uuid;
+
+pub const DEVICES_BUCKET: &str = "fleetgate_devices";
+pub const COMMANDS_STREAM: &str = "FLEETGATE_COMMANDS";
+pub const COMMANDS_SUBJECTS: &str = "fleetgate.commands.>";
+
+pub fn device_key(id: &Uuid) -> String {
+    format!("d.{id}")
+}
+
+/// A serial's key: hex, since serials may hold characters keys may not.
+pub fn serial_key(serial: &str) -> String {
+    let mut k = String::with_capacity(2 + serial.len() * 2);
+    k.push_str("s.");
+    for b in serial.bytes() {
+        k.push_str(&format!("{b:02x}"));
+    }
+    k
+}
+
+/// What requests are carried out with, once the link has set the cluster's buckets and streams up.
+#[derive(Clone)]
+pub struct Resources {
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+    pub devices: kv::Store,
+    pub owners: kv::Store,
+    pub nodes: kv::Store,
+    pub node: Arc<str>,
+    pub shared: Arc<crate::shard::local::Shared>,
+}
