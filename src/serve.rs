@@ -91,6 +91,15 @@ pub fn run(config: ServeConfig) -> Result<(), Error> {
     let (hub, inboxes) = Hub::new(shards);
     let hub = Arc::new(hub);
     let ready_file = config.ready_file.clone();
+    // In a cluster the admin broadcasts also go to the other nodes' admin subscribers.
+    let cluster_settings = config.cluster_settings();
+    let relay = cluster_settings
+        .as_ref()
+        .map(|_| crate::cluster::live::Relay::new(hub.clone()));
+    let links: Arc<dyn Links> = match &relay {
+        Some((relay, _)) => relay.clone(),
+        None => hub.clone(),
+    };
     let fleet = Fleet {
         store: store.clone(),
         registry,
@@ -105,7 +114,7 @@ pub fn run(config: ServeConfig) -> Result<(), Error> {
         guard: crate::fleet::guard::Guard::new(&config.guard_limits()),
         admin_token,
         rules: config.rules(),
-        links: hub.clone() as Arc<dyn Links>,
+        links,
         messages: std::sync::atomic::AtomicU64::new(0),
         cluster: Default::default(),
     };
@@ -126,12 +135,13 @@ pub fn run(config: ServeConfig) -> Result<(), Error> {
     });
 
     // Before any shard stages a record, so the export misses none.
-    let cluster = match config.cluster_settings() {
-        Some(settings) => Some(crate::cluster::link::Cluster::start(
+    let cluster = match (cluster_settings, relay) {
+        (Some(settings), Some(relay)) => Some(crate::cluster::link::Cluster::start(
             shared.clone(),
             settings,
+            relay,
         )?),
-        None => None,
+        _ => None,
     };
     let cores = core_ids();
     let mut threads = Vec::new();

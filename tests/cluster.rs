@@ -123,9 +123,26 @@ fn the_export_publishes_every_record_once_in_order_per_device() {
     assert_eq!(telemetry_ids(&all, &a.id), expected("a", 0..100));
     assert_eq!(telemetry_ids(&all, &b.id), expected("b", 0..100));
     assert_ids_unique(&all);
+    // A record with a msg_id is named by it (so two nodes storing it make one message); the
+    // command's result, which has none, by this node's outbox.
+    let named_by = |part: &str, prefix: &[&str]| {
+        all.iter()
+            .filter(|m| m.subject.contains(part))
+            .all(|m| prefix.iter().any(|p| m.msg_id.starts_with(p)))
+    };
+    let devices = [format!("{}-", a.id), format!("{}-", b.id)];
+    let devices: Vec<&str> = devices.iter().map(String::as_str).collect();
     assert!(
-        all.iter().all(|m| m.msg_id.starts_with("n1-")),
-        "ids name the node"
+        named_by(".telemetry.", &devices),
+        "telemetry named by device and msg_id"
+    );
+    assert!(
+        named_by(".events.", &devices),
+        "events named by device and msg_id"
+    );
+    assert!(
+        named_by(".command_results.", &["n1-"]),
+        "results named by the node"
     );
     let event = all
         .iter()
@@ -424,4 +441,189 @@ fn a_device_moving_between_nodes_stores_each_msg_id_once() {
         "n1 shows the device offline",
         || n1.listed_status(&dev.id) == "offline",
     );
+}
+
+/// An admin on one node sees what devices on another node do.
+#[test]
+fn an_admin_on_one_node_sees_devices_on_every_node() {
+    let nats = Nats::start("127.0.0.20");
+    let n1 = node("127.0.0.11", &nats, "n1");
+    let n2 = node("127.0.0.12", &nats, "n2");
+    let dev = n1.create_device("watched");
+    wait_get(&n2, &format!("/api/devices/{}", dev.id), 200, "n2 knows the device");
+    let mut admin = n1.admin_session();
+    // n2 builds frames for n1's admin once n1 has said it has one (every second).
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut ws = n2.device_session(&dev);
+    let connected = admin.recv_matching(SOON, "the connect, from n2", |m| {
+        opt_s(m, "type") == Some("device_status")
+            && opt_s(m, "status") == Some("online")
+            && opt_s(m, "device_id") == Some(&dev.id)
+    });
+    assert_eq!(s(&connected, "device_id"), dev.id);
+    send_acked(&mut ws, "v", 0..3);
+    let t = admin.recv_matching(SOON, "its telemetry, from n2", |m| {
+        opt_s(m, "type") == Some("telemetry") && opt_s(m, "device_id") == Some(&dev.id)
+    });
+    assert_eq!(s(&t, "device_id"), dev.id);
+    ws.close();
+    admin.recv_matching(SOON, "the disconnect, from n2", |m| {
+        opt_s(m, "type") == Some("device_status")
+            && opt_s(m, "status") == Some("offline")
+            && opt_s(m, "device_id") == Some(&dev.id)
+    });
+}
+
+/// Debian's haproxy in `mode tcp` on 127.0.0.10 in front of the nodes, taking a node out when its
+/// health check fails.
+struct Balancer {
+    child: std::process::Child,
+    addr: String,
+    dir: std::path::PathBuf,
+}
+
+impl Balancer {
+    fn start(nodes: &[&Server]) -> Balancer {
+        let addr = std::net::TcpListener::bind("127.0.0.10:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port on 127.0.0.10")
+            .to_string();
+        let dir = unique_dir("haproxy");
+        std::fs::create_dir_all(&dir).expect("haproxy dir");
+        let mut cfg = format!(
+            "global\n  maxconn 1000\ndefaults\n  mode tcp\n  timeout connect 2s\n  timeout client 60s\n  timeout server 60s\nfrontend fe\n  bind {addr}\n  default_backend nodes\nbackend nodes\n  balance roundrobin\n"
+        );
+        for (i, n) in nodes.iter().enumerate() {
+            cfg.push_str(&format!(
+                "  server n{} {} check inter 200ms fall 1 rise 1\n",
+                i + 1,
+                n.addr()
+            ));
+        }
+        let path = dir.join("haproxy.cfg");
+        std::fs::write(&path, cfg).expect("write haproxy.cfg");
+        let child = Command::new("haproxy")
+            .arg("-f")
+            .arg(&path)
+            .arg("-db")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("haproxy runs (apt-get install haproxy; .ci/run does)");
+        wait_until(SOON, "haproxy listening", || {
+            std::net::TcpStream::connect(&addr).is_ok()
+        });
+        Balancer { child, addr, dir }
+    }
+
+    /// Registers `dev` through the balancer, retrying while a dead node is still in rotation.
+    fn device_session(&self, dev: &Device) -> Ws {
+        let mut last = String::new();
+        for _ in 0..50 {
+            match std::net::TcpStream::connect(&self.addr)
+                .map_err(|e| e.to_string())
+                .and_then(|s| Ws::try_over(s, &self.addr))
+            {
+                Ok(mut ws) => {
+                    ws.send_json(&json!({"type":"register","device_id": dev.id.as_str(),"token": dev.token.as_str()}));
+                    match ws.recv(SOON) {
+                        WsEvent::Json(v) if opt_s(&v, "type") == Some("registered") => return ws,
+                        other => last = format!("{other:?}"),
+                    }
+                }
+                Err(e) => last = e,
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("no node took the device through the balancer: {last}");
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Which node holds the device's session (its generic sessions gauge).
+fn holder(nodes: &[&Server]) -> usize {
+    let mut found = None;
+    wait_until(Duration::from_secs(10), "one node holds the session", || {
+        let held: Vec<usize> = (0..nodes.len())
+            .filter(|&i| metric(nodes[i], "fleetgate_sessions{protocol=\"generic\"}") >= 1.0)
+            .collect();
+        found = (held.len() == 1).then(|| held[0]);
+        found.is_some()
+    });
+    found.expect("a holder")
+}
+
+/// Three nodes behind haproxy: the node holding a device is killed (-9); the device reconnects
+/// through the balancer to another, the commands queued meanwhile (through a third node's API)
+/// arrive in order, and no record it was acknowledged is lost or stored twice in the cluster's
+/// stream.
+#[test]
+fn a_killed_node_s_device_reconnects_through_the_balancer_and_loses_nothing() {
+    let nats = Nats::start("127.0.0.20");
+    let mut nodes = vec![
+        node("127.0.0.11", &nats, "n1"),
+        node("127.0.0.12", &nats, "n2"),
+        node("127.0.0.13", &nats, "n3"),
+    ];
+    let lb = Balancer::start(&nodes.iter().collect::<Vec<_>>());
+    let dev = nodes[0].create_device("through-the-balancer");
+    for n in &nodes[1..] {
+        wait_get(n, &format!("/api/devices/{}", dev.id), 200, "every node knows it");
+    }
+    let mut ws = lb.device_session(&dev);
+    let h = holder(&nodes.iter().collect::<Vec<_>>());
+    send_acked(&mut ws, "k", 0..200);
+    // Twenty more leave; the node dies before the device hears their acks.
+    for n in 200..220 {
+        ws.send_json(&json!({"type":"telemetry","msg_id": format!("k{n}"),"payload":{"n": n}}));
+    }
+    nodes[h].kill9();
+    drop(ws);
+    let api = &nodes[(h + 1) % 3];
+    let cmds: Vec<String> = (0..3)
+        .map(|n| api.send_command(&dev.id, "set", json!({ "n": n })))
+        .collect();
+    // The device comes back through the balancer, re-sends what it did not hear acknowledged,
+    // and goes on; the commands queued meanwhile come in among the acks, in order.
+    let mut ws = lb.device_session(&dev);
+    for n in 200..240 {
+        ws.send_json(&json!({"type":"telemetry","msg_id": format!("k{n}"),"payload":{"n": n}}));
+    }
+    let (mut acks, mut got) = (0, Vec::new());
+    while acks < 40 || got.len() < cmds.len() {
+        let m = ws.recv_json(SOON);
+        match opt_s(&m, "type") {
+            Some("ack") => acks += 1,
+            Some("command") => {
+                let id = s(&m, "command_id").to_string();
+                ws.send_json(&json!({"type":"command_result","command_id": id.as_str(),"status":"ok","payload":{}}));
+                got.push(id);
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(got, cmds, "the queued commands arrive once each, in order");
+    for id in &cmds {
+        api.wait_command_status(&dev.id, id, "acked");
+    }
+    // The killed node returns and exports what it had stored; the stream holds each record once.
+    nodes[h].start_again();
+    wait_joined(&nodes[h]);
+    for n in &nodes {
+        wait_drained(n);
+    }
+    let all = nats.stream_messages(STREAM);
+    assert_ids_unique(&all);
+    let mut streamed = telemetry_ids(&all, &dev.id);
+    streamed.sort();
+    let mut want = expected("k", 0..240);
+    want.sort();
+    assert_eq!(streamed, want, "every record once in the cluster's stream");
 }

@@ -175,9 +175,15 @@ async fn publish_next(
         // Entries staged before the export began name no device: they were never counted.
         let Some(dev) = m.device else { continue };
         let subject = format!("fleetgate.records.{}.{dev}", m.kind.as_str());
+        // A record with an identity of its own is named by it, whichever node stored it; other
+        // messages by this node's outbox id.
+        let id = match m.identity {
+            Some(i) => format!("{dev}-{}", crate::fleet::auth::hex(&i)),
+            None => format!("{node}-{:016x}", m.outbox_id),
+        };
         let publish = PublishMessage::build()
             .payload(m.body.into())
-            .message_id(format!("{node}-{:016x}", m.outbox_id))
+            .message_id(id)
             .header("Fleetgate-Node", node);
         let ack = js
             .send_publish(subject, publish)

@@ -13,6 +13,7 @@ use tokio::sync::{Notify, mpsc};
 
 use super::commands::{self, Feed};
 use super::export;
+use super::live::{self, Relay};
 use super::port::{self, Answer, NatsPort, Request};
 use super::resources::{DEVICES_BUCKET, Resources};
 use super::{ownership, registry};
@@ -72,6 +73,7 @@ impl Cluster {
     pub fn start(
         shared: Arc<Shared>,
         settings: Settings,
+        relay: (Arc<Relay>, mpsc::Receiver<Arc<str>>),
     ) -> Result<Cluster, Box<dyn std::error::Error + Send + Sync>> {
         let cursor = super::export::prepare(&shared.fleet, settings.export_max_lag)?;
         let (port, requests) = NatsPort::new(settings.node.clone());
@@ -87,7 +89,7 @@ impl Cluster {
                 runtime.block_on(async move {
                     tokio::select! {
                         () = stopping.notified() => {}
-                        () = run(shared, settings, cursor, requests) => {}
+                        () = run(shared, settings, cursor, requests, relay) => {}
                     }
                 });
             })?;
@@ -112,6 +114,7 @@ async fn run(
     settings: Settings,
     cursor: u64,
     requests: mpsc::Receiver<(Request, Answer)>,
+    (relay, frames): (Arc<Relay>, mpsc::Receiver<Arc<str>>),
 ) {
     let ready = Arc::new(OnceLock::new());
     tokio::spawn(port::serve(requests, ready.clone()));
@@ -166,6 +169,7 @@ async fn run(
     tokio::spawn(ownership::serve_release(shared.clone(), r.clone()));
     tokio::spawn(ownership::follow(shared.clone(), r.clone()));
     tokio::spawn(registry::follow(shared.clone(), r.clone()));
+    tokio::spawn(live::run(relay, frames, r.clone()));
     for feed in [Feed::Commands, Feed::Statuses] {
         tokio::spawn(commands::follow(
             shared.clone(),

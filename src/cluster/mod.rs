@@ -8,6 +8,7 @@
 pub mod commands;
 pub mod export;
 pub mod link;
+pub mod live;
 pub mod ownership;
 pub mod port;
 pub mod registry;

@@ -225,11 +225,12 @@ pub fn stage_records_with(
                             _ => item.clone(),
                         };
                         let at = utc_us / 1000;
-                        webhooks::stage(
+                        webhooks::stage_identified(
                             &fleet.webhooks,
                             st,
                             webhooks::Kind::Attendance,
                             &dev.id,
+                            identity,
                             "attendance.punch",
                             at,
                             &data,

@@ -54,6 +54,10 @@ const EXPORT_ONLY: u8 = 0x80;
 /// The device's id (16 bytes) follows the first byte. Entries written before the export have no
 /// device; the export starts after them.
 const WITH_DEVICE: u8 = 0x40;
+/// The record's identity (16 bytes) follows the device: a telemetry record's or event's msg_id,
+/// or a punch's identity, hashed. The export names the message by it, so that the same record
+/// stored on two nodes (re-sent to the second after the first died) is one message in the stream.
+const WITH_IDENTITY: u8 = 0x20;
 const KIND_BITS: u8 = 0x1f;
 
 /// What an endpoint subscribes to.
@@ -482,20 +486,71 @@ pub fn stage(
     data: &str,
 ) -> Result<(), StoreError> {
     let to_endpoints = hooks.endpoints_want(kind);
-    stage_entry(hooks, st, kind, to_endpoints, dev, msg_type, at_ms, data)
+    let entry = Entry {
+        kind,
+        to_endpoints,
+        dev,
+        identity: None,
+    };
+    stage_entry(hooks, st, entry, msg_type, at_ms, data)
 }
 
+/// `stage`, for a record with an identity of its own (a punch's).
 #[allow(clippy::too_many_arguments)]
-fn stage_entry(
+pub fn stage_identified(
     hooks: &Arc<Webhooks>,
     st: &mut Staging<'_>,
     kind: Kind,
-    to_endpoints: bool,
     dev: &uuid::Uuid,
+    identity: [u8; 16],
     msg_type: &str,
     at_ms: u64,
     data: &str,
 ) -> Result<(), StoreError> {
+    let to_endpoints = hooks.endpoints_want(kind);
+    let entry = Entry {
+        kind,
+        to_endpoints,
+        dev,
+        identity: Some(identity),
+    };
+    stage_entry(hooks, st, entry, msg_type, at_ms, data)
+}
+
+/// A record's identity from its msg_id (JSON text as sent), distinct per kind of record.
+pub fn msg_id_identity(tag: &[u8], msg_id: &str) -> [u8; 16] {
+    use sha2::Digest;
+    let mut h = Sha256::new();
+    h.update(tag);
+    h.update(msg_id.as_bytes());
+    let d = h.finalize();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&d[..16]);
+    out
+}
+
+/// What an outbox entry is about.
+struct Entry<'a> {
+    kind: Kind,
+    to_endpoints: bool,
+    dev: &'a uuid::Uuid,
+    identity: Option<[u8; 16]>,
+}
+
+fn stage_entry(
+    hooks: &Arc<Webhooks>,
+    st: &mut Staging<'_>,
+    e: Entry<'_>,
+    msg_type: &str,
+    at_ms: u64,
+    data: &str,
+) -> Result<(), StoreError> {
+    let Entry {
+        kind,
+        to_endpoints,
+        dev,
+        identity,
+    } = e;
     let exported = hooks.export.bits() & kind.bit() != 0;
     if !to_endpoints && (!exported || hooks.export.full()) {
         if exported {
@@ -512,8 +567,12 @@ fn stage_entry(
     st.on_resolve(move || h.settled(id));
     let mut v = Vec::with_capacity(80 + data.len());
     let flags = if to_endpoints { 0 } else { EXPORT_ONLY };
-    v.push(kind.bit() | WITH_DEVICE | flags);
+    let with_identity = if identity.is_some() { WITH_IDENTITY } else { 0 };
+    v.push(kind.bit() | WITH_DEVICE | with_identity | flags);
     v.extend_from_slice(dev.as_bytes());
+    if let Some(i) = identity {
+        v.extend_from_slice(&i);
+    }
     v.extend_from_slice(b"{\"type\":");
     let mut t = String::new();
     json::push_str(&mut t, msg_type);
@@ -541,7 +600,13 @@ pub fn stage_export(
     if hooks.export.bits() & kind.bit() == 0 {
         return Ok(());
     }
-    stage_entry(hooks, st, kind, false, dev, msg_type, at_ms, data)
+    let entry = Entry {
+        kind,
+        to_endpoints: false,
+        dev,
+        identity: None,
+    };
+    stage_entry(hooks, st, entry, msg_type, at_ms, data)
 }
 
 /// Stages a device's event (`records::stage_event`) and, when an endpoint takes events, its
@@ -559,15 +624,13 @@ pub fn stage_device_event(
     records::stage_event(st, id, Some(dev), kind, Source::Device, payload, msg_id)?;
     if hooks.wants(Kind::Events) {
         let data = records::event_json(id, Some(dev), kind, Source::Device, payload);
-        stage(
-            hooks,
-            st,
-            Kind::Events,
+        let entry = Entry {
+            kind: Kind::Events,
+            to_endpoints: hooks.endpoints_want(Kind::Events),
             dev,
-            "device.event",
-            id / 1000,
-            &data,
-        )?;
+            identity: msg_id.map(|m| msg_id_identity(b"event", m)),
+        };
+        stage_entry(hooks, st, entry, "device.event", id / 1000, &data)?;
     }
     Ok(())
 }
@@ -581,6 +644,7 @@ pub fn stage_telemetry(
     st: &mut Staging<'_>,
     dev: &uuid::Uuid,
     row: &str,
+    msg_id: Option<&str>,
     at_ms: u64,
 ) -> Result<(), StoreError> {
     if !hooks.wants(Kind::Telemetry) {
@@ -593,17 +657,13 @@ pub fn stage_telemetry(
     }
     let rest = row.strip_prefix('{').unwrap_or(row);
     let data = format!("{{\"device_id\":\"{dev}\",{rest}");
-    let kind = Kind::Telemetry;
-    stage_entry(
-        hooks,
-        st,
-        kind,
+    let entry = Entry {
+        kind: Kind::Telemetry,
         to_endpoints,
         dev,
-        "telemetry",
-        at_ms,
-        &data,
-    )
+        identity: msg_id.map(|m| msg_id_identity(b"telemetry", m)),
+    };
+    stage_entry(hooks, st, entry, "telemetry", at_ms, &data)
 }
 
 /// A message waiting for an endpoint or the export.
@@ -613,21 +673,51 @@ pub struct Message {
     pub kind: Kind,
     /// The device it is about (entries staged before the export began have none).
     pub device: Option<uuid::Uuid>,
+    /// The record's own identity, when it has one (`WITH_IDENTITY`).
+    pub identity: Option<[u8; 16]>,
     pub body: Vec<u8>,
 }
 
-/// An outbox entry's parts: its kind, whether only the export takes it, its device and body.
-fn decode_entry(v: &[u8]) -> Option<(Kind, bool, Option<uuid::Uuid>, &[u8])> {
+/// An outbox entry's parts.
+struct Decoded<'a> {
+    kind: Kind,
+    export_only: bool,
+    device: Option<uuid::Uuid>,
+    identity: Option<[u8; 16]>,
+    body: &'a [u8],
+}
+
+fn decode_entry(v: &[u8]) -> Option<Decoded<'_>> {
     let (&first, rest) = v.split_first()?;
     let kind = Kind::ALL
         .into_iter()
         .find(|k| k.bit() == first & KIND_BITS)?;
     if first & WITH_DEVICE == 0 {
-        return Some((kind, false, None, rest));
+        let (export_only, device, identity, body) = (false, None, None, rest);
+        return Some(Decoded {
+            kind,
+            export_only,
+            device,
+            identity,
+            body,
+        });
     }
-    let (dev, body) = rest.split_at_checked(16)?;
-    let dev = uuid::Uuid::from_slice(dev).ok()?;
-    Some((kind, first & EXPORT_ONLY != 0, Some(dev), body))
+    let (dev, mut body) = rest.split_at_checked(16)?;
+    let device = Some(uuid::Uuid::from_slice(dev).ok()?);
+    let mut identity = None;
+    if first & WITH_IDENTITY != 0 {
+        let (i, after) = body.split_at_checked(16)?;
+        identity = Some(i.try_into().ok()?);
+        body = after;
+    }
+    let export_only = first & EXPORT_ONLY != 0;
+    Some(Decoded {
+        kind,
+        export_only,
+        device,
+        identity,
+        body,
+    })
 }
 
 /// What follows `cursor` and lies below `below` (`Webhooks::visible_below`) for an endpoint
@@ -670,14 +760,13 @@ pub fn next_messages(
             return Ok(false);
         }
         match decode_entry(v) {
-            Some((kind, export_only, device, body))
-                if kind.bit() & bits != 0 && (export || !export_only) =>
-            {
+            Some(d) if d.kind.bit() & bits != 0 && (export || !d.export_only) => {
                 found.push(Message {
                     outbox_id: id,
-                    kind,
-                    device,
-                    body: body.to_vec(),
+                    kind: d.kind,
+                    device: d.device,
+                    identity: d.identity,
+                    body: d.body.to_vec(),
                 });
                 skipped_to = None;
                 Ok(found.len() < max)
@@ -697,7 +786,7 @@ pub fn export_pending(store: &Store, cursor: u64, limit: u64) -> Result<u64, Sto
     let mut n = 0;
     let from = cursor.saturating_add(1).to_be_bytes();
     store.visit_from(Cf::WebhookOutbox, &[], &from, |_, v| {
-        if decode_entry(v).is_some_and(|(k, _, d, _)| d.is_some() && k.bit() & bits != 0) {
+        if decode_entry(v).is_some_and(|d| d.device.is_some() && d.kind.bit() & bits != 0) {
             n += 1;
         }
         Ok(n < limit)
@@ -1041,7 +1130,9 @@ mod tests {
         hooks.export.start(1000, 0);
         crate::store::commit::write_now(&store, |st| {
             for n in 0..5 {
-                stage_telemetry(&hooks, st, &DEV, &format!("{{\"n\":{n}}}"), 1)?;
+                let msg_id = format!("\"t{n}\"");
+                let row = format!("{{\"n\":{n}}}");
+                stage_telemetry(&hooks, st, &DEV, &row, Some(&msg_id), 1)?;
             }
             stage(&hooks, st, Kind::Events, &DEV, "device.event", 2, "{}")?;
             stage(
@@ -1063,6 +1154,14 @@ mod tests {
             [[Kind::Telemetry; 5].as_slice(), &[Kind::Events]].concat()
         );
         assert!(all.iter().all(|m| m.device == Some(DEV)));
+        // Telemetry is named by its msg_id, the same on whichever node stores it; the event
+        // without one by its place in this node's outbox.
+        assert_eq!(
+            all[0].identity,
+            Some(msg_id_identity(b"telemetry", "\"t0\""))
+        );
+        assert_ne!(all[0].identity, all[1].identity);
+        assert_eq!(all[5].identity, None);
         assert!(all.windows(2).all(|w| w[0].outbox_id < w[1].outbox_id));
         assert_eq!(hooks.export.lag(), 6, "device status is not exported");
         // The endpoint's rate (1/s, a burst of one) let only the first telemetry row through.

@@ -604,7 +604,7 @@ impl Session<'_> {
                     let hooks = &local.fleet().webhooks;
                     if hooks.wants(webhooks::Kind::Telemetry) {
                         let row = records::telemetry_row(id, ts.as_deref(), payload, m);
-                        webhooks::stage_telemetry(hooks, st, &dev, &row, id / 1000)?;
+                        webhooks::stage_telemetry(hooks, st, &dev, &row, m, id / 1000)?;
                     }
                     Ok(())
                 },
