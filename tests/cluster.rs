@@ -450,7 +450,12 @@ fn an_admin_on_one_node_sees_devices_on_every_node() {
     let n1 = node("127.0.0.11", &nats, "n1");
     let n2 = node("127.0.0.12", &nats, "n2");
     let dev = n1.create_device("watched");
-    wait_get(&n2, &format!("/api/devices/{}", dev.id), 200, "n2 knows the device");
+    wait_get(
+        &n2,
+        &format!("/api/devices/{}", dev.id),
+        200,
+        "n2 knows the device",
+    );
     let mut admin = n1.admin_session();
     // n2 builds frames for n1's admin once n1 has said it has one (every second).
     std::thread::sleep(Duration::from_millis(1500));
@@ -550,13 +555,17 @@ impl Drop for Balancer {
 /// Which node holds the device's session (its generic sessions gauge).
 fn holder(nodes: &[&Server]) -> usize {
     let mut found = None;
-    wait_until(Duration::from_secs(10), "one node holds the session", || {
-        let held: Vec<usize> = (0..nodes.len())
-            .filter(|&i| metric(nodes[i], "fleetgate_sessions{protocol=\"generic\"}") >= 1.0)
-            .collect();
-        found = (held.len() == 1).then(|| held[0]);
-        found.is_some()
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "one node holds the session",
+        || {
+            let held: Vec<usize> = (0..nodes.len())
+                .filter(|&i| metric(nodes[i], "fleetgate_sessions{protocol=\"generic\"}") >= 1.0)
+                .collect();
+            found = (held.len() == 1).then(|| held[0]);
+            found.is_some()
+        },
+    );
     found.expect("a holder")
 }
 
@@ -575,7 +584,12 @@ fn a_killed_node_s_device_reconnects_through_the_balancer_and_loses_nothing() {
     let lb = Balancer::start(&nodes.iter().collect::<Vec<_>>());
     let dev = nodes[0].create_device("through-the-balancer");
     for n in &nodes[1..] {
-        wait_get(n, &format!("/api/devices/{}", dev.id), 200, "every node knows it");
+        wait_get(
+            n,
+            &format!("/api/devices/{}", dev.id),
+            200,
+            "every node knows it",
+        );
     }
     let mut ws = lb.device_session(&dev);
     let h = holder(&nodes.iter().collect::<Vec<_>>());
@@ -626,4 +640,77 @@ fn a_killed_node_s_device_reconnects_through_the_balancer_and_loses_nothing() {
     let mut want = expected("k", 0..240);
     want.sort();
     assert_eq!(streamed, want, "every record once in the cluster's stream");
+}
+
+fn bearer_get(srv: &Server, token: &str, path: &str) -> u16 {
+    fleetgate::client::Client::new(&srv.url())
+        .expect("client")
+        .with_token(token)
+        .get(path)
+        .expect("GET")
+        .status
+}
+
+/// One set of operators: a user made on one node logs in on another, the session is valid on
+/// both, and a logout, a revoked token or a demotion on one node holds on the other.
+#[test]
+fn operators_are_one_set_across_nodes() {
+    use common::browser::login;
+    let nats = Nats::start("127.0.0.20");
+    let n1 = node("127.0.0.11", &nats, "n1");
+    let n2 = node("127.0.0.12", &nats, "n2");
+    let r = n1.post(
+        "/api/users",
+        &json!({"username": "olga", "password": "olga-password-1", "role": "admin"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    wait_until(Duration::from_secs(10), "n2 knows olga", || {
+        n2.get("/api/users").text().contains("\"olga\"")
+    });
+    // Logged in through n2, the session works on n1 (the balancer may send the next request
+    // anywhere).
+    let (b, _) = login(&n2, "olga", "olga-password-1");
+    wait_until(Duration::from_secs(10), "the session holds on n1", || {
+        b.get(&n1, "/api/devices").status == 200
+    });
+    let dev = n1.create_device("d");
+    wait_get(
+        &n2,
+        &format!("/api/devices/{}", dev.id),
+        200,
+        "n2 knows the device",
+    );
+    // Demoted on n1: the session can no longer write on n2.
+    let r = n1.patch("/api/users/olga", &json!({"role": "viewer"}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    wait_until(Duration::from_secs(10), "the demotion holds on n2", || {
+        let r = b.send(
+            &n2,
+            "POST",
+            &format!("/api/devices/{}/commands", dev.id),
+            &json!({"command":"reboot"}),
+        );
+        r.status == 403
+    });
+    // Logged out on n1: the cookie is refused on n2.
+    let r = b.send(&n1, "POST", "/api/logout", &json!({}));
+    assert!(r.status < 300, "{r:?}");
+    wait_until(Duration::from_secs(10), "the logout holds on n2", || {
+        b.get(&n2, "/api/devices").status == 401
+    });
+    // An API token made on n1 works on n2; revoked on n2, it is refused on n1.
+    let r = n1.post("/api/tokens", &json!({"name":"ci","role":"admin"}));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let v = r.json();
+    let (token, id) = (s(&v, "token").to_string(), s(&v, "id").to_string());
+    wait_until(Duration::from_secs(10), "the token works on n2", || {
+        bearer_get(&n2, &token, "/api/devices") == 200
+    });
+    let r = n2.delete(&format!("/api/tokens/{id}"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    wait_until(
+        Duration::from_secs(10),
+        "the revocation holds on n1",
+        || bearer_get(&n1, &token, "/api/devices") == 401,
+    );
 }

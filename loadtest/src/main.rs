@@ -46,6 +46,11 @@ pub struct Args {
     /// The server's base URL (HTTP admin API; the WebSocket endpoint is /ws on the same port).
     #[arg(long, default_value = "http://127.0.0.1:3000")]
     url: String,
+    /// Where the admin API calls go (provisioning, and command-storm's commands), when not to
+    /// `--url`: another node of a cluster, so that commands cross nodes. `--url` may also name a
+    /// TCP balancer in front of the nodes.
+    #[arg(long)]
+    admin_url: Option<String>,
     #[arg(long, env = "FLEETGATE_ADMIN_TOKEN", default_value = "")]
     admin_token: String,
     #[arg(long, value_enum, default_value = "telemetry-flood")]
@@ -232,9 +237,14 @@ fn run_once(args: &Args, scenario: Scenario, sink_run: bool) -> Res<serde_json::
         (addr, provision::fake(args.protocol, args.devices))
     } else {
         let target = resolve(&args.url)?;
+        let admin = resolve(args.admin_url.as_deref().unwrap_or(&args.url))?;
         let t0 = now_ns();
-        let devices = provision::create(target, &args.admin_token, args.protocol, args.devices)?;
+        let devices = provision::create(admin, &args.admin_token, args.protocol, args.devices)?;
         stats.provision_s = (now_ns() - t0) as f64 / 1e9;
+        if admin != target {
+            // Devices made on another node reach this one through the cluster's registry.
+            std::thread::sleep(Duration::from_secs(2));
+        }
         eprintln!(
             "loadtest: provisioned {} {} devices in {:.1} s",
             devices.len(),
@@ -316,6 +326,10 @@ fn run_once(args: &Args, scenario: Scenario, sink_run: bool) -> Res<serde_json::
         })
         .collect();
 
+    let admin_target = match (&args.admin_url, sink_run) {
+        (Some(u), false) => resolve(u)?,
+        _ => target,
+    };
     let device_ids: Arc<Vec<String>> =
         Arc::new(devices.iter().map(|d| d.device_id.clone()).collect());
     let mut cmd_report = None;
@@ -328,7 +342,7 @@ fn run_once(args: &Args, scenario: Scenario, sink_run: bool) -> Res<serde_json::
         |start_ns, end_ns| {
             (scenario == Scenario::CommandStorm).then(|| {
                 cmdstorm::start(cmdstorm::Config {
-                    addr: target,
+                    addr: admin_target,
                     token: args.admin_token.clone(),
                     device_ids: device_ids.clone(),
                     rate: args.rate,

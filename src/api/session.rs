@@ -140,6 +140,7 @@ pub fn me(cx: &Ctx<'_>) -> Result<Response, ApiError> {
 }
 
 pub async fn change_password(cx: &Ctx<'_>) -> Result<Response, ApiError> {
+    cx.local.fleet().cluster.reachable()?;
     let p = cx.principal()?;
     let Via::Session { id_hash, .. } = &p.via else {
         return Err(ApiError::new(

@@ -50,6 +50,7 @@ pub fn list(cx: &Ctx<'_>) -> Result<Response, ApiError> {
 }
 
 pub async fn create(cx: &Ctx<'_>) -> Result<Response, ApiError> {
+    cx.local.fleet().cluster.reachable()?;
     let body = JsonObject::from_request(cx.req)?;
     let name = body.text(
         "name",
@@ -87,6 +88,7 @@ pub async fn create(cx: &Ctx<'_>) -> Result<Response, ApiError> {
 }
 
 pub async fn delete(cx: &Ctx<'_>) -> Result<Response, ApiError> {
+    cx.local.fleet().cluster.reachable()?;
     let id = cx.param("id");
     let acc = &cx.local.fleet().accounts;
     // Out of memory first: revocation takes effect before the store write returns.

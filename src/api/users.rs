@@ -86,6 +86,7 @@ pub fn list(cx: &Ctx<'_>) -> Result<Response, ApiError> {
 }
 
 pub async fn create(cx: &Ctx<'_>) -> Result<Response, ApiError> {
+    cx.local.fleet().cluster.reachable()?;
     let body = JsonObject::from_request(cx.req)?;
     let why = "`username` is required: 1 to 64 letters, digits, '.', '_', '-', '@'";
     let username = body.string("username", why)?;
@@ -115,6 +116,7 @@ pub async fn create(cx: &Ctx<'_>) -> Result<Response, ApiError> {
 }
 
 pub async fn patch(cx: &Ctx<'_>) -> Result<Response, ApiError> {
+    cx.local.fleet().cluster.reachable()?;
     let name = cx.param("name");
     let body = JsonObject::from_request(cx.req)?;
     let acc = &cx.local.fleet().accounts;
@@ -146,6 +148,7 @@ pub async fn patch(cx: &Ctx<'_>) -> Result<Response, ApiError> {
 }
 
 pub async fn delete(cx: &Ctx<'_>) -> Result<Response, ApiError> {
+    cx.local.fleet().cluster.reachable()?;
     let name = cx.param("name");
     let p = cx.principal()?;
     let acc = &cx.local.fleet().accounts;

@@ -129,6 +129,7 @@ async fn report(shared: Arc<Shared>, client: async_nats::Client) {
     loop {
         let connected = client.connection_state() == async_nats::connection::State::Connected;
         export.connected.store(connected, Ordering::Release);
+        shared.fleet.cluster.set_connected(connected);
         metrics::gauge!("fleetgate_export_connected").set(if connected { 1.0 } else { 0.0 });
         metrics::gauge!("fleetgate_export_lag_records").set(export.lag() as f64);
         tokio::time::sleep(REPORT_EVERY).await;

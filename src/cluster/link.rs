@@ -16,7 +16,8 @@ use super::export;
 use super::live::{self, Relay};
 use super::port::{self, Answer, NatsPort, Request};
 use super::resources::{DEVICES_BUCKET, Resources};
-use super::{ownership, registry};
+use super::{operators, ownership, registry};
+use crate::fleet::accounts::OperatorChange;
 use crate::shard::local::Shared;
 
 /// `--nats`, `--node-id` and the export's bound.
@@ -77,6 +78,7 @@ impl Cluster {
     ) -> Result<Cluster, Box<dyn std::error::Error + Send + Sync>> {
         let cursor = super::export::prepare(&shared.fleet, settings.export_max_lag)?;
         let (port, requests) = NatsPort::new(settings.node.clone());
+        let changes = operators::channel(&shared);
         shared.fleet.cluster.join(Arc::new(port));
         let stop = Arc::new(Notify::new());
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -89,7 +91,7 @@ impl Cluster {
                 runtime.block_on(async move {
                     tokio::select! {
                         () = stopping.notified() => {}
-                        () = run(shared, settings, cursor, requests, relay) => {}
+                        () = run(shared, settings, cursor, requests, relay, changes) => {}
                     }
                 });
             })?;
@@ -115,6 +117,7 @@ async fn run(
     cursor: u64,
     requests: mpsc::Receiver<(Request, Answer)>,
     (relay, frames): (Arc<Relay>, mpsc::Receiver<Arc<str>>),
+    changes: mpsc::Receiver<OperatorChange>,
 ) {
     let ready = Arc::new(OnceLock::new());
     tokio::spawn(port::serve(requests, ready.clone()));
@@ -144,7 +147,7 @@ async fn run(
     };
     tracing::info!(node = %node, urls = ?settings.urls, "cluster mode: joining through NATS JetStream");
     let js = jetstream::new(client.clone());
-    let [devices, owners, nodes] = loop {
+    let [devices, owners, nodes, operators, sessions] = loop {
         match set_up(&js, settings.replicas).await {
             Ok(kv) => break kv,
             Err(e) => {
@@ -159,6 +162,8 @@ async fn run(
         devices,
         owners,
         nodes,
+        operators,
+        sessions,
         node: node.as_str().into(),
         shared: shared.clone(),
     };
@@ -170,6 +175,8 @@ async fn run(
     tokio::spawn(ownership::follow(shared.clone(), r.clone()));
     tokio::spawn(registry::follow(shared.clone(), r.clone()));
     tokio::spawn(live::run(relay, frames, r.clone()));
+    tokio::spawn(operators::publish(changes, r.clone()));
+    tokio::spawn(operators::follow(shared.clone(), r.clone()));
     for feed in [Feed::Commands, Feed::Statuses] {
         tokio::spawn(commands::follow(
             shared.clone(),
@@ -188,14 +195,17 @@ const SET_UP_RETRY: Duration = Duration::from_millis(500);
 async fn set_up(
     js: &jetstream::Context,
     replicas: usize,
-) -> Result<[kv::Store; 3], async_nats::Error> {
+) -> Result<[kv::Store; 5], async_nats::Error> {
     let [owners, nodes] = ownership::bucket_streams();
+    let [operators, sessions] = operators::bucket_streams();
     for config in [
         export::stream_config(),
         commands::stream_config(),
         devices_stream(),
         owners,
         nodes,
+        operators,
+        sessions,
     ] {
         let name = config.name.clone();
         js.get_or_create_stream(jetstream::stream::Config {
@@ -209,6 +219,8 @@ async fn set_up(
         js.get_key_value(DEVICES_BUCKET).await?,
         js.get_key_value(ownership::OWNERS_BUCKET).await?,
         js.get_key_value(ownership::NODES_BUCKET).await?,
+        js.get_key_value(operators::OPERATORS_BUCKET).await?,
+        js.get_key_value(operators::SESSIONS_BUCKET).await?,
     ])
 }
 

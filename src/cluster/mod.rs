@@ -9,6 +9,7 @@ pub mod commands;
 pub mod export;
 pub mod link;
 pub mod live;
+pub mod operators;
 pub mod ownership;
 pub mod port;
 pub mod registry;

@@ -32,6 +32,8 @@ pub struct Resources {
     pub devices: kv::Store,
     pub owners: kv::Store,
     pub nodes: kv::Store,
+    pub operators: kv::Store,
+    pub sessions: kv::Store,
     pub node: Arc<str>,
     pub shared: Arc<crate::shard::local::Shared>,
 }

@@ -259,7 +259,35 @@ pub enum Login {
     Unavailable(String),
 }
 
+/// A change to operators' credentials, as a cluster carries it between nodes (`Accounts::apply`
+/// takes other nodes' changes; `replicate_to` hands this node's to the cluster).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum OperatorChange {
+    User(User),
+    UserGone {
+        username: String,
+    },
+    Token(ApiToken),
+    TokenGone {
+        token_hash: String,
+    },
+    Session {
+        id_hash: String,
+        username: String,
+        csrf: String,
+        at_ms: u64,
+    },
+    SessionGone {
+        id_hash: String,
+    },
+}
+
+type Replicate = Box<dyn Fn(OperatorChange) + Send + Sync>;
+
 pub struct Accounts {
+    /// Where this node's changes go in a cluster (set once, at start).
+    replicate: std::sync::OnceLock<Replicate>,
     users: Mutex<HashMap<String, User>>,
     tokens: Mutex<HashMap<TokenHash, ApiToken>>,
     sessions: Mutex<HashMap<TokenHash, SessionEntry>>,
@@ -302,6 +330,7 @@ impl Accounts {
             Ok(true)
         })?;
         Ok(Accounts {
+            replicate: std::sync::OnceLock::new(),
             users: Mutex::new(users),
             tokens: Mutex::new(tokens),
             sessions: Mutex::new(HashMap::new()),
@@ -309,6 +338,83 @@ impl Accounts {
             known: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
         })
+    }
+
+    /// Hands every later change of users, API tokens and sessions made on this node to `f` (the
+    /// cluster, which tells the other nodes).
+    pub fn replicate_to(&self, f: impl Fn(OperatorChange) + Send + Sync + 'static) {
+        let _ = self.replicate.set(Box::new(f));
+    }
+
+    fn told(&self, c: OperatorChange) {
+        if let Some(f) = self.replicate.get() {
+            f(c);
+        }
+    }
+
+    /// Applies another node's change, in memory and in this node's store (users and tokens;
+    /// sessions live in memory, as on one node). Idempotent.
+    pub fn apply(&self, store: &Store, c: OperatorChange) -> Result<(), StoreError> {
+        use crate::store::commit::write_now;
+        let unhash = |h: &str| auth::unhex(h).and_then(|v| TokenHash::try_from(v.as_slice()).ok());
+        match c {
+            OperatorChange::User(u) => {
+                let v = records::encode(&u)?;
+                write_now(store, |st| st.put(Cf::Accounts, u.username.as_bytes(), &v))?;
+                lock(&self.users).insert(u.username.clone(), u);
+            }
+            OperatorChange::UserGone { username } => {
+                write_now(store, |st| st.delete(Cf::Accounts, username.as_bytes()))?;
+                lock(&self.users).remove(&username);
+                lock(&self.sessions).retain(|_, s| s.username != username);
+                lock(&self.known).retain(|_, k| k.username != username);
+            }
+            OperatorChange::Token(t) => {
+                let Some(hash) = unhash(&t.token_hash) else {
+                    return Ok(());
+                };
+                let v = records::encode(&t)?;
+                write_now(store, |st| st.put(Cf::ApiTokens, &token_key(&t.id), &v))?;
+                lock(&self.tokens).insert(hash, t);
+            }
+            OperatorChange::TokenGone { token_hash } => {
+                let Some(hash) = unhash(&token_hash) else {
+                    return Ok(());
+                };
+                let gone = lock(&self.tokens).remove(&hash);
+                if let Some(t) = gone {
+                    write_now(store, |st| {
+                        st.delete(Cf::ApiTokens, &token_key(&t.id))?;
+                        st.delete(Cf::ApiTokens, &last_used_key(&t.id))
+                    })?;
+                }
+            }
+            OperatorChange::Session {
+                id_hash,
+                username,
+                csrf,
+                at_ms,
+            } => {
+                if let Some(hash) = unhash(&id_hash) {
+                    let mut sessions = lock(&self.sessions);
+                    if sessions.len() < MAX_SESSIONS || sessions.contains_key(&hash) {
+                        let e = sessions.entry(hash).or_insert(SessionEntry {
+                            username,
+                            csrf,
+                            last_used_ms: at_ms,
+                        });
+                        e.last_used_ms = e.last_used_ms.max(at_ms);
+                    }
+                }
+            }
+            OperatorChange::SessionGone { id_hash } => {
+                if let Some(hash) = unhash(&id_hash) {
+                    lock(&self.sessions).remove(&hash);
+                }
+            }
+        }
+        self.changed();
+        Ok(())
     }
 
     /// See `generation` on the struct.
@@ -368,20 +474,34 @@ impl Accounts {
         if users.contains_key(&user.username) {
             return false;
         }
-        users.insert(user.username.clone(), user);
+        users.insert(user.username.clone(), user.clone());
+        drop(users);
+        self.told(OperatorChange::User(user));
         true
     }
 
     /// Replaces a user's record after its commit; a user deleted meanwhile stays deleted.
     pub fn put_user(&self, user: User) {
-        if let Some(u) = lock(&self.users).get_mut(&user.username) {
-            *u = user;
+        let kept = match lock(&self.users).get_mut(&user.username) {
+            Some(u) => {
+                *u = user.clone();
+                true
+            }
+            None => false,
+        };
+        if kept {
+            self.told(OperatorChange::User(user));
         }
         self.changed();
     }
 
     pub fn remove_user(&self, name: &str) -> Option<User> {
         let u = lock(&self.users).remove(name);
+        if u.is_some() {
+            self.told(OperatorChange::UserGone {
+                username: name.to_string(),
+            });
+        }
         self.end_sessions_of(name, None);
         // A user created later under the same name is someone else.
         lock(&self.known).retain(|_, k| k.username != name);
@@ -563,6 +683,13 @@ impl Accounts {
                 last_used_ms: now,
             },
         );
+        drop(sessions);
+        self.told(OperatorChange::Session {
+            id_hash: auth::hex(&hash),
+            username: username.to_string(),
+            csrf: csrf.clone(),
+            at_ms: now,
+        });
         Ok((id, csrf, hash))
     }
 
@@ -599,13 +726,30 @@ impl Accounts {
     }
 
     pub fn end_session(&self, session_id: &str) {
-        lock(&self.sessions).remove(&auth::hash_token(session_id));
+        let hash = auth::hash_token(session_id);
+        lock(&self.sessions).remove(&hash);
+        self.told(OperatorChange::SessionGone {
+            id_hash: auth::hex(&hash),
+        });
         self.changed();
     }
 
-    /// Ends every session of `username` except `keep` (after a password change or deletion).
+    /// Ends every session of `username` except `keep` (after a password change or deletion): in
+    /// a cluster every node knows every session, so this node names each one ended.
     pub fn end_sessions_of(&self, username: &str, keep: Option<&TokenHash>) {
-        lock(&self.sessions).retain(|h, s| s.username != username || Some(h) == keep);
+        let mut ended = Vec::new();
+        lock(&self.sessions).retain(|h, s| {
+            let stays = s.username != username || Some(h) == keep;
+            if !stays {
+                ended.push(*h);
+            }
+            stays
+        });
+        for h in ended {
+            self.told(OperatorChange::SessionGone {
+                id_hash: auth::hex(&h),
+            });
+        }
         self.changed();
     }
 
@@ -636,7 +780,8 @@ impl Accounts {
     }
 
     pub fn insert_token(&self, hash: TokenHash, t: ApiToken) {
-        lock(&self.tokens).insert(hash, t);
+        lock(&self.tokens).insert(hash, t.clone());
+        self.told(OperatorChange::Token(t));
     }
 
     /// Revokes at once: the next request with it fails.
@@ -645,6 +790,9 @@ impl Accounts {
         let hash = tokens.iter().find(|(_, t)| t.id == id).map(|(h, _)| *h)?;
         let removed = tokens.remove(&hash).map(|t| (hash, t));
         drop(tokens);
+        self.told(OperatorChange::TokenGone {
+            token_hash: auth::hex(&hash),
+        });
         self.changed();
         removed
     }
@@ -689,6 +837,7 @@ pub fn valid_username(s: &str) -> bool {
 #[cfg(test)]
 pub(crate) fn in_memory() -> Accounts {
     Accounts {
+        replicate: std::sync::OnceLock::new(),
         users: Mutex::new(HashMap::new()),
         tokens: Mutex::new(HashMap::new()),
         sessions: Mutex::new(HashMap::new()),
@@ -714,6 +863,70 @@ mod tests {
             must_change_password: false,
             created_at: 0,
         }));
+    }
+
+    /// What one node does to operators, another node applying its changes does too: the
+    /// session made on the first works on the second, and its end, a revoked token and a removed
+    /// user end there as well.
+    #[test]
+    fn changes_told_on_one_node_hold_on_another() {
+        let tmp = crate::store::temp::TempStore::open("accounts-cluster", false).expect("store");
+        let (here, there) = (accounts(), accounts());
+        let told = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let sink = told.clone();
+        here.replicate_to(move |c| lock(&sink).push(c));
+        let pass = |to: &Accounts| {
+            for c in std::mem::take(&mut *lock(&told)) {
+                to.apply(tmp.store(), c).expect("apply");
+            }
+        };
+        with_user(&here, "ann", "password-123", Role::Admin);
+        let (id, _, _) = here.open_session("ann", 1_000).expect("session");
+        let hash = auth::hash_token("a-token-secret");
+        here.insert_token(
+            hash,
+            ApiToken {
+                id: "tok1".into(),
+                name: "ci".into(),
+                role: Role::Admin,
+                token_hash: auth::hex(&hash),
+                created_at: 1,
+                last_used: None,
+            },
+        );
+        pass(&there);
+        assert!(
+            there.session(&id, 2_000).is_some(),
+            "the session holds there"
+        );
+        assert!(
+            there.token_by_hash(&hash).is_some(),
+            "the token holds there"
+        );
+        let before = there.generation();
+        here.end_session(&id);
+        here.remove_token("tok1");
+        pass(&there);
+        assert!(
+            there.session(&id, 2_000).is_none(),
+            "the logout holds there"
+        );
+        assert!(
+            there.token_by_hash(&hash).is_none(),
+            "the revocation holds there"
+        );
+        assert!(
+            there.generation() > before,
+            "connections resting on them look again"
+        );
+        let (id2, _, _) = here.open_session("ann", 3_000).expect("session");
+        here.remove_user("ann");
+        pass(&there);
+        assert!(there.user("ann").is_none());
+        assert!(
+            there.session(&id2, 4_000).is_none(),
+            "the user's sessions went with them"
+        );
     }
 
     #[test]

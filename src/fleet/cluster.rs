@@ -68,6 +68,8 @@ pub struct Membership {
     applying: Mutex<()>,
     /// The cluster's buckets and streams are set up and followed (the link sets it once).
     ready: std::sync::atomic::AtomicBool,
+    /// NATS is connected (the link keeps it current).
+    connected: std::sync::atomic::AtomicBool,
 }
 
 impl Membership {
@@ -85,6 +87,22 @@ impl Membership {
 
     pub fn is_ready(&self) -> bool {
         self.ready.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub fn set_connected(&self, up: bool) {
+        self.connected
+            .store(up, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether a change that must reach every node can be made now: alone, always; in a cluster,
+    /// while NATS is connected. Operators' credentials are changed only then, so that a
+    /// revocation made here is never one the other nodes miss.
+    pub fn reachable(&self) -> Result<(), ClusterError> {
+        if self.port().is_none() || self.connected.load(std::sync::atomic::Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(ClusterError::Unavailable("NATS is not connected".into()))
+        }
     }
 
     pub fn applying(&self) -> MutexGuard<'_, ()> {
