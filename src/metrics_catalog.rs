@@ -319,6 +319,30 @@ pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
         "messages written to the webhook outbox with the records they tell of",
     ),
     (
+        "fleetgate_cluster_takeovers_total",
+        Counter,
+        Unit::Count,
+        "devices this node took over in the cluster (a compare-and-set on the owner record)",
+    ),
+    (
+        "fleetgate_cluster_presence_dropped_total",
+        Counter,
+        Unit::Count,
+        "presence updates not handed to the cluster link: its request queue was full",
+    ),
+    (
+        "fleetgate_cluster_live_dropped_total",
+        Counter,
+        Unit::Count,
+        "live-view frames not sent to other nodes: the link's queue was full",
+    ),
+    (
+        "fleetgate_cluster_operator_changes_dropped_total",
+        Counter,
+        Unit::Count,
+        "user, token or session changes not handed to the cluster: the link's queue was full",
+    ),
+    (
         "fleetgate_export_published_total",
         Counter,
         Unit::Count,

@@ -1,7 +1,7 @@
 //! One set of operators across the cluster: dashboard users, API tokens and login sessions made
 //! or ended on any node hold on every node. `Accounts` hands each change made here
-//! (`OperatorChange`) to a bounded channel; the link writes it to the `fleetgate_operators`
-//! bucket (users `u.<hex name>`, tokens `t.<hash>`) or `fleetgate_sessions` (`s.<hash>`, values
+//! (`OperatorChange`) to a bounded channel; the link writes it to the `fleetgate-operators`
+//! bucket (users `u.<hex name>`, tokens `t.<hash>`) or `fleetgate-sessions` (`s.<hash>`, values
 //! kept `SESSION_IDLE`), in order, retrying while NATS is away. Every node watches both buckets
 //! (each key's latest value first, so a node that was away catches up) and applies what it sees
 //! through `Accounts::apply`, idempotently (its own changes come back too).
@@ -18,8 +18,8 @@ use crate::fleet::accounts::{OperatorChange, SESSION_IDLE_MS};
 use crate::shard::local::Shared;
 use crate::store::records;
 
-pub const OPERATORS_BUCKET: &str = "fleetgate_operators";
-pub const SESSIONS_BUCKET: &str = "fleetgate_sessions";
+pub const OPERATORS_BUCKET: &str = "fleetgate-operators";
+pub const SESSIONS_BUCKET: &str = "fleetgate-sessions";
 /// Changes waiting for the link: past this a change is dropped (and counted).
 pub const MAX_WAITING: usize = 1024;
 const RETRY: Duration = Duration::from_millis(500);

@@ -1,9 +1,9 @@
 //! Who holds each device's session in the cluster, and the hand-over when it moves.
 //!
-//! Each device has an owner record in the `fleetgate_owners` bucket: the node, an epoch, and
+//! Each device has an owner record in the `fleetgate-owners` bucket: the node, an epoch, and
 //! whether the device is online there. A node takes a device with a compare-and-set on that
 //! record (a new epoch), so two nodes racing for one device agree on one winner. Each node holds a
-//! lease, its key in `fleetgate_nodes`, a bucket whose values expire after `LEASE` and which a
+//! lease, its key in `fleetgate-nodes`, a bucket whose values expire after `LEASE` and which a
 //! node renews every `RENEW_EVERY`: a node that died stops counting as an owner within `LEASE`.
 //!
 //! The hand-over: before a node answers a device's registration, it asks the live node that
@@ -31,8 +31,8 @@ use crate::shard::local::Shared;
 use crate::store::records;
 use crate::time::now_us;
 
-pub const OWNERS_BUCKET: &str = "fleetgate_owners";
-pub const NODES_BUCKET: &str = "fleetgate_nodes";
+pub const OWNERS_BUCKET: &str = "fleetgate-owners";
+pub const NODES_BUCKET: &str = "fleetgate-nodes";
 /// How long a node counts as alive after it last renewed its lease.
 pub const LEASE: Duration = Duration::from_secs(15);
 const RENEW_EVERY: Duration = Duration::from_secs(5);

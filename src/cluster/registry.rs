@@ -1,4 +1,4 @@
-//! The cluster's registry, as this node follows it: a watch on the `fleetgate_devices` bucket,
+//! The cluster's registry, as this node follows it: a watch on the `fleetgate-devices` bucket,
 //! which first replays every key's latest value (so a node that was away catches up: devices
 //! created, changed or deleted meanwhile) and then delivers each change as it is made, applied
 //! through `fleet::cluster::apply_device` / `apply_device_delete`. A device this node has and the

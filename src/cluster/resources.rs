@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_nats::jetstream::{self, kv};
 use uuid::Uuid;
 
-pub const DEVICES_BUCKET: &str = "fleetgate_devices";
+pub const DEVICES_BUCKET: &str = "fleetgate-devices";
 pub const COMMANDS_STREAM: &str = "FLEETGATE_COMMANDS";
 pub const COMMANDS_SUBJECTS: &str = "fleetgate.commands.>";
 
