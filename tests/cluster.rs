@@ -412,22 +412,40 @@ fn a_device_moving_between_nodes_stores_each_msg_id_once() {
     );
     // It re-sends them all on n2, then goes on.
     send_acked(&mut new, "m", 100..140);
-    let on_n1: Vec<String> = n1
-        .telemetry(&dev.id)
-        .iter()
-        .filter_map(|t| opt_s(t, "msg_id").map(str::to_string))
-        .collect();
-    let on_n2: Vec<String> = n2
-        .telemetry(&dev.id)
-        .iter()
-        .filter_map(|t| opt_s(t, "msg_id").map(str::to_string))
-        .collect();
-    let mut all: Vec<String> = on_n1.iter().chain(on_n2.iter()).cloned().collect();
-    all.sort();
+    // Read through either node, the device's history is all of it, each msg_id once: what n1
+    // stored before the move and what n2 stored after.
+    for n in [&n1, &n2] {
+        let mut read: Vec<String> = n
+            .telemetry(&dev.id)
+            .iter()
+            .filter_map(|t| opt_s(t, "msg_id").map(str::to_string))
+            .collect();
+        read.sort();
+        let mut want = expected("m", 0..140);
+        want.sort();
+        assert_eq!(read, want, "each msg_id once, read through either node");
+    }
+    // Pages of the merge, a few records at a time, skip nothing and repeat nothing.
+    let mut paged = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/api/devices/{}/telemetry?limit=7&cursor={c}", dev.id),
+            None => format!("/api/devices/{}/telemetry?limit=7", dev.id),
+        };
+        let page = n2.get(&path).json();
+        for t in arr(&page, "items") {
+            paged.push(s(t, "msg_id").to_string());
+        }
+        match opt_s(&page, "next_cursor") {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    paged.sort();
     let mut want = expected("m", 0..140);
     want.sort();
-    assert_eq!(all, want, "each msg_id stored once across the two nodes");
-    assert!(on_n2.contains(&"m139".to_string()));
+    assert_eq!(paged, want, "seven at a time, nothing skipped or repeated");
     // And the stream holds each once.
     wait_drained(&n1);
     wait_drained(&n2);
@@ -713,4 +731,77 @@ fn operators_are_one_set_across_nodes() {
         "the revocation holds on n1",
         || bearer_get(&n1, &token, "/api/devices") == 401,
     );
+}
+
+/// A device's events read through a node it never used include what the nodes it used stored.
+#[test]
+fn a_device_s_events_read_through_any_node() {
+    let nats = Nats::start("127.0.0.20");
+    let n1 = node("127.0.0.11", &nats, "n1");
+    let n2 = node("127.0.0.12", &nats, "n2");
+    let dev = n1.create_device("evented");
+    wait_get(
+        &n2,
+        &format!("/api/devices/{}", dev.id),
+        200,
+        "n2 knows the device",
+    );
+    let mut ws = n1.device_session(&dev);
+    for n in 0..3 {
+        ws.send_json(&json!({"type":"event","event_type":"door_opened","msg_id": format!("e{n}"),"payload":{"n": n}}));
+        ws.recv_type("ack", SOON);
+    }
+    ws.close();
+    let page = n2
+        .get(&format!(
+            "/api/events?device_id={}&type=door_opened&limit=10",
+            dev.id
+        ))
+        .json();
+    let got: Vec<u64> = arr(&page, "items")
+        .iter()
+        .map(|e| u(field(e, "payload"), "n"))
+        .collect();
+    assert_eq!(got, [2, 1, 0], "n1's events, newest first, read through n2");
+}
+
+/// A legacy HTTP device's punches, posted to two nodes in turn (as a balancer spreads its
+/// requests), read through either node as one list, newest first.
+#[test]
+fn a_device_s_punches_read_through_any_node() {
+    let nats = Nats::start("127.0.0.20");
+    let n1 = node("127.0.0.11", &nats, "n1");
+    let n2 = node("127.0.0.12", &nats, "n2");
+    let r = n1.post(
+        "/api/devices",
+        &json!({"name": "door", "protocol": "http", "serial": "HTTP-CL-1", "settings": {"timezone": "UTC"}}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = s(&r.json(), "device_id").to_string();
+    wait_get(
+        &n2,
+        &format!("/api/devices/{id}"),
+        200,
+        "n2 knows the device",
+    );
+    for (n, srv) in [(1u64, &n1), (2, &n2), (3, &n1)] {
+        let body = json!({"cmd": "sendlog", "sn": "HTTP-CL-1", "count": 1, "logindex": 0,
+            "record": [{"enrollid": n, "time": format!("2026-06-12 09:0{n}:00"), "mode": 1, "inout": 0, "event": 0}]});
+        let r = fleetgate::client::Client::new(&srv.url())
+            .expect("client")
+            .post_json("/api/device-http", enc(&body).as_bytes())
+            .expect("POST /api/device-http");
+        assert_eq!(r.status, 200);
+        assert!(String::from_utf8_lossy(&r.body).contains("true"), "stored");
+    }
+    for srv in [&n1, &n2] {
+        let page = srv
+            .get(&format!("/api/attendance?device_id={id}&limit=10"))
+            .json();
+        let pins: Vec<u64> = arr(&page, "items")
+            .iter()
+            .map(|p| u(p, "enrollid"))
+            .collect();
+        assert_eq!(pins, [3, 2, 1], "every node's punches, newest first");
+    }
 }

@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use crate::api::context::Ctx;
 use crate::api::error::ApiError;
+use crate::api::history;
 use crate::api::page::key_page;
 use crate::api::query::Query;
 use crate::fleet::attendance::{self, csv_field};
@@ -164,12 +165,28 @@ fn with_person(item: String, people: &People) -> String {
     }
 }
 
-pub fn list(cx: &Ctx<'_>) -> Result<Response, ApiError> {
+pub async fn list(cx: &Ctx<'_>) -> Result<Response, ApiError> {
     let f = Filter::parse(cx)?;
     let limit = cx.query.limit()?;
     let before = f.cursor(&cx.query)?;
     let fleet = cx.local.fleet();
-    let (items, next) = scan(&fleet.store, &f, before.as_deref(), limit)?;
+    let (items, next) = match f.device {
+        // One device's punches: in a cluster, what other nodes stored for it is merged in.
+        Some(device) => {
+            let read = history::Read {
+                what: history::What::Attendance,
+                device,
+                before,
+                from_us: f.from_us,
+                to_us: f.to_us,
+                event_type: None,
+                enrollid: f.enrollid,
+                limit,
+            };
+            history::page(fleet, read).await?
+        }
+        None => scan(&fleet.store, &f, before.as_deref(), limit)?,
+    };
     let items: Vec<String> = items
         .into_iter()
         .map(|it| with_person(it, &fleet.people))

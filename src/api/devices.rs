@@ -7,6 +7,7 @@ use std::sync::Arc;
 use simd_json::prelude::*;
 use uuid::Uuid;
 
+use super::history;
 use crate::api::body::JsonObject;
 use crate::api::context::Ctx;
 use crate::api::error::ApiError;
@@ -474,42 +475,22 @@ pub async fn rotate_token(cx: &Ctx<'_>) -> Result<Response, ApiError> {
     Ok(Response::json(200, body.into_bytes()))
 }
 
-pub fn telemetry(cx: &Ctx<'_>) -> Result<Response, ApiError> {
+pub async fn telemetry(cx: &Ctx<'_>) -> Result<Response, ApiError> {
     let dev = device(cx)?;
-    let id = dev.id;
     let q = &cx.query;
-    let limit = q.limit()?;
-    let prefix = keys::device(&id);
-    let mut before = q.key_cursor(&prefix)?;
     let bound = |name: &str| q.time_us(name, &format!("{name} must be an RFC 3339 time"));
-    let (from, to) = (bound("from")?, bound("to")?);
-    // Nothing older than `from` or than the device's telemetry retention.
-    let kept = cx
-        .local
-        .fleet()
-        .rules
-        .retention
-        .cutoff_us(Kind::Telemetry, Some(&dev), now_us());
-    let from = from.max(kept).map(|f| keys::telemetry(&id, f));
-    if let Some(t) = to {
-        let upper = keys::telemetry(&id, t.saturating_add(1)).to_vec();
-        if before.as_ref().is_none_or(|b| *b > upper) {
-            before = Some(upper);
-        }
-    }
-    let mut items = Vec::new();
-    let next = cx.local.fleet().store.scan_reverse_above(
-        Cf::Telemetry,
-        &prefix,
-        before.as_deref(),
-        from.as_ref().map(|f| &f[..]),
-        limit,
-        usize::MAX,
-        |_, v| {
-            items.push(String::from_utf8_lossy(v).into_owned());
-            Ok(true)
-        },
-    )?;
+    let read = history::Read {
+        what: history::What::Telemetry,
+        device: dev.id,
+        before: q.key_cursor(&keys::device(&dev.id))?,
+        from_us: bound("from")?,
+        to_us: bound("to")?,
+        event_type: None,
+        enrollid: None,
+        limit: q.limit()?,
+    };
+    // In a cluster, what other nodes stored for the device is merged in.
+    let (items, next) = history::page(cx.local.fleet(), read).await?;
     Ok(key_page(&items, next))
 }
 

@@ -2,6 +2,7 @@
 
 use crate::api::context::Ctx;
 use crate::api::error::ApiError;
+use crate::api::history;
 use crate::api::page::key_page;
 use crate::fleet::retention::{Cutoffs, Kind};
 use crate::http::response::Response;
@@ -12,23 +13,11 @@ use crate::time::now_us;
 /// `type` never turns one request into a scan of the whole history.
 const SCAN_BUDGET: usize = 20_000;
 
-pub fn list(cx: &Ctx<'_>) -> Result<Response, ApiError> {
+pub async fn list(cx: &Ctx<'_>) -> Result<Response, ApiError> {
     let q = &cx.query;
     let limit = q.limit()?;
     let kind = q.given("type");
-    let type_matches = |v: &[u8]| -> bool {
-        let Some(kind) = kind else { return true };
-        // Cheap pre-check on the stored text, then an exact check on the parsed field.
-        let needle = crate::json::quote(kind);
-        if !v.windows(needle.len()).any(|w| w == needle.as_bytes()) {
-            return false;
-        }
-        let mut b = v.to_vec();
-        simd_json::to_borrowed_value(&mut b)
-            .ok()
-            .and_then(|x| crate::json::get_str(&x, "type").map(|t| t == kind))
-            .unwrap_or(false)
-    };
+    let type_matches = |v: &[u8]| history::type_matches(v, kind);
     let fleet = cx.local.fleet();
     let store = &fleet.store;
     let retention = &fleet.rules.retention;
@@ -36,32 +25,19 @@ pub fn list(cx: &Ctx<'_>) -> Result<Response, ApiError> {
     let mut items = Vec::new();
     let next = match q.uuid("device_id")? {
         Some(dev) => {
-            let prefix = keys::device(&dev);
-            let before = q.key_cursor(&prefix)?;
-            let device = fleet.registry.get(&dev);
-            let floor = retention
-                .cutoff_us(Kind::Events, device.as_deref(), now)
-                .map(|c| keys::event_by_device(&dev, c));
-            store.scan_reverse_above(
-                Cf::EventsByDevice,
-                &prefix,
-                before.as_deref(),
-                floor.as_ref().map(|f| &f[..]),
+            // One device's events: in a cluster, what other nodes stored for it is merged in.
+            let read = history::Read {
+                what: history::What::Events,
+                device: dev,
+                before: q.key_cursor(&keys::device(&dev))?,
+                from_us: None,
+                to_us: None,
+                event_type: kind.map(str::to_string),
+                enrollid: None,
                 limit,
-                SCAN_BUDGET,
-                |k, _| {
-                    let Some(id) = keys::suffix_u64(k) else {
-                        return Ok(false);
-                    };
-                    match store.get(Cf::Events, &keys::event(id))? {
-                        Some(v) if type_matches(&v) => {
-                            items.push(String::from_utf8_lossy(&v).into_owned());
-                            Ok(true)
-                        }
-                        _ => Ok(false),
-                    }
-                },
-            )
+            };
+            let (items, next) = history::page(fleet, read).await?;
+            return Ok(key_page(&items, next));
         }
         None => {
             let before = q.key_cursor(&[])?;

@@ -18,6 +18,7 @@ mod dispatch;
 mod error;
 mod events;
 mod export;
+pub mod history;
 mod page;
 mod pending;
 mod people;

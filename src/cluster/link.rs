@@ -16,7 +16,7 @@ use super::export;
 use super::live::{self, Relay};
 use super::port::{self, Answer, NatsPort, Request};
 use super::resources::{DEVICES_BUCKET, Resources};
-use super::{operators, ownership, registry};
+use super::{history, operators, ownership, registry};
 use crate::fleet::accounts::OperatorChange;
 use crate::shard::local::Shared;
 
@@ -175,6 +175,7 @@ async fn run(
     tokio::spawn(ownership::follow(shared.clone(), r.clone()));
     tokio::spawn(registry::follow(shared.clone(), r.clone()));
     tokio::spawn(live::run(relay, frames, r.clone()));
+    tokio::spawn(history::serve(shared.clone(), r.clone()));
     tokio::spawn(operators::publish(changes, r.clone()));
     tokio::spawn(operators::follow(shared.clone(), r.clone()));
     for feed in [Feed::Commands, Feed::Statuses] {

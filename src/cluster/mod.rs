@@ -7,6 +7,7 @@
 
 pub mod commands;
 pub mod export;
+pub mod history;
 pub mod link;
 pub mod live;
 pub mod operators;

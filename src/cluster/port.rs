@@ -28,10 +28,12 @@ pub enum Request {
     Command(Box<CommandRecord>),
     TakeOwnership(Uuid),
     Presence(Uuid, bool),
+    Gather(Vec<u8>),
 }
 
-/// What a request comes back with: msg_ids handed over (`TakeOwnership`), else nothing.
-pub type Answer = oneshot::Sender<Result<Vec<String>, ClusterError>>;
+/// What a request comes back with: msg_ids handed over (`TakeOwnership`), other nodes' answers
+/// (`Gather`), else nothing.
+pub type Answer = oneshot::Sender<Result<Vec<Vec<u8>>, ClusterError>>;
 
 pub struct NatsPort {
     node: String,
@@ -45,11 +47,22 @@ impl NatsPort {
     }
 
     fn ask(&self, req: Request) -> Reply<()> {
-        let ids = self.ask_ids(req);
+        let ids = self.ask_bytes(req);
         Box::pin(async move { ids.await.map(|_| ()) })
     }
 
     fn ask_ids(&self, req: Request) -> Reply<Vec<String>> {
+        let answer = self.ask_bytes(req);
+        Box::pin(async move {
+            Ok(answer
+                .await?
+                .into_iter()
+                .filter_map(|b| String::from_utf8(b).ok())
+                .collect())
+        })
+    }
+
+    fn ask_bytes(&self, req: Request) -> Reply<Vec<Vec<u8>>> {
         let (answer, wait) = oneshot::channel();
         let sent = self.tx.try_send((req, answer));
         Box::pin(async move {
@@ -97,6 +110,10 @@ impl Port for NatsPort {
         self.ask_ids(Request::TakeOwnership(device))
     }
 
+    fn gather(&self, question: Vec<u8>) -> Reply<Vec<Vec<u8>>> {
+        self.ask_bytes(Request::Gather(question))
+    }
+
     fn presence(&self, device: Uuid, online: bool) {
         let (answer, _) = oneshot::channel();
         if self
@@ -140,9 +157,14 @@ fn unavailable(e: impl std::fmt::Display) -> ClusterError {
     ClusterError::Unavailable(e.to_string())
 }
 
-async fn carry_out(r: &Resources, req: Request) -> Result<Vec<String>, ClusterError> {
+async fn carry_out(r: &Resources, req: Request) -> Result<Vec<Vec<u8>>, ClusterError> {
     match req {
-        Request::TakeOwnership(dev) => super::ownership::take(r, dev).await,
+        Request::TakeOwnership(dev) => Ok(super::ownership::take(r, dev)
+            .await?
+            .into_iter()
+            .map(String::into_bytes)
+            .collect()),
+        Request::Gather(question) => Ok(super::history::gather(r, question).await),
         Request::Presence(dev, online) => super::ownership::presence(r, dev, online)
             .await
             .map(|()| Vec::new()),
@@ -152,7 +174,7 @@ async fn carry_out(r: &Resources, req: Request) -> Result<Vec<String>, ClusterEr
 
 async fn carry_out_unit(r: &Resources, req: Request) -> Result<(), ClusterError> {
     match req {
-        Request::TakeOwnership(_) | Request::Presence(..) => Ok(()),
+        Request::TakeOwnership(_) | Request::Presence(..) | Request::Gather(_) => Ok(()),
         Request::ClaimSerial(serial, id) => {
             let key = serial_key(&serial);
             match r.devices.create(&key, id.to_string().into()).await {

@@ -57,6 +57,9 @@ pub trait Port: Send + Sync {
     /// The device went online or offline here: its owner record says so (for every node's device
     /// list). Not waited for; NATS away, it is written when the device next changes.
     fn presence(&self, device: Uuid, online: bool);
+    /// Asks every other live node the same question (an encoded read of a device's history) and
+    /// gives the answers that came within a bounded wait.
+    fn gather(&self, question: Vec<u8>) -> Reply<Vec<Vec<u8>>>;
 }
 
 /// Whether the node is in a cluster, and its port when it is (set once, at start).
