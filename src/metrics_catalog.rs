@@ -343,6 +343,12 @@ pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
         "user, token or session changes not handed to the cluster: the link's queue was full",
     ),
     (
+        "fleetgate_cluster_reads_unanswered_total",
+        Counter,
+        Unit::Count,
+        "other nodes that did not answer a read of a device's history in time (left out of it)",
+    ),
+    (
         "fleetgate_export_published_total",
         Counter,
         Unit::Count,
