@@ -475,15 +475,29 @@ fn an_admin_on_one_node_sees_devices_on_every_node() {
         "n2 knows the device",
     );
     let mut admin = n1.admin_session();
-    // n2 builds frames for n1's admin once n1 has said it has one (every second).
-    std::thread::sleep(Duration::from_millis(1500));
-    let mut ws = n2.device_session(&dev);
-    let connected = admin.recv_matching(SOON, "the connect, from n2", |m| {
+    // n2 builds frames for n1's admin once n1 has said it has one (every second): until then a
+    // connection is not relayed, so the device connects again until n1's admin sees one.
+    let is_online = |m: &Value| {
         opt_s(m, "type") == Some("device_status")
             && opt_s(m, "status") == Some("online")
-            && opt_s(m, "device_id") == Some(&dev.id)
+            && opt_s(m, "device_id") == Some(dev.id.as_str())
+    };
+    let mut ws = None;
+    wait_until(SOON, "n1's admin sees the device connect on n2", || {
+        let session = n2.device_session(&dev);
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while std::time::Instant::now() < deadline {
+            if let WsEvent::Json(m) = admin.recv(Duration::from_millis(200))
+                && is_online(&m)
+            {
+                ws = Some(session);
+                return true;
+            }
+        }
+        session.close();
+        false
     });
-    assert_eq!(s(&connected, "device_id"), dev.id);
+    let mut ws = ws.expect("a relayed session");
     send_acked(&mut ws, "v", 0..3);
     let t = admin.recv_matching(SOON, "its telemetry, from n2", |m| {
         opt_s(m, "type") == Some("telemetry") && opt_s(m, "device_id") == Some(&dev.id)

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::error::ApiError;
+use super::query::MAX_LIMIT;
 use crate::fleet::attendance;
 use crate::fleet::retention::Kind;
 use crate::fleet::state::Fleet;
@@ -69,6 +70,8 @@ pub fn local(fleet: &Fleet, r: &Read) -> Result<Keyed, StoreError> {
     );
     let from = r.from_us.max(kept);
     let mut before = r.before.clone();
+    // Another node's question is bounded as this node's API bounds its own.
+    let limit = r.limit.clamp(1, MAX_LIMIT);
     let mut items = Vec::new();
     let next = match r.what {
         What::Telemetry => {
@@ -84,7 +87,7 @@ pub fn local(fleet: &Fleet, r: &Read) -> Result<Keyed, StoreError> {
                 &prefix,
                 before.as_deref(),
                 floor.as_ref().map(|f| &f[..]),
-                r.limit,
+                limit,
                 usize::MAX,
                 |k, v| {
                     items.push((k.to_vec(), String::from_utf8_lossy(v).into_owned()));
@@ -105,7 +108,7 @@ pub fn local(fleet: &Fleet, r: &Read) -> Result<Keyed, StoreError> {
                 r.device.as_bytes(),
                 before.as_deref(),
                 floor.as_ref().map(|f| &f[..]),
-                r.limit,
+                limit,
                 SCAN_BUDGET,
                 |k, v| {
                     // The punch's own enrollid, compared exactly.
@@ -124,7 +127,7 @@ pub fn local(fleet: &Fleet, r: &Read) -> Result<Keyed, StoreError> {
                 &prefix,
                 before.as_deref(),
                 floor.as_ref().map(|f| &f[..]),
-                r.limit,
+                limit,
                 SCAN_BUDGET,
                 |k, _| {
                     let Some(id) = keys::suffix_u64(k) else {
@@ -163,6 +166,7 @@ pub fn type_matches(v: &[u8], kind: Option<&str>) -> bool {
 /// next page starts below. A node that has more is only known down to where it stopped, so the
 /// page holds nothing older than that: the next page asks every node again from there.
 pub fn merge(pages: Vec<Keyed>, limit: usize) -> (Vec<String>, Option<Vec<u8>>) {
+    let limit = limit.max(1);
     let cut = pages.iter().filter_map(|p| p.next.clone()).max();
     let mut all: Vec<(Vec<u8>, String)> = pages.into_iter().flat_map(|p| p.items).collect();
     all.sort_by(|a, b| b.0.cmp(&a.0));

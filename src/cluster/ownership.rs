@@ -248,6 +248,14 @@ pub async fn follow(shared: Arc<Shared>, r: Resources) {
                     let owner = (e.operation == kv::Operation::Put)
                         .then(|| records::decode::<Owner>(&e.value).ok())
                         .flatten();
+                    // A node not yet seen alive (it started after the last look) is looked up
+                    // now, so its devices list as online without waiting for the next round.
+                    if let Some(o) = &owner
+                        && !live.contains(&o.node)
+                        && alive(&r, &o.node).await
+                    {
+                        live.insert(o.node.clone());
+                    }
                     apply(&shared, &r, dev, owner.as_ref(), &live);
                     match owner {
                         Some(o) => owners.insert(dev, o),

@@ -2,7 +2,7 @@
 //! and a reader of what the cluster published to it.
 
 use std::fs;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,19 +17,16 @@ pub struct Nats {
 }
 
 impl Nats {
-    /// Starts `nats-server -js` on `host` (a port picked once and kept across restarts), with its
-    /// JetStream files in a directory of its own.
+    /// Starts `nats-server -js` on `host`, with its JetStream files in a directory of its own.
+    /// The server picks its port (`-p -1`, read back from its log: tests running side by side
+    /// never race for one) and keeps it across restarts.
     pub fn start(host: &str) -> Nats {
         let dir = unique_dir("nats");
         fs::create_dir_all(&dir).expect("create nats dir");
-        let port = TcpListener::bind((host, 0))
-            .and_then(|l| l.local_addr())
-            .unwrap_or_else(|e| panic!("no free port on {host}: {e}"))
-            .port();
         let mut n = Nats {
             child: None,
             dir,
-            addr: format!("{host}:{port}"),
+            addr: format!("{host}:-1"),
             starts: 0,
         };
         n.spawn();
@@ -54,11 +51,24 @@ impl Nats {
                 panic!("cannot run nats-server (apt-get install nats-server; .ci/run does): {e}")
             });
         self.child = Some(child);
+        let log = self.dir.join(format!("nats-{}.log", self.starts));
         let deadline = Instant::now() + READY_TIMEOUT;
-        while TcpStream::connect(&self.addr).is_err() {
+        loop {
+            let text = fs::read_to_string(&log).unwrap_or_default();
+            let listening = text
+                .lines()
+                .find_map(|l| l.split("Listening for client connections on ").nth(1))
+                .map(|a| a.trim().to_string());
+            if let Some(a) = listening
+                && text.contains("Server is ready")
+                && TcpStream::connect(&a).is_ok()
+            {
+                self.addr = a;
+                return;
+            }
             assert!(
                 Instant::now() < deadline,
-                "nats-server did not listen on {}:\n{}",
+                "nats-server did not get ready on {}:\n{}",
                 self.addr,
                 self.logs()
             );
