@@ -325,12 +325,6 @@ pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
         "devices this node took over in the cluster (a compare-and-set on the owner record)",
     ),
     (
-        "fleetgate_cluster_presence_dropped_total",
-        Counter,
-        Unit::Count,
-        "presence updates not handed to the cluster link: its request queue was full",
-    ),
-    (
         "fleetgate_cluster_live_dropped_total",
         Counter,
         Unit::Count,

@@ -78,6 +78,7 @@ impl Cluster {
     ) -> Result<Cluster, Box<dyn std::error::Error + Send + Sync>> {
         let cursor = super::export::prepare(&shared.fleet, settings.export_max_lag)?;
         let (port, requests) = NatsPort::new(settings.node.clone());
+        let presence = port.presence();
         let changes = operators::channel(&shared);
         shared.fleet.cluster.join(Arc::new(port));
         let stop = Arc::new(Notify::new());
@@ -91,7 +92,7 @@ impl Cluster {
                 runtime.block_on(async move {
                     tokio::select! {
                         () = stopping.notified() => {}
-                        () = run(shared, settings, cursor, requests, relay, changes) => {}
+                        () = run(shared, settings, cursor, requests, relay, changes, presence) => {}
                     }
                 });
             })?;
@@ -118,9 +119,11 @@ async fn run(
     requests: mpsc::Receiver<(Request, Answer)>,
     (relay, frames): (Arc<Relay>, mpsc::Receiver<Arc<str>>),
     changes: mpsc::Receiver<OperatorChange>,
+    presence: Arc<port::Presence>,
 ) {
     let ready = Arc::new(OnceLock::new());
     tokio::spawn(port::serve(requests, ready.clone()));
+    tokio::spawn(port::write_presence(presence, ready.clone()));
     let node = settings.node.clone();
     let client = match async_nats::ConnectOptions::new()
         .name(format!("fleetgate-{node}"))

@@ -15,10 +15,14 @@ use super::resources::{Resources, device_key, serial_key};
 use crate::fleet::cluster::{ClusterError, Port, Reply};
 use crate::store::records::{self, CommandRecord, DeviceRecord};
 
-/// Requests waiting for the link: past this the rules are told the cluster is busy.
+/// Requests waiting for the link: past this a request waits for room, up to `QUEUE_WAIT`.
 pub const MAX_WAITING: usize = 1024;
 /// How long one request may take (NATS slow or a leader election under way).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a request may wait for room in a full queue.
+const QUEUE_WAIT: Duration = Duration::from_secs(5);
+/// Requests carried out at once; the rest wait in the queue.
+pub const MAX_IN_FLIGHT: usize = 256;
 
 pub enum Request {
     ClaimSerial(String, Uuid),
@@ -27,7 +31,6 @@ pub enum Request {
     DeleteDevice(Uuid, Option<String>),
     Command(Box<CommandRecord>),
     TakeOwnership(Uuid),
-    Presence(Uuid, bool),
     Gather(Vec<u8>),
 }
 
@@ -38,12 +41,99 @@ pub type Answer = oneshot::Sender<Result<Vec<Vec<u8>>, ClusterError>>;
 pub struct NatsPort {
     node: String,
     tx: mpsc::Sender<(Request, Answer)>,
+    presence: Arc<Presence>,
 }
+
+/// Devices whose presence changed here and is not yet written to their owner records: state, not
+/// events, so only each device's latest counts and nothing is dropped when NATS is slow (bounded
+/// by the number of devices).
+#[derive(Default)]
+pub struct Presence {
+    changed: std::sync::Mutex<std::collections::HashMap<Uuid, bool>>,
+    wake: tokio::sync::Notify,
+}
+
+impl Presence {
+    fn set(&self, device: Uuid, online: bool) {
+        self.changed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(device, online);
+        self.wake.notify_one();
+    }
+
+    /// Waits for changes, and takes them all.
+    async fn take(&self) -> std::collections::HashMap<Uuid, bool> {
+        loop {
+            let taken =
+                std::mem::take(&mut *self.changed.lock().unwrap_or_else(|p| p.into_inner()));
+            if !taken.is_empty() {
+                return taken;
+            }
+            self.wake.notified().await;
+        }
+    }
+}
+
+/// Writes presence changes to the owner records, `PRESENCE_AT_ONCE` at a time, until the link
+/// stops; a change that fails (NATS away) is kept for the next round unless a newer one came.
+pub async fn write_presence(presence: Arc<Presence>, ready: Arc<OnceLock<Resources>>) {
+    loop {
+        let changes = presence.take().await;
+        let Some(r) = ready.get().cloned() else {
+            requeue(&presence, changes);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        };
+        let changes: Vec<(Uuid, bool)> = changes.into_iter().collect();
+        for chunk in changes.chunks(PRESENCE_AT_ONCE) {
+            let writes = chunk.iter().map(|&(dev, online)| {
+                let r = r.clone();
+                async move {
+                    let done = tokio::time::timeout(
+                        REQUEST_TIMEOUT,
+                        super::ownership::presence(&r, dev, online),
+                    )
+                    .await;
+                    (dev, online, matches!(done, Ok(Ok(()))))
+                }
+            });
+            let failed: std::collections::HashMap<Uuid, bool> =
+                futures_util::future::join_all(writes)
+                    .await
+                    .into_iter()
+                    .filter(|(_, _, ok)| !ok)
+                    .map(|(d, o, _)| (d, o))
+                    .collect();
+            if !failed.is_empty() {
+                requeue(&presence, failed);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+/// Puts back changes not written, unless the device changed again meanwhile.
+fn requeue(presence: &Presence, changes: std::collections::HashMap<Uuid, bool>) {
+    let mut now = presence.changed.lock().unwrap_or_else(|p| p.into_inner());
+    for (d, o) in changes {
+        now.entry(d).or_insert(o);
+    }
+}
+
+/// Presence writes carried out at once.
+const PRESENCE_AT_ONCE: usize = 64;
 
 impl NatsPort {
     pub fn new(node: String) -> (NatsPort, mpsc::Receiver<(Request, Answer)>) {
         let (tx, rx) = mpsc::channel(MAX_WAITING);
-        (NatsPort { node, tx }, rx)
+        let presence = Arc::default();
+        (NatsPort { node, tx, presence }, rx)
+    }
+
+    /// The presence changes this port collects, for the link's writer.
+    pub fn presence(&self) -> Arc<Presence> {
+        self.presence.clone()
     }
 
     fn ask(&self, req: Request) -> Reply<()> {
@@ -62,20 +152,20 @@ impl NatsPort {
         })
     }
 
+    /// Queues a request and waits for its answer. A full queue is waited on (a reconnect storm's
+    /// registrations queue behind each other rather than fail), for at most `QUEUE_WAIT`.
     fn ask_bytes(&self, req: Request) -> Reply<Vec<Vec<u8>>> {
         let (answer, wait) = oneshot::channel();
-        let sent = self.tx.try_send((req, answer));
+        let tx = self.tx.clone();
         Box::pin(async move {
-            match sent {
-                Ok(()) => wait.await.unwrap_or_else(|_| {
+            match tokio::time::timeout(QUEUE_WAIT, tx.send((req, answer))).await {
+                Ok(Ok(())) => wait.await.unwrap_or_else(|_| {
                     Err(ClusterError::Unavailable("the cluster link stopped".into()))
                 }),
-                Err(mpsc::error::TrySendError::Full(_)) => Err(ClusterError::Unavailable(format!(
-                    "{MAX_WAITING} cluster requests already waiting"
+                Ok(Err(_)) => Err(ClusterError::Unavailable("the cluster link stopped".into())),
+                Err(_) => Err(ClusterError::Unavailable(format!(
+                    "{MAX_WAITING} cluster requests waited longer than {QUEUE_WAIT:?}"
                 ))),
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    Err(ClusterError::Unavailable("the cluster link stopped".into()))
-                }
             }
         })
     }
@@ -115,23 +205,22 @@ impl Port for NatsPort {
     }
 
     fn presence(&self, device: Uuid, online: bool) {
-        let (answer, _) = oneshot::channel();
-        if self
-            .tx
-            .try_send((Request::Presence(device, online), answer))
-            .is_err()
-        {
-            metrics::counter!("fleetgate_cluster_presence_dropped_total").increment(1);
-        }
+        self.presence.set(device, online);
     }
 }
 
-/// Answers requests until the port is dropped. Each runs as its own task, so a slow one does not
-/// hold up the others; `ready` is empty until the link has its resources.
+/// Answers requests until the port is dropped. Each runs as its own task, at most
+/// `MAX_IN_FLIGHT` at once (the rest wait in the queue), so a slow one does not hold up the
+/// others; `ready` is empty until the link has its resources.
 pub async fn serve(mut rx: mpsc::Receiver<(Request, Answer)>, ready: Arc<OnceLock<Resources>>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     while let Some((req, answer)) = rx.recv().await {
         let res = ready.get().cloned();
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         tokio::spawn(async move {
+            let _slot = slot;
             let out = match res {
                 None => Err(ClusterError::Unavailable(
                     "not connected to NATS yet".into(),
@@ -165,16 +254,13 @@ async fn carry_out(r: &Resources, req: Request) -> Result<Vec<Vec<u8>>, ClusterE
             .map(String::into_bytes)
             .collect()),
         Request::Gather(question) => Ok(super::history::gather(r, question).await),
-        Request::Presence(dev, online) => super::ownership::presence(r, dev, online)
-            .await
-            .map(|()| Vec::new()),
         other => carry_out_unit(r, other).await.map(|()| Vec::new()),
     }
 }
 
 async fn carry_out_unit(r: &Resources, req: Request) -> Result<(), ClusterError> {
     match req {
-        Request::TakeOwnership(_) | Request::Presence(..) | Request::Gather(_) => Ok(()),
+        Request::TakeOwnership(_) | Request::Gather(_) => Ok(()),
         Request::ClaimSerial(serial, id) => {
             let key = serial_key(&serial);
             match r.devices.create(&key, id.to_string().into()).await {
