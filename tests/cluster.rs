@@ -865,3 +865,25 @@ fn nats_restarted_under_load_loses_nothing_and_repeats_nothing() {
         assert_eq!(telemetry_ids(&all, &d.id), expected("u", 0..n), "{}", d.id);
     }
 }
+
+/// A NATS that lets in only its user: a node whose URL names the user joins; one without it
+/// does not (and says so in `/healthz`).
+#[test]
+fn a_node_joins_a_nats_that_requires_a_user() {
+    let nats = Nats::start_as("127.0.0.20", Some(("fleetgate", "a-nats-password")));
+    let n1 = node("127.0.0.11", &nats, "n1");
+    let dev = n1.create_device("authed");
+    let mut ws = n1.device_session(&dev);
+    send_acked(&mut ws, "a", 0..5);
+    wait_drained(&n1);
+    assert_eq!(
+        telemetry_ids(&nats.stream_messages(STREAM), &dev.id),
+        expected("a", 0..5)
+    );
+    let bare = nats.url().replace("fleetgate:a-nats-password@", "");
+    let n2 = Server::start_at("epoll", "127.0.0.12", &["--nats", &bare, "--node-id", "n2"]);
+    std::thread::sleep(Duration::from_secs(2));
+    let h = health(&n2);
+    assert_eq!(opt_s(&h, "cluster"), Some("starting"), "{}", enc(&h));
+    assert_eq!(opt_s(&h, "nats"), Some("disconnected"), "{}", enc(&h));
+}

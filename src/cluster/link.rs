@@ -125,7 +125,13 @@ async fn run(
     tokio::spawn(port::serve(requests, ready.clone()));
     tokio::spawn(port::write_presence(presence, ready.clone()));
     let node = settings.node.clone();
-    let client = match async_nats::ConnectOptions::new()
+    let mut options = async_nats::ConnectOptions::new();
+    // Credentials in a URL (`nats://user:password@host:4222`): the client does not take them from
+    // the address itself.
+    if let Some((user, password)) = credentials(&settings.urls) {
+        options = options.user_and_password(user, password);
+    }
+    let client = match options
         .name(format!("fleetgate-{node}"))
         .retry_on_initial_connect()
         .max_reconnects(None)
@@ -190,6 +196,13 @@ async fn run(
         ));
     }
     export::run(shared, client, &settings.node, cursor).await;
+}
+
+/// The user and password the first `--nats` URL that has them names.
+fn credentials(urls: &[String]) -> Option<(String, String)> {
+    urls.iter()
+        .filter_map(|u| u.parse::<async_nats::ServerAddr>().ok())
+        .find_map(|a| Some((a.username()?.to_string(), a.password()?.to_string())))
 }
 
 const SET_UP_RETRY: Duration = Duration::from_millis(500);

@@ -14,6 +14,8 @@ pub struct Nats {
     dir: PathBuf,
     addr: String,
     starts: u32,
+    /// `--user`/`--pass` the server requires, if any.
+    user: Option<(String, String)>,
 }
 
 impl Nats {
@@ -21,6 +23,11 @@ impl Nats {
     /// The server picks its port (`-p -1`, read back from its log: tests running side by side
     /// never race for one) and keeps it across restarts.
     pub fn start(host: &str) -> Nats {
+        Self::start_as(host, None)
+    }
+
+    /// `start`, with a server that lets in only `user` with its password.
+    pub fn start_as(host: &str, user: Option<(&str, &str)>) -> Nats {
         let dir = unique_dir("nats");
         fs::create_dir_all(&dir).expect("create nats dir");
         let mut n = Nats {
@@ -28,6 +35,7 @@ impl Nats {
             dir,
             addr: format!("{host}:-1"),
             starts: 0,
+            user: user.map(|(u, p)| (u.to_string(), p.to_string())),
         };
         n.spawn();
         n
@@ -39,7 +47,11 @@ impl Nats {
         let log =
             fs::File::create(self.dir.join(format!("nats-{}.log", self.starts))).expect("nats log");
         let (host, port) = self.addr.rsplit_once(':').expect("host:port");
-        let child = Command::new("nats-server")
+        let mut cmd = Command::new("nats-server");
+        if let Some((u, p)) = &self.user {
+            cmd.args(["--user", u, "--pass", p]);
+        }
+        let child = cmd
             .args(["-js", "-sd"])
             .arg(self.dir.join("js"))
             .args(["-a", host, "-p", port, "-n", "fleetgate-test"])
@@ -76,8 +88,12 @@ impl Nats {
         }
     }
 
+    /// The server's URL, with the user and password it requires.
     pub fn url(&self) -> String {
-        format!("nats://{}", self.addr)
+        match &self.user {
+            Some((u, p)) => format!("nats://{u}:{p}@{}", self.addr),
+            None => format!("nats://{}", self.addr),
+        }
     }
 
     pub fn logs(&self) -> String {
@@ -106,7 +122,13 @@ impl Nats {
             .build()
             .expect("tokio runtime");
         rt.block_on(async {
-            let client = async_nats::connect(self.url())
+            // The client does not take a user from the URL: it is given apart.
+            let mut options = async_nats::ConnectOptions::new();
+            if let Some((u, p)) = &self.user {
+                options = options.user_and_password(u.clone(), p.clone());
+            }
+            let client = options
+                .connect(format!("nats://{}", self.addr))
                 .await
                 .expect("connect to NATS");
             let js = async_nats::jetstream::new(client);
