@@ -118,15 +118,23 @@ pub async fn take(r: &Resources, dev: Uuid) -> Result<Vec<String>, ClusterError>
     ))
 }
 
-/// Records the device online or offline here. Going online takes the device (without a hand-over:
-/// an HTTP device, or a session whose registration already took it); going offline writes only
-/// while this node still owns it.
+/// Records the device online or offline here, while this node owns it. Going online also takes
+/// a device no live node owns (an HTTP device, which registers nowhere; a session that took it
+/// while NATS was away), never one another live node holds: the write may be late (presence is
+/// written behind), and a late write must not take a device that moved on.
 pub async fn presence(r: &Resources, dev: Uuid, online: bool) -> Result<(), ClusterError> {
     for _ in 0..CAS_ATTEMPTS {
         let (prev, revision) = current(r, dev).await?;
         let mine = prev.as_ref().is_some_and(|p| p.node == *r.node);
-        if !online && !mine {
-            return Ok(());
+        if !mine {
+            if !online {
+                return Ok(());
+            }
+            if let Some(p) = &prev
+                && alive(r, &p.node).await
+            {
+                return Ok(());
+            }
         }
         if mine && prev.as_ref().is_some_and(|p| p.online == online) {
             return Ok(());
