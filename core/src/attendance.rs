@@ -151,14 +151,16 @@ pub fn parse_record(v: &Value) -> Result<Punch, RecordError> {
             }
         }
     }
-    let mut fields = String::from("{");
+    let mut fields = String::with_capacity(128);
+    fields.push('{');
+    let mut scratch = Vec::new();
     for (k, val) in obj.iter().filter(|(k, _)| *k != "image") {
         if fields.len() > 1 {
             fields.push(',');
         }
         json::push_str(&mut fields, k);
         fields.push(':');
-        fields.push_str(&json::encode(val));
+        json::push_encoded(&mut fields, val, &mut scratch);
     }
     fields.push('}');
     let utc_offset_minutes = v

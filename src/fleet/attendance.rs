@@ -16,7 +16,7 @@ use crate::fleet::webhooks;
 use crate::json;
 use crate::store::commit::{Batcher, Staging, Ticket};
 use crate::store::{Cf, StoreError, keys};
-use crate::time::{now_ms, now_us, rfc3339_ms};
+use crate::time::{now_ms, now_us, push_rfc3339_ms};
 
 // Normalising what terminals send is sans-IO and lives in the core crate (fuzzed there).
 pub use fleetgate_core::attendance::{
@@ -41,30 +41,31 @@ pub fn item_json(
     received_ms: u64,
     has_photo: bool,
 ) -> String {
-    let id = crate::fleet::auth::hex(primary);
+    use std::fmt::Write as _;
+    // Built without temporary strings: every stored punch passes here.
     let mut s = String::with_capacity(256 + p.fields.len());
     s.push_str("{\"id\":\"");
-    s.push_str(&id);
+    crate::fleet::auth::push_hex(&mut s, primary);
     s.push_str("\",\"device_id\":\"");
-    s.push_str(&dev.to_string());
+    s.push_str(dev.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
     s.push_str("\",\"serial\":");
     match serial {
         Some(x) => json::push_str(&mut s, x),
         None => s.push_str("null"),
     }
-    s.push_str(",\"enrollid\":");
-    s.push_str(&p.enrollid.to_string());
+    // Writing into a String cannot fail.
+    let _ = write!(s, ",\"enrollid\":{}", p.enrollid);
     s.push_str(",\"local_time\":");
     json::push_str(&mut s, &p.local_raw);
     s.push_str(",\"utc_time\":\"");
-    s.push_str(&rfc3339_ms(utc_us / 1000));
+    push_rfc3339_ms(&mut s, utc_us / 1000);
     s.push_str("\",\"received_at\":\"");
-    s.push_str(&rfc3339_ms(received_ms));
+    push_rfc3339_ms(&mut s, received_ms);
     s.push_str("\",\"fields\":");
     s.push_str(&p.fields);
     if has_photo {
         s.push_str(",\"photo_url\":\"/api/attendance/");
-        s.push_str(&id);
+        crate::fleet::auth::push_hex(&mut s, primary);
         s.push_str("/photo\"");
     }
     if p.photo_dropped {
@@ -169,6 +170,8 @@ pub fn stage_records_with(
     let received = now_ms();
     let mut seen = std::collections::HashSet::new();
     let mut staged_any = false;
+    // Counted here and reported once: a counter looked up per record was 3 % of a burst's CPU.
+    let (mut punches, mut duplicates) = (0u64, 0u64);
     let ticket = batch.stage(|st| {
         for raw in list {
             let p = match parse_record(raw) {
@@ -197,7 +200,7 @@ pub fn stage_records_with(
             if !seen.insert(identity)
                 || store.exists(Cf::AttendanceDedup, &dedup_key(&dev.id, &identity))?
             {
-                metrics::counter!("fleetgate_attendance_duplicates_total").increment(1);
+                duplicates += 1;
                 continue;
             }
             let utc_us = p
@@ -216,7 +219,7 @@ pub fn stage_records_with(
             match p.kind {
                 Kind::Punch => {
                     stage(st, &dev.id, &primary, &identity, &item, p.photo.as_deref())?;
-                    metrics::counter!("fleetgate_attendance_records_total").increment(1);
+                    punches += 1;
                     if fleet.webhooks.wants(webhooks::Kind::Attendance) {
                         // The message carries the punch's person as they are when it is stored.
                         let data = match (fleet.people.on_punch(p.enrollid), item.strip_suffix('}'))
@@ -267,7 +270,10 @@ pub fn stage_records_with(
             staged_any = true;
         }
         Ok(())
-    })?;
+    });
+    metrics::counter!("fleetgate_attendance_duplicates_total").increment(duplicates);
+    let ticket = ticket?;
+    metrics::counter!("fleetgate_attendance_records_total").increment(punches);
     Ok(staged_any.then_some(ticket))
 }
 

@@ -252,6 +252,14 @@ impl Store {
                     }
                 });
             }
+            if cf == Cf::AttendanceDedup {
+                // Every punch asks whether it is stored already, and is nearly always new: a
+                // whole-key bloom filter over the memtable answers that miss without searching the
+                // skiplist, as the table files' filters do on disk. The search was 13 % of an
+                // attendance burst's CPU.
+                o.set_memtable_prefix_bloom_ratio(MEMTABLE_BLOOM_RATIO);
+                o.set_memtable_whole_key_filtering(true);
+            }
             ColumnFamilyDescriptor::new(cf.name(), o)
         });
         let db = DB::open_cf_descriptors(&db_opts, dir, descriptors)?;
@@ -642,6 +650,10 @@ fn db_options(buffers: &WriteBufferManager) -> Options {
     db_opts.set_max_open_files(MAX_OPEN_FILES);
     db_opts
 }
+
+/// The memtable bloom filter's size as a share of the memtable's (RocksDB caps it at 0.25): 2 % of
+/// a 64 MiB memtable is 1.3 MiB, over 10 bits for each dedup entry it can hold (~100 bytes each).
+const MEMTABLE_BLOOM_RATIO: f64 = 0.02;
 
 fn cf_options(cache: &Cache) -> Options {
     let mut o = Options::default();
