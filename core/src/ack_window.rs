@@ -13,7 +13,16 @@
 use std::collections::{HashMap, VecDeque};
 
 /// `T` is the handle of a batch (cloned per entry; shared by the records of one batch).
+///
+/// An empty window holds nothing but a null pointer: it is part of every session's state, most
+/// sessions are idle most of the time, and an idle session must cost as little as it can
+/// (ARCHITECTURE.md: "A held session costs its state"). The entries live in a box made on the
+/// first staged msg_id and freed when the last is answered.
 pub struct AckWindow<T> {
+    open: Option<Box<Entries<T>>>,
+}
+
+struct Entries<T> {
     queue: VecDeque<(T, String)>,
     /// The msg_ids in `queue`, each with the batch holding its first copy.
     first: HashMap<String, T>,
@@ -21,10 +30,7 @@ pub struct AckWindow<T> {
 
 impl<T> Default for AckWindow<T> {
     fn default() -> Self {
-        AckWindow {
-            queue: VecDeque::new(),
-            first: HashMap::new(),
-        }
+        AckWindow { open: None }
     }
 }
 
@@ -39,10 +45,13 @@ impl<T: Clone> AckWindow<T> {
     /// If `msg_id`'s first copy is still in the window, queues another answer for it behind that
     /// copy's batch and returns true: the caller must not stage it again.
     pub fn repeat(&mut self, msg_id: &str) -> bool {
-        match self.first.get(msg_id) {
+        let Some(e) = self.open.as_deref_mut() else {
+            return false;
+        };
+        match e.first.get(msg_id) {
             Some(batch) => {
                 let batch = batch.clone();
-                self.queue.push_back((batch, msg_id.to_string()));
+                e.queue.push_back((batch, msg_id.to_string()));
                 true
             }
             None => false,
@@ -51,45 +60,57 @@ impl<T: Clone> AckWindow<T> {
 
     /// A msg_id staged in `batch`.
     pub fn staged(&mut self, msg_id: String, batch: T) {
-        self.first.insert(msg_id.clone(), batch.clone());
-        self.queue.push_back((batch, msg_id));
+        let e = self.open.get_or_insert_with(|| {
+            Box::new(Entries {
+                queue: VecDeque::new(),
+                first: HashMap::new(),
+            })
+        });
+        e.first.insert(msg_id.clone(), batch.clone());
+        e.queue.push_back((batch, msg_id));
     }
 
     /// Answers every entry at the front whose batch has an outcome (`outcome`: Some(committed)),
     /// in order, stopping at the first still pending.
     pub fn drain(&mut self, outcome: impl Fn(&T) -> Option<bool>, mut answer: impl FnMut(Answer)) {
-        while let Some(ok) = self.queue.front().and_then(|(t, _)| outcome(t)) {
-            let Some((_, m)) = self.queue.pop_front() else {
+        let Some(e) = self.open.as_deref_mut() else {
+            return;
+        };
+        while let Some(ok) = e.queue.front().and_then(|(t, _)| outcome(t)) {
+            let Some((_, m)) = e.queue.pop_front() else {
                 break;
             };
             // A repeat leaves `first` pointing at the batch it shares: removing the msg_id once
             // its first answer goes is right either way, as both answer from that batch.
-            self.first.remove(&m);
+            e.first.remove(&m);
             answer(if ok {
                 Answer::Ack(m)
             } else {
                 Answer::NotStored(m)
             });
         }
+        if e.queue.is_empty() {
+            self.open = None;
+        }
     }
 
     /// Entries not yet answered (the session stops reading past its in-flight limit).
     pub fn len(&self) -> usize {
-        self.queue.len()
+        self.open.as_ref().map_or(0, |e| e.queue.len())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.queue.is_empty()
+        self.len() == 0
     }
 
     /// The batch the oldest unanswered entry waits for.
     pub fn front(&self) -> Option<&T> {
-        self.queue.front().map(|(t, _)| t)
+        self.open.as_ref()?.queue.front().map(|(t, _)| t)
     }
 
     /// The batch the newest entry waits for: once it resolves, every entry can be answered.
     pub fn back(&self) -> Option<&T> {
-        self.queue.back().map(|(t, _)| t)
+        self.open.as_ref()?.queue.back().map(|(t, _)| t)
     }
 }
 
@@ -138,6 +159,10 @@ mod tests {
             ]
         );
         assert!(w.is_empty());
+        assert!(
+            w.open.is_none(),
+            "an answered-out window gives its memory back"
+        );
     }
 
     #[test]

@@ -43,7 +43,12 @@ pub fn message(
             let fp = fingerprint(m);
             let slot = claim.msg_window();
             if slot.is_none() {
-                *slot = Some(MsgWindow::fill(store, &dev, remember.window, since)?);
+                *slot = Some(Box::new(MsgWindow::fill(
+                    store,
+                    &dev,
+                    remember.window,
+                    since,
+                )?));
             }
             let seen = match slot {
                 Some(w) => w.stored(store, &dev, m, fp, since)?,

@@ -235,7 +235,10 @@ pub struct Claim {
     me: SessionRef,
     last: Option<Rc<Ticket>>,
     /// The device's recent msg_ids, filled on the session's first one (`ingest::message`).
-    msg_window: Option<MsgWindow>,
+    /// Boxed: a claim is part of every held device session's task, and a session that has sent
+    /// no msg_id must not carry the window's room (ARCHITECTURE.md: "A held session costs its
+    /// state").
+    msg_window: Option<Box<MsgWindow>>,
 }
 
 impl Claim {
@@ -255,7 +258,7 @@ impl Claim {
     }
 
     /// The session's msg_id window, if its first msg_id filled it.
-    pub fn msg_window(&mut self) -> &mut Option<MsgWindow> {
+    pub fn msg_window(&mut self) -> &mut Option<Box<MsgWindow>> {
         &mut self.msg_window
     }
 

@@ -19,6 +19,7 @@ use crate::fleet::presence;
 use crate::fleet::state::Fleet;
 use crate::http::request::{Request, Upload};
 use crate::keepalive::{Keepalive, Step};
+use crate::shard::buf_pool::{self, BufPool};
 use crate::shard::handler::Reply;
 use crate::shard::hub::{Hub, ShardMsg};
 use crate::shard::io::Transport;
@@ -26,10 +27,8 @@ use crate::store::commit::{Batcher, Committer};
 use crate::time::now_ms;
 use crate::timer_wheel::TimerWheel;
 
-/// Read buffers the pool keeps per shard; more are allocated under load and freed after.
-const POOL_KEEP: usize = 256;
 /// Size of a pooled read buffer.
-pub const POOL_BUF: usize = 16 * 1024;
+pub const POOL_BUF: usize = buf_pool::BUF;
 /// The open batch of a shard is committed at the latest when it holds this much.
 const BATCH_MAX_BYTES: usize = 4 << 20;
 /// Timer resolution: deadlines fire within this of their time.
@@ -279,7 +278,7 @@ pub struct Local {
     wheel: RefCell<TimerWheel<u64>>,
     /// HTTP devices this shard saw come online, checked for silence.
     liveness: RefCell<TimerWheel<uuid::Uuid>>,
-    pool: RefCell<Vec<Vec<u8>>>,
+    pool: RefCell<BufPool>,
     /// Capacity of the read buffers this shard's connections hold, against `in_budget`
     /// (`--buffer-budget-mb` split over the shards), up to `large_above` per buffer; beyond it,
     /// the process-wide `Shared::large_bytes`.
@@ -317,7 +316,7 @@ impl Local {
             metrics: ShardMetrics::new(index),
             wheel: RefCell::new(TimerWheel::new(TICK.as_millis() as u64, 4096, now_ms())),
             liveness: RefCell::new(TimerWheel::new(TICK.as_millis() as u64, 4096, now_ms())),
-            pool: RefCell::new(Vec::new()),
+            pool: RefCell::new(BufPool::default()),
             in_bytes: Cell::new(0),
             in_budget,
             large_above,
@@ -340,19 +339,12 @@ impl Local {
 
     /// A read buffer from the pool (empty, with `POOL_BUF` capacity).
     pub fn take_buf(&self) -> Vec<u8> {
-        self.pool
-            .borrow_mut()
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(POOL_BUF))
+        self.pool.borrow_mut().take()
     }
 
     /// Returns a buffer; oversized ones (a large frame grew them) are freed instead of kept.
-    pub fn give_buf(&self, mut buf: Vec<u8>) {
-        let mut pool = self.pool.borrow_mut();
-        if buf.capacity() == POOL_BUF && pool.len() < POOL_KEEP {
-            buf.clear();
-            pool.push(buf);
-        }
+    pub fn give_buf(&self, buf: Vec<u8>) {
+        self.pool.borrow_mut().give(buf);
     }
 
     /// A read buffer, charged to the shard's buffer budget.
@@ -502,6 +494,7 @@ impl Local {
 
     pub(super) fn tick(&self) {
         self.recheck_admins();
+        self.pool.borrow_mut().trim();
         self.metrics.inbox_depth.set(self.inbox.len() as f64);
         self.metrics
             .open_batch_bytes

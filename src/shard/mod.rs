@@ -2,6 +2,7 @@
 //! with its own SO_REUSEPORT listener. It owns every connection it accepts, for that connection's
 //! whole life; other threads reach its connections only through its `hub` inbox.
 
+pub mod buf_pool;
 pub mod buf_ring;
 pub mod handler;
 pub mod http_conn;

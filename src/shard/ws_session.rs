@@ -862,7 +862,7 @@ impl Session<'_> {
                     let remember = fleet.rules.msg_ids;
                     let since = crate::time::now_us().saturating_sub(remember.retention_us);
                     match MsgWindow::fill(&fleet.store, &dev.id, remember.window, since) {
-                        Ok(w) => *claim.msg_window() = Some(w.with_elsewhere(ids)),
+                        Ok(w) => *claim.msg_window() = Some(Box::new(w.with_elsewhere(ids))),
                         Err(e) => {
                             tracing::error!(error = %e, "reading the device's msg_ids failed")
                         }
