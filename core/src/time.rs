@@ -143,7 +143,8 @@ mod tests {
         let mut ms = 0u64;
         while ms <= MAX_RFC3339_MS {
             assert_eq!(rfc3339_ms(ms), jiff_text(ms), "{ms}");
-            // A prime step, so the samples fall on every time of day and day of the cycle.
+            // A week and just under an hour: as the samples cross the range they drift through
+            // the hours of the day and the days of the month.
             ms += 86_400_000 * 7 + 3_599_999 + 7;
         }
         for ms in [

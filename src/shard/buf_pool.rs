@@ -71,13 +71,10 @@ mod tests {
             p.give(b);
         }
         assert_eq!(p.free.len(), 200);
-        // The second after the burst: nothing taken, so everything above the floor goes.
+        // The trim that ends the burst's own second keeps them: every one was in use in it.
         trim_once(&mut p);
-        assert_eq!(
-            p.free.len(),
-            200,
-            "the burst's own second: its buffers were all in use"
-        );
+        assert_eq!(p.free.len(), 200, "the burst's buffers were all in use");
+        // The next second takes none, so everything above the floor goes.
         trim_once(&mut p);
         assert_eq!(p.free.len(), FLOOR);
     }
