@@ -226,6 +226,16 @@ fn joining_a_cluster_needs_a_node_id_and_usable_addresses() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Waits until `srv` knows the device `id` (the registry reached it).
+fn wait_known(srv: &Server, id: &str) {
+    wait_get(
+        srv,
+        &format!("/api/devices/{id}"),
+        200,
+        "the node knows the device",
+    );
+}
+
 /// Waits until `srv` answers `GET path` with `status`.
 fn wait_get(srv: &Server, path: &str, status: u16, what: &str) -> Resp {
     let mut last = None;
@@ -351,12 +361,7 @@ fn a_command_posted_on_one_node_reaches_the_device_on_another_in_order() {
     let n1 = node("127.0.0.11", &nats, "n1");
     let n2 = node("127.0.0.12", &nats, "n2");
     let dev = n1.create_device("d");
-    wait_get(
-        &n2,
-        &format!("/api/devices/{}", dev.id),
-        200,
-        "n2 knows the device",
-    );
+    wait_known(&n2, &dev.id);
     let mut ws = n2.device_session(&dev);
     let ids: Vec<String> = (0..5)
         .map(|n| n1.send_command(&dev.id, "set", json!({ "n": n })))
@@ -387,12 +392,7 @@ fn a_device_moving_between_nodes_stores_each_msg_id_once() {
     let n1 = node("127.0.0.11", &nats, "n1");
     let n2 = node("127.0.0.12", &nats, "n2");
     let dev = n1.create_device("mover");
-    wait_get(
-        &n2,
-        &format!("/api/devices/{}", dev.id),
-        200,
-        "n2 knows the device",
-    );
+    wait_known(&n2, &dev.id);
     let mut old = n1.device_session(&dev);
     send_acked(&mut old, "m", 0..100);
     // Twenty more leave, and the device hears none of their acks before it moves.
@@ -468,12 +468,7 @@ fn an_admin_on_one_node_sees_devices_on_every_node() {
     let n1 = node("127.0.0.11", &nats, "n1");
     let n2 = node("127.0.0.12", &nats, "n2");
     let dev = n1.create_device("watched");
-    wait_get(
-        &n2,
-        &format!("/api/devices/{}", dev.id),
-        200,
-        "n2 knows the device",
-    );
+    wait_known(&n2, &dev.id);
     let mut admin = n1.admin_session();
     // n2 builds frames for n1's admin once n1 has said it has one (every second): until then a
     // connection is not relayed, so the device connects again until n1's admin sees one.
@@ -706,12 +701,7 @@ fn operators_are_one_set_across_nodes() {
         b.get(&n1, "/api/devices").status == 200
     });
     let dev = n1.create_device("d");
-    wait_get(
-        &n2,
-        &format!("/api/devices/{}", dev.id),
-        200,
-        "n2 knows the device",
-    );
+    wait_known(&n2, &dev.id);
     // Demoted on n1: the session can no longer write on n2.
     let r = n1.patch("/api/users/olga", &json!({"role": "viewer"}));
     assert_eq!(r.status, 200, "{}", r.text());
@@ -754,12 +744,7 @@ fn a_device_s_events_read_through_any_node() {
     let n1 = node("127.0.0.11", &nats, "n1");
     let n2 = node("127.0.0.12", &nats, "n2");
     let dev = n1.create_device("evented");
-    wait_get(
-        &n2,
-        &format!("/api/devices/{}", dev.id),
-        200,
-        "n2 knows the device",
-    );
+    wait_known(&n2, &dev.id);
     let mut ws = n1.device_session(&dev);
     for n in 0..3 {
         ws.send_json(&json!({"type":"event","event_type":"door_opened","msg_id": format!("e{n}"),"payload":{"n": n}}));
@@ -792,12 +777,7 @@ fn a_device_s_punches_read_through_any_node() {
     );
     assert_eq!(r.status, 201, "{}", r.text());
     let id = s(&r.json(), "device_id").to_string();
-    wait_get(
-        &n2,
-        &format!("/api/devices/{id}"),
-        200,
-        "n2 knows the device",
-    );
+    wait_known(&n2, &id);
     for (n, srv) in [(1u64, &n1), (2, &n2), (3, &n1)] {
         let body = json!({"cmd": "sendlog", "sn": "HTTP-CL-1", "count": 1, "logindex": 0,
             "record": [{"enrollid": n, "time": format!("2026-06-12 09:0{n}:00"), "mode": 1, "inout": 0, "event": 0}]});

@@ -15,7 +15,7 @@ use super::commands::{self, Feed};
 use super::export;
 use super::live::{self, Relay};
 use super::port::{self, Answer, NatsPort, Request};
-use super::resources::{DEVICES_BUCKET, Resources};
+use super::resources::{self, DEVICES_BUCKET, Resources};
 use super::{history, operators, ownership, registry};
 use crate::fleet::accounts::OperatorChange;
 use crate::shard::local::Shared;
@@ -241,26 +241,15 @@ async fn set_up(
     ])
 }
 
-/// The registry bucket's stream, as a KV bucket with one value per key is laid out. Created
-/// directly: the client's own bucket creation first asks for account details in a shape that
-/// nats-server 2.9 (Debian's) does not answer in.
+/// The registry bucket's stream.
 fn devices_stream() -> jetstream::stream::Config {
-    jetstream::stream::Config {
-        name: format!("KV_{DEVICES_BUCKET}"),
-        description: Some(
-            "fleetgate: every device's record, and which device has each serial".into(),
-        ),
-        subjects: vec![format!("$KV.{DEVICES_BUCKET}.>")],
-        max_messages_per_subject: 1,
-        max_message_size: MAX_RECORD,
-        storage: jetstream::stream::StorageType::File,
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
-        discard: jetstream::stream::DiscardPolicy::New,
-        duplicate_window: Duration::from_secs(120),
-        ..Default::default()
-    }
+    resources::kv_bucket_stream(
+        DEVICES_BUCKET,
+        "fleetgate: every device's record, and which device has each serial",
+        MAX_RECORD,
+        Duration::ZERO,
+        Duration::from_secs(120),
+    )
 }
 
 /// The largest device record the registry bucket takes (a record holds a name, settings and a

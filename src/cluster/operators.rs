@@ -13,7 +13,7 @@ use async_nats::jetstream::{self, kv};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-use super::resources::Resources;
+use super::resources::{self, Resources};
 use crate::fleet::accounts::{OperatorChange, SESSION_IDLE_MS};
 use crate::shard::local::Shared;
 use crate::store::records;
@@ -124,22 +124,16 @@ fn change_of(e: &kv::Entry) -> Option<OperatorChange> {
     })
 }
 
-/// The two buckets' streams, laid out as KV buckets are (see `link::devices_stream`).
+/// The two buckets' streams (`resources::kv_bucket_stream`).
 pub fn bucket_streams() -> [jetstream::stream::Config; 2] {
-    let bucket = |name: &str, description: &str, max_age: Duration| jetstream::stream::Config {
-        name: format!("KV_{name}"),
-        description: Some(description.into()),
-        subjects: vec![format!("$KV.{name}.>")],
-        max_messages_per_subject: 1,
-        max_message_size: 16 * 1024,
-        max_age,
-        storage: jetstream::stream::StorageType::File,
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
-        discard: jetstream::stream::DiscardPolicy::New,
-        duplicate_window: Duration::from_secs(10),
-        ..Default::default()
+    let bucket = |name: &str, description: &str, max_age: Duration| {
+        resources::kv_bucket_stream(
+            name,
+            description,
+            16 * 1024,
+            max_age,
+            Duration::from_secs(10),
+        )
     };
     [
         bucket(

@@ -24,7 +24,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::resources::Resources;
+use super::resources::{self, Resources};
 use crate::fleet::cluster::ClusterError;
 use crate::fleet::msg_window::MsgWindow;
 use crate::shard::local::Shared;
@@ -310,23 +310,11 @@ fn apply(shared: &Shared, r: &Resources, dev: Uuid, owner: Option<&Owner>, live:
     d.elsewhere.store(elsewhere, Ordering::Release);
 }
 
-/// The owners bucket and the nodes bucket (whose values expire after `LEASE`), laid out as KV
-/// buckets are (see `link::devices_stream` for why they are created directly).
+/// The owners bucket and the nodes bucket, whose values expire after `LEASE`
+/// (`resources::kv_bucket_stream`).
 pub fn bucket_streams() -> [jetstream::stream::Config; 2] {
-    let bucket = |name: &str, description: &str, max_age: Duration| jetstream::stream::Config {
-        name: format!("KV_{name}"),
-        description: Some(description.into()),
-        subjects: vec![format!("$KV.{name}.>")],
-        max_messages_per_subject: 1,
-        max_message_size: 4096,
-        max_age,
-        storage: jetstream::stream::StorageType::File,
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
-        discard: jetstream::stream::DiscardPolicy::New,
-        duplicate_window: Duration::from_secs(10),
-        ..Default::default()
+    let bucket = |name: &str, description: &str, max_age: Duration| {
+        resources::kv_bucket_stream(name, description, 4096, max_age, Duration::from_secs(10))
     };
     [
         bucket(

@@ -2,6 +2,7 @@
 //! buckets, this node's name; and the names of the cluster's buckets, streams and keys.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
 use uuid::Uuid;
@@ -9,6 +10,33 @@ use uuid::Uuid;
 pub const DEVICES_BUCKET: &str = "fleetgate-devices";
 pub const COMMANDS_STREAM: &str = "FLEETGATE_COMMANDS";
 pub const COMMANDS_SUBJECTS: &str = "fleetgate.commands.>";
+
+/// A KV bucket's stream, laid out as the client lays out a bucket with one value per key. The
+/// buckets are created as streams directly: the client's own bucket creation first asks for
+/// account details in a shape that nats-server 2.9 (Debian's) does not answer in.
+pub fn kv_bucket_stream(
+    name: &str,
+    description: &str,
+    max_message_size: i32,
+    max_age: Duration,
+    duplicate_window: Duration,
+) -> jetstream::stream::Config {
+    jetstream::stream::Config {
+        name: format!("KV_{name}"),
+        description: Some(description.into()),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
+        max_message_size,
+        max_age,
+        storage: jetstream::stream::StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: jetstream::stream::DiscardPolicy::New,
+        duplicate_window,
+        ..Default::default()
+    }
+}
 
 pub fn device_key(id: &Uuid) -> String {
     format!("d.{id}")
