@@ -56,6 +56,14 @@ impl BufPool {
 mod tests {
     use super::*;
 
+    /// `n` connections take a buffer at the same moment, then all give theirs back.
+    fn read_at_once(p: &mut BufPool, n: usize) {
+        let held: Vec<_> = (0..n).map(|_| p.take()).collect();
+        for b in held {
+            p.give(b);
+        }
+    }
+
     fn trim_once(p: &mut BufPool) {
         for _ in 0..TRIM_EVERY {
             p.trim();
@@ -66,10 +74,7 @@ mod tests {
     fn a_burst_is_given_back_once_it_is_over() {
         let mut p = BufPool::default();
         // A burst: 200 connections read at once, then all give their buffers back.
-        let held: Vec<_> = (0..200).map(|_| p.take()).collect();
-        for b in held {
-            p.give(b);
-        }
+        read_at_once(&mut p, 200);
         assert_eq!(p.free.len(), 200);
         // The trim that ends the burst's own second keeps them: every one was in use in it.
         trim_once(&mut p);
@@ -82,17 +87,11 @@ mod tests {
     #[test]
     fn what_a_steady_load_uses_is_kept() {
         let mut p = BufPool::default();
-        let held: Vec<_> = (0..100).map(|_| p.take()).collect();
-        for b in held {
-            p.give(b);
-        }
+        read_at_once(&mut p, 100);
         trim_once(&mut p);
         // Each second, 60 connections read at the same moment, then give back.
         for _ in 0..3 {
-            let busy: Vec<_> = (0..60).map(|_| p.take()).collect();
-            for b in busy {
-                p.give(b);
-            }
+            read_at_once(&mut p, 60);
             trim_once(&mut p);
             assert_eq!(
                 p.free.len(),
@@ -109,10 +108,7 @@ mod tests {
         grown.reserve(BUF * 2);
         p.give(grown);
         assert_eq!(p.free.len(), 0);
-        let held: Vec<_> = (0..KEEP + 10).map(|_| p.take()).collect();
-        for b in held {
-            p.give(b);
-        }
+        read_at_once(&mut p, KEEP + 10);
         assert_eq!(p.free.len(), KEEP);
         let b = p.take();
         assert!(b.is_empty() && b.capacity() == BUF);
